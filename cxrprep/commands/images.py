@@ -1,0 +1,64 @@
+"""`cxrprep images`: a folder or CSV of DICOM/PNG/JPG files as one-image studies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..cliutil import finish, make_config, parse_max_failed, progress
+
+
+def image_settings(size: int, clahe: bool, clahe_clip: float, clahe_tiles: int, fmt: str, quality: int,
+                   max_image_pixels: int):
+    """Build ImageSettings from the shared image options (used by every command that writes images)."""
+    from ..images import ImageSettings
+
+    return make_config(ImageSettings, size=size, clahe=clahe, clahe_clip=clahe_clip, clahe_tiles=clahe_tiles,
+                       format=fmt, quality=quality, max_pixels=max_image_pixels)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def images(
+        # fmt: off
+        src: Path = typer.Argument(..., exists=True, help="A folder of .dcm/.png/.jpg files, or a CSV (columns: path, [study_id, subject_id, split, view], label columns...)"),
+        out: Path = typer.Option(Path("shards"), "--out", help="Shard root; writes OUT/DATASET/"),
+        dataset: str = typer.Option("images", "--dataset", help="Dataset folder name, e.g. rsna-pneumonia"),
+        image_root: Path = typer.Option(None, "--image-root", help="Base of relative CSV paths (default: the CSV's folder)"),
+        size: int = typer.Option(512, "--size", help="Shorter side in pixels (never upscaled)"),
+        clahe: bool = typer.Option(True, "--clahe/--no-clahe", help="Also store a CLAHE copy"),
+        clahe_clip: float = typer.Option(2.0, "--clahe-clip"),
+        clahe_tiles: int = typer.Option(8, "--clahe-tiles"),
+        fmt: str = typer.Option("jpeg", "--format", help="jpeg or png"),
+        quality: int = typer.Option(95, "--quality", help="JPEG quality"),
+        max_image_pixels: int = typer.Option(178_956_970, "--max-image-pixels", help="Reject larger images (decompression bombs)"),
+        workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all cores)"),
+        part: str = typer.Option(None, "--part", help="i/N: process a deterministic 1/N of the subjects"),
+        max_failed: str = typer.Option("1%", "--max-failed", help="Exit 1 if more inputs fail (count, or percent like 1%)"),
+        # fmt: on
+    ) -> None:
+        """Write DICOM/PNG/JPG files as one-image studies (evaluation sets such as RSNA Pneumonia, SIIM).
+
+        Example: cxrprep images rsna.csv --dataset rsna-pneumonia --image-root stage_2_train_images --out shards/
+        """
+        from ..imagesrc import ImagesConfig, run_images
+        from ..parallel import parse_part, resolve_workers
+        from ..shards import summary_lines
+
+        try:
+            mf = parse_max_failed(max_failed)
+            part_t = parse_part(part)
+            nworkers = resolve_workers(workers)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from e
+        settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
+        cfg = make_config(ImagesConfig, dataset=dataset, image_root=str(image_root) if image_root else None,
+                          workers=nworkers, part=part_t, images=settings)
+        try:
+            m = run_images(src, out, cfg, progress=lambda it, n: progress(it, n, "images", "img"))
+        except ValueError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        c = m["counts"]
+        finish(summary_lines(m, out / dataset), c["failed"], c["inputs_seen"], mf)

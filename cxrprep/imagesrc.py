@@ -1,0 +1,108 @@
+"""``cxrprep images SRC --out shards/``: a folder of DICOM/PNG/JPG files, or a CSV listing them, as
+one-image studies (evaluation sets such as RSNA Pneumonia and SIIM-ACR).
+
+CSV input columns (header required; only ``path`` is mandatory):
+
+* ``path``: image file, absolute or relative to ``--image-root`` (default: the CSV's folder);
+* ``study_id`` (default: the file stem), ``subject_id`` (default: study_id), ``split`` (default: ``test``),
+  ``view`` (default: DICOM ViewPosition, else null);
+* every other column is a label column: values 1/0/-1/blank (also 1.0, True/False, yes/no), stored in the
+  shard's ``labels`` in column order, with the column names as ``label_names``.
+
+RSNA Pneumonia: ``path,study_id,Target`` built from stage_2_train_labels.csv (one row per patientId);
+SIIM-ACR: ``path,study_id,Pneumothorax`` (EncodedPixels == "-1" -> 0, else 1).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .images import ImageSettings, process_study_images
+from .parallel import in_part, ordered_map
+from .schema import SPLITS, empty_row
+from .shards import ShardWriter
+
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
+_RESERVED = ("path", "study_id", "subject_id", "split", "view")
+_LABEL_VALUES = {"1": 1, "1.0": 1, "true": 1, "yes": 1, "0": 0, "0.0": 0, "false": 0, "no": 0,
+                 "-1": -1, "-1.0": -1, "": None}
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    dataset: str = "images"
+    image_root: str | None = None
+    workers: int = 1
+    part: tuple[int, int] | None = None
+    images: ImageSettings = field(default_factory=ImageSettings)
+
+
+def _label(value: str, path: Path, line: int, column: str) -> int | None:
+    v = value.strip().lower()
+    if v not in _LABEL_VALUES:
+        raise ValueError(f"{path}:{line}: column {column!r} has value {value!r}; labels must be 1, 0, -1 or blank")
+    return _LABEL_VALUES[v]
+
+
+def list_inputs(src: Path, image_root: Path | None) -> tuple[list[dict], list[str]]:
+    """-> (items sorted by study_id, label_names). Raises ValueError on a bad CSV before any work."""
+    if src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        items = [dict(path=p, study_id=str(p.relative_to(src).with_suffix("")), subject_id=None,
+                      split="test", view=None, labels=[]) for p in files]
+        for it in items:
+            it["subject_id"] = it["study_id"]
+        return items, []
+    root = image_root or src.parent
+    with open(src, newline="") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if "path" not in header:
+            raise ValueError(f"{src}: no 'path' column in header {header}; see `cxrprep images --help`")
+        label_names = [h for h in header if h not in _RESERVED]
+        items, seen = [], set()
+        for line, raw in enumerate(reader, start=2):
+            row = {k.strip(): (v or "") for k, v in raw.items() if k is not None}
+            p = Path(row["path"])
+            sid = row.get("study_id") or p.stem
+            if sid in seen:
+                raise ValueError(f"{src}:{line}: duplicate study_id {sid!r}")
+            seen.add(sid)
+            split = row.get("split") or "test"
+            if split not in SPLITS:
+                raise ValueError(f"{src}:{line}: split {split!r} must be one of {SPLITS}")
+            items.append(dict(path=p if p.is_absolute() else root / p, study_id=sid,
+                              subject_id=row.get("subject_id") or sid, split=split,
+                              view=(row.get("view") or None),
+                              labels=[_label(row.get(n, ""), src, line, n) for n in label_names]))
+    items.sort(key=lambda it: it["study_id"])
+    return items, label_names
+
+
+def _work(args: tuple[dict, ImageSettings]) -> tuple[dict, list[dict], list[tuple[str, str]]]:
+    item, settings = args
+    ok, failed = process_study_images([(str(item["path"]), Path(item["path"]).stem, item["view"])], settings)
+    return item, ok, failed
+
+
+def run_images(src: Path, out: Path, cfg: ImagesConfig, progress=lambda it, total: it) -> dict:
+    items, label_names = list_inputs(Path(src), Path(cfg.image_root) if cfg.image_root else None)
+    mine = [it for it in items if in_part(it["subject_id"], cfg.part)]
+    conf = asdict(cfg)
+    conf["src"] = str(src)
+    with ShardWriter(out, cfg.dataset, config=conf, label_names=label_names, image_settings=cfg.images.manifest(),
+                     command="images", part=cfg.part) as w:
+        w.counts.inputs_seen = len(mine)
+        results = ordered_map(_work, ((it, cfg.images) for it in mine), workers=cfg.workers)
+        for item, ok, failed in progress(results, len(mine)):
+            if not ok:
+                w.reject(str(item["path"]), item["study_id"], stage="image", kind="failed", reason=failed[0][1])
+                continue
+            row = empty_row(cfg.dataset, item["study_id"], item["subject_id"], item["split"])
+            row["source"] = str(item["path"])
+            row["labels"] = item["labels"] if label_names else None
+            row["images"] = ok
+            w.write(row)
+    return w.manifest
