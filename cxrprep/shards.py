@@ -353,6 +353,8 @@ def find_datasets(root: str | Path) -> list[Path]:
     if (root / MANIFEST).exists() or any(root.glob("manifest-*of*.json")):
         return [root]
     found = sorted({p.parent for p in root.rglob(MANIFEST)} | {p.parent for p in root.rglob("manifest-*of*.json")})
+    # hidden folders hold work in progress (e.g. `cxrprep augment`'s .augment-NAME/), never a dataset
+    found = [d for d in found if not any(part.startswith(".") for part in d.relative_to(root).parts)]
     if not found:
         raise FileNotFoundError(f"no cxrkit dataset folders (with {MANIFEST}) under {root}")
     return found
