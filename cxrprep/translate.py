@@ -277,14 +277,15 @@ class TransformersBackend(Backend):
         enc = self.tok(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=self.limit)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         lo, hi = self._lengths(int(enc["input_ids"].shape[1]), dec)
-        kw: dict = dict(max_new_tokens=hi, min_new_tokens=lo, num_beams=1, do_sample=False)
+        # no forced </s> at the length cap: CTranslate2 does not force one either, so greedy outputs match
+        kw: dict = dict(max_new_tokens=hi, min_new_tokens=lo, num_beams=1, do_sample=False, forced_eos_token_id=None)
         if dec.method == "beam":
             kw.update(num_beams=dec.beams, early_stopping=True)
         elif dec.method == "sample":
             kw.update(do_sample=True, temperature=dec.temperature, top_k=dec.top_k or None)
             torch.manual_seed(seed)
         if dec.force_length:  # never stop early, whatever the model predicts
-            kw.update(eos_token_id=None, forced_eos_token_id=None)
+            kw.update(eos_token_id=None)
         with torch.inference_mode():
             out = self.net.generate(**enc, **kw)
         return self.tok.batch_decode(out, skip_special_tokens=True)
