@@ -171,6 +171,15 @@ def make_chexpert(root: Path, imgs: dict[str, np.ndarray], rng: random.Random) -
         age = 0 if pi == 5 else rng.randint(20, 90)
         for st in range(1, (3 if pi <= 3 else 2)):
             nviews = 2 if pi % 2 else 1
+            labs = []  # CheXpert labels come from the study's report: the same for every view
+            for name in CHEXPERT_HEADER[5:]:
+                r = rng.random()
+                if part == "valid":
+                    labs.append("1.0" if r < 0.25 else "0.0")
+                elif name == "No Finding":
+                    labs.append("1.0" if r < 0.15 else "")
+                else:
+                    labs.append("1.0" if r < 0.18 else "0.0" if r < 0.3 else "-1.0" if r < 0.38 else "")
             for v in range(1, nviews + 1):
                 lateral = v == 2
                 rel = f"{base}/{part}/{patient}/study{st}/view{v}_{'lateral' if lateral else 'frontal'}.jpg"
@@ -178,15 +187,6 @@ def make_chexpert(root: Path, imgs: dict[str, np.ndarray], rng: random.Random) -
                 k += 1
                 _jpg(root / rel, a)
                 appa = "" if lateral else ("LL" if pi == 6 else rng.choice(["AP", "PA"]))
-                labs = []
-                for name in CHEXPERT_HEADER[5:]:
-                    r = rng.random()
-                    if part == "valid":
-                        labs.append("1.0" if r < 0.25 else "0.0")
-                    elif name == "No Finding":
-                        labs.append("1.0" if r < 0.15 else "")
-                    else:
-                        labs.append("1.0" if r < 0.18 else "0.0" if r < 0.3 else "-1.0" if r < 0.38 else "")
                 rows[part].append([rel, sex, age, "Lateral" if lateral else "Frontal", appa] + labs)
     # a row whose image file does not exist: a counted reject, never silently dropped
     rows["train"].append([f"{base}/train/patient00099/study1/view1_frontal.jpg", "Male", 50, "Frontal", "PA"]

@@ -49,7 +49,7 @@ I fili della sternotomia mediana e le clip mediastiniche sono intatti. Bassi vol
 SPECIALS = ("</s>", "<unk>")  # ids 0 and 1, as in opus-mt vocabularies; <pad> is the last id
 
 
-def _train_spm(text: str, vocab_size: int, seed: int) -> bytes:
+def _train_spm(text: str, vocab_size: int, seed: int, model_type: str = "unigram") -> bytes:
     """Train a unigram SentencePiece model on ``text`` and return its serialized bytes (``seed`` is
     unused: with one thread and no shuffling the trainer is already deterministic)."""
     import sentencepiece as spm
@@ -58,7 +58,7 @@ def _train_spm(text: str, vocab_size: int, seed: int) -> bytes:
     # Repeat lines so the trainer has enough sentences; shuffling off + one thread = deterministic.
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines * 8), model_writer=buf, vocab_size=vocab_size, model_type="unigram",
+        sentence_iterator=iter(lines * 8), model_writer=buf, vocab_size=vocab_size, model_type=model_type,
         character_coverage=1.0, num_threads=1, shuffle_input_sentence=False, seed_sentencepiece_size=10000,
         hard_vocab_limit=False, minloglevel=2, bos_id=-1, eos_id=2, unk_id=1, pad_id=-1,
     )

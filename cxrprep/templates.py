@@ -1,0 +1,365 @@
+"""The prompt template language (prompts/*.yaml): parse, validate, expand, render.
+
+Grammar (a superset of the one in the CXR-CLIP appendix)::
+
+    expr  := term (['+'] term)*        concatenation ('+' or juxtaposition), joined with one space
+    term  := '[' alts ']' | text
+    alts  := expr (',' expr)*          alternatives; '( )' or '()' is the empty option
+    text  := any characters but [ ] , +   ('{}' is the slot for a class expression)
+
+``[There is, ( )] + [no {}., no evidence of {}.]`` expands to ``There is no {}.``, ``There is no evidence
+of {}.``, ``no {}.``, ``no evidence of {}.``; rendering fills the slot and capitalises the first letter.
+
+A template file (YAML)::
+
+    version: 1
+    defaults:                      # sentence templates; each must contain exactly one {}
+      positive: ["..."]
+      negative: ["..."]
+      uncertain: ["..."]
+    aliases: {Effusion: Pleural Effusion}      # dataset spelling -> class
+    classes:
+      Nodule:
+        expressions: ["[( ), pulmonary] + [nodule, nodular opacity, nodular density]"]   # no {} here
+        negative: ["The lungs are clear of nodules."]   # optional per-class override ({} optional)
+        use_defaults: false        # optional: states without an override get no sentences (No Finding)
+    binary:                        # eval.yaml only: zero-shot prompt pairs per class
+      Pneumonia: {positive: [...], negative: [...]}
+    multiclass:                    # eval.yaml only: class prompt sets, e.g. severity x subtype x location
+      chexpert-5x200: {Atelectasis: ["[( ), mild, minimal] + [subsegmental, linear] + atelectasis + [at the left base, ...]"]}
+
+Errors (``TemplateError``) carry file, line and column: YAML syntax, unknown keys or classes,
+unbalanced brackets, an expansion that is empty, a ``{}`` slot where it cannot be (in an expression, twice
+in a sentence, missing from a default sentence).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .labels import ALIASES, CHEXPERT_LABELS, NIH_LABELS
+
+STATES = ("positive", "negative", "uncertain")
+#: every class a template file may name (canonical names; aliases map dataset spellings onto them)
+KNOWN_CLASSES = tuple(sorted({ALIASES.get(c, c) for c in CHEXPERT_LABELS + NIH_LABELS}))
+MAX_EXPANSIONS = 100_000
+_WS = re.compile(r"\s+")
+
+
+class TemplateError(ValueError):
+    """A template problem at FILE:LINE:COL."""
+
+    def __init__(self, file: str, line: int, column: int, message: str) -> None:
+        self.file, self.line, self.column, self.message = file, line, column, message
+        super().__init__(f"{file}:{line}:{column}: {message}")
+
+
+@dataclass(frozen=True)
+class Src:
+    """Where a string came from (1-based line and column of the YAML scalar)."""
+
+    file: str
+    line: int
+    column: int
+
+    def error(self, message: str, offset: int = 0) -> TemplateError:
+        return TemplateError(self.file, self.line, self.column + offset, message)
+
+
+# -- expression parsing/expansion ----------------------------------------------------------------
+def expand(text: str, src: Src = Src("<string>", 1, 1)) -> list[str]:
+    """All strings ``text`` expands to, in order, whitespace-normalised. Raises TemplateError."""
+    # YAML quoting shifts the column by one for quoted scalars; we report the scalar's start column.
+    pos = 0
+
+    def parse_expr(depth: int) -> list[str]:
+        nonlocal pos
+        results = [""]
+        while True:
+            term = parse_term(depth)
+            results = [(a + " " + b) for a in results for b in term]
+            if len(results) > MAX_EXPANSIONS:
+                raise src.error(f"expands to more than {MAX_EXPANSIONS} strings", pos)
+            skip_ws()
+            if pos < len(text) and text[pos] == "+":
+                pos += 1
+                continue
+            if pos < len(text) and text[pos] not in ("]," if depth > 0 else "]"):
+                continue  # juxtaposition ("no [visible, definite] {}.") concatenates too
+            return results
+
+    def skip_ws() -> None:
+        nonlocal pos
+        while pos < len(text) and text[pos] in " \t\n":
+            pos += 1
+
+    def parse_term(depth: int) -> list[str]:
+        nonlocal pos
+        skip_ws()
+        if pos < len(text) and text[pos] == "[":
+            start = pos
+            pos += 1
+            out: list[str] = []
+            while True:
+                skip_ws()
+                if text.startswith("( )", pos) or text.startswith("()", pos):
+                    pos += 3 if text.startswith("( )", pos) else 2
+                    out.append("")
+                else:
+                    out.extend(parse_expr(depth + 1))
+                skip_ws()
+                if pos >= len(text):
+                    raise src.error("unbalanced brackets: '[' is never closed", start)
+                if text[pos] == ",":
+                    pos += 1
+                    continue
+                if text[pos] == "]":
+                    pos += 1
+                    break
+                raise src.error(f"unexpected {text[pos]!r}", pos)
+            if not out:
+                raise src.error("empty alternatives '[]'", start)
+            return out
+        start = pos
+        stops = "[]+," if depth > 0 else "[]+"  # a top-level comma is ordinary text
+        while pos < len(text) and text[pos] not in stops:
+            pos += 1
+        if pos < len(text) and text[pos] == "]" and depth == 0:
+            raise src.error("unbalanced brackets: ']' without '['", pos)
+        return [text[start:pos]]
+
+    result = parse_expr(0)
+    if pos != len(text):
+        raise src.error(f"unexpected {text[pos]!r}", pos)
+    out = []
+    seen = set()
+    for r in result:
+        r = _WS.sub(" ", r).strip()
+        r = re.sub(r"\s+([.,;:])", r"\1", r)  # "no {} ." -> "no {}."
+        if r and r not in seen:
+            seen.add(r)
+            out.append(r)
+    if not out:
+        raise src.error("expands to nothing (every option is empty)")
+    return out
+
+
+def render(sentence: str, expression: str | None = None) -> str:
+    """Fill the slot and capitalise the first letter (expressions keep their own case otherwise)."""
+    s = sentence.replace("{}", expression) if expression is not None else sentence
+    return s[:1].upper() + s[1:] if s else s
+
+
+# -- YAML with positions --------------------------------------------------------------------------
+def _to_python(node, file: str):
+    """yaml node -> python, with strings wrapped as (str, Src)."""
+    if isinstance(node, yaml.ScalarNode):
+        src = Src(file, node.start_mark.line + 1, node.start_mark.column + 1)
+        if node.tag.endswith(":int"):
+            return int(node.value), src
+        return node.value, src
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(n, file) for n in node.value]
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for k, v in node.value:
+            key, ksrc = _to_python(k, file)
+            out[str(key)] = (_to_python(v, file), ksrc)
+        return out
+    raise TemplateError(file, node.start_mark.line + 1, node.start_mark.column + 1, "unsupported YAML node")
+
+
+@dataclass
+class ClassTemplates:
+    name: str
+    expressions: list[str]
+    sentences: dict[str, list[str]]  # state -> fully rendered sentences (slot filled), capitalised
+
+
+@dataclass
+class Templates:
+    """A validated template file, expanded."""
+
+    path: str
+    classes: dict[str, ClassTemplates] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    binary: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    multiclass: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def canonical(self, name: str) -> str:
+        return self.aliases.get(name, ALIASES.get(name, name))
+
+    def sentences(self, class_name: str, state: str) -> list[str]:
+        """Rendered sentences of a class (dataset spelling accepted) for state positive|negative|uncertain."""
+        c = self.classes.get(self.canonical(class_name))
+        if c is None:
+            raise KeyError(f"{self.path}: no templates for class {class_name!r}")
+        return c.sentences[state]
+
+
+def _strings(value, what: str, src: Src) -> list[tuple[str, Src]]:
+    if isinstance(value, tuple):  # a single scalar
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise src.error(f"{what} must be a non-empty list of strings")
+    out = []
+    for v in value:
+        if not isinstance(v, tuple) or not isinstance(v[0], str):
+            raise src.error(f"{what} must be a list of strings")
+        out.append(v)
+    return out
+
+
+def _check_slots(s: str, src: Src, required: bool) -> None:
+    n = s.count("{}")
+    if n > 1:
+        raise src.error(f"a sentence may contain one {{}} slot, found {n}: {s!r}")
+    if required and n == 0:
+        raise src.error(f"default sentence has no {{}} slot for the class expression: {s!r}")
+    if re.search(r"\{[^}]+\}", s):
+        raise src.error(f"only an empty {{}} slot is allowed: {s!r}")
+
+
+def load_templates(path: str | Path) -> Templates:
+    """Parse and validate a template file. Raises TemplateError (file:line:col: message)."""
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise TemplateError(file, 0, 0, f"cannot read: {e.strerror or e}") from None
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise TemplateError(file, line, col, f"YAML error: {getattr(e, 'problem', e)}") from None
+    if node is None or not isinstance(node, yaml.MappingNode):
+        raise TemplateError(file, 1, 1, "a template file is a YAML mapping (version, defaults, classes, ...)")
+    doc = _to_python(node, file)
+    allowed = {"version", "defaults", "classes", "aliases", "binary", "multiclass"}
+    for k, (_, ksrc) in doc.items():
+        if k not in allowed:
+            raise ksrc.error(f"unknown key {k!r}; expected one of {sorted(allowed)}")
+    t = Templates(path=file)
+    if "aliases" in doc:
+        amap, asrc = doc["aliases"]
+        if not isinstance(amap, dict):
+            raise asrc.error("aliases must map a dataset spelling to a class name")
+        for k, (v, ksrc) in amap.items():
+            if not isinstance(v, tuple) or v[0] not in KNOWN_CLASSES:
+                raise (v[1] if isinstance(v, tuple) else ksrc).error(f"alias {k!r} points to unknown class "
+                                                                     f"{v[0] if isinstance(v, tuple) else v!r}")
+            t.aliases[k] = v[0]
+
+    def cls_name(name: str, src: Src) -> str:
+        c = t.aliases.get(name, ALIASES.get(name, name))
+        if c not in KNOWN_CLASSES:
+            import difflib
+
+            close = difflib.get_close_matches(c, KNOWN_CLASSES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise src.error(f"unknown class {name!r}{hint}; known: {', '.join(KNOWN_CLASSES)}")
+        return c
+
+    defaults: dict[str, list[str]] = {}
+    if "defaults" in doc:
+        dmap, dsrc = doc["defaults"]
+        if not isinstance(dmap, dict):
+            raise dsrc.error("defaults must map positive/negative/uncertain to lists of sentences")
+        for state, (val, ssrc) in dmap.items():
+            if state not in STATES:
+                raise ssrc.error(f"unknown sentence state {state!r}; expected {STATES}")
+            out: list[str] = []
+            for s, src in _strings(val, f"defaults.{state}", ssrc):
+                for e in expand(s, src):
+                    _check_slots(e, src, required=True)
+                    out.append(e)
+            defaults[state] = out
+    if "classes" in doc:
+        cmap, csrc = doc["classes"]
+        if not isinstance(cmap, dict):
+            raise csrc.error("classes must be a mapping of class name -> {expressions, ...}")
+        for name, (body, nsrc) in cmap.items():
+            cname = cls_name(name, nsrc)
+            if not isinstance(body, dict) or "expressions" not in body:
+                raise nsrc.error(f"class {name!r} needs 'expressions'")
+            exprs: list[str] = []
+            for key, (val, ksrc) in body.items():
+                if key not in ("expressions", "use_defaults") + STATES:
+                    raise ksrc.error(f"unknown key {key!r} in class {name!r}; expected expressions, use_defaults, "
+                                     f"{', '.join(STATES)}")
+            use_defaults = True
+            if "use_defaults" in body:
+                val, vsrc = body["use_defaults"][0]
+                if str(val).lower() not in ("true", "false"):
+                    raise vsrc.error(f"use_defaults must be true or false, got {val!r}")
+                use_defaults = str(val).lower() == "true"
+            for s, src in _strings(body["expressions"][0], f"{name}.expressions", body["expressions"][1]):
+                for e in expand(s, src):
+                    if "{" in e or "}" in e:
+                        raise src.error(f"a slot {{}} cannot appear in an expression: {s!r}")
+                    exprs.append(e)
+            sentences: dict[str, list[str]] = {}
+            for state in STATES:
+                if state in body:
+                    out = []
+                    for s, src in _strings(body[state][0], f"{name}.{state}", body[state][1]):
+                        for e in expand(s, src):
+                            _check_slots(e, src, required=False)
+                            out.extend(render(e, x) for x in exprs) if "{}" in e else out.append(render(e))
+                    sentences[state] = list(dict.fromkeys(out))
+                elif state in defaults and use_defaults:
+                    sentences[state] = [render(s, x) for s in defaults[state] for x in exprs]
+                else:
+                    sentences[state] = []
+            t.classes[cname] = ClassTemplates(cname, exprs, sentences)
+    for section in ("binary", "multiclass"):
+        if section not in doc:
+            continue
+        smap, ssrc = doc[section]
+        if not isinstance(smap, dict):
+            raise ssrc.error(f"{section} must be a mapping")
+        if section == "binary":
+            for name, (body, nsrc) in smap.items():
+                cname = cls_name(name, nsrc)
+                if not isinstance(body, dict) or set(body) != {"positive", "negative"}:
+                    raise nsrc.error(f"binary.{name} needs exactly 'positive' and 'negative' prompt lists")
+                t.binary[cname] = {k: [render(e) for s, src in _strings(body[k][0], f"binary.{name}.{k}", body[k][1])
+                                       for e in _no_slot(expand(s, src), src)] for k in ("positive", "negative")}
+        else:
+            for set_name, (body, nsrc) in smap.items():
+                if not isinstance(body, dict):
+                    raise nsrc.error(f"multiclass.{set_name} must map classes to prompt lists")
+                t.multiclass[set_name] = {
+                    cls_name(c, csrc2): [render(e) for s, src in _strings(v, f"multiclass.{set_name}.{c}", csrc2)
+                                         for e in _no_slot(expand(s, src), src)]
+                    for c, (v, csrc2) in body.items()}
+    return t
+
+
+def _no_slot(items: list[str], src: Src) -> list[str]:
+    for e in items:
+        if "{}" in e:
+            raise src.error(f"an evaluation prompt cannot contain a {{}} slot: {e!r}")
+    return items
+
+
+def eval_prompt_sets(path: str | Path) -> dict:
+    """Zero-shot prompt sets of an eval template file:
+    ``{"binary": {Class: {"positive": [...], "negative": [...]}}, "multiclass": {Set: {Class: [...]}}}``."""
+    t = load_templates(path)
+    return {"binary": t.binary, "multiclass": t.multiclass}
+
+
+def expansion_counts(t: Templates) -> dict[str, dict[str, int]]:
+    return {c: {"expressions": len(ct.expressions), **{s: len(ct.sentences[s]) for s in STATES}}
+            for c, ct in sorted(t.classes.items())}
+
+
+__all__ = ["TemplateError", "Templates", "load_templates", "eval_prompt_sets", "expand", "render", "KNOWN_CLASSES",
+           "STATES", "expansion_counts"]
