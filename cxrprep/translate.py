@@ -595,6 +595,16 @@ def _swap_in(new: Path, dataset_dir: Path) -> None:
         os.replace(new, dataset_dir)
 
 
+# manifest keys the writer fills itself; anything else another command added (say a statistics section)
+# is carried over unchanged. merged_from no longer applies: the new parts are one run's parts.
+_WRITER_KEYS = {"schema_version", "dataset", "cxrkit_version", "command", "part", "config", "label_names",
+                "image_settings", "counts", "parts", "rejects", "merged_from", "augment"}
+
+
+def _carried_sections(manifest: dict) -> dict:
+    return {k: v for k, v in manifest.items() if k not in _WRITER_KEYS}
+
+
 def _join(bt: dict[tuple[str, int], str], sentences: Sequence[str] | None, variants: int) -> list[str]:
     sents = [s for s in (sentences or []) if s and s.strip()]
     if not sents:
@@ -654,9 +664,11 @@ def run_augment(dataset_dir: Path, cfg: AugmentConfig, translator: Translator | 
     known = {"inputs_seen", "rows_written", "images_written", "skipped", "failed", "images_failed"}
     w = ShardWriter(tmp, ds.name, config=old.get("config") or {}, label_names=ds.label_names,
                     image_settings=old.get("image_settings"), command=old.get("command", ""),
-                    extra_manifest=dict(augment=augment))
+                    extra_manifest={**_carried_sections(old), "augment": augment})
     try:
-        for batch in ds.iter_batches():
+        groups = ds.row_groups()
+        bar = progress(groups, total=len(groups), desc="rewriting parts", unit="group") if progress else groups
+        for batch in (b for g in bar for b in ds.iter_batches(row_groups=[g])):
             for row in batch.to_pylist():
                 for src, dst in SECTIONS:
                     row[dst] = _join(bt, row[src], cfg.variants)

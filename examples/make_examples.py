@@ -188,6 +188,12 @@ def make_chexpert(root: Path, imgs: dict[str, np.ndarray], rng: random.Random) -
                 _jpg(root / rel, a)
                 appa = "" if lateral else ("LL" if pi == 6 else rng.choice(["AP", "PA"]))
                 rows[part].append([rel, sex, age, "Lateral" if lateral else "Frontal", appa] + labs)
+    # one "5x200-style" frontal study per competition task: that task 1, every other observation 0
+    for ti, task in enumerate(["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]):
+        rel = f"{base}/train/patient{20 + ti:05d}/study1/view1_frontal.jpg"
+        _jpg(root / rel, _variant(imgs[names[(k + ti) % len(names)]], rng))
+        labs = ["" if n == "No Finding" else "1.0" if n == task else "0.0" for n in CHEXPERT_HEADER[5:]]
+        rows["train"].append([rel, "Female", 60 + ti, "Frontal", "PA"] + labs)
     # a row whose image file does not exist: a counted reject, never silently dropped
     rows["train"].append([f"{base}/train/patient00099/study1/view1_frontal.jpg", "Male", 50, "Frontal", "PA"]
                          + ["" for _ in CHEXPERT_HEADER[5:]])
