@@ -50,7 +50,8 @@ def _cfg(tiny, tmp: Path, **kw) -> T.AugmentConfig:
 def _dataset(root: Path) -> Path:
     """A small finished dataset with repeats, a ___ sentence, numbers, an over-long sentence, a row with
     no impression and one reject."""
-    with ShardWriter(root, "toy", label_names=["A"], row_group_rows=4, config={"x": 1}) as w:
+    with ShardWriter(root, "toy", label_names=["A"], row_group_rows=4, config={"x": 1},
+                     extra_manifest={"notes": {"a": 1}}) as w:
         for i in range(10):
             r = empty_row("toy", f"s{i:02d}", f"p{i // 2}", "train")
             f = [SENTS[i % len(SENTS)], SENTS[(i + 3) % len(SENTS)]]
@@ -167,7 +168,7 @@ def test_run_augment_rewrites_dataset(tiny, tmp_path):
     res = T.run_augment(d, _cfg(tiny, tmp_path, decoding=T.Decoding(max_new_tokens=12)))
     ds = ShardDataset(d, verify=True)
     m = ds.manifest
-    assert m["config"] == {"x": 1} and m["label_names"] == ["A"]
+    assert m["config"] == {"x": 1} and m["label_names"] == ["A"] and m["notes"] == {"a": 1}
     assert m["counts"]["inputs_seen"] == 11 == m["counts"]["rows_written"] + m["counts"]["skipped"]
     assert m["augment"]["models"]["forward"].startswith("en-it@")
     assert m["augment"]["counts"]["unique_sentences"] == len(SENTS) and res.stats.sentences == 27
