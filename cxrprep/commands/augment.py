@@ -11,29 +11,35 @@ def register(app: typer.Typer) -> None:
     @app.command(no_args_is_help=True)
     def augment(
         dataset_dir: Path = typer.Argument(..., help="A finished dataset folder, e.g. shards/mimic-cxr"),
-        backtranslate: str = typer.Option("it", "--backtranslate", help="Pivot language (it: English -> Italian -> English)."),
-        forward_model: str = typer.Option(None, "--forward-model", help="English -> pivot Marian model: hub name or local folder [default: Helsinki-NLP/opus-mt-en-it]."),
-        backward_model: str = typer.Option(None, "--backward-model", help="Pivot -> English Marian model: hub name or local folder [default: Helsinki-NLP/opus-mt-it-en]."),
-        backend: str = typer.Option("transformers", "--backend", help="transformers (CPU/GPU) or ct2 (CTranslate2, int8 on CPU)."),
+        backtranslate: str = typer.Option("it", "--backtranslate",
+            help="Pivot language (it: English -> Italian -> English)."),
+        forward_model: str = typer.Option(None, "--forward-model",
+            help="English -> pivot Marian model: hub name or local folder (default Helsinki-NLP/opus-mt-en-it)."),
+        backward_model: str = typer.Option(None, "--backward-model",
+            help="Pivot -> English Marian model: hub name or local folder (default Helsinki-NLP/opus-mt-it-en)."),
+        backend: str = typer.Option("transformers", "--backend",
+            help="transformers (CPU/GPU) or ct2 (CTranslate2, int8 on CPU)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        compute_type: str = typer.Option("auto", "--compute-type", help="auto (ct2: int8 on CPU, float16 on GPU; transformers: float16 on GPU), float32, float16, int8."),
+        compute_type: str = typer.Option("auto", "--compute-type",
+            help="auto (ct2: int8 on CPU, float16 on GPU; transformers: float16 on GPU), float32, float16, int8."),
         decoding: str = typer.Option("greedy", "--decoding", help="greedy, beam or sample."),
         beams: int = typer.Option(4, "--beams", help="Beam size for --decoding beam."),
         temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature for --decoding sample."),
         top_k: int = typer.Option(0, "--top-k", help="Sample from the k most likely tokens (0 = all)."),
         max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Longest output per sentence, in tokens."),
-        variants: int = typer.Option(1, "--variants", help="Back-translations per section (> 1 needs --decoding sample)."),
+        variants: int = typer.Option(1, "--variants",
+            help="Back-translations per section (> 1 needs --decoding sample)."),
         seed: int = typer.Option(0, "--seed", help="Seed for sampling."),
         batch_size: int = typer.Option(32, "--batch-size", help="Sentences per batch."),
         threads: int = typer.Option(0, "--threads", help="CPU threads (0 = library default)."),
-        cache_dir: Path = typer.Option(Path("~/.cache/cxrkit/translate"), "--cache-dir", help="Translation cache and converted CTranslate2 models."),
-        no_number_check: bool = typer.Option(False, "--no-number-check", help="Keep back-translations that lost a number of the source."),
+        cache_dir: Path = typer.Option(Path("~/.cache/cxrkit/translate"), "--cache-dir",
+            help="Translation cache and converted CTranslate2 models."),
+        no_number_check: bool = typer.Option(False, "--no-number-check",
+            help="Keep back-translations that lost a number of the source."),
     ) -> None:
-        """Back-translate every findings/impression sentence (English -> pivot -> English) into
-        findings_bt / impression_bt, rewriting the dataset's part files atomically.
+        """Back-translate every findings/impression sentence (English -> pivot -> English) into findings_bt / impression_bt, rewriting the dataset's part files atomically.
 
-        Sentences are de-duplicated over the dataset, batched by length and cached, so a re-run or a
-        killed run resumes without redoing work.
+        Sentences are de-duplicated over the dataset, batched by length and cached, so a re-run or a killed run resumes without redoing work.
 
         Example: cxrprep augment shards/mimic-cxr --backtranslate it --backend ct2
 
