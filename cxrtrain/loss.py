@@ -1,0 +1,76 @@
+"""Contrastive losses: CLIP InfoNCE, CXR-CLIP (MVS + ICL + TCL), positive-pair loss relaxation.
+
+All take L2-normalised embeddings of the *local* batch. Under DDP (``world_size > 1``) features are
+gathered from every rank with ``torch.distributed.nn.all_gather``, which carries gradients back to the
+rank that produced them, and each rank's labels are offset by ``rank * B``; the loss is then the loss of
+the global batch, computed on every rank.
+
+Positive-pair loss relaxation (Jang et al.): a matched image-text pair whose cosine similarity is already
+above ``relax_threshold`` gets no further pull: its logit enters the softmax with its true value but
+detached, so only the push from negatives remains. Reports of different patients often describe the same
+findings, so pulling an already-aligned pair harder mainly pushes apart true-but-unlabelled positives.
+Default off; 0.8 is a sensible starting point when on (matched pairs of a converged CLIP sit well below
+it, so it only stops pairs that are already near-identical).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def gather(x: torch.Tensor, world_size: int) -> torch.Tensor:
+    """All ranks' ``x`` concatenated along dim 0, with gradients (identity when world_size == 1)."""
+    if world_size <= 1:
+        return x
+    import torch.distributed.nn as dnn
+
+    return torch.cat(dnn.all_gather(x), dim=0)
+
+
+def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, relax_threshold: float | None = None,
+              rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """Symmetric InfoNCE between rows of ``a`` and ``b`` (row i of a matches row i of b)."""
+    all_a, all_b = gather(a, world_size), gather(b, world_size)
+    n = a.shape[0]
+    labels = torch.arange(n, device=a.device) + rank * n
+    sim_ab = a @ all_b.T  # local rows of a against every b
+    sim_ba = b @ all_a.T
+    if relax_threshold is not None:
+        sim_ab = _relax(sim_ab, labels, relax_threshold)
+        sim_ba = _relax(sim_ba, labels, relax_threshold)
+    return 0.5 * (F.cross_entropy(scale * sim_ab, labels) + F.cross_entropy(scale * sim_ba, labels))
+
+
+def _relax(sim: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
+    rows = torch.arange(sim.shape[0], device=sim.device)
+    pos = sim[rows, labels]
+    relaxed = torch.where(pos > threshold, pos.detach(), pos)
+    sim = sim.clone()
+    sim[rows, labels] = relaxed
+    return sim
+
+
+def cxr_clip_loss(img1: torch.Tensor, img2: torch.Tensor, txt1: torch.Tensor, txt2: torch.Tensor,
+                  scale: torch.Tensor, icl_weight: float = 1.0, tcl_weight: float = 0.5,
+                  relax_threshold: float | None = None, rank: int = 0, world_size: int = 1) -> dict[str, torch.Tensor]:
+    """CXR-CLIP (seed 003): MVS = mean CLIP loss over (i1,t1), (i1,t2), (i2,t1), (i2,t2); ICL = CLIP loss
+    between the two images of each study; TCL = between the two texts. total = MVS + w_icl ICL + w_tcl TCL."""
+    kw = dict(rank=rank, world_size=world_size)
+    mvs = (clip_loss(img1, txt1, scale, relax_threshold, **kw) + clip_loss(img1, txt2, scale, relax_threshold, **kw)
+           + clip_loss(img2, txt1, scale, relax_threshold, **kw) + clip_loss(img2, txt2, scale, relax_threshold, **kw)) / 4
+    icl = clip_loss(img1, img2, scale, **kw)
+    tcl = clip_loss(txt1, txt2, scale, **kw)
+    return {"loss": mvs + icl_weight * icl + tcl_weight * tcl, "mvs": mvs.detach(), "icl": icl.detach(),
+            "tcl": tcl.detach()}
+
+
+def compute_loss(kind: str, img1, img2, txt1, txt2, scale, icl_weight=1.0, tcl_weight=0.5, relax_threshold=None,
+                 rank=0, world_size=1) -> dict[str, torch.Tensor]:
+    """``clip``: one pair per study (first image, first text); ``cxr-clip``: all of the above."""
+    if kind == "clip":
+        loss = clip_loss(img1, txt1, scale, relax_threshold, rank, world_size)
+        return {"loss": loss, "clip": loss.detach()}
+    if kind == "cxr-clip":
+        return cxr_clip_loss(img1, img2, txt1, txt2, scale, icl_weight, tcl_weight, relax_threshold, rank, world_size)
+    raise ValueError(f"loss must be clip or cxr-clip, got {kind!r}")

