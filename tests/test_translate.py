@@ -256,3 +256,11 @@ def test_cli(tiny, demo_shards, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "--forward-model" in r.output
     r = CliRunner().invoke(app, ["augment", str(tmp_path), *args[2:]])
     assert r.exit_code == 2 and "manifest.json" in r.output
+
+
+def test_swap_without_renameat2(tiny, tmp_path, monkeypatch):
+    d = _dataset(tmp_path / "shards")
+    monkeypatch.setattr(T, "_exchange", lambda a, b: False)  # e.g. a filesystem without RENAME_EXCHANGE
+    T.run_augment(d, _cfg(tiny, tmp_path, decoding=T.Decoding(max_new_tokens=8)))
+    assert ShardDataset(d, verify=True).manifest["augment"]["decoding"] == {"method": "greedy", "max_new_tokens": 8}
+    assert [p.name for p in (tmp_path / "shards").iterdir()] == ["toy"]
