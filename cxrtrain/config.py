@@ -94,6 +94,11 @@ def _coerce(value, typ, key: str):
             raise ValueError(f"{key} must be true or false, got {value!r}")
         return value
     if typ in (int, float):
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{key} must be a number, got {value!r}")
         if typ is int and float(value) != int(value):

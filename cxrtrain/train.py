@@ -250,7 +250,10 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
         train_ds.set_epoch(epoch, skip_batches=step_in_epoch * cfg.accum_steps)
         loader = iter(DataLoader(train_ds, batch_size=None, num_workers=cfg.num_workers,
                                  pin_memory=device.type == "cuda",
-                                 persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None))
+                                 persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None,
+                                 # its own generator: creating the iterator must not consume the global RNG
+                                 # (dropout), or a resumed run would diverge from an uninterrupted one
+                                 generator=torch.Generator().manual_seed(cfg.seed + epoch)))
         model.train()
         t_last = time.perf_counter()
         while step_in_epoch < steps_per_epoch:

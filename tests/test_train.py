@@ -1,0 +1,269 @@
+"""Losses against plain loops, sampler, partial freezing, config, exact resume, SIGTERM, DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cxrtrain.config import TrainConfig, build_config, load_config
+from cxrtrain.data import StudyStream, eval_transform, pick_images, pick_texts, train_transform
+from cxrtrain.loss import clip_loss, cxr_clip_loss
+from cxrtrain.model import create_model, model_config, set_trainable
+
+
+def _loop_clip(a, b, scale, thr=None):
+    """Reference: InfoNCE written as explicit loops over rows."""
+    n = a.shape[0]
+    total = 0.0
+    for x, y in ((a, b), (b, a)):
+        for i in range(n):
+            sims = [float(x[i] @ y[j]) for j in range(n)]
+            pos = sims[i]
+            logits = [scale * s for s in sims]
+            total += -(scale * pos - math.log(sum(math.exp(v) for v in logits)))
+    return total / (2 * n)
+
+
+def _feats(n=6, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [F.normalize(torch.randn(n, d, generator=g), dim=-1) for _ in range(4)]
+
+
+def test_clip_loss_matches_loop():
+    a, b, _, _ = _feats()
+    assert float(clip_loss(a, b, torch.tensor(10.0))) == pytest.approx(_loop_clip(a, b, 10.0), rel=1e-5)
+
+
+def test_cxr_clip_loss_matches_components():
+    i1, i2, t1, t2 = _feats()
+    s = torch.tensor(14.0)
+    out = cxr_clip_loss(i1, i2, t1, t2, s, icl_weight=1.0, tcl_weight=0.5)
+    mvs = (_loop_clip(i1, t1, 14) + _loop_clip(i1, t2, 14) + _loop_clip(i2, t1, 14) + _loop_clip(i2, t2, 14)) / 4
+    want = mvs + 1.0 * _loop_clip(i1, i2, 14) + 0.5 * _loop_clip(t1, t2, 14)
+    assert float(out["loss"]) == pytest.approx(want, rel=1e-5)
+    assert float(out["mvs"]) == pytest.approx(mvs, rel=1e-5)
+
+
+def test_relaxation_stops_pull_above_threshold():
+    a, b, _, _ = _feats(4, 8, 1)
+    b = b.clone()
+    b[0] = a[0]  # pair 0 is identical: cosine 1.0 > threshold
+    a = a.clone().requires_grad_(True)
+    relaxed = clip_loss(a, b, torch.tensor(10.0), relax_threshold=0.8)
+    plain = clip_loss(a, b, torch.tensor(10.0))
+    assert float(relaxed.detach()) == pytest.approx(float(plain.detach()))  # same value: the logit is only detached
+    g_relaxed = torch.autograd.grad(relaxed, a)[0][0]
+    g_plain = torch.autograd.grad(clip_loss(a, b, torch.tensor(10.0)), a)[0][0]
+    # no pull toward b[0]: the relaxed gradient lacks the -b[0] component of the plain one
+    assert float(g_relaxed @ b[0]) > float(g_plain @ b[0])
+    # pairs below the threshold are untouched
+    a2, b2, _, _ = _feats(4, 8, 2)
+    assert float(clip_loss(a2, b2, torch.tensor(5.0), relax_threshold=0.99)) == \
+        pytest.approx(float(clip_loss(a2, b2, torch.tensor(5.0))))
+
+
+def test_sampler_views_and_texts():
+    cfg = TrainConfig(bt_prob=0.0)
+    imgs = [dict(view="PA", n=0), dict(view="PA", n=1), dict(view="LATERAL", n=2)]
+    for s in range(20):
+        a, b = pick_images(imgs, random.Random(s))
+        assert a["view"] != b["view"]
+    one = [dict(view="AP", n=0)]
+    assert pick_images(one, random.Random(0)) == (one[0], one[0])
+    row = dict(findings="A. B.", impression="C.", findings_sentences=["A.", "B."], impression_sentences=["C."],
+               findings_bt=[], impression_bt=[], prompts=[])
+    assert set(pick_texts(row, random.Random(0), cfg)) == {"A. B.", "C."}
+    samp = TrainConfig(sentence_sampling=True, sentences_min=1, sentences_max=1)
+    got = {pick_texts(row, random.Random(s), samp)[0] for s in range(30)}
+    assert got == {"A.", "B.", "C."}  # one random sentence from either section
+    shuf = TrainConfig(shuffle_sentences=True, bt_prob=0.0)
+    orders = {pick_texts(dict(row, impression=None, impression_sentences=[]), random.Random(s), shuf)[0]
+              for s in range(30)}
+    assert orders == {"A. B.", "B. A."}  # shuffling really changes the text
+    bt = TrainConfig(bt_prob=1.0)
+    r2 = dict(row, findings_bt=["Back-translated."])
+    assert "Back-translated." in pick_texts(r2, random.Random(0), bt)
+    label_row = dict(row, prompts=["p1", "p2", "p3"])
+    a, b = pick_texts(label_row, random.Random(0), cfg)
+    assert a != b and {a, b} <= {"p1", "p2", "p3"}
+
+
+def test_transforms_shapes():
+    mc = model_config("tiny")
+    g = (np.arange(100 * 80) % 255).astype(np.uint8).reshape(100, 80)
+    x = train_transform(g, mc, np.random.default_rng(0))
+    assert x.shape == (3, 64, 64) and x.dtype == torch.float32
+    y = eval_transform(g, mc)
+    assert y.shape == (3, 64, 64)
+    assert torch.equal(eval_transform(g, mc), y)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return create_model("tiny")
+
+
+def test_partial_freezing_counts(tiny_model):
+    m = tiny_model
+    full, total = set_trainable(m, None, None)
+    assert full == total
+    t1, _ = set_trainable(m, 1, 0)
+    t2, _ = set_trainable(m, 2, 0)
+    assert t1 < t2 < total
+    last = m.image_blocks()[-1]
+    assert all(p.requires_grad for p in last.parameters())
+    assert not any(p.requires_grad for p in m.image_blocks()[0].parameters() if p.ndim > 1)
+    assert not m.text_tower.embeddings.word_embeddings.weight.requires_grad
+    assert m.image_proj.weight.requires_grad and m.logit_scale.requires_grad
+    set_trainable(m, None, None)
+
+
+def test_config_unknown_key_and_types(tmp_path):
+    with pytest.raises(ValueError, match="did you mean 'batch_size'"):
+        build_config({"batchsize": 4})
+    with pytest.raises(ValueError, match="model.imagesize"):
+        build_config({"model.imagesize": 4})
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {preset: tiny}\nepochs: 2\n")
+    c = load_config(p, ["lr=1e-3", "relax_threshold=0.8", "model.embed_dim=64", "train_image_blocks=2"])
+    assert (c.lr, c.relax_threshold, c.model.embed_dim, c.epochs, c.train_image_blocks) == (1e-3, 0.8, 64, 2, 2)
+    with pytest.raises(ValueError, match="unknown model preset"):
+        load_config(None, ["model.preset=resnet"])
+
+
+def _cfg(**kw):
+    base = dict(model={"preset": "tiny", "image_size": 32, "embed_dim": 32}, epochs=2, batch_size=4,
+                shuffle_buffer=8, log_every=100, warmup_steps=1)
+    base.update(kw)
+    return build_config(base)
+
+
+def test_stream_is_deterministic_and_skips_exactly(demo_shards, tiny_model):
+    from cxrprep.shards import open_datasets
+
+    ds = open_datasets([demo_shards])
+    cfg = _cfg()
+    s = StudyStream(ds, "train", cfg, tiny_model.tokenizer, 4, seed=3)
+    s.set_epoch(1)
+    it = iter(s)
+    batches = [next(it) for _ in range(5)]
+    s.set_epoch(1, skip_batches=3)
+    it2 = iter(s)
+    resumed = next(it2)
+    assert resumed["study_id"] == batches[3]["study_id"]
+    assert torch.equal(resumed["images1"], batches[3]["images1"])
+    s.set_epoch(2)
+    other = [next(iter(s))["study_id"]]
+    assert other[0] != batches[0]["study_id"]  # another epoch reshuffles
+
+
+def test_exact_resume_and_sigterm(demo_shards, tmp_path):
+    from cxrtrain.train import load_checkpoint, train
+
+    cfg = _cfg(max_steps=4)
+    full = train([str(demo_shards)], tmp_path / "full", cfg, log=lambda *_: None)
+    part1 = train([str(demo_shards)], tmp_path / "killed", _cfg(max_steps=2), log=lambda *_: None)
+    assert part1["stopped_by"] == "max_steps" and (tmp_path / "killed/last/state.pt").exists()
+    st = torch.load(tmp_path / "killed/last/state.pt", weights_only=True)
+    assert st["step"] == 2
+    part2 = train([str(demo_shards)], tmp_path / "killed", cfg, resume=True, log=lambda *_: None)
+    a = [h["loss"] for h in full["history"]]
+    b = [h["loss"] for h in part1["history"]] + [h["loss"] for h in part2["history"]]
+    assert len(a) == 4 and b == pytest.approx(a, rel=1e-5, abs=1e-6)
+    m1, _ = load_checkpoint(tmp_path / "full/last")
+    m2, conf = load_checkpoint(tmp_path / "killed/last")
+    for (k, v), (_, w) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.allclose(v, w, atol=1e-6), k
+    assert conf["model"]["preset"] == "tiny"
+
+
+def test_full_run_validation_best_and_plot(demo_shards, tmp_path):
+    from typer.testing import CliRunner
+
+    from cxrtrain.cli import app
+
+    r = CliRunner().invoke(app, ["run", str(demo_shards), "--out", str(tmp_path / "r"), "--set", "epochs=2",
+                                 "--set", "batch_size=4", "--set", "model.image_size=32", "--set", "model.embed_dim=32",
+                                 "--set", "warmup_steps=1"])
+    assert r.exit_code == 0, r.output
+    assert "trainable parameters" in r.output
+    rows = [json.loads(x) for x in (tmp_path / "r/metrics.jsonl").read_text().splitlines()]
+    assert any("val_loss" in x for x in rows) and all("data_wait" in x for x in rows if "loss" in x)
+    assert (tmp_path / "r/best/model.safetensors").exists() and (tmp_path / "r/loss.png").exists()
+    r = CliRunner().invoke(app, ["run", str(demo_shards), "--set", "batchsize=4"])
+    assert r.exit_code == 2 and "batch_size" in r.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, feats, q):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    i1, i2, t1, t2 = [f.clone().requires_grad_(True) for f in feats]
+    n = i1.shape[0] // world
+    sl = slice(rank * n, (rank + 1) * n)
+    out = cxr_clip_loss(i1[sl], i2[sl], t1[sl], t2[sl], torch.tensor(10.0), rank=rank, world_size=world)
+    out["loss"].backward()
+    # gradients of the global loss w.r.t. this rank's features live on this rank
+    q.put((rank, float(out["loss"]), i1.grad[sl].tolist()))  # plain lists: no shared memory to outlive us
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_gloo_two_processes_match_one():
+    import torch.multiprocessing as mp
+
+    feats = _feats(8, 16, 5)
+    ref_feats = [f.clone().requires_grad_(True) for f in feats]
+    ref = cxr_clip_loss(*ref_feats, torch.tensor(10.0))
+    ref["loss"].backward()
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, feats, q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    res = sorted(q.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(30)
+    # each rank's loss covers its own rows against the gathered global batch; their mean is the global loss
+    assert sum(loss for _, loss, _ in res) / 2 == pytest.approx(float(ref["loss"]), rel=1e-5)
+    for rank, loss, grad in res:
+        # all_gather's backward sums every rank's gradient for these rows (= world x the gradient of the
+        # global mean loss); DDP then averages parameter gradients over the world, so / 2 matches one process
+        assert torch.allclose(torch.tensor(grad) / 2, ref_feats[0].grad[rank * 4:(rank + 1) * 4], atol=1e-5)
+
+
+def test_sigterm_writes_checkpoint(demo_shards, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "run"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "-m", "cxrtrain.cli", "run", str(demo_shards), "--out", str(out),
+                          "--set", "epochs=50", "--set", "batch_size=4", "--set", "model.image_size=32",
+                          "--set", "model.embed_dim=32"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    output = p.communicate(timeout=120)[0].decode()
+    assert p.returncode == 0, output
+    assert "stopped by SIGTERM" in output
+    st = torch.load(out / "last/state.pt", weights_only=True)
+    assert st["step"] >= 1
