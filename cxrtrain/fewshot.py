@@ -9,7 +9,8 @@ Modes:
 * ``linear``: a linear head on frozen, L2-normalised image embeddings (masked BCE, AdamW).
 * ``partial``: the last N blocks of the image tower (plus norms and projection) and the head are trained.
 Both pick their number of epochs by macro AUROC on the **validate** split; the test split is only used for
-the reported number. Results: mean and standard deviation over seeds of per-class and macro AUROC per k,
+the reported number (when validate has no class with both labels, the last epoch is used and
+``best_epoch`` equals ``epochs``). Results: mean and standard deviation over seeds of per-class and macro AUROC per k,
 beside zero-shot AUROC on the same test studies.
 """
 
@@ -101,6 +102,8 @@ def linear_probe(x_tr, y_tr, x_va, y_va, x_te, cols, cfg: FewshotConfig, seed: i
             best, best_state, best_ep = v, copy.deepcopy(head.state_dict()), ep
     if best_state is not None:
         head.load_state_dict(best_state)
+    else:  # validate has no class with both labels: nothing to select on, the last epoch is used
+        best_ep = cfg.epochs
     with torch.no_grad():
         return head(torch.from_numpy(x_te).float()).numpy(), best_ep
 
@@ -137,6 +140,8 @@ def partial_finetune(model, imgs_tr, y_tr, imgs_va, y_va, imgs_te, cols, cfg: Fe
     if best_state is not None:
         m.load_state_dict(best_state[0])
         head.load_state_dict(best_state[1])
+    else:  # validate has no class with both labels: nothing to select on, the last epoch is used
+        best_ep = cfg.epochs
     return scores(imgs_te), best_ep
 
 
