@@ -33,18 +33,9 @@ $BIN/python examples/make_tiny_marian.py --out "$OUT/tiny-marian"
 $BIN/cxrprep augment "$S/mimic-cxr" --backtranslate it --forward-model "$OUT/tiny-marian/en-it" \
   --backward-model "$OUT/tiny-marian/it-en" --cache-dir "$OUT/bt-cache"
 
-step "7. Inspect a shard"
-$BIN/python - "$S" <<'PY'
-import sys
-from cxrprep.shards import open_datasets
-for d in open_datasets([sys.argv[1]], verify=True):
-    c = d.manifest["counts"]
-    print(f"{d.name:15s} rows {c['rows_written']:3d}  rejects {c['skipped'] + c['failed']}  images {c['images_written']}")
-r = next(d for d in open_datasets([sys.argv[1]]) if d.name == "mimic-cxr").iter_rows()
-row = next(r)
-print("example findings sentences:", row["findings_sentences"][:2])
-print("back-translated findings:  ", row["findings_bt"][:1])
-PY
+step "7. Inspect the shards (counts, labels, samples, contact sheet)"
+$BIN/cxrprep inspect "$S/mimic-cxr" --sheet "$OUT/mimic-cxr-contact-sheet.png" --verify
+$BIN/cxrprep inspect "$S/chexpert" --sheet "$OUT/chexpert-contact-sheet.png" --samples 1
 
 step "8. Train the tiny preset (CXR-CLIP loss) on every dataset"
 $BIN/cxrtrain run "$S" --config examples/train_tiny.yaml --out "$OUT/runs/tiny"
