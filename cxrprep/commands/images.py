@@ -18,6 +18,16 @@ def image_settings(size: int, clahe: bool, clahe_clip: float, clahe_tiles: int, 
                        format=fmt, quality=quality, max_pixels=max_image_pixels)
 
 
+def run_options(max_failed: str, part: str | None, workers: int) -> tuple[tuple, tuple[int, int] | None, int]:
+    """Parse --max-failed, --part and --workers (shared by every dataset command); bad values exit 2."""
+    from ..parallel import parse_part, resolve_workers
+
+    try:
+        return parse_max_failed(max_failed), parse_part(part), resolve_workers(workers)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def images(
@@ -43,15 +53,9 @@ def register(app: typer.Typer) -> None:
         Example: cxrprep images rsna.csv --dataset rsna-pneumonia --image-root stage_2_train_images --out shards/
         """
         from ..imagesrc import ImagesConfig, run_images
-        from ..parallel import parse_part, resolve_workers
         from ..shards import summary_lines
 
-        try:
-            mf = parse_max_failed(max_failed)
-            part_t = parse_part(part)
-            nworkers = resolve_workers(workers)
-        except ValueError as e:
-            raise typer.BadParameter(str(e)) from e
+        mf, part_t, nworkers = run_options(max_failed, part, workers)
         settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
         cfg = make_config(ImagesConfig, dataset=dataset, image_root=str(image_root) if image_root else None,
                           workers=nworkers, part=part_t, images=settings)

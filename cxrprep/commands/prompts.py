@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ..cliutil import finish, make_config, parse_max_failed, progress
-from .images import image_settings
+from ..cliutil import finish, make_config, progress
+from .images import image_settings, run_options
 
 
 def register(app: typer.Typer) -> None:
@@ -42,16 +42,10 @@ def register(app: typer.Typer) -> None:
 
         Example: cxrprep prompts CheXpert-v1.0/train.csv --image-root /data --templates prompts/default.yaml --out shards/
         """
-        from ..parallel import parse_part, resolve_workers
         from ..prompts import PromptsConfig, run_prompts
         from ..shards import summary_lines
 
-        try:
-            mf = parse_max_failed(max_failed)
-            part_t = parse_part(part)
-            nworkers = resolve_workers(workers)
-        except ValueError as e:
-            raise typer.BadParameter(str(e)) from e
+        mf, part_t, nworkers = run_options(max_failed, part, workers)
         settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
         cfg = make_config(PromptsConfig, templates=str(templates), dataset=dataset,
                           image_root=str(image_root) if image_root else None, images=images, variants=variants,

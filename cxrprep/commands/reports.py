@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ..cliutil import finish, make_config, parse_max_failed, progress
-from .images import image_settings
+from ..cliutil import finish, make_config, progress
+from .images import image_settings, run_options
 
 
 def register(app: typer.Typer) -> None:
@@ -39,15 +39,9 @@ def register(app: typer.Typer) -> None:
         Example: cxrprep reports /data/mimic-cxr-jpg/2.0.0 --out shards/ --workers 8
         """
         from ..mimic import ReportsConfig, run_reports
-        from ..parallel import parse_part, resolve_workers
         from ..shards import summary_lines
 
-        try:
-            mf = parse_max_failed(max_failed)
-            part_t = parse_part(part)
-            nworkers = resolve_workers(workers)
-        except ValueError as e:
-            raise typer.BadParameter(str(e)) from e
+        mf, part_t, nworkers = run_options(max_failed, part, workers)
         settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
         cfg = make_config(ReportsConfig, metadata=str(metadata) if metadata else None,
                           split=str(split) if split else None, chexpert=str(chexpert) if chexpert else None,
