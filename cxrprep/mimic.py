@@ -16,7 +16,7 @@ duplicate study id (``skipped``), images requested but none on disk (``skipped``
 (``failed``). Reports with neither findings nor impression keep their last paragraph as impression with
 ``fallback = true`` (counted as ``fallback``).
 
-Throughput: the main process lists files and reads bytes; workers (``--workers``) parse sections, split
+Throughput: the main process lists files and writes Parquet; workers read the reports, (``--workers``) parse sections, split
 sentences with one spaCy tokenizer each and process images, on chunks of studies, in order (deterministic
 output); memory stays flat because at most a few chunks are in flight.
 """
@@ -74,7 +74,8 @@ class Study:
     study_id: str
     subject_id: str
     source: str
-    data: bytes | None = None  # report bytes (None: read failed, see error)
+    data: bytes | None = None  # report bytes (zip input; directory input is read by the worker)
+    path: str | None = None  # report file (directory input)
     error: str | None = None
     image_dir: str | None = None
 
@@ -114,13 +115,10 @@ def iter_studies_dir(files: Path, part: tuple[int, int] | None) -> Iterator[Stud
                 names = sorted(e.name for e in it if e.is_file() and _REPORT.match(e.name))
             for name in names:
                 path = Path(pdir.path) / name
-                st = Study(study_id=_REPORT.match(name).group(1), subject_id=subject,
-                           source=str(path.relative_to(files.parent)), image_dir=str(path.with_suffix("")))
-                try:
-                    st.data = path.read_bytes()
-                except OSError as e:
-                    st.error = f"cannot read: {e.strerror or e}"
-                yield st
+                # the worker reads the file: keeps the main process (listing, writing) off the critical path
+                yield Study(study_id=_REPORT.match(name).group(1), subject_id=subject,
+                            source=str(path.relative_to(files.parent)), path=str(path),
+                            image_dir=str(path.with_suffix("")))
 
 
 def iter_studies_zip(zpath: Path, part: tuple[int, int] | None) -> Iterator[Study]:
@@ -243,6 +241,12 @@ def _process_chunk(args) -> list[tuple[Study, tuple[str, object]]]:
     parsed: list = []
     texts: list[str | None] = []
     for st in studies:
+        if st.path is not None:
+            try:
+                with open(st.path, "rb") as f:
+                    st.data = f.read()
+            except OSError as e:
+                st.error = f"cannot read: {e.strerror or e}"
         if st.error is not None:
             parsed.append(("reject", ("read", "failed", st.error)))
             continue

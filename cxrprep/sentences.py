@@ -38,6 +38,7 @@ _TERMINAL = {".", "?", "!"}
 #: a line at least this long that does not end a sentence was wrapped (MIMIC wraps at 79 columns), so the
 #: next line continues the same list item
 WRAP_MIN = 60
+_CLOSERS = _TERMINAL | {'"', "'", ")"}
 
 
 @lru_cache(maxsize=1)
@@ -78,31 +79,39 @@ def blocks(section: str) -> list[str]:
 
 
 def _sentences_of_doc(doc) -> list[str]:
+    """Apply the boundary rules to one tokenized block. Works on token offsets (``doc.to_array``) rather
+    than Token objects, and looks only at tokens that end in '.', '?' or '!': building a Python Token per
+    word was most of the cost at 200k reports."""
+    from spacy.attrs import IDX, LENGTH
+
     text = doc.text
-    n = len(doc)
+    arr = doc.to_array([IDX, LENGTH]).tolist()
+    n = len(arr)
+    tok = lambda i: text[arr[i][0]:arr[i][0] + arr[i][1]]  # noqa: E731
     starts = [0]
     sent_first = 0  # index of the first token of the current sentence
     i = 0
     while i < n - 1:
-        t = doc[i]
-        tx = t.text
+        a, ln = arr[i]
+        if text[a + ln - 1] not in "?!.":
+            i += 1
+            continue
+        tx = text[a:a + ln]
         boundary = False
-        if tx[:1] in _TERMINAL and set(tx) <= _TERMINAL:  # ".", "?", "..", "?!"
-            prev = doc[i - 1].text if i > 0 else ""
+        if set(tx) <= _TERMINAL:  # ".", "?", "..", "?!"
+            prev = tok(i - 1) if i > 0 else ""
             # "1." / "2)" list marker at the start of a sentence: attached to its item
-            is_marker = i - 1 == sent_first and prev.isdigit() and len(prev) <= 2
-            boundary = not is_marker
+            boundary = not (i - 1 == sent_first and prev.isdigit() and len(prev) <= 2)
         elif tx in ("No.", "no."):
-            boundary = not doc[i + 1].text[:1].isdigit()
-        elif tx.endswith(".") and len(tx) > 1 and tx[-2].isalpha() and tx not in ABBREVIATIONS \
-                and tx.count(".") == 1:
+            boundary = not tok(i + 1)[:1].isdigit()
+        elif len(tx) > 1 and tx[-2].isalpha() and tx not in ABBREVIATIONS and tx.count(".") == 1:
             boundary = True  # tokenizer left "word." whole (rare): still a sentence end
         if boundary:
             j = i + 1
-            while j < n and (set(doc[j].text) <= _TERMINAL | {'"', "'", ")"}):  # "p.m.." or '." ' stay in the sentence
+            while j < n and set(tok(j)) <= _CLOSERS:  # "p.m.." or '." ' stay in the sentence
                 j += 1
             if j < n:
-                starts.append(doc[j].idx)
+                starts.append(arr[j][0])
                 sent_first = j
             i = j
             continue
