@@ -202,7 +202,8 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
     if ddp:
         runner = torch.nn.parallel.DistributedDataParallel(
             runner, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    # fused AdamW: one kernel over all parameters (CPU and CUDA); the per-tensor loop was ~20% of a tiny step
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total_steps))
     use_scaler = cfg.precision == "fp16" and device.type == "cuda"
     if cfg.precision == "fp16" and device.type != "cuda":
@@ -261,6 +262,7 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
             micro = [next(loader) for _ in range(cfg.accum_steps)]
             t_data = time.perf_counter() - t0
             parts: dict[str, float] = {}
+            t_fb = time.perf_counter()
             for mb in micro:
                 mb = _to(mb, device)
                 with ctx:
@@ -269,6 +271,7 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                 scaler.scale(loss).backward()
                 for k, v in res.items():
                     parts[k] = parts.get(k, 0.0) + float(v.detach()) / cfg.accum_steps
+            t_fb = time.perf_counter() - t_fb  # host-to-device copies, forward and backward
             scaler.unscale_(opt)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
@@ -285,7 +288,8 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
             t_last = now
             rec = dict(step=step, epoch=epoch, **{k: round(v, 6) for k, v in parts.items()},
                        lr=sched.get_last_lr()[0], temperature=float(1 / model.scale().detach()),
-                       samples_per_s=cfg.batch_size * world / dt, data_wait=t_data / dt)
+                       samples_per_s=cfg.batch_size * world / dt, data_wait=t_data / dt,
+                       outside_fwd_bwd=1 - t_fb / dt)
             history.append(rec)
             if master:
                 metrics_f.write(json.dumps(rec) + "\n")
