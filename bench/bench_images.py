@@ -1,6 +1,6 @@
 """Benchmark: cxrkit's image pipeline vs a naive one, on large JPEGs and on DICOMs, same files, same run.
 
-    .venv/bin/python bench/bench_images.py [--n 24]
+    .venv/bin/python bench/bench_images.py [--n 48]
 
 Naive: PIL full-size decode, convert("L"), LANCZOS resize to the target short side, CLAHE at full size
 (OpenCV), PNG encode. cxrkit: process_image (reduced JPEG decoding, INTER_AREA, CLAHE after resize, JPEG
@@ -99,7 +99,7 @@ def timed(fn, paths) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=24)
+    ap.add_argument("--n", type=int, default=48)
     a = ap.parse_args()
     cv2.setNumThreads(1)
     jpgs, dcms = make_inputs(a.n)
