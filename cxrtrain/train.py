@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from cxrprep.shards import open_datasets
 
 from .config import TrainConfig, config_from_dict
-from .data import StudyStream, count_rows
+from .data import StudyStream, count_rows, normalize
 from .loss import compute_loss
 from .model import CLIPModel, create_model, set_trainable
 
@@ -148,8 +148,8 @@ def _split(batch: dict, n: int) -> list[dict]:
 
 def forward_loss(model, batch: dict, cfg: TrainConfig, rank: int, world: int) -> dict:
     raw = model.module if hasattr(model, "module") else model
-    i1 = raw.encode_image(batch["images1"])
-    i2 = raw.encode_image(batch["images2"]) if cfg.loss == "cxr-clip" else i1
+    i1 = raw.encode_image(normalize(batch["images1"], cfg.model))
+    i2 = raw.encode_image(normalize(batch["images2"], cfg.model)) if cfg.loss == "cxr-clip" else i1
     t1 = raw.encode_text(**batch["text1"])
     t2 = raw.encode_text(**batch["text2"]) if cfg.loss == "cxr-clip" else t1
     return compute_loss(cfg.loss, i1, i2, t1, t2, raw.scale(), cfg.icl_weight, cfg.tcl_weight, cfg.relax_threshold,
