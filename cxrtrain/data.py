@@ -183,7 +183,8 @@ class StudyStream(IterableDataset):
         self.batch_size, self.train, self.rank, self.world_size, self.seed = batch_size, train, rank, world_size, seed
         self.epoch = 0
         self.skip_batches = 0
-        self._groups = [(d, g) for d in datasets for g in d.row_groups()]
+        # only row groups that can hold rows of this split (Parquet min/max statistics of the split column)
+        self._groups = [(d, g) for d in datasets for g in d.row_groups() if _may_hold(g, split)]
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch, self.skip_batches = epoch, skip_batches
@@ -205,13 +206,19 @@ class StudyStream(IterableDataset):
         cycle = 0
         while True:
             groups = self._epoch_groups(cycle)
-            mine = groups[stream_id::n_streams] if len(groups) >= n_streams else \
-                [groups[stream_id % len(groups)]] if groups else []
+            # enough row groups: deal them out; too few (small datasets): every stream reads all of them and
+            # keeps every n-th row, so no rank or worker is left without data
+            by_group = len(groups) >= 2 * n_streams
+            mine = groups[stream_id::n_streams] if by_group else groups
             any_row = False
+            k = -1
             for d, g in mine:
                 for b in d.iter_batches(COLUMNS, row_groups=[g], split=self.split):
                     for row in b.to_pylist():
-                        if row["images"]:
+                        if not row["images"]:
+                            continue
+                        k += 1
+                        if by_group or k % n_streams == stream_id:
                             any_row = True
                             yield row
             if not self.train:
@@ -291,6 +298,17 @@ class StudyStream(IterableDataset):
                 batch, nbatch = [], nbatch + 1
         if batch and not self.train and all(b is not None for b in batch):
             yield self._collate(batch)
+
+
+def _may_hold(g: RowGroup, split: str) -> bool:
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(g.path).metadata.row_group(g.index)
+    for i in range(md.num_columns):
+        col = md.column(i)
+        if col.path_in_schema == "split" and col.is_stats_set and col.statistics.has_min_max:
+            return col.statistics.min <= split <= col.statistics.max
+    return True
 
 
 def count_rows(datasets: list[ShardDataset], split: str) -> int:

@@ -272,6 +272,10 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                 for k, v in res.items():
                     parts[k] = parts.get(k, 0.0) + float(v.detach()) / cfg.accum_steps
             t_fb = time.perf_counter() - t_fb  # host-to-device copies, forward and backward
+            if ddp:  # log the mean over ranks (each rank's loss covers its own rows of the global batch)
+                vals = torch.tensor(list(parts.values()), dtype=torch.float64)
+                torch.distributed.all_reduce(vals)
+                parts = dict(zip(parts, (vals / world).tolist()))
             scaler.unscale_(opt)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)

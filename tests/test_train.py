@@ -267,3 +267,21 @@ def test_sigterm_writes_checkpoint(demo_shards, tmp_path):
     assert "stopped by SIGTERM" in output
     st = torch.load(out / "last/state.pt", weights_only=True)
     assert st["step"] >= 1
+
+
+def test_torchrun_two_process_training(demo_shards, tmp_path):
+    """The real trainer under torchrun with 2 CPU processes (gloo): runs, syncs, checkpoints once."""
+    import subprocess
+
+    out = tmp_path / "ddp"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "cxrtrain.cli", "run",
+           str(demo_shards), "--out", str(out), "--set", "epochs=1", "--set", "batch_size=4", "--set", "max_steps=2",
+           "--set", "model.image_size=32", "--set", "model.embed_dim=32"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "world 2" in p.stdout and p.stdout.count("done:") == 1
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+    assert torch.load(out / "last/state.pt", weights_only=True)["step"] == 2

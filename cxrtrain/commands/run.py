@@ -39,6 +39,10 @@ def register(app: typer.Typer) -> None:
         except (ValueError, FileNotFoundError, RuntimeError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)
+        import os
+
+        if int(os.environ.get("RANK", 0)) != 0:
+            return  # under torchrun only rank 0 reports
         h = res["history"]
         first, last = (h[0]["loss"], h[-1]["loss"]) if h else (None, None)
         typer.echo(f"done: {res['steps']} steps ({res['stopped_by']}); train loss {first} -> {last}; "
