@@ -246,6 +246,11 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                            rank=rank, world_size=world, seed=cfg.seed)
     history = []
     epoch = epoch0
+    from cxrprep.cliutil import progress
+
+    bar = progress(None, total=min(total_steps, cfg.max_steps or total_steps), desc="train", unit="step",
+                   disable=None if master else True)
+    bar.update(step)
     stopped_by = "epochs"
     for epoch in range(epoch0, cfg.epochs):
         train_ds.set_epoch(epoch, skip_batches=step_in_epoch * cfg.accum_steps)
@@ -295,6 +300,9 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                        samples_per_s=cfg.batch_size * world / dt, data_wait=t_data / dt,
                        outside_fwd_bwd=1 - t_fb / dt)
             history.append(rec)
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts['loss']:.3f}", lr=f"{rec['lr']:.1e}", T=f"{rec['temperature']:.3f}",
+                            sps=f"{rec['samples_per_s']:.0f}", wait=f"{rec['data_wait']:.0%}", refresh=False)
             if master:
                 metrics_f.write(json.dumps(rec) + "\n")
                 metrics_f.flush()
@@ -330,6 +338,7 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
             if master:
                 log(f"early stopping: no validation improvement for {cfg.patience} epochs")
             break
+    bar.close()
     if old_handler is not None:
         signal.signal(signal.SIGTERM, old_handler)
     if master:

@@ -285,3 +285,13 @@ def test_torchrun_two_process_training(demo_shards, tmp_path):
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]
     assert torch.load(out / "last/state.pt", weights_only=True)["step"] == 2
+
+
+def test_bf16_autocast_and_accumulation(demo_shards, tmp_path):
+    from cxrtrain.train import train
+
+    res = train([str(demo_shards)], tmp_path / "bf16", _cfg(max_steps=2, precision="bf16", accum_steps=2),
+                log=lambda *_: None)
+    assert res["steps"] == 2 and all(math.isfinite(h["loss"]) for h in res["history"])
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        train([str(demo_shards)], tmp_path / "fp16", _cfg(max_steps=1, precision="fp16"), log=lambda *_: None)
