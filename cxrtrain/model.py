@@ -16,6 +16,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -103,15 +104,19 @@ def _tiny_resnet():
     return ResNetModel(cfg)
 
 
-def build_image_tower(cfg: ModelConfig) -> tuple[nn.Module, int, str]:
-    """-> (tower, output width, kind). kind: resnet | swin | clip | vit."""
+def build_image_tower(cfg: ModelConfig, towers_dir: Path | None = None) -> tuple[nn.Module, int, str]:
+    """-> (tower, output width, kind). kind: resnet | swin | clip | vit. With ``towers_dir`` (a checkpoint's
+    saved tower configs) the architecture is built from there, without weights or hub access."""
     from transformers import AutoConfig, AutoModel, CLIPVisionModel, ResNetConfig, SwinConfig, CLIPVisionConfig
 
     name = cfg.image_encoder
-    if name == "config:tiny-resnet":
+    if towers_dir is not None:
+        conf = AutoConfig.from_pretrained(towers_dir / "image")
+        m = CLIPVisionModel(conf) if conf.model_type == "clip_vision_model" else AutoModel.from_config(conf)
+    elif name == "config:tiny-resnet":
         m = _tiny_resnet()
         return m, m.config.hidden_sizes[-1], "resnet"
-    if cfg.random_init:
+    elif cfg.random_init:
         if "clip" in name:
             m = CLIPVisionModel(CLIPVisionConfig(patch_size=32))
         elif "swin" in name:
@@ -134,10 +139,18 @@ def build_image_tower(cfg: ModelConfig) -> tuple[nn.Module, int, str]:
     return m, m.config.hidden_size, "vit"
 
 
-def build_text_tower(cfg: ModelConfig):
+def build_text_tower(cfg: ModelConfig, towers_dir: Path | None = None):
     """-> (tower, tokenizer, output width, kind)."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, CLIPTextConfig, CLIPTextModel, CLIPTokenizerFast
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, CLIPTextConfig, CLIPTextModel
 
+    if towers_dir is not None:
+        conf = AutoConfig.from_pretrained(towers_dir / "text")
+        tok = AutoTokenizer.from_pretrained(towers_dir / "text")
+        if conf.model_type == "clip_text_model":
+            m = CLIPTextModel(conf)
+            return m, tok, m.config.hidden_size, "clip"
+        m = AutoModel.from_config(conf)
+        return m, tok, m.config.hidden_size, "bert"
     name = _minilm_path() if cfg.text_encoder == "minilm" else cfg.text_encoder
     if cfg.random_init and cfg.text_encoder != "minilm":
         tok_dir = _minilm_path()
@@ -160,11 +173,11 @@ def build_text_tower(cfg: ModelConfig):
 class CLIPModel(nn.Module):
     """Image tower + text tower + linear projections + learnable temperature."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, towers_dir: Path | None = None) -> None:
         super().__init__()
         self.config = config
-        self.image_tower, img_w, self.image_kind = build_image_tower(config)
-        self.text_tower, self.tokenizer, txt_w, self.text_kind = build_text_tower(config)
+        self.image_tower, img_w, self.image_kind = build_image_tower(config, towers_dir)
+        self.text_tower, self.tokenizer, txt_w, self.text_kind = build_text_tower(config, towers_dir)
         self.image_proj = nn.Linear(img_w, config.embed_dim, bias=False)
         self.text_proj = nn.Linear(txt_w, config.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
@@ -193,6 +206,12 @@ class CLIPModel(nn.Module):
         """Token ids -> [B,D] L2-normalised embeddings."""
         return F.normalize(self.text_proj(self.text_features(input_ids, attention_mask)), dim=-1)
 
+    def save_towers(self, path: Path) -> None:
+        """Tower configs + tokenizer, so a checkpoint rebuilds without the hub (weights come from it)."""
+        self.image_tower.config.save_pretrained(path / "image")
+        self.text_tower.config.save_pretrained(path / "text")
+        self.tokenizer.save_pretrained(path / "text")
+
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         t = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.config.max_text_len,
                            return_tensors="pt")
@@ -220,11 +239,13 @@ class CLIPModel(nn.Module):
         return list(t.encoder.layer)
 
 
-def create_model(preset: str | ModelConfig = "tiny", **overrides) -> CLIPModel:
+def create_model(preset: str | ModelConfig = "tiny", towers_dir: Path | None = None, **overrides) -> CLIPModel:
+    """A model from a preset name or a ModelConfig (+ overrides). ``towers_dir``: build the towers from
+    saved configs (a checkpoint's ``towers/``) instead of loading pretrained weights."""
     cfg = preset if isinstance(preset, ModelConfig) else model_config(preset, **overrides)
     if isinstance(preset, ModelConfig) and overrides:
         cfg = replace(cfg, **overrides)
-    return CLIPModel(cfg)
+    return CLIPModel(cfg, towers_dir)
 
 
 def _is_norm(m: nn.Module) -> bool:

@@ -49,6 +49,7 @@ def save_checkpoint(path: Path, model: CLIPModel, cfg: TrainConfig, state: dict 
     if state is not None:
         torch.save(state, tmp / "state.pt")
     (tmp / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=list) + "\n")
+    model.save_towers(tmp / "towers")
     old = path.with_name(f".old-{path.name}")
     if path.exists():
         os.replace(path, old)
@@ -72,13 +73,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[CLIPModel, dict]:
-    """Rebuild the model from config.json and load its weights; returns (model in eval mode, config dict)."""
+    """Rebuild the model from config.json (+ the saved tower configs in towers/, so neither the hub nor the
+    original encoder directories are needed) and load its weights; returns (model in eval mode, config)."""
     from safetensors.torch import load_file
 
     ck = resolve_checkpoint(path)
     conf = json.loads((ck / "config.json").read_text())
     cfg = config_from_dict(conf)
-    model = create_model(cfg.model)
+    towers = ck / "towers"
+    model = create_model(cfg.model, towers_dir=towers if (towers / "image" / "config.json").exists() else None)
     missing, unexpected = model.load_state_dict(load_file(str(ck / "model.safetensors"), device=map_location),
                                                 strict=False)
     if unexpected or [k for k in missing if "position_ids" not in k]:

@@ -295,3 +295,18 @@ def test_bf16_autocast_and_accumulation(demo_shards, tmp_path):
     assert res["steps"] == 2 and all(math.isfinite(h["loss"]) for h in res["history"])
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
         train([str(demo_shards)], tmp_path / "fp16", _cfg(max_steps=1, precision="fp16"), log=lambda *_: None)
+
+
+def test_checkpoint_is_self_contained(demo_shards, tmp_path):
+    """A checkpoint rebuilds from its saved tower configs even when the original encoders are gone."""
+    from cxrtrain.train import load_checkpoint, train
+
+    train([str(demo_shards)], tmp_path / "r", _cfg(max_steps=1), log=lambda *_: None)
+    conf_path = tmp_path / "r/last/config.json"
+    conf = json.loads(conf_path.read_text())
+    conf["model"]["text_encoder"] = str(tmp_path / "gone")  # as if trained elsewhere
+    conf_path.write_text(json.dumps(conf))
+    m, _ = load_checkpoint(tmp_path / "r/last")
+    tok = m.tokenize(["No pleural effusion."])
+    assert m.encode_text(**tok).shape == (1, 32)
+    assert (tmp_path / "r/last/towers/text/tokenizer_config.json").exists()
