@@ -23,7 +23,6 @@ ROOT = HERE.parent
 
 
 def make_inputs(n: int) -> tuple[list[Path], list[Path]]:
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

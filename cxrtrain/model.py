@@ -16,7 +16,6 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

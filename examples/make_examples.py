@@ -82,7 +82,6 @@ def _gz_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def _dicom_mono1(path: Path, a: np.ndarray) -> None:
     """A MONOCHROME1, 12-bit DICOM of a real image (as CR plates store it), with a window."""
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -5,7 +5,6 @@ not translation quality (the weights are random)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import sys
 from pathlib import Path
