@@ -180,6 +180,24 @@ class CLIPModel(nn.Module):
         self.image_proj = nn.Linear(img_w, config.embed_dim, bias=False)
         self.text_proj = nn.Linear(txt_w, config.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
+        if (self.image_kind == self.text_kind == "clip" and towers_dir is None and not config.random_init
+                and config.image_encoder == config.text_encoder):
+            self._load_clip_projections(config.image_encoder)
+
+    def _load_clip_projections(self, name: str) -> None:
+        """A pretrained CLIP's own projections and temperature, so fine-tuning (Jang et al., partial CLIP
+        adaptation) starts from the zero-shot model rather than from random projections."""
+        from transformers import CLIPModel as HFCLIPModel
+
+        hf = _pretrained(HFCLIPModel, name, "image encoder")
+        if hf.visual_projection.weight.shape != self.image_proj.weight.shape:
+            raise ValueError(f"model.embed_dim={self.config.embed_dim} but {name} projects to "
+                             f"{hf.visual_projection.weight.shape[0]}; set model.embed_dim to match")
+        with torch.no_grad():
+            self.image_proj.weight.copy_(hf.visual_projection.weight)
+            self.text_proj.weight.copy_(hf.text_projection.weight)
+            self.logit_scale.copy_(hf.logit_scale)
+        del hf
 
     # -- encoding -----------------------------------------------------------------------------------
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -227,14 +245,14 @@ class CLIPModel(nn.Module):
             return [layer for stage in t.encoder.stages for layer in stage.layers]
         if self.image_kind == "swin":
             return [b for layer in t.encoder.layers for b in layer.blocks]
-        if self.image_kind == "clip":
-            return list(t.vision_model.encoder.layers)
+        if self.image_kind == "clip":  # transformers < 5 nests the encoder under .vision_model
+            return list(getattr(t, "vision_model", t).encoder.layers)
         return list(t.encoder.layer)
 
     def text_blocks(self) -> list[nn.Module]:
         t = self.text_tower
         if self.text_kind == "clip":
-            return list(t.text_model.encoder.layers)
+            return list(getattr(t, "text_model", t).encoder.layers)
         return list(t.encoder.layer)
 
 
