@@ -186,7 +186,12 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
     torch.manual_seed(cfg.seed)
 
     datasets = open_datasets(roots)
-    n_train = count_rows(datasets, "train")
+    unknown = sorted(set(cfg.dataset_weights) - {d.name for d in datasets})
+    if unknown:
+        raise ValueError(f"dataset_weights names {unknown}, not among the datasets found: "
+                         f"{', '.join(d.name for d in datasets)}")
+    # an epoch is the weighted number of train studies (dataset_weights scale each dataset's share)
+    n_train = int(sum(count_rows([d], "train") * float(cfg.dataset_weights.get(d.name, 1.0)) for d in datasets))
     n_val = count_rows(datasets, "validate")
     if n_train < cfg.batch_size * world:
         raise ValueError(f"only {n_train} train studies with images under {roots}; batch_size {cfg.batch_size} x "

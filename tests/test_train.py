@@ -310,3 +310,21 @@ def test_checkpoint_is_self_contained(demo_shards, tmp_path):
     tok = m.tokenize(["No pleural effusion."])
     assert m.encode_text(**tok).shape == (1, 32)
     assert (tmp_path / "r/last/towers/text/tokenizer_config.json").exists()
+
+
+def test_dataset_weights(demo_shards, tiny_model, tmp_path):
+    from cxrprep.shards import open_datasets
+    from cxrtrain.train import train
+
+    ds = open_datasets([demo_shards])
+    only_reports = _cfg(dataset_weights={"chexpert": 0.0}, shuffle_buffer=1)
+    s = StudyStream(ds, "train", only_reports, tiny_model.tokenizer, 4, seed=0)
+    it = iter(s)
+    ids = [i for _ in range(6) for i in next(it)["study_id"]]
+    assert ids and all(not i.startswith("patient") for i in ids)  # no chexpert studies drawn
+    both = StudyStream(ds, "train", _cfg(shuffle_buffer=1), tiny_model.tokenizer, 4, seed=0)
+    it = iter(both)
+    ids = [i for _ in range(8) for i in next(it)["study_id"]]
+    assert any(i.startswith("patient") for i in ids) and any(not i.startswith("patient") for i in ids)
+    with pytest.raises(ValueError, match="dataset_weights names \\['mimic'\\]"):
+        train([str(demo_shards)], tmp_path / "run", _cfg(dataset_weights={"mimic": 2.0}), log=lambda *_: None)
