@@ -120,3 +120,30 @@ def test_export_loads_back(checkpoint, tmp_path):
         assert torch.allclose(ex.embed_image(x), model.encode_image(x), atol=1e-5)
         assert torch.allclose(ex.embed_text(texts), model.encode_text(**model.tokenize(texts)), atol=1e-5)
     assert "from_pretrained" in (tmp_path / "exp/README.md").read_text()
+
+
+def test_multiclass_and_binary_on_known_embeddings():
+    from cxrtrain.evaluate import EvalConfig, retrieval, zero_shot_binary, zero_shot_multiclass
+
+    names = ["Atelectasis", "Cardiomegaly", "Pleural Effusion"]
+    protos = {"atelectasis": [1, 0, 0], "cardiomegaly": [0, 1, 0], "effusion": [0, 0, 1], "normal": [0, 0, -1]}
+
+    def text_emb(texts):
+        out = np.array([protos[next(k for k in protos if k in t.lower())] for t in texts], float)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    # images point at the class they show; the 4th is labelled Cardiomegaly but looks like an effusion
+    e = np.array([[1, 0.1, 0], [0, 1, 0.1], [0.1, 0, 1], [0, 0.2, 1]], float)
+    emb = dict(emb=e / np.linalg.norm(e, axis=1, keepdims=True),
+               labels=np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]], float),
+               split=np.array(["test"] * 4), findings=np.array(["atelectasis", "cardiomegaly", "effusion", "cardiomegaly"]),
+               impression=np.array([""] * 4))
+    sets = {c: [c.lower()] for c in names}
+    r = zero_shot_multiclass(emb, names, sets, text_emb)
+    assert r["n"] == 4 and r["accuracy"] == pytest.approx(3 / 4)
+    b = zero_shot_binary(emb, names, {"Pleural Effusion": {"positive": ["effusion"], "negative": ["normal"]}}, 10.0,
+                         text_emb, EvalConfig(bootstrap=20))
+    # P(effusion) grows with the cosine to the effusion prompt: image 3 (0.995, positive) > image 4 (0.981) > others
+    assert b["classes"]["Pleural Effusion"]["auroc"] == pytest.approx(1.0)
+    rr = retrieval(emb, text_emb, "findings")
+    assert rr["unique_texts"] == 3 and rr["image_to_text"]["R@1"] == pytest.approx(3 / 4)
