@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .images import ImageSettings, process_study_images
 from .labels import CHEXPERT_LABELS, COMPETITION_TASKS
-from .prompts import _resolve_image, read_chexpert
+from .prompts import _resolve_image, chexpert_frame
 from .schema import empty_row
 from .shards import ShardWriter
 
@@ -41,16 +41,10 @@ def select_5x200(csv_path: Path, per_class: int, seed: int) -> list[dict]:
     --per-class when a class has too few candidates."""
     import random
 
-    read_chexpert(csv_path)  # validates header and label values with row/column messages
-    import polars as pl
-
-    df = pl.read_csv(csv_path, infer_schema_length=0)
-    vals = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": None}
-    raw = df.select([pl.col(c).fill_null("").str.strip_chars().replace_strict(vals, return_dtype=pl.Int8).alias(c)
-                     for c in CHEXPERT_LABELS])
+    df = chexpert_frame(csv_path)  # validated; labels parsed to 1/0/-1/null
+    raw = df.select(CHEXPERT_LABELS)
     filled = raw.fill_null(0)
-    frontal = (df["Frontal/Lateral"] == "Frontal") if "Frontal/Lateral" in df.columns else \
-        df["Path"].str.contains("frontal")
+    frontal = (df["_fl"] == "Frontal") if "Frontal/Lateral" in df.columns else df["Path"].str.contains("frontal")
     others = [c for c in CHEXPERT_LABELS if c != "No Finding"]
     out = []
     for task in COMPETITION_TASKS:
@@ -64,7 +58,7 @@ def select_5x200(csv_path: Path, per_class: int, seed: int) -> list[dict]:
                              f"lower --per-class (now {per_class})")
         for i in sorted(random.Random(f"{seed}:{task}").sample(idx, per_class), key=lambda i: df["Path"][i]):
             path = df["Path"][i]
-            appa = df["AP/PA"][i] if "AP/PA" in df.columns else None
+            appa = df["_appa"][i]
             out.append(dict(path=path, patient=path.split("/")[-3], task=task, labels=raw.row(i),
                             view=(appa or "").strip().upper() or None))
     return out

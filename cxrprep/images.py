@@ -264,10 +264,3 @@ def process_study_images(items: Sequence[tuple[str, str, str | None]], settings:
             failed.append((str(path), f"{path}: out of memory while decoding"))
     return ok, failed
 
-
-def decode_shard_image(data: bytes) -> np.ndarray:
-    """Shard image bytes (JPEG/PNG) -> uint8 HxW."""
-    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    if a is None:
-        raise ImageError("shard image bytes are not a decodable JPEG/PNG")
-    return a

@@ -127,8 +127,10 @@ def _bad_value(df, col: str, allowed):
     return df.filter(~pl.col(col).fill_null("").str.strip_chars().is_in(list(allowed))).head(1)
 
 
-def read_chexpert(path: Path) -> list[dict]:
-    """-> studies sorted by study_id: {study_id, subject_id, split, labels, images: [(rel path, view)]}."""
+def chexpert_frame(path: Path):
+    """Read and validate a CheXpert CSV (header, label values, Path shape; errors name row and column) ->
+    polars frame with the label columns parsed to Int8 (1/0/-1/null) and _patient/_study/_split/_fl/_appa
+    columns. Shared by ``cxrprep prompts`` and ``cxrprep chexpert-5x200``."""
     import polars as pl
 
     df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
@@ -156,7 +158,14 @@ def read_chexpert(path: Path) -> list[dict]:
     df = df.with_columns(pl.Series("_fl", fl), pl.Series("_appa", appa))
     lab = [pl.col(c).fill_null("").str.strip_chars().replace_strict(_VALUES, return_dtype=pl.Int8).alias(c)
            for c in CHEXPERT_LABELS]
-    df = df.with_columns(lab).with_columns(pl.concat_list(list(CHEXPERT_LABELS)).alias("_labels"))
+    return df.with_columns(lab)
+
+
+def read_chexpert(path: Path) -> list[dict]:
+    """-> studies sorted by study_id: {study_id, subject_id, split, labels, images: [(rel path, view)]}."""
+    import polars as pl
+
+    df = chexpert_frame(path).with_columns(pl.concat_list(list(CHEXPERT_LABELS)).alias("_labels"))
     studies: dict[str, dict] = {}
     for row in df.select("Path", "_patient", "_study", "_split", "_fl", "_appa", "_labels").iter_rows():
         p, patient, study, split, fl_v, appa_v, labels = row
