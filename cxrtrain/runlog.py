@@ -27,7 +27,11 @@ RUN_FILES = ("config.json", "metrics.jsonl", "last", "best", ".old-last", ".tmp-
 LOSS_PARTS = ("mvs", "icl", "tcl", "clip")
 
 
-class RunFolderError(ValueError):
+class UsageError(ValueError):
+    """Options that cannot work with these inputs (the CLI exits 2): e.g. a batch larger than the data."""
+
+
+class RunFolderError(UsageError):
     """The --out folder cannot be used as asked (exit 2)."""
 
 

@@ -112,7 +112,9 @@ def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
     if cfg.device == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={cfg.device} but CUDA is not available; use --set device=cpu")
+        from .runlog import UsageError
+
+        raise UsageError(f"device={cfg.device} but CUDA is not available; use --set device=cpu")
     return torch.device(cfg.device)
 
 
@@ -231,7 +233,7 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
     Raises RunFolderError (a ValueError; the CLI exits 2) when ``out`` already holds a run and neither
     ``resume`` nor ``overwrite`` is set, ValueError for data that cannot train, DiskFullError when the disk
     fills. The run folder is created only once the run can start."""
-    from .runlog import (RunLog, check_loggers, check_run_folder, comparable_key, disk_guard, plot_losses,
+    from .runlog import (RunLog, UsageError, check_loggers, check_run_folder, comparable_key, disk_guard, plot_losses,
                          prepare_run_folder, truncate_metrics)
 
     rank, world, local_rank = _ddp_env()
@@ -249,7 +251,7 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
     datasets = open_datasets(roots)
     unknown = sorted(set(cfg.dataset_weights) - {d.name for d in datasets})
     if unknown:
-        raise ValueError(f"dataset_weights names {unknown}, not among the datasets found: "
+        raise UsageError(f"dataset_weights names {unknown}, not among the datasets found: "
                          f"{', '.join(d.name for d in datasets)}")
     # an epoch is the weighted number of train studies (dataset_weights scale each dataset's share)
     n_train = int(sum(count_rows([d], "train") * float(cfg.dataset_weights.get(d.name, 1.0)) for d in datasets))
@@ -258,14 +260,14 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
         fit = suggest_batch_size(n_train, world, cfg.accum_steps)
         advice = (f"use --set batch_size={fit}" if fit else
                   f"at least {2 * world} train studies with images are needed")
-        raise ValueError(f"batch_size {cfg.batch_size}" + (f" x {world} ranks" if world > 1 else "")
+        raise UsageError(f"batch_size {cfg.batch_size}" + (f" x {world} ranks" if world > 1 else "")
                          + f" is more than the {n_train} train studies with images under {', '.join(map(str, roots))}"
                          f"; {advice}")
     steps_per_epoch = max(1, n_train // (cfg.batch_size * world))
     total_steps = steps_per_epoch * cfg.epochs
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else steps_per_epoch
     if cfg.precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision=fp16 needs CUDA; use bf16 on CPU")
+        raise UsageError("precision=fp16 needs CUDA; use --set precision=bf16 on CPU")
 
     model = create_model(cfg.model).to(device)
     trainable, total = set_trainable(model, cfg.train_image_blocks, cfg.train_text_blocks)

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         import os
 
         from ..config import load_config
-        from ..runlog import DiskFullError, RunFolderError
+        from ..runlog import DiskFullError, UsageError
 
         try:
             cfg = load_config(config, set_)
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         out_dir = out if out is not None else default_out()
         try:
             res = train([str(s) for s in shards], out_dir, cfg, resume=resume, overwrite=overwrite, log=typer.echo)
-        except RunFolderError as e:
+        except UsageError as e:  # --out holds a run, a batch larger than the data, ...
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
         except DiskFullError as e:
