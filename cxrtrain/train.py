@@ -269,6 +269,9 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UsageError("precision=fp16 needs CUDA; use --set precision=bf16 on CPU")
 
+    from .hub import hub_preflight
+
+    hub_preflight([cfg.model.image_encoder, cfg.model.text_encoder], log if master else (lambda *_: None))
     model = create_model(cfg.model).to(device)
     trainable, total = set_trainable(model, cfg.train_image_blocks, cfg.train_text_blocks)
     runner = _DDPForward(model, cfg).to(device)

@@ -204,3 +204,18 @@ def test_wandb_offline(demo_shards, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     runs = list((out / "wandb").glob("offline-run-*"))
     assert runs and any(runs[0].glob("*.wandb"))
+
+
+def test_unreachable_hub_fails_fast_with_advice(demo_shards, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: refused at once
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    t0 = time.time()
+    r = _run(demo_shards, "--out", tmp_path / "run", *TINY, "--set", "model.preset=cxr-clip-r50")
+    assert time.time() - t0 < 20
+    assert r.exit_code == 1, r.output
+    assert "cannot be reached" in r.output and "HF_HUB_OFFLINE=1" in r.output and "microsoft/resnet-50" in r.output
+    assert not (tmp_path / "run").exists()
