@@ -191,7 +191,7 @@ def test_run_augment_rewrites_dataset(tiny, tmp_path):
 
 def test_run_augment_failure_keeps_old_dataset(tiny, tmp_path, monkeypatch):
     d = _dataset(tmp_path / "shards")
-    files = {p.name: _sha(p) for p in d.iterdir()}
+    files = {p.relative_to(d): _sha(p) for p in d.rglob("*") if p.is_file()}
     real = ShardWriter.write
     n = {"rows": 0}
 
@@ -205,7 +205,7 @@ def test_run_augment_failure_keeps_old_dataset(tiny, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         T.run_augment(d, _cfg(tiny, tmp_path))
     monkeypatch.undo()
-    assert {p.name: _sha(p) for p in d.iterdir()} == files
+    assert {p.relative_to(d): _sha(p) for p in d.rglob("*") if p.is_file()} == files
     assert [p.name for p in (tmp_path / "shards").iterdir()] == ["toy"]
 
 
