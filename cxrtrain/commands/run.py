@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/default"), "--out", help="Run folder: config, metrics.jsonl, checkpoints, loss.png"),
         resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/last"),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lr=1e-4 --set model.preset=clip-b32"),
+        skip_incomplete: bool = typer.Option(False, "--skip-incomplete", help="Train on the finished datasets and skip folders without a manifest.json (a killed or unmerged cxrprep run); default: refuse them"),
         # fmt: on
     ) -> None:
         """Train a CLIP-style model on cxrprep shards (DDP under torchrun, mixed precision, exact resume).
@@ -34,8 +35,20 @@ def register(app: typer.Typer) -> None:
 
         if cfg.device in ("auto", "cpu") and not torch.cuda.is_available():
             torch.set_num_threads(max(1, torch.get_num_threads()))
+        from cxrprep.shards import IncompleteDataset, finished_datasets
+
         try:
-            res = train([str(s) for s in shards], out, cfg, resume=resume, log=typer.echo)
+            folders, skipped = finished_datasets(shards, skip_incomplete)
+        except IncompleteDataset as e:
+            typer.echo(f"error: {e}; or pass --skip-incomplete to train on the finished datasets only", err=True)
+            raise typer.Exit(2)
+        except FileNotFoundError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1)
+        for d in skipped:
+            typer.echo(f"skipping incomplete dataset folder {d} (no manifest.json; --skip-incomplete)", err=True)
+        try:
+            res = train([str(d) for d in folders], out, cfg, resume=resume, log=typer.echo)
         except (ValueError, FileNotFoundError, RuntimeError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)
