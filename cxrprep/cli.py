@@ -31,6 +31,9 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Prepare chest X-ray datasets as Parquet study shards."""
+    from cxrprep.quiet import quiet_third_party
+
+    quiet_third_party()
 
 
 @app.command()

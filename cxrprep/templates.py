@@ -226,7 +226,12 @@ def _check_slots(s: str, src: Src, required: bool) -> None:
 
 def load_templates(path: str | Path) -> Templates:
     """Parse and validate a template file. Raises TemplateError (file:line:col: message)."""
-    path = Path(path)
+    from .promptfiles import resolve_prompt_file
+
+    try:
+        path = resolve_prompt_file(path, "prompt file")  # "default" / "eval" (packaged) or a path
+    except ValueError as e:
+        raise TemplateError(str(path), 0, 0, str(e)) from None
     file = str(path)
     try:
         text = path.read_text()

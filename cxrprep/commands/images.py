@@ -32,7 +32,22 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write DICOM/PNG/JPG files as one-image studies (evaluation sets such as RSNA Pneumonia, SIIM).
 
-        Example: cxrprep images rsna.csv --dataset rsna-pneumonia --image-root stage_2_train_images --out shards/
+        SRC: a folder (every .dcm/.png/.jpg below it, split test) or a CSV
+        with a header row. CSV columns (only path is required):
+
+          path:       image file, absolute or relative to --image-root
+          study_id:   default: the file name without suffix
+          subject_id: patient id (default: study_id)
+          split:      train | validate | test (default: test)
+          view:       PA, AP, LATERAL... (default: DICOM ViewPosition)
+          any other:  a label named after its finding: 1, 0, -1 or blank
+
+        Example CSV (RSNA Pneumonia):
+
+          path,study_id,split,Pneumonia
+          stage_2_train_images/0004cfab.dcm,0004cfab,test,0
+
+        Example: cxrprep images rsna.csv --dataset rsna-pneumonia --image-root /data/rsna --out shards/
         """
         from ..imagesrc import ImagesConfig, run_images
         from ..shards import summary_lines
@@ -47,4 +62,4 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
         c = m["counts"]
-        finish(summary_lines(m, out / dataset), c["failed"], c["inputs_seen"], mf)
+        finish(summary_lines(m, out / dataset), c["failed"], c["inputs_seen"], mf, dataset_dir=out / dataset)

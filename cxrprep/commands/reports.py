@@ -53,4 +53,4 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
         c = m["counts"]
-        finish(summary_lines(m, out / "mimic-cxr"), c["failed"], c["inputs_seen"], mf)
+        finish(summary_lines(m, out / "mimic-cxr"), c["failed"], c["inputs_seen"], mf, dataset_dir=out / "mimic-cxr")
