@@ -6,26 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ..cliutil import finish, make_config, parse_max_failed, progress
-
-
-def image_settings(size: int, clahe: bool, clahe_clip: float, clahe_tiles: int, fmt: str, quality: int,
-                   max_image_pixels: int):
-    """Build ImageSettings from the shared image options (used by every command that writes images)."""
-    from ..images import ImageSettings
-
-    return make_config(ImageSettings, size=size, clahe=clahe, clahe_clip=clahe_clip, clahe_tiles=clahe_tiles,
-                       format=fmt, quality=quality, max_pixels=max_image_pixels)
-
-
-def run_options(max_failed: str, part: str | None, workers: int) -> tuple[tuple, tuple[int, int] | None, int]:
-    """Parse --max-failed, --part and --workers (shared by every dataset command); bad values exit 2."""
-    from ..parallel import parse_part, resolve_workers
-
-    try:
-        return parse_max_failed(max_failed), parse_part(part), resolve_workers(workers)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from e
+from ..cliutil import finish, make_config, progress
+from ..options import image_settings, run_options  # noqa: F401 (also re-exported for old imports)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from ..cliutil import finish, make_config, progress
+from ..options import image_settings, run_options
 from ..promptfiles import check_option
-from .images import image_settings, run_options
 
 
 def register(app: typer.Typer) -> None:

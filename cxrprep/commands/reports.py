@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..cliutil import finish, make_config, progress
-from .images import image_settings, run_options
+from ..options import image_settings, run_options
 
 
 def register(app: typer.Typer) -> None:

@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly from its last/ checkpoint"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (its checkpoints, metrics, eval/)"),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lr=1e-4 --set model.preset=clip-b32 --set log.tensorboard=true"),
+        skip_incomplete: bool = typer.Option(False, "--skip-incomplete", help="Train on the finished datasets and skip folders without a manifest.json (a killed or unmerged cxrprep run); default: refuse them"),
         # fmt: on
     ) -> None:
         """Train a CLIP-style model on cxrprep shards (DDP under torchrun, mixed precision, exact resume).
@@ -50,9 +51,21 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(e), param_hint="--config/--set") from e
         from ..train import train
 
+        from cxrprep.shards import IncompleteDataset, finished_datasets
+
+        try:
+            folders, skipped = finished_datasets(shards, skip_incomplete)
+        except IncompleteDataset as e:
+            typer.echo(f"error: {e}; or pass --skip-incomplete to train on the finished datasets only", err=True)
+            raise typer.Exit(2)
+        except FileNotFoundError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1)
+        for d in skipped:
+            typer.echo(f"skipping incomplete dataset folder {d} (no manifest.json; --skip-incomplete)", err=True)
         out_dir = out if out is not None else default_out()
         try:
-            res = train([str(s) for s in shards], out_dir, cfg, resume=resume, overwrite=overwrite, log=typer.echo)
+            res = train([str(d) for d in folders], out_dir, cfg, resume=resume, overwrite=overwrite, log=typer.echo)
         except UsageError as e:  # --out holds a run, a batch larger than the data, ...
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
