@@ -117,3 +117,27 @@ def test_prompts_and_eval_from_an_empty_folder(demo_shards, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     m = json.loads((work / "ev/metrics.json").read_text())
     assert "chestx-ray14" in m["datasets"] and m["prompts"]["binary"]
+
+
+def test_empty_inputs_and_bad_templates_exit_2_everywhere(tmp_path):
+    from cxrprep.cli import app as prep
+    from cxrtrain.cli import app as trainapp
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classes:\n  Foo: [\n")
+    cases = [(prep, ["reports", str(empty), "--out", str(tmp_path / "o")]),
+             (prep, ["images", str(empty), "--out", str(tmp_path / "o")]),
+             (trainapp, ["run", str(empty), "--out", str(tmp_path / "r")]),
+             (prep, ["templates", "check", str(bad)]),
+             (prep, ["templates", "preview", str(bad)]),
+             (prep, ["prompts", str(EXAMPLES / "chexpert/train.csv"), "--templates", str(bad), "--out",
+                     str(tmp_path / "o")]),
+             (trainapp, ["eval", str(empty), str(empty), "--prompts", str(bad)]),
+             (trainapp, ["fewshot", str(empty), str(empty), "--prompts", str(bad)])]
+    for app, args in cases:
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "Traceback" not in r.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()

@@ -12,8 +12,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(tapp, name="templates")
 
     @tapp.command()
-    def check(files: list[Path] = typer.Argument(..., help="Template files, e.g. prompts/default.yaml")) -> None:
-        """Report YAML and template errors with file:line:column; exit 1 if any file has one.
+    def check(files: list[str] = typer.Argument(..., help="Template files, e.g. prompts/default.yaml, or packaged names (default, eval)")) -> None:
+        """Report YAML and template errors with file:line:column; exit 2 if any file has one (as every
+        command does for a bad template file).
 
         Example: cxrprep templates check prompts/default.yaml prompts/eval.yaml
         """
@@ -31,11 +32,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{f}: ok ({len(t.classes)} classes, {n:,} expansions, {len(t.binary)} binary tasks, "
                        f"{len(t.multiclass)} multi-class sets)")
         if bad:
-            raise typer.Exit(1)
+            raise typer.Exit(2)
 
     @tapp.command()
     def preview(
-        file: Path = typer.Argument(..., exists=True, dir_okay=False),
+        file: str = typer.Argument(..., help="A template file or a packaged name (default, eval)"),
         cls: str = typer.Option(None, "--class", help="Only this class (dataset spellings accepted)"),
         limit: int = typer.Option(5, "--limit", help="Sentences shown per state (0 = all)"),
     ) -> None:
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
             t = load_templates(file)
         except TemplateError as e:
             typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(2)
         names = [t.canonical(cls)] if cls else sorted(t.classes)
         if cls and names[0] not in t.classes and names[0] not in t.binary:
             raise typer.BadParameter(f"no class {cls!r} in {file}; has {', '.join(sorted(t.classes) or sorted(t.binary))}",

@@ -58,15 +58,18 @@ def register(app: typer.Typer) -> None:
         except IncompleteDataset as e:
             typer.echo(f"error: {e}; or pass --skip-incomplete to train on the finished datasets only", err=True)
             raise typer.Exit(2)
-        except FileNotFoundError as e:
+        except FileNotFoundError as e:  # no dataset folder under SHARDS: bad usage, as in every command
             typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(2)
         for d in skipped:
             typer.echo(f"skipping incomplete dataset folder {d} (no manifest.json; --skip-incomplete)", err=True)
         out_dir = out if out is not None else default_out()
         try:
             res = train([str(d) for d in folders], out_dir, cfg, resume=resume, overwrite=overwrite, log=typer.echo)
         except UsageError as e:  # --out holds a run, a batch larger than the data, ...
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        except FileNotFoundError as e:  # no dataset folders under SHARDS, a part file missing: bad input
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
         except DiskFullError as e:
