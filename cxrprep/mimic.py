@@ -121,6 +121,42 @@ def iter_studies_dir(files: Path, part: tuple[int, int] | None) -> Iterator[Stud
                             image_dir=str(path.with_suffix("")))
 
 
+def count_reports(files: Path | None, zpath: Path | None, part: tuple[int, int] | None) -> int:
+    """How many reports ``iter_studies_dir``/``iter_studies_zip`` will yield (names only, no reads)."""
+    n = 0
+    if zpath is not None:
+        with zipfile.ZipFile(zpath) as z:
+            for name in z.namelist():
+                parts = name.split("/")
+                if len(parts) >= 3 and _REPORT.match(parts[-1]) and _PATIENT.match(parts[-2]) \
+                        and in_part(parts[-2][1:], part):
+                    n += 1
+        return n
+    for g in _sorted_dirs(files, _GROUP):
+        for pdir in _sorted_dirs(Path(g.path), _PATIENT):
+            if in_part(pdir.name[1:], part):
+                with os.scandir(pdir.path) as it:
+                    n += sum(1 for e in it if _REPORT.match(e.name))
+    return n
+
+
+def _total_later(bar, files: Path | None, zpath: Path | None, part, chunk_size: int) -> None:
+    """Count the reports in a background thread and give the progress bar its total (and so an ETA) as
+    soon as it is known; the run itself never waits for the count."""
+    if not hasattr(bar, "refresh") or getattr(bar, "disable", True):
+        return
+    import threading
+
+    def work() -> None:
+        try:
+            bar.total = -(-count_reports(files, zpath, part) // chunk_size)
+            bar.refresh()
+        except Exception:  # a progress nicety; the run reports its own errors
+            pass
+
+    threading.Thread(target=work, daemon=True, name="count-reports").start()
+
+
 def iter_studies_zip(zpath: Path, part: tuple[int, int] | None) -> Iterator[Study]:
     with zipfile.ZipFile(zpath) as z:
         members = []
@@ -329,7 +365,9 @@ def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, t
                 yield keep, views, cfg.images, cfg.image_settings
 
         results = ordered_map(_process_chunk, chunks(), workers=cfg.workers, initializer=_init_worker)
-        for res in progress(results, None):
+        bar = progress(results, None)
+        _total_later(bar, files, zpath, cfg.part, cfg.chunk_size)
+        for res in bar:
             for st, (kind, val) in res:
                 if kind == "reject":
                     stage, rk, reason = val

@@ -141,3 +141,11 @@ def test_empty_inputs_and_bad_templates_exit_2_everywhere(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert "Traceback" not in r.output
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
+def test_report_count_for_the_progress_total():
+    from cxrprep.mimic import count_reports, iter_studies_dir, resolve_root
+
+    _, files, z = resolve_root(EXAMPLES / "mimic")
+    for part in (None, (0, 2), (1, 2)):
+        assert count_reports(files, z, part) == sum(1 for _ in iter_studies_dir(files, part)) > 0
