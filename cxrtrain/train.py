@@ -198,6 +198,11 @@ def suggest_batch_size(n_train: int, world: int, accum_steps: int) -> int | None
     return b if b >= 2 and b % accum_steps == 0 else None
 
 
+def _ignore_sigint(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the trainer, which finishes the step and saves last/."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _Stop:
     """SIGTERM (preemption) and SIGINT (Ctrl-C) both finish the current step, save last/ and stop; a second
     Ctrl-C interrupts at once."""
@@ -360,7 +365,9 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                                      persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None,
                                      # its own generator: creating the iterator must not consume the global RNG
                                      # (dropout), or a resumed run would diverge from an uninterrupted one
-                                     generator=torch.Generator().manual_seed(cfg.seed + epoch)))
+                                     generator=torch.Generator().manual_seed(cfg.seed + epoch),
+                                     # Ctrl-C reaches the whole process group: only the trainer handles it
+                                     worker_init_fn=_ignore_sigint if cfg.num_workers else None))
             model.train()
             t_epoch = t_last = time.perf_counter()
             epoch_sum: dict[str, float] = {}

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         # fmt: off
         shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots or dataset folders (every dataset below is used)"),
         config: Path = typer.Option(None, "--config", exists=True, dir_okay=False, help="YAML config of TrainConfig keys (e.g. examples/train_tiny.yaml)"),
-        out: Path = typer.Option(None, "--out", help="Run folder: config.json, metrics.jsonl, last/, best/, loss.png [default: a new runs/<date>-<time>]", show_default=False),
+        out: Path = typer.Option(None, "--out", help="Run folder: config.json, metrics.jsonl, last/, best/, loss.png (default: a new runs/DATE-TIME)", show_default=False),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly from its last/ checkpoint"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (its checkpoints, metrics, eval/)"),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lr=1e-4 --set model.preset=clip-b32 --set log.tensorboard=true"),
