@@ -113,11 +113,12 @@ def test_sigint_saves_last_like_sigterm(demo_shards, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     p = subprocess.Popen([sys.executable, "-m", "cxrtrain.cli", "run", str(demo_shards), "--out", str(out), *TINY,
-                          "--set", "epochs=50"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                          "--set", "epochs=50", "--set", "num_workers=1"],  # a loader worker gets Ctrl-C too
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
         time.sleep(0.2)
-    p.send_signal(signal.SIGINT)
+    os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
     output = p.communicate(timeout=120)[0].decode()
     assert p.returncode == 130, output
     assert "stopped by SIGINT" in output and "--resume" in output and "Traceback" not in output
