@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 from typer.testing import CliRunner
 
 from cxrprep.cli import app
-from cxrprep.images import ImageError, ImageSettings, process_image, read_gray, resize_short
+from cxrprep.images import ImageError, ImageSettings, process_image, process_study_images, read_gray, resize_short
 from cxrprep.shards import ShardDataset
 
 
@@ -204,3 +204,172 @@ def test_images_command_folder_csv_privacy_and_rejects(tmp_path, data_dir):
         f.write("path,Pneumonia\nsrc/c.png,maybe\n")
     r = CliRunner().invoke(app, ["images", str(tmp_path / "bad.csv"), "--out", str(out)])
     assert r.exit_code == 2 and "'maybe'" in r.output
+
+
+# -- robustness (issue 13): every odd file is a row or a clean reject -----------------------------------
+def _raw_dicom(path, pixel_bytes, rows, cols, photometric="MONOCHROME2", samples=1, frames=1, bits=8, ts=None,
+               extra=None, raw_elements=()):
+    """A DICOM written element by element, so that headers can lie (text Rows, wrong samples, ...)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ts or ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, cols, samples
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    if samples > 1:
+        ds.PlanarConfiguration = 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    for k, v in (extra or {}).items():
+        setattr(ds, k, v)
+    for tag, vr, value in raw_elements:  # replace an element with another VR/value (e.g. Rows as text)
+        if tag in ds:
+            del ds[tag]
+        ds.add_new(tag, vr, value)
+    ds.PixelData = pixel_bytes
+    if ts is not None and ts.is_encapsulated:
+        ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _lut_item(descriptor, data):
+    item = Dataset()
+    if descriptor is not None:
+        item.LUTDescriptor = descriptor
+    if data is not None:
+        item.add_new("LUTData", "OW", data)
+    return item
+
+
+def _reject_or_image(p, **kw):
+    """read_gray either decodes to a non-blank 2-D uint8 image or raises ImageError (never anything else)."""
+    try:
+        a, _ = read_gray(p, **kw)
+    except ImageError as e:
+        return str(e)
+    assert a.dtype == np.uint8 and a.ndim == 2 and a.max() > a.min()
+    return a
+
+
+def test_multiframe_colour_first_frame(tmp_path):
+    rgb = np.zeros((2, 32, 48, 3), np.uint8)
+    rgb[0, :, :24] = (200, 30, 30)  # frame 0: left half reddish, right half black
+    rgb[1] = 255
+    p = _raw_dicom(tmp_path / "mf.dcm", rgb.tobytes(), 32, 48, "RGB", samples=3, frames=2)
+    a, _ = read_gray(p)
+    assert a.shape == (32, 48) and a[:, :24].min() > 50 and a[:, 24:].max() == 0
+    p16 = _raw_dicom(tmp_path / "mf16.dcm", (rgb.astype(np.uint16) * 257).tobytes(), 32, 48, "RGB",
+                     samples=3, frames=2, bits=16)
+    a16, _ = read_gray(p16)  # 16-bit is min-max scaled, 8-bit kept: same structure, other levels
+    assert a16.shape == (32, 48) and a16[:, :24].min() > 50 and a16[:, 24:].max() == 0
+    one = process_image(p, "mf", None, ImageSettings(size=32))
+    assert (one["height"], one["width"]) == (32, 48)
+
+
+def test_inconsistent_and_text_headers(tmp_path):
+    ph = (_phantom() * 255).astype(np.uint8)
+    # MONOCHROME2 with SamplesPerPixel 3: a clean reject naming both values
+    p = _raw_dicom(tmp_path / "m3.dcm", np.repeat(ph[:, :, None], 3, 2).tobytes(), 64, 64, samples=3)
+    assert "MONOCHROME2 with SamplesPerPixel 3" in _reject_or_image(p)
+    # Rows as text: a number in text is used, garbage is a reject naming the value
+    p = _raw_dicom(tmp_path / "rt.dcm", ph.tobytes(), 64, 64, raw_elements=[(0x00280010, "LO", "64")])
+    assert _bone_bright(_reject_or_image(p))
+    p = _raw_dicom(tmp_path / "rg.dcm", ph.tobytes(), 64, 64, raw_elements=[(0x00280010, "LO", "sixty")])
+    assert "Rows 'sixty' is not an integer" in _reject_or_image(p)
+    # WindowWidth 0 or text: the window is unusable and ignored (full range), never a crash
+    for ww in ("0", "wide", "-5"):
+        p = _raw_dicom(tmp_path / f"w{ww}.dcm", ph.tobytes(), 64, 64,
+                       raw_elements=[(0x00281050, "DS", "100"), (0x00281051, "LO", ww)])
+        a = _reject_or_image(p)
+        assert not isinstance(a, str) and _bone_bright(a), (ww, a)
+    # a window that misses every value would be a blank image: the full range is used instead
+    p = _raw_dicom(tmp_path / "miss.dcm", ph.tobytes(), 64, 64, extra=dict(WindowCenter=5000, WindowWidth=10))
+    assert _bone_bright(read_gray(p)[0])
+
+
+@pytest.mark.parametrize("seq", ["VOILUTSequence", "ModalityLUTSequence"])
+@pytest.mark.parametrize("bad", ["two_values", "no_data", "no_descriptor", "short_data", "bits99", "text"])
+def test_malformed_lut_sequences(tmp_path, seq, bad):
+    ph = (_phantom() * 4095).astype(np.uint16)
+    item = {"two_values": lambda: _lut_item([4096, 0], b"\0\0" * 4096),
+            "no_data": lambda: _lut_item([4096, 0, 16], None),
+            "no_descriptor": lambda: _lut_item(None, b"\0\0" * 4096),
+            "short_data": lambda: _lut_item([4096, 0, 16], b"\1\0" * 3),
+            "bits99": lambda: _lut_item([4096, 0, 99], b"\1\0" * 4096),
+            "text": lambda: _lut_item(None, b"\0\0" * 8)}[bad]()
+    if bad == "text":
+        item.add_new(0x00283002, "LO", "many")  # LUTDescriptor as text
+    p = _raw_dicom(tmp_path / "lut.dcm", ph.tobytes(), 64, 64, bits=16, extra={seq: [item]})
+    r = _reject_or_image(p)
+    name = {"VOILUTSequence": "VOI LUT Sequence", "ModalityLUTSequence": "Modality LUT Sequence"}[seq]
+    assert isinstance(r, str) and f"malformed {name}" in r, r
+
+
+@pytest.mark.parametrize("slope", ["NaN", "1e308", "inf", "abc", "0"])
+def test_non_finite_rescale_is_a_reject(tmp_path, slope):
+    ph = (_phantom() * 4095).astype(np.uint16)
+    p = _raw_dicom(tmp_path / "s.dcm", ph.tobytes(), 64, 64, bits=16,
+                   raw_elements=[(0x00281053, "LO", slope), (0x00281052, "DS", "0")])
+    r = _reject_or_image(p)
+    assert isinstance(r, str) and "RescaleSlope" in r, r
+    # the same through the command: a reject, never an all-black good row
+    ok, failed = process_study_images([(str(p), "s", None)], ImageSettings(size=32))
+    assert ok == [] and "RescaleSlope" in failed[0][1]
+
+
+def test_blank_images_are_rejects(tmp_path):
+    cv2.imwrite(str(tmp_path / "black.png"), np.zeros((40, 40), np.uint8))
+    p = _raw_dicom(tmp_path / "flat.dcm", np.full((64, 64), 7, np.uint8).tobytes(), 64, 64)
+    for f in (tmp_path / "black.png", p):
+        with pytest.raises(ImageError, match="blank image"):
+            read_gray(f)
+
+
+def test_frame_bomb_rejected_from_header_without_decoding(tmp_path, monkeypatch):
+    """100 frames of 4096x4096 in RLE, a few KB on disk: --max-image-pixels counts every frame."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    # one RLE segment per frame whose content does not matter: nothing may decode it
+    frame = np.array([64, 0, 0, 0] + [0] * 15, "<u4").tobytes() + b"\x81\x00" * 16
+    bomb = _raw_dicom(tmp_path / "bomb.dcm", encapsulate([frame] * 100), 4096, 4096, frames=100, ts=RLELossless)
+    assert bomb.stat().st_size < 64_000
+
+    def no_decoding(self):
+        raise AssertionError("pixel data was decoded")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoding))
+    s = ImageSettings(size=64)
+    assert s.max_pixels > 4096 * 4096  # one frame alone passes the default; 100 frames do not
+    with pytest.raises(ImageError, match=r"x 100 frames \(1,677,721,600 pixel values\) exceeds --max-image-pixels"):
+        process_image(bomb, "bomb", None, s)
+    monkeypatch.undo()
+    # a real multi-frame RLE file: the limit counts frames x rows x columns x samples
+    frames = np.stack([(_phantom(128, 128) * 255).astype(np.uint8)] * 10)
+    p = _raw_dicom(tmp_path / "mf.dcm", frames.tobytes(), 128, 128, frames=10)
+    ds = pydicom.dcmread(p)
+    ds.compress(RLELossless, encoding_plugin="pydicom")
+    ds.save_as(p)
+    assert _bone_bright(read_gray(p, max_pixels=10 * 128 * 128)[0])
+    with pytest.raises(ImageError, match="10 frames"):
+        read_gray(p, max_pixels=10 * 128 * 128 - 1)
+    rgb = cv2.cvtColor((_phantom(100, 100) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    cv2.imwrite(str(tmp_path / "rgb.png"), rgb)
+    with pytest.raises(ImageError, match="3 samples"):
+        read_gray(tmp_path / "rgb.png", max_pixels=100 * 100 * 2)
+
+
+def test_any_exception_is_a_reject(tmp_path, monkeypatch):
+    import cxrprep.images as images
+
+    def boom(*a, **k):
+        raise RuntimeError("decoder exploded\nsecond line")
+
+    monkeypatch.setattr(images, "read_gray", boom)
+    ok, failed = process_study_images([("x.png", "x", None)], ImageSettings())
+    assert ok == [] and failed == [("x.png", "x.png: RuntimeError: decoder exploded second line")]
