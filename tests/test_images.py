@@ -373,3 +373,76 @@ def test_any_exception_is_a_reject(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "read_gray", boom)
     ok, failed = process_study_images([("x.png", "x", None)], ImageSettings())
     assert ok == [] and failed == [("x.png", "x.png: RuntimeError: decoder exploded second line")]
+
+
+def _image_rows(out, dataset):
+    import pyarrow.parquet as pq
+
+    ds = ShardDataset(out / dataset)
+    rows = sorted(r["study_id"] for r in ds.iter_rows())
+    rejects = pq.read_table(out / dataset / "rejects.parquet").to_pylist()
+    return rows, rejects
+
+
+def test_paths_stay_inside_image_root(tmp_path):
+    """CSV paths with ../, absolute paths and symlinks out of the root are rejects; --allow-outside-root
+    reads them."""
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    img = (_phantom() * 255).astype(np.uint8)
+    cv2.imwrite(str(root / "sub" / "in.png"), img)
+    cv2.imwrite(str(elsewhere / "secret.png"), img)
+    (root / "link.png").symlink_to(elsewhere / "secret.png")  # a symlink inside the root pointing out
+    (root / "ok_link.png").symlink_to(root / "sub" / "in.png")  # a symlink that stays inside is fine
+    (root / "dirlink").symlink_to(elsewhere, target_is_directory=True)
+    (root / "loop.png").symlink_to(root / "loop.png")  # a loop: a reject, not a hang
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("path,study_id\n"
+                        "sub/in.png,a\n"
+                        "../elsewhere/secret.png,b\n"
+                        f"{elsewhere / 'secret.png'},c\n"
+                        "link.png,d\n"
+                        "ok_link.png,e\n"
+                        "dirlink/secret.png,f\n"
+                        "sub/../sub/in.png,g\n"
+                        "loop.png,h\n"
+                        "/etc/passwd,i\n")
+    out = tmp_path / "out"
+    args = ["images", str(csv_path), "--image-root", str(root), "--out", str(out), "--workers", "1",
+            "--size", "32", "--max-failed", "100%"]
+    r = CliRunner().invoke(app, args + ["--dataset", "strict"])
+    assert r.exit_code == 0, r.output
+    assert "inputs seen 9 = rows written 3 + rejects 6" in r.output
+    rows, rejects = _image_rows(out, "strict")
+    assert rows == ["a", "e", "g"]
+    by_id = {x["study_id"]: x for x in rejects}
+    for sid in "bcdfi":
+        assert by_id[sid]["stage"] == "path" and "outside --image-root" in by_id[sid]["reason"], by_id[sid]
+        assert "--allow-outside-root" in by_id[sid]["reason"]
+    assert by_id["h"]["stage"] == "image"  # inside the root, but unreadable (symlink loop)
+    r = CliRunner().invoke(app, args + ["--dataset", "loose", "--allow-outside-root"])
+    assert r.exit_code == 0, r.output
+    rows, rejects = _image_rows(out, "loose")
+    assert rows == ["a", "b", "c", "d", "e", "f", "g"]  # /etc/passwd and the loop are still not images
+    assert {x["study_id"] for x in rejects} == {"h", "i"}
+    # a folder SRC is its own root: symlinks out of it are rejects, symlinked folders are not descended
+    r = CliRunner().invoke(app, ["images", str(root), "--out", str(out), "--dataset", "folder", "--workers", "1",
+                                 "--size", "32", "--max-failed", "100%"])
+    assert r.exit_code == 0, r.output
+    rows, rejects = _image_rows(out, "folder")
+    assert rows == ["ok_link", "sub/in"]
+    assert {x["study_id"]: x["stage"] for x in rejects} == {"link": "path", "loop": "image"}
+
+
+def test_paths_helper(tmp_path):
+    from cxrprep.paths import outside_root, split_outside
+
+    (tmp_path / "r").mkdir()
+    assert outside_root(tmp_path / "r" / "x.png", tmp_path / "r") is None  # missing files are for the reader
+    assert "outside --image-root" in outside_root(tmp_path / "r" / ".." / "x.png", tmp_path / "r")
+    assert "cannot resolve" in outside_root("a\0b", tmp_path / "r")
+    items = [(str(tmp_path / "r" / "a.png"), 1), ("/etc/passwd", 2)]
+    keep, bad = split_outside(items, tmp_path / "r")
+    assert keep == items[:1] and bad[0][0] == "/etc/passwd"
+    assert split_outside(items, tmp_path / "r", allow=True) == (items, [])
