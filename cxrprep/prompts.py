@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .images import ImageSettings, process_study_images
+from .paths import split_outside
 from .labels import CHEXPERT_LABELS, NIH_LABELS
 from .parallel import chunked, in_part, ordered_map
 from .schema import empty_row
@@ -46,6 +47,7 @@ class PromptsConfig:
     templates: str = "prompts/default.yaml"
     dataset: str | None = None  # "chexpert" | "chestx-ray14"; None: detected from the header
     image_root: str | None = None
+    allow_outside_root: bool = False  # --allow-outside-root: read image paths that resolve outside the root
     images: bool = True
     variants: int = 8
     negatives: int = 3
@@ -262,7 +264,9 @@ def _work(args):
         if cfg.images:
             items = [(str(_resolve_image(rel, root)), Path(rel).with_suffix("").as_posix().split("/", 1)[-1]
                       if kind == "chexpert" else Path(rel).stem, view) for rel, view in st["images"]]
-            images, failed = process_study_images(items, cfg.image_settings)
+            items, failed = split_outside(items, root, cfg.allow_outside_root)  # paths stay inside --image-root
+            images, more = process_study_images(items, cfg.image_settings)
+            failed += more
         out.append((prompts, images, failed))
     return out
 

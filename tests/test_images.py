@@ -446,3 +446,39 @@ def test_paths_helper(tmp_path):
     keep, bad = split_outside(items, tmp_path / "r")
     assert keep == items[:1] and bad[0][0] == "/etc/passwd"
     assert split_outside(items, tmp_path / "r", allow=True) == (items, [])
+
+
+def test_prompts_paths_stay_inside_image_root(tmp_path, examples_dir):
+    import shutil
+
+    lines = (examples_dir / "chexpert" / "train.csv").read_text().splitlines()
+    header, first = lines[0], lines[1]
+    rel = first.split(",", 1)[0]  # CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    for base in (root, outside):
+        (base / rel).parent.mkdir(parents=True)
+        shutil.copy(examples_dir / "chexpert" / rel, base / rel)
+    rest = first.split(",", 1)[1]
+    escaped = "../outside/" + rel.replace("patient00001", "patient00002")
+    (outside / rel.replace("patient00001", "patient00002")).parent.mkdir(parents=True)
+    shutil.copy(examples_dir / "chexpert" / rel, outside / rel.replace("patient00001", "patient00002"))
+    absolute = str(outside / rel).replace("patient00001", "patient00003")
+    (outside / rel.replace("patient00001", "patient00003")).parent.mkdir(parents=True)
+    shutil.copy(examples_dir / "chexpert" / rel, absolute)
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("\n".join([header, first, f"{escaped},{rest}", f"{absolute},{rest}"]) + "\n")
+    out = tmp_path / "out"
+    args = ["prompts", str(csv_path), "--image-root", str(root), "--out", str(out), "--size", "32",
+            "--variants", "1", "--workers", "1", "--max-failed", "100%"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    import pyarrow.parquet as pq
+
+    ds = ShardDataset(out / "chexpert")
+    assert [row["study_id"] for row in ds.iter_rows()] == ["patient00001/study1"]
+    rejects = {x["study_id"]: x["reason"] for x in pq.read_table(out / "chexpert" / "rejects.parquet").to_pylist()}
+    assert set(rejects) == {"patient00002/study1", "patient00003/study1"}
+    assert all("outside --image-root" in v for v in rejects.values())
+    r = CliRunner().invoke(app, args + ["--allow-outside-root"])
+    assert r.exit_code == 0, r.output
+    assert len(list(ShardDataset(out / "chexpert").iter_rows())) == 3
