@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -482,3 +484,48 @@ def test_prompts_paths_stay_inside_image_root(tmp_path, examples_dir):
     r = CliRunner().invoke(app, args + ["--allow-outside-root"])
     assert r.exit_code == 0, r.output
     assert len(list(ShardDataset(out / "chexpert").iter_rows())) == 3
+
+
+def _kill_worker(args):
+    os._exit(9)  # a worker dying (OOM killer, segfault in a decoder) kills the pool
+
+
+def test_dead_worker_pool_stops_the_run_with_a_message(tmp_path, monkeypatch):
+    import cxrprep.imagesrc as imagesrc
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"{i}.png"), (_phantom() * 255).astype(np.uint8))
+    monkeypatch.setattr(imagesrc, "_work", _kill_worker)  # the forked workers inherit the patch
+    r = CliRunner().invoke(app, ["images", str(src), "--out", str(tmp_path / "out"), "--workers", "2"])
+    assert r.exit_code == 1 and isinstance(r.exception, (SystemExit, type(None))), r.output
+    assert "error: the run stopped: a worker process died" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out" / "images" / "manifest.json").exists()
+
+
+def test_every_pydicom_test_file_in_one_folder(tmp_path):
+    """Every file that pydicom and pydicom-data ship as test data, as .dcm in one folder, through
+    `cxrprep images`: the run finishes and inputs seen = rows written + rejects."""
+    import shutil
+    import warnings
+
+    from pydicom.data import get_testdata_files
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "download failures": the external data is installed or not
+        files = sorted(f for f in get_testdata_files() if os.path.isfile(f))
+    n_dcm = sum(f.lower().endswith(".dcm") for f in files)
+    assert n_dcm >= 140, f"only {n_dcm} pydicom test DICOMs found; is pydicom-data installed?"
+    src = tmp_path / "all"
+    src.mkdir()
+    for i, f in enumerate(files):
+        shutil.copy(f, src / f"{i:03d}_{Path(f).name.replace('.dcm', '')}.dcm")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["images", str(src), "--out", str(out), "--dataset", "pydicom", "--workers", "2",
+                                 "--size", "32", "--max-failed", "100%"])
+    assert r.exit_code == 0 and r.exception is None, r.output
+    c = ShardDataset(out / "pydicom").manifest["counts"]
+    assert c["inputs_seen"] == len(files) == c["rows_written"] + c["failed"] + c["skipped"]
+    assert c["rows_written"] >= 140, c  # the colour, multi-frame, JPEG, J2K and RLE files decode
+    assert "Traceback" not in r.output
