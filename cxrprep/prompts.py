@@ -135,7 +135,10 @@ def chexpert_frame(path: Path):
     columns. Shared by ``cxrprep prompts`` and ``cxrprep chexpert-5x200``."""
     import polars as pl
 
-    df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    try:
+        df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    except (pl.exceptions.NoDataError, pl.exceptions.ComputeError) as e:  # empty, not UTF-8, not a CSV
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
     missing = [c for c in CHEXPERT_REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; a CheXpert CSV has Path, Sex, Age, Frontal/Lateral, "
@@ -195,7 +198,10 @@ def _read_list(p: Path) -> set[str]:
 def read_nih(path: Path, split_lists: Path | None) -> list[dict]:
     import polars as pl
 
-    df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    try:
+        df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    except (pl.exceptions.NoDataError, pl.exceptions.ComputeError) as e:  # empty, not UTF-8, not a CSV
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
     missing = [c for c in NIH_REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; a ChestX-ray14 Data_Entry CSV has Image Index, "
