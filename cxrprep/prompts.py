@@ -44,7 +44,7 @@ _VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": None}
 class PromptsConfig:
     """Options of ``cxrprep prompts`` (recorded in manifest.json)."""
 
-    templates: str = "prompts/default.yaml"
+    templates: str = "default"  # a packaged name (cxrprep/promptfiles.py) or a path
     dataset: str | None = None  # "chexpert" | "chestx-ray14"; None: detected from the header
     image_root: str | None = None
     allow_outside_root: bool = False  # --allow-outside-root: read image paths that resolve outside the root

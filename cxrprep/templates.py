@@ -318,7 +318,12 @@ def load_templates(path: str | Path) -> Templates:
 
 
 def _load_templates(path: str | Path) -> Templates:
-    path = Path(path)
+    from .promptfiles import resolve_prompt_file
+
+    try:
+        path = resolve_prompt_file(path, "prompt file")  # "default" / "eval" (packaged) or a path
+    except ValueError as e:
+        raise TemplateError(str(path), 0, 0, str(e)) from None
     file = str(path)
     if path.is_dir():
         raise TemplateError(file, 0, 0, "is a folder, not a template file")

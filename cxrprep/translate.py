@@ -663,8 +663,8 @@ def _swap_in(new: Path, dataset_dir: Path) -> None:
 
 # manifest keys the writer fills itself; anything else another command added (say a statistics section)
 # is carried over unchanged. merged_from no longer applies: the new parts are one run's parts.
-_WRITER_KEYS = {"schema_version", "dataset", "cxrkit_version", "command", "part", "config", "label_names",
-                "image_settings", "counts", "parts", "rejects", "merged_from", "augment"}
+_WRITER_KEYS = {"schema_version", "dataset", "cxrkit_version", "command", "invocation", "part", "config",
+                "label_names", "image_settings", "counts", "splits", "parts", "rejects", "merged_from", "augment"}
 
 
 def _carried_sections(manifest: dict) -> dict:
@@ -741,9 +741,7 @@ def run_augment(dataset_dir: Path, cfg: AugmentConfig, translator: Translator | 
                 w.write(row)
         rejects_path = dataset_dir / old["rejects"]["file"]
         if rejects_path.exists():
-            import pyarrow.parquet as pq
-
-            for r in pq.read_table(rejects_path).to_pylist():
+            for r in ds.rejects():
                 w.reject(r["source"], r["study_id"], stage=r["stage"], kind=r["kind"], reason=r["reason"],
                          level=r.get("level") or "study")
         w.counts.inputs_seen = old_counts["inputs_seen"]

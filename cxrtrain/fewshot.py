@@ -44,7 +44,7 @@ class FewshotConfig:
     epochs: int = 30  # maximum; the best epoch is chosen on validate
     lr_linear: float = 1e-2
     lr_partial: float = 1e-4
-    prompts: str = "prompts/eval.yaml"
+    prompts: str = "eval"  # a packaged name or a path
     device: str = "cpu"
 
     def __post_init__(self) -> None:

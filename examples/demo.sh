@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-BIN=.venv/bin
+BIN=${BIN:-.venv/bin}
 OUT=${OUT:-demo-out}
 S=$OUT/shards
 rm -rf "$OUT"; mkdir -p "$OUT"

@@ -40,7 +40,7 @@ def bad(tmp_path_factory, demo_shards):
     # a dataset folder whose part file is truncated
     trunc = d / "trunc" / "ds"
     shutil.copytree(demo_shards / "chexpert", trunc)
-    part = sorted(trunc.glob("part-*.parquet"))[0]
+    part = sorted(trunc.rglob("*.parquet"))[0]
     part.write_bytes(part.read_bytes()[:100])
     # checkpoint folders: empty, truncated weights, config that is not JSON
     ck = d / "ck"

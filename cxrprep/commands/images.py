@@ -8,26 +8,8 @@ from pathlib import Path
 
 import typer
 
-from ..cliutil import finish, make_config, parse_max_failed, progress
-
-
-def image_settings(size: int, clahe: bool, clahe_clip: float, clahe_tiles: int, fmt: str, quality: int,
-                   max_image_pixels: int):
-    """Build ImageSettings from the shared image options (used by every command that writes images)."""
-    from ..images import ImageSettings
-
-    return make_config(ImageSettings, size=size, clahe=clahe, clahe_clip=clahe_clip, clahe_tiles=clahe_tiles,
-                       format=fmt, quality=quality, max_pixels=max_image_pixels)
-
-
-def run_options(max_failed: str, part: str | None, workers: int) -> tuple[tuple, tuple[int, int] | None, int]:
-    """Parse --max-failed, --part and --workers (shared by every dataset command); bad values exit 2."""
-    from ..parallel import parse_part, resolve_workers
-
-    try:
-        return parse_max_failed(max_failed), parse_part(part), resolve_workers(workers)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from e
+from ..cliutil import finish, make_config, progress
+from ..options import image_settings, run_options  # noqa: F401 (also re-exported for old imports)
 
 
 @contextmanager
@@ -75,7 +57,22 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write DICOM/PNG/JPG files as one-image studies (evaluation sets such as RSNA Pneumonia, SIIM).
 
-        Example: cxrprep images rsna.csv --dataset rsna-pneumonia --image-root stage_2_train_images --out shards/
+        SRC: a folder (every .dcm/.png/.jpg below it, split test) or a CSV
+        with a header row. CSV columns (only path is required):
+
+          path:       image file, absolute or relative to --image-root
+          study_id:   default: the file name without suffix
+          subject_id: patient id (default: study_id)
+          split:      train | validate | test (default: test)
+          view:       PA, AP, LATERAL... (default: DICOM ViewPosition)
+          any other:  a label named after its finding: 1, 0, -1 or blank
+
+        Example CSV (RSNA Pneumonia):
+
+          path,study_id,split,Pneumonia
+          stage_2_train_images/0004cfab.dcm,0004cfab,test,0
+
+        Example: cxrprep images rsna.csv --dataset rsna-pneumonia --image-root /data/rsna --out shards/
         """
         from ..imagesrc import ImagesConfig, run_images
         from ..shards import summary_lines
@@ -87,4 +84,4 @@ def register(app: typer.Typer) -> None:
         with run_errors(out / dataset):
             m = run_images(src, out, cfg, progress=lambda it, n: progress(it, n, "images", "img"))
         c = m["counts"]
-        finish(summary_lines(m, out / dataset), c["failed"], c["inputs_seen"], mf)
+        finish(summary_lines(m, out / dataset), c["failed"], c["inputs_seen"], mf, dataset_dir=out / dataset)

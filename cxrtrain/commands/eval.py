@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxrprep.promptfiles import check_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
@@ -13,7 +15,7 @@ def register(app: typer.Typer) -> None:
         # fmt: off
         checkpoint: Path = typer.Argument(..., exists=True, help="A run folder (uses best/, else last/) or a checkpoint folder"),
         shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots or dataset folders"),
-        prompts: Path = typer.Option(Path("prompts/eval.yaml"), "--prompts", exists=True, help="Zero-shot prompt file"),
+        prompts: str = typer.Option("eval", "--prompts", callback=lambda v: check_option(v, "--prompts"), help="Zero-shot prompt file: a path, or a packaged name (eval)"),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/eval)"),
         uncertain: str = typer.Option("exclude", "--uncertain", help="-1 labels: exclude | positive | negative"),
         text: str = typer.Option("impression", "--text", help="Retrieval text: findings | impression | both"),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxrprep.promptfiles import check_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -18,7 +20,7 @@ def register(app: typer.Typer) -> None:
         modes: str = typer.Option("linear,partial", "--modes", help="linear and/or partial"),
         image_blocks: int = typer.Option(2, "--image-blocks", min=0, help="partial: trained last blocks of the image tower"),
         epochs: int = typer.Option(30, "--epochs", min=1, help="Maximum epochs; the best is chosen on validate"),
-        prompts: Path = typer.Option(Path("prompts/eval.yaml"), "--prompts", exists=True, help="For the zero-shot reference"),
+        prompts: str = typer.Option("eval", "--prompts", callback=lambda v: check_option(v, "--prompts"), help="Prompts of the zero-shot reference: a path or a packaged name"),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/fewshot)"),
         device: str = typer.Option("cpu", "--device"),
         # fmt: on
