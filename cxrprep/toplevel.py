@@ -4,8 +4,9 @@
 know (exit 2 for bad usage, 1 for failed work) with one-line messages; what still escapes is printed as
 one line too, never a traceback:
 
-* an OSError naming a file (disk full, permission denied, a folder removed under the run) is an
-  environment problem: ``error: PATH: reason``, exit 1;
+* a failed shard write (ShardWriteError), a dead worker pool (WorkerPoolError) or an OSError naming a
+  file (disk full, permission denied, a folder removed under the run) ends the run: ``error: reason``,
+  exit 1;
 * anything else is a bug or an input nobody anticipated: ``error: internal error: Type: message`` plus a
   pointer to ``CXRKIT_DEBUG=1``, which re-raises with the full traceback, exit 1.
 """
@@ -37,8 +38,18 @@ def _passthrough() -> tuple[type, ...]:
 _PASS = _passthrough()
 
 
+def _known() -> tuple[type, ...]:
+    """Errors that end a whole run for a reason no later input avoids; their message says it all."""
+    from .parallel import WorkerPoolError
+    from .shards import ShardWriteError
+
+    return (ShardWriteError, WorkerPoolError)
+
+
 def describe(e: BaseException) -> tuple[str, bool]:
     """-> (one-line message, whether it is an internal error)."""
+    if isinstance(e, _known()):
+        return " ".join(str(e).split()), False
     if isinstance(e, OSError) and (e.filename or e.errno in (errno.ENOSPC, errno.EDQUOT)):
         where = f"{e.filename}: " if e.filename else ""
         hint = " (the disk is full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""

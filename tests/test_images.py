@@ -524,3 +524,24 @@ def test_every_pydicom_test_file_in_one_folder(tmp_path):
     assert c["inputs_seen"] == len(files) == c["rows_written"] + c["failed"] + c["skipped"]
     assert c["rows_written"] >= 140, c  # the colour, multi-frame, JPEG, J2K and RLE files decode
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("err", [28, 2])  # ENOSPC (disk full), ENOENT (the output folder disappeared)
+def test_output_failure_stops_the_run_with_a_message(tmp_path, monkeypatch, err):
+    """A fake full disk / vanished folder while writing: exit 1, one line naming the cause, no traceback."""
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"{i}.png"), (_phantom() * 255).astype(np.uint8))
+
+    def full(self, table, *a, **k):
+        raise OSError(err, os.strerror(err), str(tmp_path / "out" / "images" / "data" / "x.partial"))
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    r = CliRunner().invoke(app, ["images", str(src), "--out", str(tmp_path / "out"), "--workers", "1", "--size", "32"])
+    assert r.exit_code == 1 and isinstance(r.exception, (SystemExit, type(None))), r.output
+    assert "error: the run stopped" in r.output and "Traceback" not in r.output and "internal error" not in r.output
+    assert ("disk full" if err == 28 else "disappeared") in r.output
+    assert not (tmp_path / "out" / "images" / "manifest.json").exists()

@@ -17,13 +17,14 @@ def run_errors(target: Path):
     """The errors that stop a whole run, as one-line messages: a bad input list (ValueError, exit 2), a
     dead worker pool or an output that cannot be written (disk full, folder removed: exit 1)."""
     from ..parallel import WorkerPoolError
+    from ..shards import ShardWriteError
 
     try:
         yield
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
-    except WorkerPoolError as e:
+    except (WorkerPoolError, ShardWriteError) as e:
         typer.echo(f"error: the run stopped: {e}", err=True)
         raise typer.Exit(1)
     except OSError as e:
