@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/eval)"),
         uncertain: str = typer.Option("exclude", "--uncertain", help="-1 labels: exclude | positive | negative"),
         text: str = typer.Option("impression", "--text", help="Retrieval text: findings | impression | both"),
-        batch_size: int = typer.Option(64, "--batch-size"),
-        bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the AUROC CI"),
+        batch_size: int = typer.Option(64, "--batch-size", min=1),
+        bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the AUROC CI"),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("cpu", "--device"),
         # fmt: on
