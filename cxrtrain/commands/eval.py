@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         Example: cxrtrain eval runs/tiny shards/ --prompts prompts/cxr-clip.yaml --split test
         """
         from cxrprep.cliutil import make_config, progress
+        from cxrprep.templates import TemplateError
 
         from ..evaluate import EvalConfig, EvalUsageError, run_eval
 
@@ -41,10 +42,10 @@ def register(app: typer.Typer) -> None:
         out_dir = out or (checkpoint / "eval")
         try:
             run_eval(checkpoint, [str(s) for s in shards], out_dir, cfg, progress=lambda it: progress(it, None, "embed", "img"))
-        except EvalUsageError as e:
+        except (EvalUsageError, FileNotFoundError, TemplateError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
-        except (ValueError, FileNotFoundError, RuntimeError) as e:
+        except (ValueError, RuntimeError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)
         typer.echo((out_dir / "metrics.md").read_text())
