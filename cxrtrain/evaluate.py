@@ -167,21 +167,24 @@ def encode_texts(model, texts: list[str], batch_size: int = 256, device: str = "
 @torch.no_grad()
 def embed_dataset(model, ds: ShardDataset, ck_hash: str, cache_dir: Path | None, batch_size: int = 64,
                   device: str = "cpu", progress=lambda it: it) -> dict:
-    """-> {"study_id", "split", "labels" [N,L] float (nan = null), "emb" [N,D], "findings", "impression"};
+    """-> {"study_id", "split", "labels" [N,L] float (nan = null), "emb" [N,D] (projected, L2-normalised),
+    "feat" [N,F] (the frozen image tower's pooled features, for linear probes), "findings", "impression"};
     cached by (checkpoint hash, manifest part hashes, image size/normalisation)."""
-    key = hashlib.sha256(json.dumps([ck_hash, [p["sha256"] for p in ds.manifest["parts"]],
+    key = hashlib.sha256(json.dumps(["v2", ck_hash, [p["sha256"] for p in ds.manifest["parts"]],
                                      asdict(model.config)], default=list).encode()).hexdigest()[:24]
     cache = cache_dir / f"{ds.name}-{key}.npz" if cache_dir else None
     if cache and cache.exists():
         z = np.load(cache, allow_pickle=False)
         return {k: z[k] for k in z.files} | {"cached": True}
-    ids, splits, labels, embs, fnd, imp = [], [], [], [], [], []
+    ids, splits, labels, embs, feats, fnd, imp = [], [], [], [], [], [], []
     buf: list[torch.Tensor] = []
 
     def flush():
         if buf:
             x = torch.stack(buf).to(device)
-            embs.append(model.encode_image(x).float().cpu().numpy())
+            f = model.image_features(x)
+            embs.append(torch.nn.functional.normalize(model.image_proj(f), dim=-1).float().cpu().numpy())
+            feats.append(f.float().cpu().numpy())
             buf.clear()
 
     nl = len(ds.label_names)
@@ -201,6 +204,7 @@ def embed_dataset(model, ds: ShardDataset, ck_hash: str, cache_dir: Path | None,
     out = dict(study_id=np.array(ids, dtype=str), split=np.array(splits, dtype=str),
                labels=np.array(labels, np.float64).reshape(len(ids), nl),
                emb=np.concatenate(embs) if embs else np.zeros((0, model.config.embed_dim), np.float32),
+               feat=np.concatenate(feats) if feats else np.zeros((0, 0), np.float32),
                findings=np.array(fnd, dtype=str), impression=np.array(imp, dtype=str))
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
