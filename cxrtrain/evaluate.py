@@ -495,7 +495,7 @@ def untrained_like(model, seed: int, ck: Path | None = None):
 
 
 def _evaluate_model(model, datasets, cfg: EvalConfig, sets: dict, out: Path, ck_hash: str, device: str,
-                    progress, checked: bool) -> dict:
+                    progress, checked: bool, missing_split: str = "error") -> dict:
     scale = float(model.scale().detach())
     text_cache: dict[str, np.ndarray] = {}
 
@@ -518,6 +518,10 @@ def _evaluate_model(model, datasets, cfg: EvalConfig, sets: dict, out: Path, ck_
             result[ds.name] = d
             continue
         if not checked:
+            if missing_split == "note" and cfg.split != "all" and not split_mask(emb, cfg.split).any():
+                d["note"] = f"no rows in split {cfg.split!r} (rows per split: {split_counts(emb)})"
+                result[ds.name] = d
+                continue
             check_split(ds.name, emb, cfg.split)
         if ds.label_names:
             d["binary"] = zero_shot_binary(emb, ds.label_names, sets["binary"], scale, text_emb, cfg, ds.name)
@@ -537,7 +541,10 @@ def _evaluate_model(model, datasets, cfg: EvalConfig, sets: dict, out: Path, ck_
     return result
 
 
-def run_eval(checkpoint: str | Path, shard_roots: list[str], out: Path, cfg: EvalConfig, progress=lambda it: it) -> dict:
+def run_eval(checkpoint: str | Path, shard_roots: list[str], out: Path, cfg: EvalConfig, progress=lambda it: it,
+             only: set[str] | None = None, missing_split: str = "error") -> dict:
+    """Evaluate every dataset under ``shard_roots`` (or those named in ``only``). ``missing_split``:
+    ``error`` (a dataset without rows in cfg.split is an EvalUsageError) or ``note`` (recorded, skipped)."""
     from cxrprep.shards import open_datasets
     from cxrprep.templates import eval_prompt_sets
 
@@ -545,19 +552,20 @@ def run_eval(checkpoint: str | Path, shard_roots: list[str], out: Path, cfg: Eva
     model, conf, ck, ck_hash = open_checkpoint(checkpoint)
     device = resolve_device(cfg.device)
     model.to(device)
-    datasets = open_datasets(shard_roots)
-    if not datasets:
+    datasets = [d for d in open_datasets(shard_roots) if only is None or d.name in only]
+    if not datasets and only is None:
         raise EvalUsageError(f"no dataset folders (with manifest.json) under {', '.join(shard_roots)}")
     out.mkdir(parents=True, exist_ok=True)
     metrics = dict(checkpoint=str(ck), checkpoint_sha256=ck_hash, config=asdict(cfg) | {"device_used": device},
                    protocol=dict(split=cfg.split, ensemble=cfg.ensemble, uncertain=cfg.uncertain,
                                  threshold_from=_threshold_split(cfg.split), retrieval_text=cfg.text_section),
                    prompts=sets, model=conf["model"], datasets={})
-    metrics["datasets"] = _evaluate_model(model, datasets, cfg, sets, out, ck_hash, device, progress, False)
+    metrics["datasets"] = _evaluate_model(model, datasets, cfg, sets, out, ck_hash, device, progress, False,
+                                          missing_split)
     if cfg.baseline == "untrained":
         base = untrained_like(model, cfg.seed, ck).to(device)
         bd = _evaluate_model(base, datasets, cfg, sets, out, f"untrained-seed{cfg.seed}-{ck_hash}", device,
-                             progress, True)
+                             progress, False, "note")
         metrics["baseline"] = dict(kind="untrained", seed=cfg.seed, datasets=bd)
     for name, d in metrics["datasets"].items():
         if d.get("binary", {}).get("classes"):
