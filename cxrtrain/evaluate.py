@@ -385,9 +385,10 @@ def plot_rocs(results: dict, png: Path, title: str, baseline: dict | None = None
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 6), dpi=110)
-    cmap = plt.get_cmap("tab10" if len(results) <= 10 else "tab20")
-    for k, (cls, r) in enumerate(results.items()):
-        if r.get("_roc"):
+    curves = [(cls, r) for cls, r in results.items() if r.get("_roc")]
+    cmap = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    for k, (cls, r) in enumerate(curves):
+        if True:
             fpr, tpr = r["_roc"]
             ax.plot(fpr, tpr, ls=_STYLES[k % 4], marker=_MARKERS[k % len(_MARKERS)], markevery=max(1, len(fpr) // 6),
                     ms=4, lw=1.6, color=cmap(k % cmap.N), alpha=0.85,
@@ -439,7 +440,7 @@ def markdown_table(metrics: dict) -> str:
                 f"{fmt(r['auroc'])}{_ci(r)}" + (f" ({r['auroc_reason']})" if r.get("auroc_reason") else ""),
                 f"{fmt(br['auroc'])}{_ci(br)}" if br else None)
             row(name, r["split"], cls, r["n"], r["positives"], f"F1 / MCC (threshold from {r['threshold_from']})",
-                f"{fmt(r['f1'])} / {fmt(r['mcc'])}")
+                f"{fmt(r['f1'])} / {fmt(r['mcc'])}" + (f" ({r['f1_reason']})" if r.get("f1_reason") else ""))
         if b.get("classes"):
             row(name, b["split"], f"macro over {b['macro_classes']} of {b['macro_of']} classes", "", "", "AUROC",
                 fmt(b["macro_auroc"]), fmt(bd["binary"]["macro_auroc"]) if bd.get("binary") else None)

@@ -36,7 +36,7 @@ PROBE_FRACTIONS = (0.1, 1.0)
 
 
 def run_suite(checkpoint, shard_roots: list[str], out: Path, cfg: EvalConfig, probe: bool = True, probe_seeds: int = 1,
-              log=print) -> dict:
+              probe_max_epochs: int = 5000, log=print) -> dict:
     from cxrprep.shards import open_datasets
 
     present = {d.name for d in open_datasets(shard_roots)} & set(BENCHMARKS)
@@ -46,7 +46,7 @@ def run_suite(checkpoint, shard_roots: list[str], out: Path, cfg: EvalConfig, pr
         from .fewshot import FewshotConfig, run_fewshot
 
         fcfg = FewshotConfig(shots=(), fractions=PROBE_FRACTIONS, seeds=probe_seeds, modes=("linear",),
-                             prompts=cfg.prompts, device=cfg.device)
+                             prompts=cfg.prompts, device=cfg.device, max_epochs=probe_max_epochs)
         for name in sorted(present & set(CLASSIFICATION)):
             ds_dir = next(d.dir for d in open_datasets(shard_roots) if d.name == name)
             try:

@@ -199,7 +199,7 @@ def test_bench_suite_on_the_sample_benchmarks(tiny_checkpoint, bench_shards, tmp
 
     out = tmp_path / "suite"
     r = runner.invoke(trn, ["bench-suite", str(tiny_checkpoint), str(bench_shards), "--out", str(out),
-                            "--bootstrap", "20", "--probe-seeds", "1"])
+                            "--bootstrap", "20", "--probe-seeds", "1", "--probe-max-epochs", "300"])
     assert r.exit_code == 0, r.output
 
     def strict(p):

@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
         ensemble: str = typer.Option("mean-similarity", "--ensemble", help="mean-similarity (CXR-CLIP) | mean-embedding"),
         probe: bool = typer.Option(True, "--probe/--no-probe", help="Also run the 10%/100% linear probes (VinDr, RSNA, SIIM)"),
         probe_seeds: int = typer.Option(1, "--probe-seeds", help="Seeds for the linear probes"),
+        probe_max_epochs: int = typer.Option(5000, "--probe-max-epochs", help="Hard limit when a binding probe cap is doubled"),
         bootstrap: int = typer.Option(1000, "--bootstrap"),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("auto", "--device"),
@@ -42,7 +43,7 @@ def register(app: typer.Typer) -> None:
                           device=device)
         out_dir = out or (checkpoint / "bench-suite")
         try:
-            run_suite(checkpoint, [str(s) for s in shards], out_dir, cfg, probe=probe, probe_seeds=probe_seeds,
+            run_suite(checkpoint, [str(s) for s in shards], out_dir, cfg, probe=probe, probe_seeds=probe_seeds, probe_max_epochs=probe_max_epochs,
                       log=typer.echo)
         except (EvalUsageError, FileNotFoundError, TemplateError) as e:
             typer.echo(f"error: {e}", err=True)
