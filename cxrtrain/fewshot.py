@@ -347,7 +347,8 @@ def _table(res: dict) -> str:
         zs = f"{_f(d['zero_shot_macro'])} ({d['zero_shot_macro_classes']} classes)"
         for k, modes in d["shots"].items():
             for mode, r in modes.items():
-                lines.append(f"| {name} | test | {k}-shot {mode} | {r['runs'][0]['n_train']}.. | {_pm(r)} | "
+                nt = sorted({x["n_train"] for x in r["runs"]})
+                lines.append(f"| {name} | test | {k}-shot {mode} | {nt[0]}{f'-{nt[-1]}' if len(nt) > 1 else ''} | {_pm(r)} | "
                              f"{', '.join(str(x['best_epoch']) for x in r['runs'])} | {r['cap_binding_runs']} of "
                              f"{len(r['runs'])} | {zs} |")
         for key, r in d["linear_probe"].items():

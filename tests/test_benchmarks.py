@@ -26,12 +26,17 @@ def _rows(ds_dir: Path) -> list[dict]:
 
 
 def _rejects(ds_dir: Path) -> list[dict]:
-    p = ds_dir / "rejects.parquet"
-    return pq.read_table(p).to_pylist() if p.exists() else []
+    for name in ("rejects.jsonl", "rejects.parquet"):  # the shard layout names it one way or the other
+        p = ds_dir / name
+        if p.exists():
+            if name.endswith(".jsonl"):
+                return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+            return pq.read_table(p).to_pylist()
+    return []
 
 
 def _check_counts(ds_dir: Path) -> dict:
-    m = json.loads((ds_dir / "manifest.json").read_text())
+    m = ShardDataset(ds_dir).manifest
     c = m["counts"]
     assert c["inputs_seen"] == c["rows_written"] + c["skipped"] + c["failed"]
     return m
@@ -61,7 +66,7 @@ def test_rsna_one_row_per_patient_from_box_rows(bench_shards):
     d = bench_shards / "rsna-pneumonia"
     rows = _rows(d)
     assert {r["study_id"]: r["labels"][0] for r in rows} == target
-    assert json.loads((d / "manifest.json").read_text())["label_names"] == ["Pneumonia"]
+    assert ShardDataset(d).label_names == ["Pneumonia"]
     assert {r["split"] for r in rows} == {"train", "validate", "test"}
     _check_counts(d)
 
@@ -169,7 +174,7 @@ def test_chexpert_5x200_from_a_released_list(tmp_path):
     r = runner.invoke(prep, ["chexpert-5x200", str(src), "--image-root", str(src.parent), "--list", str(lst),
                              "--out", str(tmp_path / "o"), "--size", "32", "--no-clahe"])
     assert r.exit_code == 0, r.output
-    m = json.loads((tmp_path / "o/chexpert-5x200/manifest.json").read_text())
+    m = ShardDataset(tmp_path / "o/chexpert-5x200").manifest
     assert m["selection"] == f"list {lst}" and m["counts"]["rows_written"] == len(one)
     if many:
         bad = tmp_path / "bad.txt"
