@@ -353,8 +353,12 @@ def _load_templates(path: str | Path) -> Templates:
                                                                      f"{v[0] if isinstance(v, tuple) else v!r}")
             t.aliases[k] = v[0]
 
-    def cls_name(name: str, src: Src) -> str:
+    def cls_name(name: str, src: Src, any_name: bool = False) -> str:
         c = t.aliases.get(name, ALIASES.get(name, name))
+        if any_name:  # eval sections (binary/multiclass) may name any class an eval dataset defines
+            if not name.strip() or any(ch in name for ch in "[]{}"):
+                raise src.error(f"eval class name {name!r} must be non-empty, without brackets or braces")
+            return c
         if c not in KNOWN_CLASSES:
             import difflib
 
@@ -432,7 +436,7 @@ def _load_templates(path: str | Path) -> Templates:
             raise ssrc.error(f"{section} must be a mapping")
         if section == "binary":
             for name, (body, nsrc) in smap.items():
-                cname = cls_name(name, nsrc)
+                cname = cls_name(name, nsrc, any_name=True)
                 if not isinstance(body, dict) or set(body) != {"positive", "negative"}:
                     raise nsrc.error(f"binary.{name} needs exactly 'positive' and 'negative' prompt lists")
                 t.binary[cname] = {k: [render(e) for s, src in _strings(body[k][0], f"binary.{name}.{k}", body[k][1])
@@ -442,7 +446,7 @@ def _load_templates(path: str | Path) -> Templates:
                 if not isinstance(body, dict):
                     raise nsrc.error(f"multiclass.{set_name} must map classes to prompt lists")
                 t.multiclass[set_name] = {
-                    cls_name(c, csrc2): [render(e) for s, src in _strings(v, f"multiclass.{set_name}.{c}", csrc2)
+                    cls_name(c, csrc2, any_name=True): [render(e) for s, src in _strings(v, f"multiclass.{set_name}.{c}", csrc2)
                                          for e in _no_slot(expand(s, src), src)]
                     for c, (v, csrc2) in body.items()}
     return t
