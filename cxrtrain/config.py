@@ -21,10 +21,13 @@ class TrainConfig:
     dataset_weights: dict = field(default_factory=dict)  # dataset name -> share of its row groups per epoch (1.0)
     shuffle_buffer: int = 512  # studies held for shuffling, per loader worker
     num_workers: int = 0  # DataLoader worker processes (0: in the training process)
-    clahe_prob: float = 0.5  # use the offline CLAHE copy with this probability
+    clahe: str = "offline"  # offline: the shards' CLAHE copy (fast) | online: CXR-CLIP's, after the crop | off
+    clahe_prob: float = 0.5  # apply CLAHE to a view with this probability (CXR-CLIP: 0.5)
+    clahe_clip: tuple = (1.0, 4.0)  # online CLAHE clip limit ~ U(lo, hi) (CXR-CLIP: albumentations CLAHE(4.0))
     bt_prob: float = 0.5  # replace a report section by its back-translation with this probability
-    crop_scale: tuple = (0.8, 1.1)  # random resized crop scale range (CXR-CLIP)
-    jitter: float = 0.1  # brightness/contrast jitter amplitude (0.1 -> [0.9, 1.1])
+    crop_scale: tuple = (0.8, 1.1)  # random resized crop: area fraction range (CXR-CLIP), box inside the image
+    brightness: float = 0.1  # brightness factor ~ U(1-b, 1+b) (CXR-CLIP: 0.1)
+    contrast: float = 0.2  # contrast factor ~ U(1-c, 1+c) (CXR-CLIP: 0.2)
     sentence_sampling: bool = False  # Jang et al.: each text is a random subset of its sentences
     sentences_min: int = 1
     sentences_max: int = 3
@@ -53,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 3  # early stopping: epochs without validation improvement
     log_every: int = 10
+    threads: int | None = None  # torch CPU threads (torch.set_num_threads); null: torch's default
 
     def __post_init__(self) -> None:
         if self.loss not in ("clip", "cxr-clip"):
@@ -65,6 +69,18 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by accum_steps {self.accum_steps}")
         if not 1 <= self.sentences_min <= self.sentences_max:
             raise ValueError("need 1 <= sentences_min <= sentences_max")
+        if self.clahe not in ("offline", "online", "off"):
+            raise ValueError(f"clahe must be offline, online or off, got {self.clahe!r}")
+        if not 0 <= self.clahe_prob <= 1:
+            raise ValueError(f"clahe_prob must be in [0, 1], got {self.clahe_prob}")
+        if len(self.clahe_clip) != 2 or not 0 < self.clahe_clip[0] <= self.clahe_clip[1]:
+            raise ValueError(f"clahe_clip must be [lo, hi] with 0 < lo <= hi, got {list(self.clahe_clip)}")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1]:
+            raise ValueError(f"crop_scale must be [lo, hi] with 0 < lo <= hi, got {list(self.crop_scale)}")
+        if not (0 <= self.brightness < 1 and 0 <= self.contrast < 1):
+            raise ValueError(f"brightness and contrast must be in [0, 1), got {self.brightness}, {self.contrast}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (or null: the torch default), got {self.threads}")
         bad = set(self.sentence_sections.split(",")) - {"findings", "impression"}
         if bad:
             raise ValueError(f"sentence_sections may name findings and impression, got {sorted(bad)}")
@@ -174,5 +190,5 @@ def config_from_dict(d: dict) -> TrainConfig:
     d = dict(d)
     m = model_from(d.pop("model"))
     names = {f.name for f in fields(TrainConfig)}
-    d = {k: (tuple(v) if k == "crop_scale" else v) for k, v in d.items() if k in names}
+    d = {k: (tuple(v) if k in ("crop_scale", "clahe_clip") else v) for k, v in d.items() if k in names}
     return replace(TrainConfig(model=m), **d)

@@ -296,8 +296,7 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
             scaler.update()
             opt.zero_grad(set_to_none=True)
             sched.step()
-            with torch.no_grad():  # CLIP: keep the temperature in range
-                model.logit_scale.clamp_(0, math.log(1.0 / cfg.model.min_temperature))
+            model.clamp_temperature_()  # CLIP: keep the temperature in range (model.min_temperature)
             step += 1
             step_in_epoch += 1
             now = time.perf_counter()
