@@ -49,6 +49,7 @@ class TrainConfig:
     accum_steps: int = 1  # micro-batches per optimizer step
     lr: float = 5e-5
     weight_decay: float = 1e-4
+    decay_norms_biases: bool = False  # also decay norms, biases and the temperature (CXR-CLIP: decays everything)
     warmup_steps: int | None = None  # None: one epoch, as CXR-CLIP
     grad_clip: float = 1.0
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with a grad scaler)
@@ -182,6 +183,23 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
 
 def config_to_dict(cfg: TrainConfig) -> dict:
     return asdict(cfg)
+
+
+def config_to_yaml(cfg: TrainConfig) -> str:
+    """The resolved config as YAML (``cxrtrain run --print-config``); feeding it back as ``--config`` gives
+    the same config."""
+    def plain(v):
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    d = plain(asdict(cfg))
+    model = d.pop("model")
+    return ("# resolved cxrtrain config (cxrtrain run --print-config); use it as --config\n"
+            + yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
+            + yaml.safe_dump({"model": model}, sort_keys=False, default_flow_style=None))
 
 
 def config_from_dict(d: dict) -> TrainConfig:

@@ -11,11 +11,12 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def run(
         # fmt: off
-        shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots or dataset folders (every dataset below is used)"),
+        shards: list[Path] = typer.Argument(None, exists=True, help="Shard roots or dataset folders (every dataset below is used)"),
         config: Path = typer.Option(None, "--config", exists=True, dir_okay=False, help="YAML config (see examples/train_tiny.yaml)"),
         out: Path = typer.Option(Path("runs/default"), "--out", help="Run folder: config, metrics.jsonl, checkpoints, loss.png"),
         resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/last"),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lr=1e-4 --set model.preset=clip-b32"),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config (YAML, usable as --config) and exit"),
         # fmt: on
     ) -> None:
         """Train a CLIP-style model on cxrprep shards (DDP under torchrun, mixed precision, exact resume).
@@ -30,10 +31,17 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config, set_)
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--config/--set") from e
+        if print_config:
+            from ..config import config_to_yaml
+
+            typer.echo(config_to_yaml(cfg), nl=False)
+            raise typer.Exit()
+        if not shards:
+            raise typer.BadParameter("give at least one shard root or dataset folder", param_hint="SHARDS")
         import torch
 
-        if cfg.device in ("auto", "cpu") and not torch.cuda.is_available():
-            torch.set_num_threads(max(1, torch.get_num_threads()))
+        if cfg.threads:  # on a loaded machine fewer threads than cores can be much faster
+            torch.set_num_threads(cfg.threads)
         try:
             res = train([str(s) for s in shards], out, cfg, resume=resume, log=typer.echo)
         except (ValueError, FileNotFoundError, RuntimeError) as e:
