@@ -407,6 +407,7 @@ _ARTICLE = re.compile(rf"\b({_MODIFIERS})\s+(a|an|the)\b", re.I)
 _VERBS = {"is", "are", "was", "were", "may", "cannot", "appears", "appear", "remains", "remain"}
 _JOINERS = {"and", "but", "which", "that", "while", "whereas", "although", ",", ";"}
 _PLURAL_IS = re.compile(r"\b([A-Za-z]+s)\s+(is|was)\b")
+_THERE_IS_OF = re.compile(r"\bthere is\b[^.]*?\b([A-Za-z]+s) of\b", re.I)  # "There is no convincing signs of"
 _SINGULAR_S = ("sis", "ss", "us", "xis", "ous", "ics", "ias", "is")
 _DOUBLED = re.compile(r"\b(\w+)\s+\1\b", re.I)
 DEFECT_KINDS = ("double-verb", "qualified-negative", "article-after-modifier", "duplicate", "agreement", "malformed")
@@ -440,7 +441,9 @@ def sentence_defects(sentence: str, negative: bool = False, terminal: bool = Tru
         out.append("qualified-negative")
     if _ARTICLE.search(sentence):
         out.append("article-after-modifier")
-    if any(not m.group(1).lower().endswith(_SINGULAR_S) for m in _PLURAL_IS.finditer(sentence)):
+    there = _THERE_IS_OF.search(sentence)
+    if (any(not m.group(1).lower().endswith(_SINGULAR_S) for m in _PLURAL_IS.finditer(sentence))
+            or (there and not there.group(1).lower().endswith(_SINGULAR_S))):
         out.append("agreement")
     bad_form = (not sentence or not (sentence[0].isupper() or sentence[0].isdigit()) or "{" in sentence
                 or "}" in sentence or "  " in sentence or re.search(r"\s[.,;:]", sentence) or ".." in sentence

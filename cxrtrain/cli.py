@@ -30,7 +30,7 @@ def _main(
     """Train and evaluate CLIP-style chest X-ray models."""
 
 
-ORDER = ["run", "eval", "fewshot", "export"]
+ORDER = ["run", "batch", "eval", "fewshot", "export"]
 register_commands(app, "cxrtrain.commands", ORDER)
 
 

@@ -312,7 +312,8 @@ class StreamSpec:
 
 class StudyStream(IterableDataset):
     """Yields collated batches: {"images1", "images2": uint8 [B,1,S,S] (``normalize`` them on the device),
-    "text1", "text2": token dicts, "study_id"}.
+    "text1", "text2": token dicts (absent when ``tokenizer`` is None), "texts1", "texts2": the strings,
+    "study_id"}.
 
     ``train=True``: infinite, shuffled, augmented; the trainer takes a fixed number of batches per epoch.
     ``train=False``: one deterministic pass over the split (validation), eval transform."""
@@ -408,10 +409,13 @@ class StudyStream(IterableDataset):
         tok = lambda texts: {k: v for k, v in self.tok(texts, padding=True, truncation=True,  # noqa: E731
                                                          max_length=m.max_text_len, return_tensors="pt").items()
                              if k in ("input_ids", "attention_mask")}
-        return dict(images1=torch.stack([s["image1"] for s in samples]),
-                    images2=torch.stack([s["image2"] for s in samples]),
-                    text1=tok([s["text1"] for s in samples]), text2=tok([s["text2"] for s in samples]),
-                    study_id=[s["study_id"] for s in samples])
+        t1, t2 = [s["text1"] for s in samples], [s["text2"] for s in samples]
+        out = dict(images1=torch.stack([s["image1"] for s in samples]),
+                   images2=torch.stack([s["image2"] for s in samples]),
+                   study_id=[s["study_id"] for s in samples], texts1=t1, texts2=t2)
+        if self.tok is not None:  # no tokenizer: raw texts only (cxrtrain batch)
+            out.update(text1=tok(t1), text2=tok(t2))
+        return out
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()

@@ -25,6 +25,8 @@ runner = CliRunner()
     ("No lobar pneumonia.", True, ["qualified-negative"]),
     ("Possible a PICC line.", False, ["article-after-modifier"]),
     ("Support devices is seen.", False, ["agreement"]),
+    ("There is no convincing signs of pneumonia.", True, ["agreement"]),
+    ("There are no convincing signs of pneumonia.", True, []),
     ("no pneumothorax.", True, ["malformed"]),
     ("No pneumothorax", True, ["malformed"]),
     ("No no pneumothorax.", True, ["malformed"]),
