@@ -79,9 +79,8 @@ def blocks(section: str) -> list[str]:
 
 
 def _sentences_of_doc(doc) -> list[str]:
-    """Apply the boundary rules to one tokenized block. Works on token offsets (``doc.to_array``) rather
-    than Token objects, and looks only at tokens that end in '.', '?' or '!': building a Python Token per
-    word was most of the cost at 200k reports."""
+    """Apply the boundary rules to one tokenized block (a spaCy ``Doc``): the reference implementation,
+    kept for tests; ``split_sections`` uses ``_sentences_of_block``, which gives the same result."""
     from spacy.attrs import IDX, LENGTH
 
     text = doc.text
@@ -120,8 +119,148 @@ def _sentences_of_doc(doc) -> list[str]:
     return [text[a:b].strip() for a, b in zip(starts, starts[1:]) if text[a:b].strip()]
 
 
+# -- the fast path -------------------------------------------------------------------------------------
+# spaCy splits text on spaces first and then tokenizes each space-free chunk on its own (prefixes,
+# suffixes, infixes, special cases), so a block's tokens are the concatenation of its chunks' tokens.
+# The rules above only look at tokens that end in '.', '?' or '!', at the token before and after such a
+# token and at closing punctuation after a boundary. A chunk without any of . ? ! " ' ) can hold none of
+# those, so only the chunks that do ("effusion.", "1.", "p.m.)") are tokenized, once per distinct chunk
+# (cached per process); the runs of other chunks between them stand for "some ordinary tokens".
+# ``tests/test_reports.py`` checks this against the reference on every block of the test corpora.
+_SPECIAL = re.compile(r"[^ ]*[.?!\"')][^ ]*")
+_TOKEN_CACHE: dict[str, tuple[tuple[int, int], ...]] = {}
+_CACHE_MAX = 500_000
+
+
+class _LazyNLP:
+    """Import spaCy only when a chunk is not in the cache yet."""
+
+    def __init__(self, nlp=None) -> None:
+        self.nlp = nlp
+        self.cross: re.Pattern | None = None
+        self.pairs: frozenset = frozenset()
+
+    def load(self) -> None:
+        if self.nlp is None:
+            self.nlp = get_nlp()
+        if self.cross is None:
+            self.cross, self.pairs = _cross_space_pairs(self.nlp)
+
+    def tokens(self, chunk: str) -> tuple[tuple[int, int], ...]:
+        t = _TOKEN_CACHE.get(chunk)
+        if t is None:
+            self.load()
+            from spacy.attrs import IDX, LENGTH
+
+            t = tuple((a, a + ln) for a, ln in self.nlp.tokenizer(chunk).to_array([IDX, LENGTH]).tolist())
+            if len(_TOKEN_CACHE) >= _CACHE_MAX:
+                _TOKEN_CACHE.clear()
+            _TOKEN_CACHE[chunk] = t
+        return t
+
+    def context_dependent(self, text: str) -> bool:
+        """Whether a special case could match across a space in ``text``. spaCy's special-case matcher
+        runs over the whole block, and a match spanning two chunks (``": )"``), though never applied, can
+        block a match inside a chunk (``"):"``); such blocks go through the full tokenizer."""
+        self.load()
+        for m in self.cross.finditer(text):
+            g = m.group(1)
+            if (g[0], g[2]) in self.pairs:
+                return True
+        return False
+
+
+@lru_cache(maxsize=4)
+def _cross_space_pairs(nlp) -> tuple[re.Pattern, frozenset]:
+    """(regex of candidate 'x y' spots, set of (char before, char after) a space) over every way of
+    writing a multi-token special case with spaces between its tokens."""
+    from spacy.tokenizer import Tokenizer
+
+    t = nlp.tokenizer
+    bare = Tokenizer(nlp.vocab, rules={}, prefix_search=t.prefix_search, suffix_search=t.suffix_search,
+                     infix_finditer=t.infix_finditer, token_match=t.token_match, url_match=t.url_match)
+    pairs = set()
+    for rule in t.rules:
+        toks = [x.text for x in bare(rule)]
+        for k in range(1, len(toks)):
+            pairs.add((toks[k - 1][-1], toks[k][0]))
+    # every pair has a character that is not a letter or digit (checked), which keeps the scan cheap
+    a_all = "".join(sorted({a for a, _ in pairs}))
+    b_all = "".join(sorted({b for _, b in pairs}))
+    a_odd = "".join(sorted({a for a, b in pairs if not a.isalnum()}))
+    b_odd = "".join(sorted({b for a, b in pairs if not b.isalnum()}))
+    assert all(not (a.isalnum() and b.isalnum()) for a, b in pairs)
+    cls = lambda chars: "[" + re.escape(chars) + "]" if chars else "(?!)"  # noqa: E731
+    rx = re.compile(f"(?=({cls(a_odd)} {cls(b_all)}|{cls(a_all)} {cls(b_odd)}))")
+    return rx, frozenset(pairs)
+
+
+def _sentences_of_block(text: str, lazy: _LazyNLP) -> list[str]:
+    """Same result as ``_sentences_of_doc(nlp.tokenizer(text))`` for a block (single spaces, stripped)."""
+    if "." not in text and "?" not in text and "!" not in text:
+        return [text] if text else []
+    if lazy.context_dependent(text):
+        lazy.load()
+        return _sentences_of_doc(lazy.nlp.tokenizer(text))
+    # reduced token list: (start, end, plain); plain = a run of chunks without special characters
+    toks: list[tuple[int, int, bool]] = []
+    pos = 0
+    for m in _SPECIAL.finditer(text):
+        a = m.start()
+        if a > pos:
+            toks.append((pos, a - 1, True))
+        for s, e in lazy.tokens(m.group()):
+            toks.append((a + s, a + e, False))
+        pos = m.end() + 1
+    if pos < len(text):
+        toks.append((pos, len(text), True))
+    n = len(toks)
+    starts = [0]
+    i = 0
+    while i < n - 1:
+        a, b, plain = toks[i]
+        if plain or text[b - 1] not in "?!.":
+            i += 1
+            continue
+        tx = text[a:b]
+        boundary = False
+        if set(tx) <= _TERMINAL:
+            if i > 0:
+                pa, pb, pplain = toks[i - 1]
+                if pplain:  # the last token of the last chunk of the run
+                    c = text.rfind(" ", pa, pb)
+                    c = pa if c < 0 else c + 1
+                    ps, pe = lazy.tokens(text[c:pb])[-1]
+                    pa, pb = c + ps, c + pe
+                prev = text[pa:pb]
+                boundary = not (pa == starts[-1] and prev.isdigit() and len(prev) <= 2)
+            else:
+                boundary = True
+        elif tx in ("No.", "no."):
+            boundary = not text[toks[i + 1][0]:toks[i + 1][0] + 1].isdigit()
+        elif len(tx) > 1 and tx[-2].isalpha() and tx not in ABBREVIATIONS and tx.count(".") == 1:
+            boundary = True
+        if boundary:
+            j = i + 1
+            while j < n and not toks[j][2] and set(text[toks[j][0]:toks[j][1]]) <= _CLOSERS:
+                j += 1
+            if j < n:
+                starts.append(toks[j][0])
+            i = j
+            continue
+        i += 1
+    starts.append(len(text))
+    return [text[a:b].strip() for a, b in zip(starts, starts[1:]) if text[a:b].strip()]
+
+
 def split_sections(sections: list[str | None], nlp=None) -> list[list[str]]:
     """Sentences of each section (raw text with line breaks). ``None`` or empty -> []."""
+    lazy = _LazyNLP(nlp)
+    return [[x for b in blocks(s) for x in _sentences_of_block(b, lazy)] if s else [] for s in sections]
+
+
+def split_sections_reference(sections: list[str | None], nlp=None) -> list[list[str]]:
+    """``split_sections`` through spaCy's full tokenizer on every block (slow; for tests and checks)."""
     nlp = nlp or get_nlp()
     flat: list[str] = []
     owners: list[int] = []
