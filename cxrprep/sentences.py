@@ -255,7 +255,7 @@ def _sentences_of_block(text: str, lazy: _LazyNLP) -> list[str]:
 
 def split_sections(sections: list[str | None], nlp=None) -> list[list[str]]:
     """Sentences of each section (raw text with line breaks). ``None`` or empty -> []."""
-    lazy = _LazyNLP(nlp)
+    lazy = nlp if isinstance(nlp, _LazyNLP) else _LazyNLP(nlp)
     return [[x for b in blocks(s) for x in _sentences_of_block(b, lazy)] if s else [] for s in sections]
 
 

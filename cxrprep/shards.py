@@ -82,6 +82,34 @@ def _row_bytes(row: dict) -> int:
     return n
 
 
+def table_row_bytes(table: pa.Table) -> list[int]:
+    """``_row_bytes`` of every row of a STUDY_SCHEMA table, computed column-wise."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    out = np.full(n, 256, dtype=np.int64)
+    for key in ("findings", "impression"):
+        out += 2 * pc.fill_null(pc.utf8_length(table[key]), 0).to_numpy(zero_copy_only=False)
+
+    def per_row(lists, lengths) -> np.ndarray:
+        lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+        return np.bincount(parents, weights=lengths, minlength=n).astype(np.int64) if len(parents) else 0
+
+    prompts = table["prompts"]
+    if pc.sum(pc.list_value_length(prompts)).as_py():
+        flat = pc.list_flatten(prompts.combine_chunks())
+        out += per_row(prompts, pc.fill_null(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False))
+    images = table["images"]
+    if pc.sum(pc.list_value_length(images)).as_py():
+        flat = pc.list_flatten(images.combine_chunks())
+        size = sum(pc.fill_null(pc.binary_length(pc.struct_field(flat, k)), 0).to_numpy(zero_copy_only=False)
+                   for k in ("image", "image_clahe"))
+        out += per_row(images, size)
+    return out.tolist()
+
+
 @dataclass
 class Counts:
     """Counters that end up in manifest.json."""
@@ -145,6 +173,8 @@ class ShardWriter:
         self.extra_manifest = extra_manifest or {}
         self.counts = Counts()
         self._buf: list[dict] = []
+        self._tables: list[pa.Table] = []  # bulk pieces (write_table), before the dict rows of _buf
+        self._nbuf = 0  # rows buffered in _tables + _buf
         self._buf_bytes = 0
         self._writer: pq.ParquetWriter | None = None
         self._part_bytes = 0
@@ -186,15 +216,55 @@ class ShardWriter:
         if row["dataset"] != self.dataset:
             raise ValueError(f"row of dataset {row['dataset']!r} written to {self.dir}")
         self._buf.append(row)
+        self._nbuf += 1
         self._buf_bytes += _row_bytes(row)
         self.counts.rows_written += 1
         self.counts.images_written += len(row.get("images") or ())
-        if len(self._buf) >= self.row_group_rows or self._buf_bytes >= self.row_group_bytes:
+        if self._nbuf >= self.row_group_rows or self._buf_bytes >= self.row_group_bytes:
             self._flush()
 
     def write_many(self, rows: Iterable[dict]) -> None:
         for r in rows:
             self.write(r)
+
+    def write_table(self, table: pa.Table | pa.RecordBatch, row_bytes: Sequence[int] | None = None) -> None:
+        """Bulk ``write``: the rows of ``table`` (STUDY_SCHEMA), in order, giving the same row groups, parts
+        and bytes as writing them one by one. ``row_bytes``: each row's size estimate (what ``write``
+        computes from a row dict; computed from the table when not given)."""
+        if self._closed:
+            raise RuntimeError("ShardWriter is closed")
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        n = table.num_rows
+        if n == 0:
+            return
+        if table.schema != STUDY_SCHEMA:
+            table = table.select(STUDY_SCHEMA.names).cast(STUDY_SCHEMA)
+        import pyarrow.compute as pc
+
+        if not pc.all(pc.equal(table["dataset"], self.dataset)).as_py():
+            raise ValueError(f"rows of another dataset than {self.dataset!r} written to {self.dir}")
+        sizes = list(row_bytes) if row_bytes is not None else table_row_bytes(table)
+        if len(sizes) != n:
+            raise ValueError(f"row_bytes has {len(sizes)} values for {n} rows")
+        self.counts.rows_written += n
+        self.counts.images_written += int(pc.sum(pc.list_value_length(table["images"])).as_py() or 0)
+        if self._buf:  # keep the order of rows written one by one before this table
+            self._tables.append(pa.Table.from_pylist(self._buf, schema=STUDY_SCHEMA))
+            self._buf = []
+        i = 0
+        while i < n:
+            j = i
+            while j < n:
+                self._buf_bytes += sizes[j]
+                self._nbuf += 1
+                j += 1
+                if self._nbuf >= self.row_group_rows or self._buf_bytes >= self.row_group_bytes:
+                    break
+            self._tables.append(table.slice(i, j - i))
+            i = j
+            if self._nbuf >= self.row_group_rows or self._buf_bytes >= self.row_group_bytes:
+                self._flush()
 
     def reject(self, source: str, study_id: str | None, *, stage: str, kind: str, reason: str,
                level: str = "study") -> None:
@@ -214,15 +284,17 @@ class ShardWriter:
             self.counts.failed += 1
 
     def _flush(self) -> None:
-        if not self._buf:
+        if not self._nbuf:
             return
-        table = pa.Table.from_pylist(self._buf, schema=STUDY_SCHEMA)
+        pieces = self._tables + ([pa.Table.from_pylist(self._buf, schema=STUDY_SCHEMA)] if self._buf else [])
+        table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+        table = table.combine_chunks()  # one chunk per column: the same bytes however rows arrived
         if self._writer is None:
             self._open_part()
-        self._writer.write_table(table, row_group_size=len(self._buf))
+        self._writer.write_table(table, row_group_size=table.num_rows)
         self._part_bytes += self._buf_bytes
-        self._part_rows += len(self._buf)
-        self._buf, self._buf_bytes = [], 0
+        self._part_rows += table.num_rows
+        self._buf, self._tables, self._nbuf, self._buf_bytes = [], [], 0, 0
         if self._part_bytes >= self.max_part_bytes:
             self._close_part()
 
