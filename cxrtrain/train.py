@@ -456,11 +456,14 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                 erec = dict(step=step, epoch=epoch, time=round(time.time(), 3), epoch_s=round(t_train, 3),
                             val_s=round(t_val, 3) if val else None,
                             **{f"train_{k}": round(v / max(1, epoch_n), 6) for k, v in epoch_sum.items()},
-                            val_loss=vloss, **{f"val_{k}": round(v, 6) for k, v in (val or {}).items() if k != "loss"})
+                            train_batch=cfg.batch_size // cfg.accum_steps * world, val_loss=vloss, **{f"val_{k}": round(v, 6) for k, v in (val or {}).items() if k != "loss"})
                 runlog.write(erec, "epoch")
                 if val:
                     cmp = (f"; {key}: validation {val[key]:.4f} vs train {erec[f'train_{key}']:.4f}"
                            if key in val and f"train_{key}" in erec else "")
+                    if cmp and round(val["batch"]) != erec["train_batch"]:  # contrastive losses scale with ln(batch)
+                        cmp += (f" (batches of {val['batch']:.0f} vs {erec['train_batch']}: chance level "
+                                f"{math.log(val['batch']):.2f} vs {math.log(erec['train_batch']):.2f})")
                     say(f"epoch {epoch} done in {t_train:.1f} s: validation loss {vloss:.4f}"
                         + (" (best)" if improved else "") + f"{cmp} (validation {t_val:.1f} s)")
                 else:
@@ -510,6 +513,7 @@ def validate(model: CLIPModel, datasets, cfg: TrainConfig, device, ctx, rank: in
         b = batch["images1"].shape[0]
         for k, v in res.items():
             tot[k] = tot.get(k, 0.0) + float(v) * b
+        tot["batch"] = tot.get("batch", 0.0) + b * b  # -> the batch size a validation row saw (losses grow with it)
         n += b
     model.train()
     if world > 1:

@@ -48,6 +48,7 @@ def _check_metrics(out: Path, r) -> None:
     e = ep[0]
     assert e["epoch_s"] > 0 and e["val_s"] > 0
     assert {"val_mvs", "val_icl", "val_tcl", "train_mvs", "train_loss"} <= set(e)
+    assert e["train_batch"] == 4 and 2 <= e["val_batch"] <= 4  # the batch sizes the contrastive losses saw
     # the epoch's train mean is the mean of its step rows
     assert e["train_loss"] == pytest.approx(sum(x["loss"] for x in steps) / len(steps), rel=1e-4)
     # validation total = its parts with the configured weights (mvs + 1.0 icl + 0.5 tcl)
