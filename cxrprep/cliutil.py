@@ -56,10 +56,18 @@ def too_many_failed(failed: int, inputs: int, max_failed: tuple[int | None, floa
 
 
 def rejects_file(dataset_dir: Path | None) -> Path | None:
-    """The rejects Parquet file of a dataset folder (whatever the layout names it), or None."""
+    """The rejects file of a dataset folder (``schema.REJECTS``, else any ``*rejects*`` file), or None."""
     if dataset_dir is None or not Path(dataset_dir).is_dir():
         return None
-    found = sorted(p for p in Path(dataset_dir).rglob("*rejects*.parquet") if ".tmp" not in p.name)
+    try:
+        from .schema import REJECTS
+
+        if (Path(dataset_dir) / REJECTS).is_file():
+            return Path(dataset_dir) / REJECTS
+    except ImportError:  # pragma: no cover
+        pass
+    found = sorted(p for p in Path(dataset_dir).iterdir()
+                   if p.is_file() and "rejects" in p.name and not p.name.startswith((".", "_tmp", ".tmp")))
     return found[0] if found else None
 
 

@@ -149,3 +149,16 @@ def test_report_count_for_the_progress_total():
     _, files, z = resolve_root(EXAMPLES / "mimic")
     for part in (None, (0, 2), (1, 2)):
         assert count_reports(files, z, part) == sum(1 for _ in iter_studies_dir(files, part)) > 0
+
+
+def test_max_failed_error_names_the_rejects_file(tmp_path):
+    from cxrprep.cli import app
+
+    out = tmp_path / "s"
+    r = CliRunner().invoke(app, ["prompts", str(EXAMPLES / "chexpert/train.csv"), "--image-root",
+                                 str(EXAMPLES / "chexpert"), "--size", "32", "--out", str(out), "--workers", "1",
+                                 "--max-failed", "0"])
+    assert r.exit_code == 1, r.output
+    line = [x for x in r.output.splitlines() if "--max-failed" in x][0]
+    path = line.split("see ", 1)[1].split(" for each reason")[0]
+    assert Path(path).is_file() and Path(path).parent == out / "chexpert", line

@@ -123,6 +123,8 @@ def test_sigint_saves_last_like_sigterm(demo_shards, tmp_path):
     output = p.communicate(timeout=120)[0].decode()
     assert p.returncode == 130, output
     assert "stopped by SIGINT" in output and "--resume" in output and "Traceback" not in output
+    # not a terminal: no third-party progress bars or warnings in the log
+    assert "Loading weights" not in output and "it/s]" not in output and "Warning" not in output, output
     st = torch.load(out / "last/state.pt", weights_only=True)
     assert st["step"] >= 1
     assert max(x["step"] for x in _metric_rows(out)) == st["step"]
