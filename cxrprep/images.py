@@ -262,6 +262,8 @@ def _modality_lut(a: np.ndarray, ds, path: Path) -> np.ndarray:
         return a
     slope = 1.0 if slope is None else slope
     intercept = 0.0 if intercept is None else intercept
+    if slope == 1 and intercept == 0:
+        return a  # the identity: no float copy of a large image
     if slope == 0:
         raise ImageError(f"{path}: RescaleSlope is 0 (every pixel would have the same value)")
     with np.errstate(over="ignore", invalid="ignore"):
@@ -294,7 +296,8 @@ def _voi_lut(a: np.ndarray, ds, path: Path) -> np.ndarray:
     if c is None or w is None or w <= 0:
         return a
     func = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-    x = a.astype(np.float64, copy=False)
+    # integer pixels (<= 32 bits) are exact in float64 but float32 is enough for a window and half the memory
+    x = a if a.dtype.kind == "f" else a.astype(np.float32 if a.dtype.itemsize <= 2 else np.float64)
     if func == "SIGMOID":
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
