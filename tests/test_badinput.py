@@ -127,6 +127,14 @@ def _cases(d: Path, shards: Path) -> list[tuple[str, list[str]]]:
                     [str(d / "ck"), str(shards), "--modes", "magic"]],
         "export": [[m, *out], [ed, *out], [af, *out], [str(d / "ck"), *out], [str(d / "ck2"), *out]],
     }
+    # good inputs, unusable output (--out is a file) and inconsistent sources
+    ex = Path(__file__).resolve().parents[1] / "examples"
+    cases["reports"] += [[str(ex / "mimic"), "--no-images", "--workers", "1", "--out", af],
+                         [str(ex / "mimic"), "--no-images", "--metadata", g, *out],
+                         [str(ex / "mimic"), "--no-images", "--split", e, *out]]
+    cases["prompts"] += [[str(ex / "chexpert" / "train.csv"), "--no-images", "--workers", "1", "--out", af],
+                         [str(ex / "chexpert" / "train.csv"), "--templates", g, *out]]
+    cases["chexpert-5x200"] += [[str(ex / "chexpert" / "train.csv"), "--no-images", "--out", af]]
     out_cases = [("cxrprep", [*c.split(), *a]) for c, args in cases.items() for a in args]
     out_cases += [("cxrtrain", [c, *a]) for c, args in tr.items() for a in args]
     return out_cases
