@@ -335,10 +335,14 @@ def _read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, str | None]:
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     h = _normalise_header(ds, path)
     rows, cols, frames, samples = h["Rows"], h["Columns"], h["NumberOfFrames"], h["SamplesPerPixel"]
+    if frames == 0:  # invalid but seen in the wild; pydicom reads it as one frame too
+        frames = 1
+        ds.NumberOfFrames = 1
     _check_pixels(path, rows, cols, max_pixels, frames=frames, samples=samples)
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
-    if not photometric:
+    if not photometric:  # absent or empty: the only reading that fits the sample count
         photometric = "MONOCHROME2" if samples == 1 else "RGB"
+        ds.PhotometricInterpretation = photometric
     if photometric not in ("MONOCHROME1", "MONOCHROME2") + _COLOUR:
         raise ImageError(f"{path}: PhotometricInterpretation {photometric} is not supported "
                          f"(supported: MONOCHROME1, MONOCHROME2, RGB, YBR_*)")
