@@ -35,7 +35,7 @@ def _main(
     quiet_third_party()
 
 
-ORDER = ["run", "eval", "fewshot", "export"]
+ORDER = ["run", "batch", "eval", "fewshot", "export"]
 register_commands(app, "cxrtrain.commands", ORDER)
 
 

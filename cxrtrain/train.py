@@ -126,12 +126,12 @@ def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
     return torch.device(cfg.device)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim < 2 or "norm" in name.lower() or name.endswith("logit_scale") or name.endswith(".bias"):
+        if not decay_all and (p.ndim < 2 or "norm" in name.lower() or name.endswith("logit_scale") or name.endswith(".bias")):
             no_decay.append(p)
         else:
             decay.append(p)
@@ -284,7 +284,7 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
         runner = torch.nn.parallel.DistributedDataParallel(
             runner, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     # fused AdamW: one kernel over all parameters (CPU and CUDA); the per-tensor loop was ~20% of a tiny step
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.decay_norms_biases), lr=cfg.lr, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total_steps))
     use_scaler = cfg.precision == "fp16" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -397,8 +397,7 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
                 sched.step()
-                with torch.no_grad():  # CLIP: keep the temperature in range
-                    model.logit_scale.clamp_(0, math.log(1.0 / cfg.model.min_temperature))
+                model.clamp_temperature_()  # CLIP: keep the temperature in range (model.min_temperature)
                 step += 1
                 step_in_epoch += 1
                 now = time.perf_counter()

@@ -189,9 +189,9 @@ def test_cxrtrain_refuses_incomplete_dataset(demo_shards, tmp_path, monkeypatch)
 
     seen = {}
 
-    def fake_train(roots, out, cfg, resume=False, log=print):
+    def fake_train(roots, out, cfg, resume=False, log=print, **kw):
         seen["roots"] = roots
-        return dict(history=[], steps=0, stopped_by="test", best_val=float("inf"))
+        return dict(history=[], steps=0, stopped_by="test", best_val=float("inf"), checkpoints=[])
 
     monkeypatch.setattr("cxrtrain.train.train", fake_train)
     r = runner.invoke(train_app, ["run", str(root), "--out", str(tmp_path / "run"), "--skip-incomplete"])
