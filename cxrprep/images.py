@@ -13,7 +13,7 @@ Decoding rules (the things that go wrong in real CXR files):
   a PhotometricInterpretation that contradicts SamplesPerPixel, a malformed Modality or VOI LUT Sequence,
   a non-finite RescaleSlope/Intercept (NaN, 1e308) or a decoded array whose shape contradicts the header
   is a reject; an unusable window (WindowWidth 0 or text, or one that misses the data) is ignored. Pixel
-  values that are not finite are rejects: never an all-black row.
+  values that are not finite, and blank images (a single value), are rejects: never an all-black row.
 * ``--max-image-pixels`` counts frames x rows x columns x samples per pixel, from the header (DICOM) or
   the image header (Pillow), before anything is decoded.
 * PNG: 8- or 16-bit, grey, RGB or RGBA (real NIH files are RGBA with R=G=B): converted to 8-bit grey;
@@ -81,9 +81,11 @@ class ImageError(ValueError):
 
 # -- decoding -------------------------------------------------------------------------------------
 def _to_uint8(a: np.ndarray, path: Path | str = "") -> np.ndarray:
-    """Min-max scale any numeric array to uint8 (a constant image becomes all zeros). Raises ImageError
-    for non-finite values (NaN, inf: e.g. a RescaleSlope of NaN or 1e308): never an all-black good row."""
+    """Min-max scale any numeric array to uint8. Raises ImageError for non-finite values (NaN, inf: e.g. a
+    RescaleSlope of NaN or 1e308) and for an image with a single value (it would be all black)."""
     if a.dtype == np.uint8:
+        if a.size and int(a.min()) == int(a.max()):
+            raise ImageError(f"{path}: blank image (every pixel is {int(a.min())})")
         return a
     if a.dtype.kind == "f" or a.dtype.itemsize > 2:
         a = a.astype(np.float64, copy=False)  # float32 would overflow to inf for values past 3.4e38
@@ -95,7 +97,7 @@ def _to_uint8(a: np.ndarray, path: Path | str = "") -> np.ndarray:
     if not (np.isfinite(lo) and np.isfinite(hi) and np.isfinite(hi - lo)):
         raise ImageError(f"{path}: pixel value range {lo:g}..{hi:g} is not finite")
     if hi <= lo:
-        return np.zeros(a.shape, np.uint8)
+        raise ImageError(f"{path}: blank image (every pixel is {lo:g})")
     return ((a - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
 
 
@@ -371,6 +373,7 @@ def _read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, str | None]:
     else:
         # pydicom returns RGB for colour photometrics (it converts YBR by default)
         a = _rgb_to_gray(a, path, "RGB")
+        _to_uint8(a, path)  # a blank colour image is a reject too
     try:
         view = ds.get("ViewPosition", None)
         view = str(_first(view)).strip().upper() or None if view is not None else None

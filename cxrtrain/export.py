@@ -76,13 +76,7 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
     from .train import load_checkpoint, resolve_checkpoint
 
     ck = resolve_checkpoint(checkpoint)
-    try:
-        model, conf = load_checkpoint(ck)
-    except Exception as e:  # safetensors raises SafetensorError (not an OSError) for a truncated file
-        if type(e).__name__ != "SafetensorError":
-            raise
-        raise ValueError(f"{ck / 'model.safetensors'}: not a readable safetensors file ({e}); it is probably "
-                         f"truncated: copy it again or use another checkpoint") from None
+    model, conf = load_checkpoint(ck)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.image_tower.save_pretrained(out / "image_encoder")

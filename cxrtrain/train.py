@@ -98,8 +98,13 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[CLIPMo
         raise ValueError(f"{ck}/config.json: not a cxrtrain checkpoint config ({type(e).__name__}: {e})") from None
     towers = ck / "towers"
     model = create_model(cfg.model, towers_dir=towers if (towers / "image" / "config.json").exists() else None)
-    missing, unexpected = model.load_state_dict(load_file(str(ck / "model.safetensors"), device=map_location),
-                                                strict=False)
+    try:
+        weights = load_file(str(ck / "model.safetensors"), device=map_location)
+    except Exception as e:  # safetensors raises its own SafetensorError for a truncated/corrupt file
+        if type(e).__name__ not in ("SafetensorError", "HeaderTooLarge"):
+            raise
+        raise ValueError(f"{ck}/model.safetensors: truncated or corrupt ({e})") from None
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or [k for k in missing if "position_ids" not in k]:
         raise ValueError(f"{ck}: weights do not match the model in config.json (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")

@@ -350,6 +350,14 @@ def test_non_finite_rescale_is_a_reject(tmp_path, slope):
     assert ok == [] and "RescaleSlope" in failed[0][1]
 
 
+def test_blank_images_are_rejects(tmp_path):
+    cv2.imwrite(str(tmp_path / "black.png"), np.zeros((40, 40), np.uint8))
+    p = _raw_dicom(tmp_path / "flat.dcm", np.full((64, 64), 7, np.uint8).tobytes(), 64, 64)
+    for f in (tmp_path / "black.png", p):
+        with pytest.raises(ImageError, match="blank image"):
+            read_gray(f)
+
+
 def test_frame_bomb_rejected_from_header_without_decoding(tmp_path, monkeypatch):
     """100 frames of 4096x4096 in RLE, a few KB on disk: --max-image-pixels counts every frame."""
     from pydicom.encaps import encapsulate
