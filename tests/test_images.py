@@ -364,7 +364,7 @@ def test_frame_bomb_rejected_from_header_without_decoding(tmp_path, monkeypatch)
     from pydicom.uid import RLELossless
 
     # one RLE segment per frame whose content does not matter: nothing may decode it
-    frame = np.array([64, 0, 0, 0] + [0] * 15, "<u4").tobytes() + b"\x81\x00" * 16
+    frame = np.array([1, 64] + [0] * 14, "<u4").tobytes() + b"\x81\x00" * 16  # RLE header: 1 segment at 64
     bomb = _raw_dicom(tmp_path / "bomb.dcm", encapsulate([frame] * 100), 4096, 4096, frames=100, ts=RLELossless)
     assert bomb.stat().st_size < 64_000
 
