@@ -571,3 +571,37 @@ def test_output_failure_stops_the_run_with_a_message(tmp_path, monkeypatch, err)
     assert "error: the run stopped" in r.output and "Traceback" not in r.output and "internal error" not in r.output
     assert ("disk full" if err == 28 else "disappeared") in r.output
     assert not (tmp_path / "out" / "images" / "manifest.json").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB tmpfs (needs root and mount rights; skipped otherwise)."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_real_full_disk(tmp_path, tiny_disk):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):  # incompressible noise: ~30 x 2 x 64 KiB of PNG, far more than the 1 MiB disk
+        cv2.imwrite(str(src / f"{i:02d}.png"), rng.integers(0, 256, (256, 256), dtype=np.uint8))
+    r = CliRunner().invoke(app, ["images", str(src), "--out", str(tiny_disk), "--workers", "1", "--size", "256",
+                                 "--format", "png"])
+    assert r.exit_code == 1 and isinstance(r.exception, (SystemExit, type(None))), r.output
+    assert "disk full" in r.output and "Traceback" not in r.output and "internal error" not in r.output
+    assert not (tiny_disk / "images" / "manifest.json").exists()
+    left = [p for p in tiny_disk.rglob("*") if p.is_file() and p.suffix in (".parquet", ".partial")]
+    assert not left, left  # what the run had not finished was removed
