@@ -392,6 +392,19 @@ def test_frame_bomb_rejected_from_header_without_decoding(tmp_path, monkeypatch)
         read_gray(tmp_path / "rgb.png", max_pixels=100 * 100 * 2)
 
 
+def test_special_and_oversized_files_are_rejects(tmp_path):
+    os.mkfifo(tmp_path / "fifo.png")  # reading it would block for ever
+    for p, msg in ((tmp_path / "fifo.png", "not a regular file"), (Path("/dev/zero"), "not a regular file"),
+                   (tmp_path, "not a regular file")):
+        with pytest.raises(ImageError, match=msg):
+            read_gray(p)
+    big = tmp_path / "big.dcm"
+    with open(big, "wb") as f:
+        f.truncate(4 * 1000 + 16 * 2**20 + 1)  # sparse: no disk used
+    with pytest.raises(ImageError, match="more than any image within --max-image-pixels"):
+        read_gray(big, max_pixels=1000)
+
+
 def test_any_exception_is_a_reject(tmp_path, monkeypatch):
     import cxrprep.images as images
 
