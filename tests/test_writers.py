@@ -189,7 +189,7 @@ def test_cxrtrain_refuses_incomplete_dataset(demo_shards, tmp_path, monkeypatch)
 
     seen = {}
 
-    def fake_train(roots, out, cfg, resume=False, log=print):
+    def fake_train(roots, out, cfg, log=print, **kw):
         seen["roots"] = roots
         return dict(history=[], steps=0, stopped_by="test", best_val=float("inf"))
 
