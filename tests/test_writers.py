@@ -191,10 +191,10 @@ def test_cxrtrain_refuses_incomplete_dataset(demo_shards, tmp_path, monkeypatch)
 
     def fake_train(roots, out, cfg, log=print, **kw):
         seen["roots"] = roots
-        return dict(history=[], steps=0, stopped_by="test", best_val=float("inf"))
+        raise ValueError("stop here: the test only checks which datasets reach train()")
 
     monkeypatch.setattr("cxrtrain.train.train", fake_train)
     r = runner.invoke(train_app, ["run", str(root), "--out", str(tmp_path / "run"), "--skip-incomplete"])
-    assert r.exit_code == 0, r.output
+    assert "stop here" in r.output, r.output
     assert f"skipping incomplete dataset folder {killed}" in r.output
     assert sorted(Path(x).name for x in seen["roots"]) == sorted(p.name for p in demo_shards.iterdir() if p.is_dir())
