@@ -9,6 +9,7 @@ import typer
 
 from . import __version__
 from .cliutil import register_commands
+from .toplevel import SafeGroup
 
 app = typer.Typer(
     name="cxrprep",
@@ -17,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=SafeGroup,  # an unhandled exception is one line (CXRKIT_DEBUG=1: the traceback), never a traceback
 )
 
 

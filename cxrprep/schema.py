@@ -235,6 +235,68 @@ def to_file_rows(rows: list[dict], label_names: list[str]) -> list[dict]:
     return out
 
 
+def to_file_table(table: pa.Table, label_names: list[str]) -> pa.Table:
+    """Column-wise ``to_file_rows``: a STUDY_SCHEMA table -> the on-disk shape (``file_schema``), with the
+    same checks (non-null columns, label count). Used by ``ShardWriter.write_table``."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    table = table.combine_chunks()
+    if table.schema != STUDY_SCHEMA:
+        table = table.select(STUDY_SCHEMA.names).cast(STUDY_SCHEMA)
+    for c in _NOT_NULL:
+        if table[c].null_count:
+            i = int(np.flatnonzero(table[c].is_null().to_numpy(zero_copy_only=False))[0])
+            raise ValueError(f"row {table['study_id'][i].as_py()!r}: column {c!r} must not be null")
+    n, k = table.num_rows, len(label_names)
+    cols = {}
+    labels = table["labels"].chunk(0) if table["labels"].num_chunks else pa.nulls(n, pa.list_(pa.int8()))
+    if k:
+        lengths = pc.list_value_length(labels).to_numpy(zero_copy_only=False)
+        valid = ~labels.is_null().to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(valid & (np.nan_to_num(lengths.astype(float), nan=k) != k))
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"row {table['study_id'][i].as_py()!r}: {int(lengths[i])} labels, the dataset has "
+                             f"{k} label names")
+        flat = pc.list_flatten(labels)  # respects slicing; null lists contribute nothing
+        lens = np.where(valid, np.nan_to_num(lengths.astype(float), nan=0), 0).astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]]) if n else np.zeros(0, np.int64)
+        # null lists: point at a valid position (masked anyway) so take() stays in range
+        starts = np.where(valid, starts, 0)
+        children = [flat.take(pa.array(starts + j)) if len(flat) else pa.nulls(n, pa.int8()) for j in range(k)]
+        cols["labels"] = pa.StructArray.from_arrays(children, fields=[pa.field(x, pa.int8()) for x in label_names],
+                                                     mask=labels.is_null())
+    images = table["images"].chunk(0) if table["images"].num_chunks else pa.nulls(n, pa.list_(IMAGE))
+    img_lens = pc.fill_null(pc.list_value_length(images), 0).cast(pa.int32())
+    img_offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(img_lens)]) if n \
+        else pa.array([0], pa.int32())
+    flat = pc.list_flatten(images)
+    for c in _IMAGE_NOT_NULL:
+        if flat.field(c).null_count:
+            parents = pc.list_parent_indices(images).to_numpy(zero_copy_only=False)
+            j = int(np.flatnonzero(flat.field(c).is_null().to_numpy(zero_copy_only=False))[0])
+            raise ValueError(f"row {table['study_id'][int(parents[j])].as_py()!r}: image field {c!r} must not be null")
+    children = []
+    for f in IMAGE:
+        child = flat.field(f.name)
+        if f.name in ("image", "image_clahe"):
+            child = pa.StructArray.from_arrays([child, pa.nulls(len(child), pa.string())], fields=list(HF_IMAGE),
+                                               mask=child.is_null())
+        children.append(child)
+    file_images_type = _file_type("images", STUDY_SCHEMA.field("images").type, list(label_names))
+    values = pa.StructArray.from_arrays(children, fields=list(file_images_type.value_type))
+    cols["images"] = pa.ListArray.from_arrays(img_offsets, values, type=file_images_type, mask=images.is_null())
+    schema = file_schema(label_names)
+    arrays = []
+    for f in schema:
+        a = cols.get(f.name)
+        if a is None:
+            a = table[f.name].chunk(0) if table[f.name].num_chunks else pa.nulls(n, f.type)
+        arrays.append(a.cast(f.type) if not a.type.equals(f.type) else a)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def _labels_to_list(arr: pa.Array) -> pa.Array:
     """struct<name: int8, ...> -> list<int8> in field order (null struct -> null list)."""
     k, n = arr.type.num_fields, len(arr)

@@ -6,6 +6,7 @@ import typer
 
 from cxrprep import __version__
 from cxrprep.cliutil import register_commands
+from cxrprep.toplevel import SafeGroup
 
 app = typer.Typer(
     name="cxrtrain",
@@ -14,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=SafeGroup,  # an unhandled exception is one line (CXRKIT_DEBUG=1: the traceback), never a traceback
 )
 
 
@@ -33,7 +35,7 @@ def _main(
     quiet_third_party()
 
 
-ORDER = ["run", "eval", "fewshot", "export"]
+ORDER = ["run", "batch", "eval", "fewshot", "export"]
 register_commands(app, "cxrtrain.commands", ORDER)
 
 

@@ -168,11 +168,16 @@ class TrainConfig:
     dataset_weights: dict = opt({}, "dataset name -> share of its rows per epoch (1.0)", lo=0)
     shuffle_buffer: int = opt(512, "studies held for shuffling, per loader worker", lo=1)
     num_workers: int = opt(0, "DataLoader worker processes (0: in the training process)", lo=0, hi=256)
-    clahe_prob: float = opt(0.5, "use the offline CLAHE copy with this probability", lo=0, hi=1)
+    clahe: str = opt("offline", "offline: the shards' CLAHE copy (fast) | online: CXR-CLIP's, after the crop | off",
+                     choices=("offline", "online", "off"))
+    clahe_prob: float = opt(0.5, "apply CLAHE to a view with this probability (CXR-CLIP: 0.5)", lo=0, hi=1)
+    clahe_clip: tuple = opt((1.0, 4.0), "online CLAHE clip limit ~ U(lo, hi) (CXR-CLIP: albumentations CLAHE(4.0))",
+                            lo=0, lo_open=True, hi=100, length=2, ordered=True)
     bt_prob: float = opt(0.5, "replace a report section by its back-translation with this probability", lo=0, hi=1)
-    crop_scale: tuple = opt((0.8, 1.1), "random resized crop scale range [low, high] (CXR-CLIP)", lo=0, hi=4,
-                            lo_open=True, length=2, ordered=True)
-    jitter: float = opt(0.1, "brightness/contrast jitter amplitude (0.1 -> [0.9, 1.1])", lo=0, hi=1, hi_open=True)
+    crop_scale: tuple = opt((0.8, 1.1), "random resized crop: area fraction range (CXR-CLIP), box inside the image",
+                            lo=0, hi=4, lo_open=True, length=2, ordered=True)
+    brightness: float = opt(0.1, "brightness factor ~ U(1-b, 1+b) (CXR-CLIP: 0.1)", lo=0, hi=1, hi_open=True)
+    contrast: float = opt(0.2, "contrast factor ~ U(1-c, 1+c) (CXR-CLIP: 0.2)", lo=0, hi=1, hi_open=True)
     sentence_sampling: bool = opt(False, "Jang et al.: each text is a random subset of its sentences")
     sentences_min: int = opt(1, "fewest sentences sampled", lo=1)
     sentences_max: int = opt(3, "most sentences sampled", lo=1)
@@ -196,6 +201,7 @@ class TrainConfig:
     accum_steps: int = opt(1, "micro-batches per optimizer step", lo=1)
     lr: float = opt(5e-5, "peak learning rate", lo=0, lo_open=True, hi=10)
     weight_decay: float = opt(1e-4, "AdamW weight decay", lo=0)
+    decay_norms_biases: bool = opt(False, "also decay norms, biases and the temperature (CXR-CLIP: decays everything)")
     warmup_steps: int | None = opt(None, "None: one epoch, as CXR-CLIP", lo=0)
     grad_clip: float = opt(1.0, "max gradient norm (0: off)", lo=0)
     precision: str = opt("fp32", "fp16 only on CUDA, with a grad scaler", choices=("fp32", "bf16", "fp16"))
@@ -203,6 +209,7 @@ class TrainConfig:
     seed: int = opt(0, "seed of sampling, augmentation and initialisation", lo=0)
     patience: int = opt(3, "early stopping: epochs without validation improvement", lo=1)
     log_every: int = opt(10, "print a log line every N steps", lo=1)
+    threads: int | None = opt(None, "torch CPU threads (torch.set_num_threads); null: torch's default", lo=1, hi=1024)
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
@@ -225,12 +232,14 @@ CHECKS: dict[str, dict[str, Check]] = {
         text_encoder=Check(),
         image_size=Check(lo=16, hi=4096),
         image_mean=Check(lo=0, hi=1, length=3),
+        image_pooling=Check(choices=("pooler", "mean", "first")),
+        proj_bias=Check(),
         image_std=Check(lo=0, lo_open=True, hi=1, length=3),
         embed_dim=Check(lo=1, hi=65536),
         text_pooling=Check(choices=("cls", "mean", "eos")),
         max_text_len=Check(lo=1, hi=8192),
         init_temperature=Check(lo=0, lo_open=True, hi=1),
-        min_temperature=Check(lo=0, lo_open=True, hi=1),
+        min_temperature=Check(lo=0, lo_open=True, hi=1),  # null: no cap (CXR-CLIP)
         random_init=Check(),
     ),
 }
@@ -357,6 +366,23 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
 
 def config_to_dict(cfg: TrainConfig) -> dict:
     return asdict(cfg)
+
+
+def config_to_yaml(cfg: TrainConfig) -> str:
+    """The resolved config as YAML (``cxrtrain run --print-config``); feeding it back as ``--config`` gives
+    the same config."""
+    def plain(v):
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    d = plain(asdict(cfg))
+    model = d.pop("model")
+    return ("# resolved cxrtrain config (cxrtrain run --print-config); use it as --config\n"
+            + yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
+            + yaml.safe_dump({"model": model}, sort_keys=False, default_flow_style=None))
 
 
 def config_from_dict(d: dict) -> TrainConfig:

@@ -92,11 +92,19 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[CLIPMo
 
     ck = resolve_checkpoint(path)
     conf = json.loads((ck / "config.json").read_text())
-    cfg = config_from_dict(conf)
+    try:
+        cfg = config_from_dict(conf)
+    except (KeyError, TypeError, AttributeError) as e:  # a config.json that is not a cxrtrain config
+        raise ValueError(f"{ck}/config.json: not a cxrtrain checkpoint config ({type(e).__name__}: {e})") from None
     towers = ck / "towers"
     model = create_model(cfg.model, towers_dir=towers if (towers / "image" / "config.json").exists() else None)
-    missing, unexpected = model.load_state_dict(load_file(str(ck / "model.safetensors"), device=map_location),
-                                                strict=False)
+    try:
+        weights = load_file(str(ck / "model.safetensors"), device=map_location)
+    except Exception as e:  # safetensors raises its own SafetensorError for a truncated/corrupt file
+        if type(e).__name__ not in ("SafetensorError", "HeaderTooLarge"):
+            raise
+        raise ValueError(f"{ck}/model.safetensors: truncated or corrupt ({e})") from None
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or [k for k in missing if "position_ids" not in k]:
         raise ValueError(f"{ck}: weights do not match the model in config.json (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
@@ -118,12 +126,12 @@ def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
     return torch.device(cfg.device)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim < 2 or "norm" in name.lower() or name.endswith("logit_scale") or name.endswith(".bias"):
+        if not decay_all and (p.ndim < 2 or "norm" in name.lower() or name.endswith("logit_scale") or name.endswith(".bias")):
             no_decay.append(p)
         else:
             decay.append(p)
@@ -276,7 +284,7 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
         runner = torch.nn.parallel.DistributedDataParallel(
             runner, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     # fused AdamW: one kernel over all parameters (CPU and CUDA); the per-tensor loop was ~20% of a tiny step
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.decay_norms_biases), lr=cfg.lr, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total_steps))
     use_scaler = cfg.precision == "fp16" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -389,8 +397,7 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
                 sched.step()
-                with torch.no_grad():  # CLIP: keep the temperature in range
-                    model.logit_scale.clamp_(0, math.log(1.0 / cfg.model.min_temperature))
+                model.clamp_temperature_()  # CLIP: keep the temperature in range (model.min_temperature)
                 step += 1
                 step_in_epoch += 1
                 now = time.perf_counter()

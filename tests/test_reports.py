@@ -200,3 +200,38 @@ def test_bad_metadata_csv_fails_before_work(tmp_path, examples_dir):
     assert not (tmp_path / "o" / "mimic-cxr").exists()
     r = runner.invoke(app, ["reports", str(root), "--out", str(tmp_path / "o"), "--part", "3/3"])
     assert r.exit_code == 2 and "--part" in r.output
+
+
+def test_fast_sentence_path_matches_spacy_reference():
+    """The cached per-chunk path gives exactly what spaCy's full tokenizer + the rules give, on odd
+    punctuation, abbreviations, list markers, emoticon-like runs (context-dependent special cases) and
+    the fixture reports."""
+    import random
+
+    from cxrprep.sentences import _LazyNLP, _sentences_of_block, _sentences_of_doc, get_nlp
+
+    nlp = get_nlp()
+    lazy = _LazyNLP(nlp)
+    vocab = ["the", "lungs", "are", "clear", "1.", "2)", "3", ".", "..", "?", "!", "?!", "No.", "no.", "2.5",
+             "cm.", "p.m..", "a.m.", '"', "'", ")", "(", '."', ".)", "word.)", '"Word."', "(1.", "e.g.", "i.e.,",
+             "...", "Dr.", "x.", "A.", "effusion.", "___.", "3:15", "R/O", "pt.", "above).", "1.5.", "etc.)",
+             "it's.", "10.", "[1].", "no.3", ".word", "?)", "')", "Hello?", "ABC.", "approx.", "):", ":)", "!.):"]
+    r = random.Random(0)
+    blocks_ = ["!.): ))1 . it's.", "cm. 10. .word .a 1.): ') \". ?! - word.)", "1. Stable. 2. Clear lungs."]
+    for _ in range(3000):
+        words = [r.choice(vocab) if r.random() < 0.6 else
+                 "".join(r.choice("ab.?!\"')(1:-,") for _ in range(r.randint(1, 4))) for _ in range(r.randint(1, 12))]
+        blocks_.append(" ".join(words).strip())
+    for text in blocks_:
+        assert _sentences_of_block(text, lazy) == _sentences_of_doc(nlp.tokenizer(text)), text
+
+
+def test_split_sections_matches_reference_on_fixtures(data_dir, tmp_path):
+    from cxrprep.sentences import split_sections, split_sections_reference
+
+    write_corpus(tmp_path, 300, seed=3)
+    secs = []
+    for p in sorted((data_dir / "reports").rglob("*.txt")) + sorted(tmp_path.rglob("*.txt")):
+        rep = parse_report(p.read_text())
+        secs += [rep.findings, rep.impression] + [t for _, t in rep.sections]
+    assert secs and split_sections(secs) == split_sections_reference(secs)

@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import errno
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from ..cliutil import finish, make_config, progress
 from ..options import image_settings, run_options  # noqa: F401 (also re-exported for old imports)
+
+
+@contextmanager
+def run_errors(target: Path):
+    """The errors that stop a whole run, as one-line messages: a bad input list (ValueError, exit 2), a
+    dead worker pool or an output that cannot be written (disk full, folder removed: exit 1)."""
+    from ..parallel import WorkerPoolError
+    from ..shards import ShardWriteError
+
+    try:
+        yield
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    except (WorkerPoolError, ShardWriteError) as e:
+        typer.echo(f"error: the run stopped: {e}", err=True)
+        raise typer.Exit(1)
+    except OSError as e:
+        where = e.filename or target
+        why = e.strerror or str(e)
+        hint = " (the disk is full)" if e.errno == errno.ENOSPC else ""
+        typer.echo(f"error: the run stopped: {where}: {why}{hint}", err=True)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +42,8 @@ def register(app: typer.Typer) -> None:
         src: Path = typer.Argument(..., exists=True, help="A folder of .dcm/.png/.jpg files, or a CSV (columns: path, [study_id, subject_id, split, view], label columns...)"),
         out: Path = typer.Option(Path("shards"), "--out", help="Shard root; writes OUT/DATASET/"),
         dataset: str = typer.Option("images", "--dataset", help="Dataset folder name, e.g. rsna-pneumonia"),
-        image_root: Path = typer.Option(None, "--image-root", help="Base of relative CSV paths (default: the CSV's folder)"),
+        image_root: Path = typer.Option(None, "--image-root", exists=True, file_okay=False, help="Base of relative CSV paths (default: the CSV's folder); every path must resolve inside it"),
+        allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="Read CSV paths that resolve outside --image-root (default: they are rejects)"),
         size: int = typer.Option(512, "--size", help="Shorter side in pixels (never upscaled)"),
         clahe: bool = typer.Option(True, "--clahe/--no-clahe", help="Also store a CLAHE copy"),
         clahe_clip: float = typer.Option(2.0, "--clahe-clip"),
@@ -55,11 +81,8 @@ def register(app: typer.Typer) -> None:
         mf, part_t, nworkers = run_options(max_failed, part, workers)
         settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
         cfg = make_config(ImagesConfig, dataset=dataset, image_root=str(image_root) if image_root else None,
-                          workers=nworkers, part=part_t, images=settings)
-        try:
+                          allow_outside_root=allow_outside_root, workers=nworkers, part=part_t, images=settings)
+        with run_errors(out / dataset):
             m = run_images(src, out, cfg, progress=lambda it, n: progress(it, n, "images", "img"))
-        except ValueError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
         c = m["counts"]
         finish(summary_lines(m, out / dataset), c["failed"], c["inputs_seen"], mf, dataset_dir=out / dataset)

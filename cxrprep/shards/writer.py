@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..schema import (
-    CARD, DATA_DIR, DATA_FILE_RE, MANIFEST, REJECT_KINDS, REJECT_LEVELS, REJECTS, SCHEMA_VERSION,
-    data_file_name, file_schema, to_file_rows,
+    CARD, DATA_DIR, DATA_FILE_RE, MANIFEST, REJECT_KINDS, REJECT_LEVELS, REJECTS, SCHEMA_VERSION, STUDY_SCHEMA,
+    data_file_name, file_schema, to_file_rows, to_file_table,
 )
 from .card import card_text, split_order
 from .files import (
@@ -67,6 +67,34 @@ def _row_bytes(row: dict) -> int:
     return n
 
 
+def table_row_bytes(table: pa.Table) -> list[int]:
+    """``_row_bytes`` of every row of a STUDY_SCHEMA table, computed column-wise."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    out = np.full(n, 256, dtype=np.int64)
+    for key in ("findings", "impression"):
+        out += 2 * pc.fill_null(pc.utf8_length(table[key]), 0).to_numpy(zero_copy_only=False)
+
+    def per_row(lists, lengths) -> np.ndarray:
+        lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+        return np.bincount(parents, weights=lengths, minlength=n).astype(np.int64) if len(parents) else 0
+
+    prompts = table["prompts"]
+    if pc.sum(pc.list_value_length(prompts)).as_py():
+        flat = pc.list_flatten(prompts.combine_chunks())
+        out += per_row(prompts, pc.fill_null(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False))
+    images = table["images"]
+    if pc.sum(pc.list_value_length(images)).as_py():
+        flat = pc.list_flatten(images.combine_chunks())
+        size = sum(pc.fill_null(pc.binary_length(pc.struct_field(flat, k)), 0).to_numpy(zero_copy_only=False)
+                   for k in ("image", "image_clahe"))
+        out += per_row(images, size)
+    return out.tolist()
+
+
 @dataclass
 class Counts:
     """Counters that end up in manifest.json."""
@@ -90,7 +118,9 @@ class Counts:
 class _Split:
     """Write state of one split: the row buffer, the open file and the files closed so far."""
 
-    buf: list = field(default_factory=list)
+    buf: list = field(default_factory=list)  # row dicts (STUDY_SCHEMA shape), after the pieces
+    pieces: list = field(default_factory=list)  # on-disk-shaped tables from write_table, before buf
+    nbuf: int = 0  # rows buffered in pieces + buf
     buf_bytes: int = 0
     writer: pq.ParquetWriter | None = None
     tmp: Path | None = None
@@ -200,11 +230,63 @@ class ShardWriter:
             raise ValueError(f"row {row.get('study_id')!r}: split {split!r} must be letters, digits or '_'")
         st = self._splits.get(split) or self._splits.setdefault(split, _Split())
         st.buf.append(row)
+        st.nbuf += 1
         st.buf_bytes += _row_bytes(row)
         self.counts.rows_written += 1
         self.counts.images_written += len(row.get("images") or ())
-        if len(st.buf) >= self.row_group_rows or st.buf_bytes >= self.row_group_bytes:
+        if st.nbuf >= self.row_group_rows or st.buf_bytes >= self.row_group_bytes:
             self._guarded(self._flush, split)
+
+    def write_table(self, table: pa.Table | pa.RecordBatch, row_bytes: Sequence[int] | None = None) -> None:
+        """Bulk ``write``: the rows of ``table`` (STUDY_SCHEMA), in order, giving the same row groups, files
+        and bytes as writing them one by one. ``row_bytes``: each row's size estimate (what ``write``
+        computes from a row dict; computed from the table when not given)."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        if self._closed or self._aborted:
+            raise RuntimeError("ShardWriter is closed")
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        n = table.num_rows
+        if n == 0:
+            return
+        if table.schema != STUDY_SCHEMA:
+            table = table.select(STUDY_SCHEMA.names).cast(STUDY_SCHEMA)
+        if not pc.all(pc.equal(table["dataset"], self.dataset)).as_py():
+            raise ValueError(f"rows of another dataset than {self.dataset!r} written to {self.dir}")
+        sizes = np.asarray(list(row_bytes) if row_bytes is not None else table_row_bytes(table), dtype=np.int64)
+        if len(sizes) != n:
+            raise ValueError(f"row_bytes has {len(sizes)} values for {n} rows")
+        splits = table["split"].to_pylist()
+        for sp in dict.fromkeys(splits):
+            if not isinstance(sp, str) or not _SPLIT_RE.fullmatch(sp):
+                raise ValueError(f"split {sp!r} must be letters, digits or '_'")
+        self.counts.rows_written += n
+        self.counts.images_written += int(pc.sum(pc.list_value_length(table["images"])).as_py() or 0)
+        split_arr = np.asarray(splits, dtype=object)
+        for sp in dict.fromkeys(splits):
+            idx = np.flatnonzero(split_arr == sp)
+            sub = table.take(pa.array(idx)) if len(idx) != n else table
+            sub = to_file_table(sub, self.label_names)
+            sub_sizes = sizes[idx]
+            st = self._splits.get(sp) or self._splits.setdefault(sp, _Split())
+            if st.buf:  # keep the order of rows written one by one before this table
+                st.pieces.append(pa.Table.from_pylist(to_file_rows(st.buf, self.label_names), schema=self.schema))
+                st.buf = []
+            i, m = 0, sub.num_rows
+            while i < m:
+                j = i
+                while j < m:
+                    st.buf_bytes += int(sub_sizes[j])
+                    st.nbuf += 1
+                    j += 1
+                    if st.nbuf >= self.row_group_rows or st.buf_bytes >= self.row_group_bytes:
+                        break
+                st.pieces.append(sub.slice(i, j - i))
+                i = j
+                if st.nbuf >= self.row_group_rows or st.buf_bytes >= self.row_group_bytes:
+                    self._guarded(self._flush, sp)
 
     def write_many(self, rows: Iterable[dict]) -> None:
         for r in rows:
@@ -238,17 +320,20 @@ class ShardWriter:
 
     def _flush(self, split: str) -> None:
         st = self._splits[split]
-        if not st.buf:
+        if not st.nbuf:
             return
-        table = pa.Table.from_pylist(to_file_rows(st.buf, self.label_names), schema=self.schema)
+        pieces = st.pieces + ([pa.Table.from_pylist(to_file_rows(st.buf, self.label_names), schema=self.schema)]
+                              if st.buf else [])
+        table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+        table = table.combine_chunks()  # one chunk per column: the same bytes however the rows arrived
         if st.writer is None:
             # not *.parquet: no reader or glob ever takes a file in progress for data
             st.tmp = self.dir / DATA_DIR / f"{self.tmp_prefix}{split}-{len(st.files):05d}.partial"
             st.writer = pq.ParquetWriter(st.tmp, self.schema, **PARQUET_OPTS)
-        st.writer.write_table(table, row_group_size=len(st.buf))
+        st.writer.write_table(table, row_group_size=table.num_rows)
         st.file_bytes += st.buf_bytes
-        st.file_rows += len(st.buf)
-        st.buf, st.buf_bytes = [], 0
+        st.file_rows += table.num_rows
+        st.buf, st.pieces, st.nbuf, st.buf_bytes = [], [], 0, 0
         if st.file_bytes >= self.max_part_bytes:
             self._close_file(st)
 

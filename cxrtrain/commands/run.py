@@ -22,13 +22,14 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def run(
         # fmt: off
-        shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots or dataset folders (every dataset below is used)"),
+        shards: list[Path] = typer.Argument(None, exists=True, help="Shard roots or dataset folders (every dataset below is used)"),
         config: Path = typer.Option(None, "--config", exists=True, dir_okay=False, help="YAML config of TrainConfig keys (e.g. examples/train_tiny.yaml)"),
         out: Path = typer.Option(None, "--out", help="Run folder: config.json, metrics.jsonl, last/, best/, loss.png [default: a new runs/<date>-<time>]", show_default=False),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly from its last/ checkpoint"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (its checkpoints, metrics, eval/)"),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lr=1e-4 --set model.preset=clip-b32 --set log.tensorboard=true"),
         skip_incomplete: bool = typer.Option(False, "--skip-incomplete", help="Train on the finished datasets and skip folders without a manifest.json (a killed or unmerged cxrprep run); default: refuse them"),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config (YAML, usable as --config) and exit"),
         # fmt: on
     ) -> None:
         """Train a CLIP-style model on cxrprep shards (DDP under torchrun, mixed precision, exact resume).
@@ -49,6 +50,17 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config, set_)
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--config/--set") from e
+        if print_config:
+            from ..config import config_to_yaml
+
+            typer.echo(config_to_yaml(cfg), nl=False)
+            raise typer.Exit()
+        if not shards:
+            raise typer.BadParameter("give at least one shard root or dataset folder", param_hint="SHARDS")
+        if cfg.threads:  # on a loaded machine fewer threads than cores can be much faster
+            import torch
+
+            torch.set_num_threads(cfg.threads)
         from ..train import train
 
         from cxrprep.shards import IncompleteDataset, finished_datasets
