@@ -406,3 +406,18 @@ def test_write_table_gives_the_same_bytes_as_write(tmp_path):
     assert a == b and len(a) > 3
     for rel in a:
         assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "bulk" / rel).read_bytes(), rel
+
+
+def test_forked_child_does_not_release_the_lock(tmp_path):
+    from cxrprep.shards import DatasetLock
+
+    lock = DatasetLock(tmp_path / "demo").acquire()
+    pid = os.fork()
+    if pid == 0:  # a pool worker forked while the writer holds the folder, then collected
+        lock.release()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    with pytest.raises(DatasetBusy):
+        DatasetLock(tmp_path / "demo").acquire()
+    lock.release()
+    DatasetLock(tmp_path / "demo").acquire().release()
