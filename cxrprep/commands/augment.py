@@ -65,8 +65,13 @@ def register(app: typer.Typer) -> None:
             import torch
 
             torch.set_num_threads(threads)
+        from ..shards import DatasetBusy, DatasetLock
+
         try:
-            res = run_augment(dataset_dir, cfg, progress=progress)
+            with DatasetLock(dataset_dir, action="augment"):  # no cxrprep writer into the folder meanwhile
+                res = run_augment(dataset_dir, cfg, progress=progress)
+        except DatasetBusy as e:
+            fail(str(e), 2)
         except (ModelNotAvailable, CacheError) as e:
             fail(str(e), 2)
         except (ShardSchemaError, RuntimeError) as e:
