@@ -269,7 +269,7 @@ def test_mimic_5x200_draw_and_list(tmp_path):
             v[tasks[k]] = "1.0"
             v["No Finding"] = "0.0"
         else:
-            v["Edema"], v["Pleural Effusion"] = "1.0", "-1.0"  # not exclusive: never drawn
+            v["Edema"], v["Pleural Effusion"] = "1.0", "1.0"  # two competition positives: never drawn
         rows.append([subj, study] + [v[c] for c in labels])
     with gzip.open(root / "mimic-cxr-2.0.0-chexpert.csv.gz", "wt") as f:
         w = csv.writer(f)
