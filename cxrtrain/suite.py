@@ -23,10 +23,9 @@ OUT/suite.json, and the underlying OUT/eval/metrics.* and OUT/probe/fewshot.*.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
-from .evaluate import EvalConfig, EvalUsageError, fmt, run_eval, strict_json
+from .evaluate import EvalConfig, EvalUsageError, run_eval, strict_json
 
 CLASSIFICATION = ("vindr-cxr", "rsna-pneumonia", "siim-acr-pneumothorax")
 MULTICLASS = ("chexpert-5x200", "mimic-5x200")
@@ -136,4 +135,4 @@ def suite_table(m: dict, probes: dict, present: set[str], cfg: EvalConfig, probe
     return dict(cells=cells, rsum=rsum if rsum_of else None, rsum_of=rsum_of, md="\n".join(lines) + "\n")
 
 
-__all__ = ["run_suite", "BENCHMARKS", "replace"]
+__all__ = ["run_suite", "suite_table", "BENCHMARKS"]
