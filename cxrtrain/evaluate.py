@@ -55,7 +55,7 @@ class EvalUsageError(ValueError):
 
 @dataclass(frozen=True)
 class EvalConfig:
-    prompts: str = "prompts/eval.yaml"
+    prompts: str = "eval"  # a packaged name (cxrprep/promptfiles.py) or a path
     uncertain: str = "exclude"  # exclude | positive | negative
     text_section: str = "impression"  # findings | impression | both (retrieval texts)
     batch_size: int = 64

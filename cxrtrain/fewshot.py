@@ -64,7 +64,7 @@ class FewshotConfig:
     probe_epochs_full: int = 30  # 100%
     patience: int = 10
     max_epochs: int = 5000
-    prompts: str = "prompts/eval.yaml"
+    prompts: str = "eval"  # a packaged name or a path
     device: str = "auto"
 
     def __post_init__(self) -> None:

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-BIN=.venv/bin
+BIN=${BIN:-.venv/bin}
 OUT=${OUT:-demo-out}
 S=$OUT/shards
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -65,6 +65,10 @@ $BIN/cxrtrain fewshot "$OUT/runs/tiny" "$S/chestx-ray14" --shots 1,2 --seeds 2 -
 
 step "11. Export to Hugging Face directories"
 $BIN/cxrtrain export "$OUT/runs/tiny" --out "$OUT/export"
+
+step "12. Look at one training batch, then the learning canary (visible synthetic findings; true vs shuffled labels)"
+$BIN/cxrtrain batch "$S/chestx-ray14" --config examples/train_tiny.yaml --out "$OUT/batch" --n 6
+$BIN/python examples/canary/canary.py --out "$OUT/canary"
 
 echo
 echo "demo finished in $(( $(date +%s) - t0 )) s. Outputs under $OUT/: shards/, runs/tiny/ (loss.png), eval/ (metrics.md, roc_*.png), suite/suite.md, fewshot/, export/"

@@ -149,9 +149,9 @@ def test_prompts_chexpert_and_nih(tmp_path, examples_dir):
     # deterministic
     out2 = tmp_path / "again"
     runner.invoke(app, ["prompts", str(nih), "--out", str(out2), "--no-images", "--workers", "2"])
-    a = sorted((out / "chestx-ray14").glob("part-*"))
-    b = sorted((out2 / "chestx-ray14").glob("part-*"))
-    assert [x.read_bytes() for x in a] == [y.read_bytes() for y in b]
+    a = sorted((out / "chestx-ray14").glob("data/*.parquet"))
+    b = sorted((out2 / "chestx-ray14").glob("data/*.parquet"))
+    assert a and [x.read_bytes() for x in a] == [y.read_bytes() for y in b]
 
 
 def test_prompts_bad_input(tmp_path, examples_dir):

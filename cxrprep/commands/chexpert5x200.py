@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..cliutil import make_config
-from .images import image_settings
+from ..options import image_settings
 
 
 def register(app: typer.Typer) -> None:

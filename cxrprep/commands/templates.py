@@ -12,12 +12,23 @@ def register(app: typer.Typer) -> None:
     app.add_typer(tapp, name="templates")
 
     @tapp.command()
-    def check(files: list[Path] = typer.Argument(..., help="Template files, e.g. prompts/default.yaml")) -> None:
-        """Report YAML and template errors with file:line:column; exit 1 if any file has one.
+    def check(
+        files: list[Path] = typer.Argument(..., help="Template files, e.g. prompts/default.yaml"),
+        lint_: bool = typer.Option(True, "--lint/--no-lint", help="Also check every rendered sentence (see below)"),
+    ) -> None:
+        """Report YAML and template errors with file:line:column, and lint every rendered sentence; exit 1 if
+        any file has an error or a defect.
+
+        Lint defects (FILE:LINE:COL of the template string, the kind, the sentence, its pool): malformed
+        (no capital, no full stop, doubled word, stray slot), double-verb ("There is X is seen."),
+        qualified-negative ("No apical left pneumothorax."), article-after-modifier ("Possible a PICC
+        line."), agreement ("Support devices is seen."), duplicate (a sentence twice in one pool).
 
         Example: cxrprep templates check prompts/default.yaml prompts/eval.yaml
         """
-        from ..templates import TemplateError, expansion_counts, load_templates
+        from collections import Counter
+
+        from ..templates import TemplateError, expansion_counts, lint, load_templates
 
         bad = 0
         for f in files:
@@ -28,8 +39,16 @@ def register(app: typer.Typer) -> None:
                 bad += 1
                 continue
             n = sum(sum(v.values()) for v in expansion_counts(t).values())
+            defects = lint(t) if lint_ else []
+            for d in defects:
+                typer.echo(f"{d}", err=True)
+            if defects:
+                bad += 1
+                kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(d.kind for d in defects).items()))
+                typer.echo(f"{f}: {len(defects):,} lint defects ({kinds})", err=True)
+                continue
             typer.echo(f"{f}: ok ({len(t.classes)} classes, {n:,} expansions, {len(t.binary)} binary tasks, "
-                       f"{len(t.multiclass)} multi-class sets)")
+                       f"{len(t.multiclass)} multi-class sets{', lint clean' if lint_ else ''})")
         if bad:
             raise typer.Exit(1)
 

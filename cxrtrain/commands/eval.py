@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxrprep.promptfiles import check_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
@@ -13,7 +15,7 @@ def register(app: typer.Typer) -> None:
         # fmt: off
         checkpoint: Path = typer.Argument(..., exists=True, help="A run folder (uses best/, else last/) or a checkpoint folder"),
         shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots or dataset folders"),
-        prompts: Path = typer.Option(Path("prompts/eval.yaml"), "--prompts", exists=True, help="Zero-shot prompt file (prompts/eval.yaml, prompts/cxr-clip.yaml, ...)"),
+        prompts: str = typer.Option("eval", "--prompts", callback=lambda v: check_option(v, "--prompts"), help="Zero-shot prompt file: a packaged name (eval, cxr-clip) or a path"),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/eval)"),
         split: str = typer.Option("test", "--split", help="Rows scored: test | validate | train | all (never a silent fallback)"),
         ensemble: str = typer.Option("mean-similarity", "--ensemble", help="Prompt-set score: mean-similarity (CXR-CLIP) | mean-embedding"),

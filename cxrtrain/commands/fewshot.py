@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxrprep.promptfiles import check_option
+
 
 def _fractions(text: str) -> tuple[float, ...]:
     out = []
@@ -35,7 +37,7 @@ def register(app: typer.Typer) -> None:
         probe_lr: float = typer.Option(5e-5, "--probe-lr", help="Linear probe AdamW learning rate (CXR-CLIP: 5e-5)"),
         patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without validate improvement"),
         max_epochs: int = typer.Option(5000, "--max-epochs", help="Hard limit when a binding cap is doubled"),
-        prompts: Path = typer.Option(Path("prompts/eval.yaml"), "--prompts", exists=True, help="For the zero-shot reference"),
+        prompts: str = typer.Option("eval", "--prompts", callback=lambda v: check_option(v, "--prompts"), help="Prompts of the zero-shot reference: a path or a packaged name"),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/fewshot)"),
         device: str = typer.Option("auto", "--device", help="auto (cuda if available) | cpu | cuda | cuda:N"),
         # fmt: on
