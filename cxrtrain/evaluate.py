@@ -559,7 +559,11 @@ def run_eval(checkpoint: str | Path, shard_roots: list[str], out: Path, cfg: Eva
     if not datasets and only is None:
         raise EvalUsageError(f"no dataset folders (with manifest.json) under {', '.join(shard_roots)}")
     out.mkdir(parents=True, exist_ok=True)
+    from cxrprep.promptfiles import resolve_prompt_file
+
+    pfile = resolve_prompt_file(cfg.prompts, "--prompts")
     metrics = dict(checkpoint=str(ck), checkpoint_sha256=ck_hash, config=asdict(cfg) | {"device_used": device},
+                   prompts_file=str(pfile), prompts_sha256=file_sha256(pfile),
                    protocol=dict(split=cfg.split, ensemble=cfg.ensemble, uncertain=cfg.uncertain,
                                  threshold_from=_threshold_split(cfg.split), retrieval_text=cfg.text_section),
                    prompts=sets, model=conf["model"], datasets={})

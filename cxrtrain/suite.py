@@ -55,7 +55,7 @@ def run_suite(checkpoint, shard_roots: list[str], out: Path, cfg: EvalConfig, pr
                 probes[name] = {"note": str(e)}
     table = suite_table(m, probes, present, cfg, probe)
     res = dict(checkpoint=m["checkpoint"], checkpoint_sha256=m["checkpoint_sha256"], split=cfg.split,
-               ensemble=cfg.ensemble, prompts=cfg.prompts, benchmarks=table["cells"],
+               ensemble=cfg.ensemble, prompts=cfg.prompts, prompts_file=m["prompts_file"], benchmarks=table["cells"],
                missing=sorted(set(BENCHMARKS) - present), rsum=table["rsum"], rsum_of=table["rsum_of"])
     (out / "suite.json").write_text(strict_json(res))
     (out / "suite.md").write_text(table["md"])

@@ -209,7 +209,8 @@ def test_bench_suite_on_the_sample_benchmarks(tiny_checkpoint, bench_shards, tmp
         return json.loads(Path(p).read_text(), parse_constant=lambda t: (_ for _ in ()).throw(ValueError(t)))
 
     s = strict(out / "suite.json")
-    assert s["split"] == "test" and s["ensemble"] == "mean-similarity" and s["prompts"].endswith("cxr-clip.yaml")
+    assert s["split"] == "test" and s["ensemble"] == "mean-similarity" and s["prompts"] == "cxr-clip"
+    assert s["prompts_file"].endswith("cxr-clip.yaml")
     assert s["missing"] == ["chexpert-5x200", "mimic-5x200", "mimic-cxr"]
     b = s["benchmarks"]
     assert b["siim-acr-pneumothorax"]["zero_shot"] is not None and b["siim-acr-pneumothorax"]["classes"] == 1
