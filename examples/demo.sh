@@ -14,7 +14,9 @@ step "1. MIMIC-CXR reports -> shards/mimic-cxr (sections, sentences, labels, spl
 $BIN/cxrprep reports examples/mimic --out "$S" --size 256 --workers 2
 
 step "2. Templates: check both files, preview one class"
-$BIN/cxrprep templates check prompts/default.yaml prompts/eval.yaml prompts/cxr-clip.yaml
+$BIN/cxrprep templates check prompts/default.yaml prompts/eval.yaml
+# CXR-CLIP's own sets are kept verbatim ("Pneumothorax" vs "No Pneumothorax", no full stop): syntax only
+$BIN/cxrprep templates check prompts/cxr-clip.yaml --no-lint
 $BIN/cxrprep templates preview prompts/default.yaml --class Cardiomegaly --limit 3
 
 step "3. CheXpert 5x200-style evaluation set (seeded; 1 per class on this tiny sample)"
