@@ -85,8 +85,13 @@ def test_siim_leading_space_header_minus_one_and_components(bench_shards, tmp_pa
         iid, enc = line.split(",", 1)
         want[iid] = max(want.get(iid, 0), 0 if enc.strip() == "-1" else 1)
     assert len(text.splitlines()) - 1 > len(want)  # several rows (mask components) per ImageId
+    import pydicom
+
+    dcm = sorted((B / "siim/dicom-images-train").rglob("*.dcm"))
+    assert len(dcm) == len(want)  # nested <study UID>/<series UID>/<ImageId>.dcm, JPEG Baseline as the real files
+    assert pydicom.dcmread(dcm[0], stop_before_pixels=True).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
     rows = _rows(bench_shards / "siim-acr-pneumothorax")
-    assert {r["study_id"]: r["labels"][0] for r in rows} == want
+    assert {r["study_id"]: r["labels"][0] for r in rows} == want and all(r["images"] for r in rows)
     assert all("dicom-images-train" not in r["study_id"] for r in rows)
     bad = tmp_path / "train-rle.csv"
     bad.write_text("ImageId, EncodedPixels\n1.2.3, 100 5 7\n")
