@@ -59,7 +59,7 @@ $BIN/cxrtrain eval "$OUT/runs/tiny" "$S/mimic-cxr" "$S/chexpert-5x200" "$S/chest
   --prompts prompts/eval.yaml --out "$OUT/eval" --bootstrap 200 --baseline untrained
 
 step "9b. CXR-CLIP benchmark suite (zero-shot, 10%/100% linear probes, retrieval; missing benchmarks listed)"
-$BIN/cxrtrain bench-suite "$OUT/runs/tiny" "$B" --out "$OUT/suite" --bootstrap 200 --probe-max-epochs 1000
+$BIN/cxrtrain bench-suite "$OUT/runs/tiny" "$B" --out "$OUT/suite" --bootstrap 200
 
 step "10. Few-shot (linear probe + partial fine-tuning) on ChestX-ray14"
 $BIN/cxrtrain fewshot "$OUT/runs/tiny" "$S/chestx-ray14" --shots 1,2 --seeds 2 --epochs 5 --fractions 10%,100% \
