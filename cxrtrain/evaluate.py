@@ -476,8 +476,8 @@ def open_checkpoint(checkpoint: str | Path):
     except (OSError, json.JSONDecodeError) as e:
         raise EvalUsageError(f"{ck}: cannot read the checkpoint ({e}); point at a finished cxrtrain run or "
                              f"checkpoint folder") from None
-    except ValueError as e:  # load_checkpoint's own messages: truncated weights, foreign config.json...
-        raise EvalUsageError(str(e)) from None
+    except ValueError as e:  # load_checkpoint: a truncated/corrupt safetensors file, a foreign config.json
+        raise EvalUsageError(f"{e}; copy the checkpoint again or use another one") from None
     except Exception as e:  # safetensors raises SafetensorError (not an OSError) for truncated files
         if type(e).__name__ != "SafetensorError":
             raise
