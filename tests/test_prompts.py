@@ -56,7 +56,7 @@ def test_template_file_errors(tmp_path, body, msg):
         line, col = msg.split(":")[:2]
         assert (e.value.line, e.value.column) == (int(line), int(col))
     r = runner.invoke(app, ["templates", "check", str(p)])
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # a bad template file is bad usage in every command
 
 
 def test_shipped_templates_check_clean():
