@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .images import ImageSettings, process_study_images
+from .paths import split_outside
 from .labels import CHEXPERT_LABELS, NIH_LABELS
 from .parallel import chunked, in_part, ordered_map
 from .schema import empty_row
@@ -43,9 +44,10 @@ _VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": None}
 class PromptsConfig:
     """Options of ``cxrprep prompts`` (recorded in manifest.json)."""
 
-    templates: str = "prompts/default.yaml"
+    templates: str = "default"  # a packaged name (cxrprep/promptfiles.py) or a path
     dataset: str | None = None  # "chexpert" | "chestx-ray14"; None: detected from the header
     image_root: str | None = None
+    allow_outside_root: bool = False  # --allow-outside-root: read image paths that resolve outside the root
     images: bool = True
     variants: int = 8
     negatives: int = 3
@@ -133,7 +135,10 @@ def chexpert_frame(path: Path):
     columns. Shared by ``cxrprep prompts`` and ``cxrprep chexpert-5x200``."""
     import polars as pl
 
-    df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    try:
+        df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    except (pl.exceptions.NoDataError, pl.exceptions.ComputeError) as e:  # empty, not UTF-8, not a CSV
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
     missing = [c for c in CHEXPERT_REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; a CheXpert CSV has Path, Sex, Age, Frontal/Lateral, "
@@ -193,7 +198,10 @@ def _read_list(p: Path) -> set[str]:
 def read_nih(path: Path, split_lists: Path | None) -> list[dict]:
     import polars as pl
 
-    df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    try:
+        df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    except (pl.exceptions.NoDataError, pl.exceptions.ComputeError) as e:  # empty, not UTF-8, not a CSV
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
     missing = [c for c in NIH_REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; a ChestX-ray14 Data_Entry CSV has Image Index, "
@@ -262,7 +270,9 @@ def _work(args):
         if cfg.images:
             items = [(str(_resolve_image(rel, root)), Path(rel).with_suffix("").as_posix().split("/", 1)[-1]
                       if kind == "chexpert" else Path(rel).stem, view) for rel, view in st["images"]]
-            images, failed = process_study_images(items, cfg.image_settings)
+            items, failed = split_outside(items, root, cfg.allow_outside_root)  # paths stay inside --image-root
+            images, more = process_study_images(items, cfg.image_settings)
+            failed += more
         out.append((prompts, images, failed))
     return out
 

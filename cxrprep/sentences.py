@@ -44,7 +44,7 @@ _CLOSERS = _TERMINAL | {'"', "'", ")"}
 @lru_cache(maxsize=1)
 def get_nlp():
     """A blank English spaCy pipeline with radiology abbreviations as tokenizer special cases."""
-    import spacy
+    spacy = _import_spacy()
     from spacy.symbols import ORTH
 
     nlp = spacy.blank("en")
@@ -53,6 +53,26 @@ def get_nlp():
     for abbr in ("No.", "no."):  # "No. 2": keep whole; a sentence-final "no." is split by the rule below
         nlp.tokenizer.add_special_case(abbr, [{ORTH: abbr}])
     return nlp
+
+
+def _import_spacy():
+    """``import spacy``. In a worker process that has not loaded torch, thinc's optional probe for torch
+    is answered "not installed": importing torch there took over half of spaCy's import time and ~180
+    MB per worker, and the blank tokenizer never uses it. Other processes import spaCy as usual."""
+    import multiprocessing
+    import sys
+
+    if "spacy" in sys.modules or "torch" in sys.modules or multiprocessing.parent_process() is None:
+        import spacy
+
+        return spacy
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
+    try:
+        import spacy
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return spacy
 
 
 def blocks(section: str) -> list[str]:
@@ -79,9 +99,8 @@ def blocks(section: str) -> list[str]:
 
 
 def _sentences_of_doc(doc) -> list[str]:
-    """Apply the boundary rules to one tokenized block. Works on token offsets (``doc.to_array``) rather
-    than Token objects, and looks only at tokens that end in '.', '?' or '!': building a Python Token per
-    word was most of the cost at 200k reports."""
+    """Apply the boundary rules to one tokenized block (a spaCy ``Doc``): the reference implementation,
+    kept for tests; ``split_sections`` uses ``_sentences_of_block``, which gives the same result."""
     from spacy.attrs import IDX, LENGTH
 
     text = doc.text
@@ -120,8 +139,180 @@ def _sentences_of_doc(doc) -> list[str]:
     return [text[a:b].strip() for a, b in zip(starts, starts[1:]) if text[a:b].strip()]
 
 
+# -- the fast path -------------------------------------------------------------------------------------
+# spaCy splits text on spaces first and then tokenizes each space-free chunk on its own (prefixes,
+# suffixes, infixes, special cases), so a block's tokens are the concatenation of its chunks' tokens.
+# The rules above only look at tokens that end in '.', '?' or '!', at the token before and after such a
+# token and at closing punctuation after a boundary. A chunk without any of . ? ! " ' ) can hold none of
+# those, so only the chunks that do ("effusion.", "1.", "p.m.)") are tokenized, once per distinct chunk
+# (cached per process); the runs of other chunks between them stand for "some ordinary tokens".
+# ``tests/test_reports.py`` checks this against the reference on every block of the test corpora.
+_SPECIAL = re.compile(r"[^ ]*[.?!\"')][^ ]*")
+_TOKEN_CACHE: dict[str, tuple] = {}
+_CACHE_MAX = 500_000
+
+
+_PLAIN, _TERM, _NO, _WORDEND, _OTHER = 0, 1, 2, 3, 4
+
+
+def _token_info(chunk: str, spans) -> tuple:
+    """(start, end, code, all closers?, short number?) per token of a chunk; ``code`` says what the rules
+    do with a token ending in . ? ! (_TERM: only terminal characters, _NO: "No."/"no.", _WORDEND: a
+    "word." left whole, _OTHER: never a boundary) or _PLAIN (does not end in one)."""
+    out = []
+    for a, b in spans:
+        tx = chunk[a:b]
+        if tx[-1] not in "?!.":
+            code = _PLAIN
+        elif set(tx) <= _TERMINAL:
+            code = _TERM
+        elif tx in ("No.", "no."):
+            code = _NO
+        elif len(tx) > 1 and tx[-2].isalpha() and tx not in ABBREVIATIONS and tx.count(".") == 1:
+            code = _WORDEND
+        else:
+            code = _OTHER
+        out.append((a, b, code, set(tx) <= _CLOSERS, tx.isdigit() and len(tx) <= 2))
+    return tuple(out)
+
+
+class _LazyNLP:
+    """Tokens of chunks, cached per process; spaCy is imported on the first chunk not in the cache."""
+
+    def __init__(self, nlp=None) -> None:
+        self.nlp = nlp
+        self.cross: re.Pattern | None = None
+        self.quick: re.Pattern | None = None
+        self.pairs: frozenset = frozenset()
+
+    def load(self) -> None:
+        if self.nlp is None:
+            self.nlp = get_nlp()
+        if self.cross is None:
+            self.quick, self.cross, self.pairs = _cross_space_pairs(self.nlp)
+
+    def tokens(self, chunk: str) -> tuple:
+        t = _TOKEN_CACHE.get(chunk)
+        if t is None:
+            self.load()
+            from spacy.attrs import IDX, LENGTH
+
+            spans = [(a, a + ln) for a, ln in self.nlp.tokenizer(chunk).to_array([IDX, LENGTH]).tolist()]
+            t = _token_info(chunk, spans)
+            if len(_TOKEN_CACHE) >= _CACHE_MAX:
+                _TOKEN_CACHE.clear()
+            _TOKEN_CACHE[chunk] = t
+        return t
+
+    def context_dependent(self, text: str) -> bool:
+        """Whether a special case could match across a space in ``text``. spaCy's special-case matcher
+        runs over the whole block, and a match spanning two chunks (``": )"``), though never applied, can
+        block a match inside a chunk (``"):"``); such blocks go through the full tokenizer."""
+        if self.cross is None:
+            self.load()
+        if not self.quick.search(text):
+            return False
+        for m in self.cross.finditer(text):
+            g = m.group(1)
+            if (g[0], g[2]) in self.pairs:
+                return True
+        return False
+
+
+@lru_cache(maxsize=4)
+def _cross_space_pairs(nlp) -> tuple[re.Pattern, re.Pattern, frozenset]:
+    """(quick pre-check, regex of candidate 'x y' spots, set of (char before, char after) a space) over
+    every way of writing a multi-token special case with spaces between its tokens."""
+    from spacy.tokenizer import Tokenizer
+
+    t = nlp.tokenizer
+    bare = Tokenizer(nlp.vocab, rules={}, prefix_search=t.prefix_search, suffix_search=t.suffix_search,
+                     infix_finditer=t.infix_finditer, token_match=t.token_match, url_match=t.url_match)
+    pairs = set()
+    for rule in t.rules:
+        toks = [x.text for x in bare(rule)]
+        for k in range(1, len(toks)):
+            pairs.add((toks[k - 1][-1], toks[k][0]))
+    a_all = "".join(sorted({a for a, _ in pairs}))
+    b_all = "".join(sorted({b for _, b in pairs}))
+    a_odd = "".join(sorted({a for a, b in pairs if not a.isalnum()}))
+    b_odd = "".join(sorted({b for a, b in pairs if not b.isalnum()}))
+    # every pair has a character that is not a letter or digit, which keeps the scan cheap
+    if any(a.isalnum() and b.isalnum() for a, b in pairs):
+        a_odd, b_odd = a_all, b_all
+    cls = lambda chars: "[" + re.escape(chars) + "]" if chars else "(?!)"  # noqa: E731
+    body = f"{cls(a_odd)} {cls(b_all)}|{cls(a_all)} {cls(b_odd)}"
+    return re.compile(body), re.compile(f"(?=({body}))"), frozenset(pairs)
+
+
+def _sentences_of_block(text: str, lazy: _LazyNLP) -> list[str]:
+    """Same result as ``_sentences_of_doc(nlp.tokenizer(text))`` for a block (single spaces, stripped)."""
+    if "." not in text and "?" not in text and "!" not in text:
+        return [text] if text else []
+    if lazy.context_dependent(text):
+        return _sentences_of_doc(lazy.nlp.tokenizer(text))
+    # reduced token list: (start, end, code, closers, short number); a run of chunks without special
+    # characters is one _PLAIN entry (its real tokens end in none of . ? ! and are not all closers)
+    toks: list[tuple] = []
+    pos = 0
+    for m in _SPECIAL.finditer(text):
+        a = m.start()
+        if a > pos:
+            toks.append((pos, a - 1, _PLAIN, False, None))
+        if a:
+            toks.extend((a + s, a + e, c, cl, d) for s, e, c, cl, d in lazy.tokens(m.group()))
+        else:
+            toks.extend(lazy.tokens(m.group()))
+        pos = m.end() + 1
+    if pos < len(text):
+        toks.append((pos, len(text), _PLAIN, False, None))
+    n = len(toks)
+    starts = [0]
+    i = 0
+    while i < n - 1:
+        code = toks[i][2]
+        if code == _PLAIN or code == _OTHER:
+            i += 1
+            continue
+        if code == _TERM:
+            if i == 0:
+                boundary = True
+            else:
+                pa, pb, _, _, short = toks[i - 1]
+                if short is None:  # a run of plain chunks: its last token
+                    c = text.rfind(" ", pa, pb)
+                    c = pa if c < 0 else c + 1
+                    ps, _, _, _, short = lazy.tokens(text[c:pb])[-1]
+                    pa = c + ps
+                # "1." / "2)" list marker at the start of a sentence: attached to its item
+                boundary = not (short and pa == starts[-1])
+        elif code == _NO:
+            boundary = not text[toks[i + 1][0]:toks[i + 1][0] + 1].isdigit()
+        else:
+            boundary = True
+        if boundary:
+            j = i + 1
+            while j < n and toks[j][3]:  # "p.m.." or '." ' stay in the sentence
+                j += 1
+            if j < n:
+                starts.append(toks[j][0])
+            i = j
+            continue
+        i += 1
+    starts.append(len(text))
+    if len(starts) == 2:
+        return [text]
+    return [t for t in (text[a:b].strip() for a, b in zip(starts, starts[1:])) if t]
+
+
 def split_sections(sections: list[str | None], nlp=None) -> list[list[str]]:
     """Sentences of each section (raw text with line breaks). ``None`` or empty -> []."""
+    lazy = nlp if isinstance(nlp, _LazyNLP) else _LazyNLP(nlp)
+    return [[x for b in blocks(s) for x in _sentences_of_block(b, lazy)] if s else [] for s in sections]
+
+
+def split_sections_reference(sections: list[str | None], nlp=None) -> list[list[str]]:
+    """``split_sections`` through spaCy's full tokenizer on every block (slow; for tests and checks)."""
     nlp = nlp or get_nlp()
     flat: list[str] = []
     owners: list[int] = []

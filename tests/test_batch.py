@@ -31,7 +31,9 @@ def white_shards(tmp_path_factory):
     for p in (d / "data/images").glob("*.png"):
         import cv2
 
-        cv2.imwrite(str(p), np.full((90, 140), 255, np.uint8))
+        img = np.full((90, 140), 255, np.uint8)
+        img[45, 70] = 254  # one pixel off white: a blank (single-value) image is a reject in cxrprep
+        cv2.imwrite(str(p), img)
     r = runner.invoke(prep_app, ["prompts", str(csv), "--image-root", str(d / "data/images"), "--out",
                                  str(d / "shards"), "--size", "128"])
     assert r.exit_code == 0, r.output

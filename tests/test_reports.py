@@ -9,7 +9,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -143,9 +142,9 @@ def test_rejects_counts_and_determinism(tmp_path):
         assert r.exit_code == 0, r.output
         assert "inputs seen 62 = rows written 60 + rejects 2" in r.output
         outs.append(out / "mimic-cxr")
-    a, b = (sorted(p.glob("part-*.parquet")) for p in outs)
-    assert [x.read_bytes() for x in a] == [y.read_bytes() for y in b]  # byte-identical across worker counts
-    rej = pq.read_table(outs[0] / "rejects.parquet").to_pylist()
+    a, b = (sorted(p.glob("data/*.parquet")) for p in outs)
+    assert a and [x.read_bytes() for x in a] == [y.read_bytes() for y in b]  # byte-identical across worker counts
+    rej = ShardDataset(outs[0]).rejects()
     assert {(x["study_id"], x["kind"]) for x in rej} == {("59999991", "skipped"), ("59999992", "failed")}
     assert "not UTF-8" in next(x["reason"] for x in rej if x["study_id"] == "59999992")
     rows = _rows(outs[0])
@@ -185,7 +184,7 @@ def test_zip_input_and_duplicates(tmp_path):
     dir_out = tmp_path / "d"
     runner.invoke(app, ["reports", str(root), "--out", str(dir_out), "--no-images", "--max-failed", "5"])
     assert _rows(out / "mimic-cxr") == _rows(dir_out / "mimic-cxr")
-    rej = pq.read_table(out / "mimic-cxr" / "rejects.parquet").to_pylist()
+    rej = ShardDataset(out / "mimic-cxr").rejects()
     assert any("duplicate study id" in x["reason"] for x in rej)
     r = runner.invoke(app, ["reports", str(z), "--out", str(out)])
     assert r.exit_code == 2 and "--no-images" in r.output
@@ -201,3 +200,38 @@ def test_bad_metadata_csv_fails_before_work(tmp_path, examples_dir):
     assert not (tmp_path / "o" / "mimic-cxr").exists()
     r = runner.invoke(app, ["reports", str(root), "--out", str(tmp_path / "o"), "--part", "3/3"])
     assert r.exit_code == 2 and "--part" in r.output
+
+
+def test_fast_sentence_path_matches_spacy_reference():
+    """The cached per-chunk path gives exactly what spaCy's full tokenizer + the rules give, on odd
+    punctuation, abbreviations, list markers, emoticon-like runs (context-dependent special cases) and
+    the fixture reports."""
+    import random
+
+    from cxrprep.sentences import _LazyNLP, _sentences_of_block, _sentences_of_doc, get_nlp
+
+    nlp = get_nlp()
+    lazy = _LazyNLP(nlp)
+    vocab = ["the", "lungs", "are", "clear", "1.", "2)", "3", ".", "..", "?", "!", "?!", "No.", "no.", "2.5",
+             "cm.", "p.m..", "a.m.", '"', "'", ")", "(", '."', ".)", "word.)", '"Word."', "(1.", "e.g.", "i.e.,",
+             "...", "Dr.", "x.", "A.", "effusion.", "___.", "3:15", "R/O", "pt.", "above).", "1.5.", "etc.)",
+             "it's.", "10.", "[1].", "no.3", ".word", "?)", "')", "Hello?", "ABC.", "approx.", "):", ":)", "!.):"]
+    r = random.Random(0)
+    blocks_ = ["!.): ))1 . it's.", "cm. 10. .word .a 1.): ') \". ?! - word.)", "1. Stable. 2. Clear lungs."]
+    for _ in range(3000):
+        words = [r.choice(vocab) if r.random() < 0.6 else
+                 "".join(r.choice("ab.?!\"')(1:-,") for _ in range(r.randint(1, 4))) for _ in range(r.randint(1, 12))]
+        blocks_.append(" ".join(words).strip())
+    for text in blocks_:
+        assert _sentences_of_block(text, lazy) == _sentences_of_doc(nlp.tokenizer(text)), text
+
+
+def test_split_sections_matches_reference_on_fixtures(data_dir, tmp_path):
+    from cxrprep.sentences import split_sections, split_sections_reference
+
+    write_corpus(tmp_path, 300, seed=3)
+    secs = []
+    for p in sorted((data_dir / "reports").rglob("*.txt")) + sorted(tmp_path.rglob("*.txt")):
+        rep = parse_report(p.read_text())
+        secs += [rep.findings, rep.impression] + [t for _, t in rep.sections]
+    assert secs and split_sections(secs) == split_sections_reference(secs)

@@ -77,9 +77,12 @@ def register(app: typer.Typer) -> None:
         for name in names:
             if name in t.classes:
                 c = t.classes[name]
-                typer.echo(f"{name}: {len(c.expressions)} expressions")
+                typer.echo(f"{name}: {len(c.expressions)} expressions (every state), {len(c.qualified)} qualified "
+                           f"(positive and uncertain only)")
                 for e in cut(c.expressions):
                     typer.echo(f"    {e}")
+                for e in cut(c.qualified):
+                    typer.echo(f"    {e}  [qualified]")
                 for s in STATES:
                     typer.echo(f"  {s}: {len(c.sentences[s])}")
                     for x in cut(c.sentences[s]):

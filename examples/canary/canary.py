@@ -147,7 +147,8 @@ def auroc_per_finding(metrics_json: Path) -> dict[str, float]:
     (datasets -> NAME -> binary -> classes -> CLASS -> auroc)."""
     m = json.loads(metrics_json.read_text())
     (d,) = m["datasets"].values()
-    return {f: float(d["binary"]["classes"][EVAL_NAME[f]]["auroc"]) for f in FINDINGS}
+    classes = d["binary"]["classes"]  # keyed by the dataset's own label names (ChestX-ray14: "Effusion")
+    return {f: float((classes.get(f) or classes[EVAL_NAME[f]])["auroc"]) for f in FINDINGS}
 
 
 def run(out: Path, shuffle_labels: bool = False, n: int = 1000, seed: int = 0, train: dict | None = None) -> dict:
