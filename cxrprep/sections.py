@@ -88,6 +88,50 @@ def header_name(raw: str) -> str | None:
     return key  # an upper-case header we do not know: keep it under its own (lower-case) name
 
 
+_HEADER_LINE = re.compile(_HEADER.pattern, re.M)
+_NAME_CACHE: dict[str, str | None] = {}
+
+
+def _header_name_cached(raw: str) -> str | None:
+    try:
+        return _NAME_CACHE[raw]
+    except KeyError:
+        if len(_NAME_CACHE) > 100_000:
+            _NAME_CACHE.clear()
+        name = _NAME_CACHE[raw] = header_name(raw)
+        return name
+
+
+def _section_bodies(text: str) -> list[tuple[str, str]]:
+    """``[(name, "\n".join(body lines))]`` of ``_split_sections(text.split("\n"))``, found with one regex
+    pass over the text instead of a loop over its lines."""
+    out: list[tuple[str, str]] = []
+    name, start, first = "preamble", 0, None
+    n = len(text)
+    pos = text.find(":")
+    while pos >= 0:  # only lines with a colon can be headers: visit those
+        ls = text.rfind("\n", 0, pos) + 1
+        le = text.find("\n", pos)
+        if le < 0:
+            le = n
+        m = _HEADER_LINE.match(text, ls, le)
+        pos = text.find(":", le)
+        if m is None:
+            continue
+        new = _header_name_cached(m.group(1))
+        if new is None:
+            continue
+        end = ls - 1  # the line break before the header line
+        body = text[start:end] if start <= end else None
+        out.append((name, body if first is None else (first if body is None else first + "\n" + body)))
+        g2 = m.group(2)
+        name, start, first = new, le + 1, (g2 if g2.strip() else None)
+    end = len(text)
+    body = text[start:end] if start <= end else None
+    out.append((name, (body or "") if first is None else (first if body is None else first + "\n" + body)))
+    return [(n, b or "") for n, b in out]
+
+
 def _split_sections(lines: list[str]) -> list[tuple[str, list[str]]]:
     out: list[tuple[str, list[str]]] = [("preamble", [])]
     for line in lines:
@@ -119,8 +163,8 @@ def parse_report(text: str) -> Report:
     if any(s.strip() for s in addendum):
         body = "\n".join(addendum)
         rep.sections.append(("addendum", body.strip("\n")))
-    for name, body_lines in _split_sections(lines):
-        body = "\n".join(body_lines).strip("\n")
+    for name, body in _section_bodies("\n".join(lines)):
+        body = body.strip("\n")
         if name == "preamble" and not body.strip():
             continue
         rep.sections.append((name, body))

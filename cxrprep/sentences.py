@@ -27,6 +27,7 @@ from functools import lru_cache
 
 _LIST_LINE = re.compile(r"^[ \t]*(?:\d{1,2}[.)]|[-*\u2022])[ \t]+")
 _ITEM_START = frozenset("0123456789-*\u2022")
+_LIST_LINE_M = re.compile(_LIST_LINE.pattern, re.M)
 _BLANK = re.compile(r"\n[ \t]*\n")
 _WS = re.compile(r"\s+")
 
@@ -78,6 +79,8 @@ def _import_spacy():
 
 def blocks(section: str) -> list[str]:
     """Cut a section at blank lines and before list-item lines; join wrapped lines."""
+    if not _LIST_LINE_M.search(section):  # no list item: one block per paragraph
+        return [b for b in (" ".join(p.split()) for p in _BLANK.split(section)) if b]
     out: list[str] = []
     for para in _BLANK.split(section):
         cur: list[str] = []
