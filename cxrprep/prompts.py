@@ -308,14 +308,25 @@ def _mix(x):
 
 
 def study_keys(seed: int, study_ids) -> "np.ndarray":
-    """64-bit key per study from ``--seed`` and the study id: the study's random stream depends on
-    nothing else (not on order, workers or --part)."""
-    import hashlib
-
+    """64-bit key per study: FNV-1a of the study id's UTF-8 bytes, mixed with ``--seed``; computed
+    column-wise with numpy. The study's random stream depends on nothing else (not on order, workers or
+    --part)."""
     import numpy as np
+    import pyarrow as pa
 
-    return np.fromiter((int.from_bytes(hashlib.blake2b(f"{seed}:{s}".encode(), digest_size=8).digest(), "little")
-                        for s in study_ids), dtype=np.uint64, count=len(study_ids))
+    n = len(study_ids)
+    arr = pa.array(study_ids, pa.large_string())
+    offs = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset:arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], np.uint8) if n and offs[-1] > offs[0] else np.zeros(1, np.uint8)
+    lens = np.diff(offs)
+    h = np.full(n, 0xCBF29CE484222325, np.uint64)
+    prime = np.uint64(0x100000001B3)
+    with np.errstate(over="ignore"):
+        for j in range(int(lens.max()) if n else 0):
+            live = lens > j
+            b = data[np.minimum(offs[:-1] + j, len(data) - 1)].astype(np.uint64)
+            h = np.where(live, (h ^ b) * prime, h)
+        return _mix(h ^ _mix(np.full(n, seed & _M64, np.uint64)))
 
 
 def _uniform(keys, tag: int, variant, cls):
@@ -381,22 +392,24 @@ def render_bulk(t: Templates, class_names, states, keys, variants: int):
             offs[c, code], sizes[c, code] = len(pool_text), len(pool)
             pool_text.extend(pool)
     n, ncls = states.shape
-    cls_idx = np.arange(ncls)[None, :]
-    size = sizes[cls_idx, states]  # (n, C): 0 where no sentence
-    study_i, cls_i = np.nonzero(size)  # slots, study-major, class order
-    k = np.bincount(study_i, minlength=n)  # sentences per variant
-    has = (k > 0)
-    v = np.arange(variants)
-    # (slots, variants) draws and shuffle keys
-    pick = _uniform(keys[study_i][:, None], 2, v[None, :], cls_i[:, None]) % size[study_i, cls_i].astype(np.uint64)[:, None]
-    order_key = _uniform(keys[study_i][:, None], 3, v[None, :], cls_i[:, None])
-    sent = offs[cls_i, states[study_i, cls_i]][:, None] + pick.astype(np.int64)
-    # lay out study-major, variant, then shuffled slot: sort by (study, variant, key)
-    sv_study = np.repeat(study_i, variants)
-    sv_var = np.tile(v, len(study_i))
-    idx = np.lexsort((order_key.ravel(), sv_var, sv_study))
-    flat = sent.ravel()[idx]
-    # offsets: each (study with sentences, variant) group holds k[study] sentences
+    size = sizes[np.arange(ncls)[None, :], states]  # (n, C): pool size, 0 where nothing to say
+    k = (size > 0).sum(axis=1)  # sentences per prompt
+    has = k > 0
+    v = np.arange(variants, dtype=np.uint64)[None, :, None]
+    cls = np.arange(ncls, dtype=np.uint64)[None, None, :]
+    pieces = []
+    for lo in range(0, n, 8192):  # bounded memory: (studies, variants, classes) arrays per block
+        hi = min(n, lo + 8192)
+        sz = size[lo:hi][:, None, :].astype(np.uint64)
+        kk = keys[lo:hi][:, None, None]
+        pick = _uniform(kk, 2, v, cls) % np.maximum(sz, np.uint64(1))
+        sent = offs[np.arange(ncls)[None, :], states[lo:hi]][:, None, :] + pick.astype(np.int64)
+        # shuffle each prompt's sentences: sort by a random key, classes with nothing to say last
+        order = np.argsort(np.where(sz > 0, _uniform(kk, 3, v, cls) >> np.uint64(1), np.uint64(_M64)), axis=2)
+        sent = np.take_along_axis(sent, order, axis=2)
+        valid = np.take_along_axis(np.broadcast_to(sz > 0, sent.shape), order, axis=2)
+        pieces.append(sent[valid])
+    flat = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
     group_len = np.repeat(k[has], variants)
     inner = np.zeros(len(group_len) + 1, np.int64)
     np.cumsum(group_len, out=inner[1:])
@@ -405,7 +418,10 @@ def render_bulk(t: Templates, class_names, states, keys, variants: int):
     outer = np.zeros(n + 1, np.int64)
     np.cumsum(np.where(has, variants, 0), out=outer[1:])
     prompts = pa.ListArray.from_arrays(pa.array(outer, pa.int32()), joined)
-    return prompts, np.where(has, variants, 0)
+    chars = np.zeros(n, np.int64)  # characters of a study's prompts (for the writer's size estimate)
+    if len(joined):
+        chars[has] = pc.utf8_length(joined).to_numpy(zero_copy_only=False).reshape(-1, variants).sum(axis=1)
+    return prompts, np.where(has, variants, 0), chars
 
 
 # -- worker -----------------------------------------------------------------------------------------
@@ -477,7 +493,7 @@ def run_prompts(csv_path: Path, out: Path, cfg: PromptsConfig, progress=lambda i
         sids = keep["study_id"].to_list()
         keys = study_keys(cfg.seed, sids)
         states = state_codes(kind, _labels_matrix(keep, len(label_names)), cfg.uncertain, keys, cfg.negatives)
-        prompts, counts = render_bulk(t, label_names, states, keys, cfg.variants)
+        prompts, counts, chars = render_bulk(t, label_names, states, keys, cfg.variants)
         sources = keep["paths"].list.first()
         string = pa.string()
         empty = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], string))
@@ -503,7 +519,7 @@ def run_prompts(csv_path: Path, out: Path, cfg: PromptsConfig, progress=lambda i
                 w.reject(src_list[i], sids[i], stage="prompts", kind="skipped", reason=no_prompt)
             extra["label_conflicts"] += int(conflict[has_prompts].sum())
             extra["prompts_written"] += int(counts.sum())
-            w.write_table(table.filter(pa.array(has_prompts)))
+            w.write_table(table.filter(pa.array(has_prompts)), (256 + chars[has_prompts]).tolist())
         else:
             size = 512
             items = list(zip(keep["paths"].to_list(), keep["views"].to_list()))
