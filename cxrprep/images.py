@@ -106,8 +106,9 @@ def _rgb_to_gray(a: np.ndarray, path: Path, order: str) -> np.ndarray:
     """(H, W, 3|4) colour -> (H, W) uint8; ``order`` is "BGR" (OpenCV) or "RGB" (pydicom); alpha ignored."""
     if a.dtype == np.uint8:
         return cv2.cvtColor(np.ascontiguousarray(a[:, :, :3]), cv2.COLOR_BGR2GRAY if order == "BGR" else cv2.COLOR_RGB2GRAY)
-    w = np.array([0.114, 0.587, 0.299] if order == "BGR" else [0.299, 0.587, 0.114])
-    return _to_uint8(a[:, :, :3].astype(np.float64) @ w, path)
+    ft = np.float32 if a.dtype.kind in "ui" and a.dtype.itemsize <= 2 else np.float64  # 16-bit: float32 is exact
+    w = np.array([0.114, 0.587, 0.299] if order == "BGR" else [0.299, 0.587, 0.114], ft)
+    return _to_uint8(a[:, :, :3].astype(ft) @ w, path)
 
 
 def _gray(a: np.ndarray, path: Path) -> np.ndarray:
