@@ -545,16 +545,19 @@ class Defect:
         return f"{self.src.file}:{self.src.line}:{self.src.column}: {self.kind}: {self.sentence!r} ({self.pool}{extra})"
 
 
-def sentence_defects(sentence: str, negative: bool = False, terminal: bool = True) -> list[str]:
+def sentence_defects(sentence: str, negative: bool = False, terminal: bool = True,
+                     allowed: frozenset = frozenset()) -> list[str]:
     """Defect kinds of one rendered sentence (not ``duplicate``, which needs the pool). ``negative``: the text
-    of a negative label, which must not qualify the finding. ``terminal``: it must end with a full stop."""
+    of a negative label, which must not qualify the finding. ``terminal``: it must end with a full stop.
+    ``allowed``: qualifier words that name the finding itself (an eval pair whose positive prompts say "Rib
+    fracture." is negated by "No rib fracture.", which is not narrower than its positive)."""
     out = []
     words = re.findall(r"[A-Za-z][A-Za-z-]*|[,;]", sentence)
     low = [w.lower() for w in words]
     verbs = [i for i, w in enumerate(low) if w in _VERBS]
     if any(not any(x in _JOINERS for x in low[a + 1:b]) for a, b in zip(verbs, verbs[1:])):
         out.append("double-verb")
-    if negative and any(w in QUALIFIERS for w in low):
+    if negative and any(w in QUALIFIERS and w not in allowed for w in low):
         out.append("qualified-negative")
     if _ARTICLE.search(sentence):
         out.append("article-after-modifier")
@@ -578,11 +581,11 @@ def lint(t: Templates) -> list[Defect]:
     severity x subtype x location grids) need not, and are positives, so qualifiers are expected there."""
     found: list[Defect] = []
 
-    def check(items, pool: str, negative: bool, terminal: bool) -> None:
+    def check(items, pool: str, negative: bool, terminal: bool, allowed: frozenset = frozenset()) -> None:
         seen: set[str] = set()
         for sentence, src, xsrc in items:
             note = f"expression at line {xsrc.line}, column {xsrc.column}" if xsrc is not None else ""
-            for kind in sentence_defects(sentence, negative, terminal):
+            for kind in sentence_defects(sentence, negative, terminal, allowed):
                 found.append(Defect(src, kind, sentence, pool, note))
             if sentence in seen:
                 found.append(Defect(src, "duplicate", sentence, pool, note))
@@ -596,7 +599,10 @@ def lint(t: Templates) -> list[Defect]:
         pools.setdefault((section, set_name, cname, state), []).append((prompt, src, None))
     for (section, set_name, cname, state), items in pools.items():
         pool = f"binary {cname}/{state}" if section == "binary" else f"multiclass {set_name}/{cname}"
-        check(items, pool, section == "binary" and state == "negative", section == "binary")
+        # a binary negative may repeat the qualifiers of its own positive prompts, never add new ones
+        allowed = frozenset(w.lower() for p, _, _ in pools.get((section, set_name, cname, "positive"), [])
+                            for w in re.findall(r"[A-Za-z][A-Za-z-]*", p)) & QUALIFIERS
+        check(items, pool, section == "binary" and state == "negative", section == "binary", allowed)
     return sorted(found, key=lambda d: (d.src.file, d.src.line, d.src.column, d.kind, d.sentence))
 
 

@@ -69,6 +69,14 @@ class SafeGroup(TyperGroup):
             return super().invoke(ctx)
         except _PASS:
             raise
+        except BrokenPipeError:  # `cxrprep ... | head`: the reader left; exit quietly as Unix tools do
+            import sys
+
+            try:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep the interpreter's final flush quiet
+            except OSError:
+                pass
+            raise typer.Exit(141) from None
         except Exception as e:
             if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
                 raise

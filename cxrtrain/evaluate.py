@@ -387,9 +387,11 @@ def plot_rocs(results: dict, png: Path, title: str, baseline: dict | None = None
     fig, ax = plt.subplots(figsize=(6.5, 6), dpi=110)
     curves = [(cls, r) for cls, r in results.items() if r.get("_roc")]
     cmap = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    step = min(0.005, 0.03 / max(1, len(curves)))  # identical curves are nudged apart, at most ±0.015
     for k, (cls, r) in enumerate(curves):
         if True:
-            fpr, tpr = r["_roc"]
+            off = step * (k - (len(curves) - 1) / 2)
+            fpr, tpr = np.asarray(r["_roc"][0]) + off, np.asarray(r["_roc"][1]) + off
             ax.plot(fpr, tpr, ls=_STYLES[k % 4], marker=_MARKERS[k % len(_MARKERS)], markevery=max(1, len(fpr) // 6),
                     ms=4, lw=1.6, color=cmap(k % cmap.N), alpha=0.85,
                     label=f"{cls}: {r['auroc']:.3f} (n={r['n']}, pos={r['positives']})")
@@ -399,13 +401,14 @@ def plot_rocs(results: dict, png: Path, title: str, baseline: dict | None = None
     if baseline:
         ax.plot([], [], color="0.6", lw=0.8, ls=":", label="untrained baseline (all classes)")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(title, fontsize=10)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower right", title="class: AUROC", title_fontsize=7)
+        ax.legend(fontsize=7, loc="lower right", title_fontsize=7,
+                  title=f"class: AUROC (curves offset by up to ±{step * (len(curves) - 1) / 2:.3f} to stay visible)")
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
@@ -473,6 +476,8 @@ def open_checkpoint(checkpoint: str | Path):
     except (OSError, json.JSONDecodeError) as e:
         raise EvalUsageError(f"{ck}: cannot read the checkpoint ({e}); point at a finished cxrtrain run or "
                              f"checkpoint folder") from None
+    except ValueError as e:  # load_checkpoint: a truncated/corrupt safetensors file, a foreign config.json
+        raise EvalUsageError(f"{e}; copy the checkpoint again or use another one") from None
     except Exception as e:  # safetensors raises SafetensorError (not an OSError) for truncated files
         if type(e).__name__ != "SafetensorError":
             raise
@@ -557,7 +562,11 @@ def run_eval(checkpoint: str | Path, shard_roots: list[str], out: Path, cfg: Eva
     if not datasets and only is None:
         raise EvalUsageError(f"no dataset folders (with manifest.json) under {', '.join(shard_roots)}")
     out.mkdir(parents=True, exist_ok=True)
+    from cxrprep.promptfiles import resolve_prompt_file
+
+    pfile = resolve_prompt_file(cfg.prompts, "--prompts")
     metrics = dict(checkpoint=str(ck), checkpoint_sha256=ck_hash, config=asdict(cfg) | {"device_used": device},
+                   prompts_file=str(pfile), prompts_sha256=file_sha256(pfile),
                    protocol=dict(split=cfg.split, ensemble=cfg.ensemble, uncertain=cfg.uncertain,
                                  threshold_from=_threshold_split(cfg.split), retrieval_text=cfg.text_section),
                    prompts=sets, model=conf["model"], datasets={})

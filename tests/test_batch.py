@@ -27,11 +27,13 @@ def _canary():
 def white_shards(tmp_path_factory):
     d = tmp_path_factory.mktemp("white")
     # white, non-square images: any padding or out-of-image crop would show as dark pixels
-    csv = _canary().make_dataset(d / "data", n=24, white=True, size=96)
+    csv, _ = _canary().make_dataset(d / "data", n=24, white=True, size=96)
     for p in (d / "data/images").glob("*.png"):
         import cv2
 
-        cv2.imwrite(str(p), np.full((90, 140), 255, np.uint8))
+        img = np.full((90, 140), 255, np.uint8)
+        img[45, 70] = 254  # one pixel off white: a blank (single-value) image is a reject in cxrprep
+        cv2.imwrite(str(p), img)
     r = runner.invoke(prep_app, ["prompts", str(csv), "--image-root", str(d / "data/images"), "--out",
                                  str(d / "shards"), "--size", "128"])
     assert r.exit_code == 0, r.output
