@@ -29,6 +29,7 @@ ViewPosition.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from struct import error as struct_error
@@ -393,6 +394,16 @@ def read_gray(path: str | Path, min_side: int | None = None, max_pixels: int = I
     ``min_side``: the caller will resize the shorter side to this; JPEGs may then be decoded at 1/2, 1/4
     or 1/8 size, never below it. Returns (array, DICOM ViewPosition or None). Raises ImageError."""
     path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):  # a device (/dev/zero), FIFO or folder would block or never end
+        raise ImageError(f"{path}: not a regular file")
+    limit = max_pixels * 4 + 16 * 2**20  # 4 bytes per sample at most, plus headers
+    if st.st_size > limit:
+        raise ImageError(f"{path}: {st.st_size:,} bytes, more than any image within --max-image-pixels "
+                         f"({max_pixels:,}) can take")
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -364,7 +364,7 @@ def test_frame_bomb_rejected_from_header_without_decoding(tmp_path, monkeypatch)
     from pydicom.uid import RLELossless
 
     # one RLE segment per frame whose content does not matter: nothing may decode it
-    frame = np.array([64, 0, 0, 0] + [0] * 15, "<u4").tobytes() + b"\x81\x00" * 16
+    frame = np.array([1, 64] + [0] * 14, "<u4").tobytes() + b"\x81\x00" * 16  # RLE header: 1 segment at 64
     bomb = _raw_dicom(tmp_path / "bomb.dcm", encapsulate([frame] * 100), 4096, 4096, frames=100, ts=RLELossless)
     assert bomb.stat().st_size < 64_000
 
@@ -390,6 +390,19 @@ def test_frame_bomb_rejected_from_header_without_decoding(tmp_path, monkeypatch)
     cv2.imwrite(str(tmp_path / "rgb.png"), rgb)
     with pytest.raises(ImageError, match="3 samples"):
         read_gray(tmp_path / "rgb.png", max_pixels=100 * 100 * 2)
+
+
+def test_special_and_oversized_files_are_rejects(tmp_path):
+    os.mkfifo(tmp_path / "fifo.png")  # reading it would block for ever
+    for p, msg in ((tmp_path / "fifo.png", "not a regular file"), (Path("/dev/zero"), "not a regular file"),
+                   (tmp_path, "not a regular file")):
+        with pytest.raises(ImageError, match=msg):
+            read_gray(p)
+    big = tmp_path / "big.dcm"
+    with open(big, "wb") as f:
+        f.truncate(4 * 1000 + 16 * 2**20 + 1)  # sparse: no disk used
+    with pytest.raises(ImageError, match="more than any image within --max-image-pixels"):
+        read_gray(big, max_pixels=1000)
 
 
 def test_any_exception_is_a_reject(tmp_path, monkeypatch):
@@ -571,3 +584,37 @@ def test_output_failure_stops_the_run_with_a_message(tmp_path, monkeypatch, err)
     assert "error: the run stopped" in r.output and "Traceback" not in r.output and "internal error" not in r.output
     assert ("disk full" if err == 28 else "disappeared") in r.output
     assert not (tmp_path / "out" / "images" / "manifest.json").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB tmpfs (needs root and mount rights; skipped otherwise)."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_real_full_disk(tmp_path, tiny_disk):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):  # incompressible noise: ~30 x 2 x 64 KiB of PNG, far more than the 1 MiB disk
+        cv2.imwrite(str(src / f"{i:02d}.png"), rng.integers(0, 256, (256, 256), dtype=np.uint8))
+    r = CliRunner().invoke(app, ["images", str(src), "--out", str(tiny_disk), "--workers", "1", "--size", "256",
+                                 "--format", "png"])
+    assert r.exit_code == 1 and isinstance(r.exception, (SystemExit, type(None))), r.output
+    assert "disk full" in r.output and "Traceback" not in r.output and "internal error" not in r.output
+    assert not (tiny_disk / "images" / "manifest.json").exists()
+    left = [p for p in tiny_disk.rglob("*") if p.is_file() and p.suffix in (".parquet", ".partial")]
+    assert not left, left  # what the run had not finished was removed
