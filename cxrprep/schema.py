@@ -49,7 +49,7 @@ and Hugging Face ``datasets`` need nothing but the file:
 Layout of a dataset folder (``SHARD_ROOT/NAME/``)::
 
     README.md                               dataset card: YAML ``configs`` (one split per data file
-                                            pattern) and ``dataset_info``; counts, command, manifest hash
+                                            pattern); counts, command, manifest hash
     data/train-00000-of-00002.parquet       study rows, one file set per split (split in the name)
     data/validate-00000-of-00001.parquet
     data/test-00000-of-00001.parquet

@@ -42,5 +42,5 @@ def test_canary_images_show_their_findings():
         assert sign * (img[region].mean() - base[region].mean()) > 20, (f, img[region].mean(), base[region].mean())
     ptx = c.draw({"Pneumothorax": 1}, np.random.default_rng(0)).astype(float)
     assert (ptx < 40).sum() > (base < 40).sum() + 100
-    nod = c.draw({"Nodule": 1}, np.random.default_rng(0)).astype(float)
-    assert (nod > 220).sum() > (base > 220).sum() + 20
+    con = c.draw({"Consolidation": 1}, np.random.default_rng(0)).astype(float)
+    assert (con > 220).sum() > (base > 220).sum() + 20

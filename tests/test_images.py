@@ -239,6 +239,18 @@ def _raw_dicom(path, pixel_bytes, rows, cols, photometric="MONOCHROME2", samples
     return path
 
 
+def _patch_vr(path, tag, vr):
+    """Rewrite the VR of an element written as LO, so that a DS/IS element can hold text pydicom would
+    refuse to write ("abc" as WindowWidth)."""
+    import struct
+
+    data = path.read_bytes()
+    key = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + b"LO"
+    assert key in data
+    path.write_bytes(data.replace(key, key[:4] + vr.encode(), 1))
+    return path
+
+
 def _lut_item(descriptor, data):
     item = Dataset()
     if descriptor is not None:
@@ -289,6 +301,20 @@ def test_inconsistent_and_text_headers(tmp_path):
                        raw_elements=[(0x00281050, "DS", "100"), (0x00281051, "LO", ww)])
         a = _reject_or_image(p)
         assert not isinstance(a, str) and _bone_bright(a), (ww, a)
+    # the same as real DS/IS elements holding text (as some modalities write them)
+    for tag, vr, text, expect in ((0x00281051, "DS", "abc", None), (0x00281051, "DS", "0", None),
+                                  (0x00281050, "DS", "nan", None), (0x00281053, "DS", "x", "RescaleSlope 'x'"),
+                                  (0x00280008, "IS", "1.5", "NumberOfFrames 1.5 is not an integer"),
+                                  (0x00280008, "IS", "-3", "no pixels"), (0x00280008, "IS", "0", None)):
+        p = _raw_dicom(tmp_path / "t.dcm", ph.tobytes(), 64, 64, raw_elements=[
+            (0x00281050, "DS", "100"), (0x00281051, "DS", "100"), (tag, "LO", text)])
+        r = _reject_or_image(_patch_vr(p, tag, vr))
+        if expect is None:
+            assert not isinstance(r, str) and _bone_bright(r), (tag, text, r)
+        else:
+            assert isinstance(r, str) and expect in r, (tag, text, r)
+    p = _raw_dicom(tmp_path / "np.dcm", ph.tobytes(), 64, 64, raw_elements=[(0x00280004, "CS", "")])
+    assert _bone_bright(read_gray(p)[0])  # an empty PhotometricInterpretation with 1 sample: MONOCHROME2
     # a window that misses every value would be a blank image: the full range is used instead
     p = _raw_dicom(tmp_path / "miss.dcm", ph.tobytes(), 64, 64, extra=dict(WindowCenter=5000, WindowWidth=10))
     assert _bone_bright(read_gray(p)[0])
