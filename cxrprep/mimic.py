@@ -67,7 +67,7 @@ class ReportsConfig:
     chexpert: str | None = None
     images: bool = True
     workers: int = 1
-    chunk_size: int = 256  # reports per worker task
+    chunk_size: int = 1024  # reports per worker task (fewer, larger results to send back: less overhead)
     part: tuple[int, int] | None = None
     max_report_bytes: int = 1 << 20  # a larger report file or zip member is a reject, never read whole
     image_settings: ImageSettings = field(default_factory=ImageSettings)
