@@ -7,6 +7,12 @@ Pleural Effusion) keep images where that task is 1 and every other observation e
 and samples with ``--seed``, so anyone can rebuild the same 1,000 images. The dataset ``chexpert-5x200``
 (split ``test``, raw CheXpert labels, one image per row) gets ``patients.txt`` beside its manifest: pass it
 to ``cxrprep prompts --exclude-patients`` to keep these patients out of the training shards.
+
+``--list FILE`` uses a released list of image paths instead of the seeded draw (to compare with papers that
+published theirs, e.g. MedCLIP's chexpert-5x200 CSV): a CSV with a ``Path``/``path``/``imgpath``/``image``
+column, or one path per line. Each path is matched to train.csv (the ``CheXpert-v1.0(-small)/`` prefix is
+optional) and must have exactly one positive competition task, which becomes its class; anything else is
+an error naming the list line.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class FiveX200Config:
     per_class: int = 200
     seed: int = 0
     image_root: str | None = None
+    list_path: str | None = None
     images: bool = True
     image_settings: ImageSettings = field(default_factory=ImageSettings)
 
@@ -64,14 +71,66 @@ def select_5x200(csv_path: Path, per_class: int, seed: int) -> list[dict]:
     return out
 
 
+def read_path_list(list_path: Path) -> list[tuple[int, str]]:
+    """A released list of image paths -> [(line number, path)]. CSV with a path column, or one per line."""
+    import csv
+
+    lines = list_path.read_text(encoding="utf-8-sig").splitlines()
+    if not lines:
+        raise ValueError(f"{list_path}: empty list (--list)")
+    head = next(csv.reader([lines[0]]))
+    cols = [h.strip() for h in head]
+    for name in ("Path", "path", "imgpath", "image", "image_path"):
+        if name in cols:
+            k = cols.index(name)
+            return [(n, row[k].strip()) for n, row in enumerate(csv.reader(lines[1:]), start=2) if row and row[k].strip()]
+    if len(cols) > 1:
+        raise ValueError(f"{list_path}: a CSV list needs a Path, path, imgpath or image column; header is {cols} (--list)")
+    return [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _strip_release(p: str) -> str:
+    parts = p.replace("\\", "/").split("/")
+    while parts and (parts[0].startswith("CheXpert-v1.0") or parts[0] in ("", ".")):
+        parts = parts[1:]
+    return "/".join(parts)
+
+
+def select_from_list(csv_path: Path, list_path: Path) -> list[dict]:
+    """The released 5x200 list, labelled from train.csv; rows as select_5x200's."""
+    df = chexpert_frame(csv_path)
+    raw = df.select(CHEXPERT_LABELS)
+    by_path = {_strip_release(p): i for i, p in enumerate(df["Path"].to_list())}
+    out, seen = [], set()
+    for line, p in read_path_list(list_path):
+        key = _strip_release(p)
+        i = by_path.get(key)
+        if i is None:
+            raise ValueError(f"{list_path}:{line}: {p!r} is not in {csv_path} (--list)")
+        if key in seen:
+            raise ValueError(f"{list_path}:{line}: {p!r} is listed twice (--list)")
+        seen.add(key)
+        labs = raw.row(i)
+        pos = [t for t in COMPETITION_TASKS if labs[CHEXPERT_LABELS.index(t)] == 1]
+        if len(pos) != 1:
+            raise ValueError(f"{list_path}:{line}: {p!r} has {len(pos)} positive competition labels in {csv_path} "
+                             f"({pos}); a 5x200 image has exactly one (--list)")
+        path = df["Path"][i]
+        out.append(dict(path=path, patient=path.split("/")[-3], task=pos[0], labels=labs,
+                        view=(df["_appa"][i] or "").strip().upper() or None))
+    return out
+
+
 def run_5x200(csv_path: Path, out: Path, cfg: FiveX200Config) -> dict:
-    rows = select_5x200(csv_path, cfg.per_class, cfg.seed)
+    rows = (select_from_list(csv_path, Path(cfg.list_path)) if cfg.list_path
+            else select_5x200(csv_path, cfg.per_class, cfg.seed))
     root = Path(cfg.image_root) if cfg.image_root else csv_path.parent
     conf = asdict(cfg)
     conf["csv"] = str(csv_path)
     with ShardWriter(out, DATASET, config=conf, label_names=CHEXPERT_LABELS, command="chexpert-5x200",
                      image_settings=cfg.image_settings.manifest() if cfg.images else None,
-                     extra_manifest={"classes": list(COMPETITION_TASKS)}) as w:
+                     extra_manifest={"classes": list(COMPETITION_TASKS),
+                                     "selection": f"list {cfg.list_path}" if cfg.list_path else f"seeded draw (seed {cfg.seed})"}) as w:
         w.counts.inputs_seen = len(rows)
         for r in sorted(rows, key=lambda r: r["path"]):
             sid = "/".join(r["path"].split("/")[-3:]).rsplit(".", 1)[0]

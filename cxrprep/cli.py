@@ -9,6 +9,7 @@ import typer
 
 from . import __version__
 from .cliutil import register_commands
+from .toplevel import SafeGroup
 
 app = typer.Typer(
     name="cxrprep",
@@ -17,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=SafeGroup,  # an unhandled exception is one line (CXRKIT_DEBUG=1: the traceback), never a traceback
 )
 
 
@@ -31,22 +33,28 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Prepare chest X-ray datasets as Parquet study shards."""
+    from cxrprep.quiet import quiet_third_party
+
+    quiet_third_party()
 
 
 @app.command()
 def merge(
     dataset_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A dataset folder, e.g. shards/mimic-cxr"),
 ) -> None:
-    """Join the outputs of `--part i/N` runs into one manifest.json and rejects.parquet.
+    """Join the outputs of `--part i/N` runs into one manifest.json, rejects.jsonl and README.md dataset card.
 
     Example: for i in 0 1 2 3; do cxrprep reports mimic/ --out shards/ --part $i/4; done;
     cxrprep merge shards/mimic-cxr
     """
-    from .shards import merge_parts, summary_lines
+    from .shards import DatasetBusy, merge_parts, summary_lines
     from .schema import ShardSchemaError
 
     try:
         manifest = merge_parts(dataset_dir)
+    except DatasetBusy as e:  # pieces still running: try again when they are done
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
     except ShardSchemaError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
@@ -58,8 +66,43 @@ ORDER = ["reports", "prompts", "templates", "images", "augment", "inspect"]
 register_commands(app, "cxrprep.commands", ORDER)
 
 
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT). Not a KeyboardInterrupt, so click does not turn it into "Aborted!"; it unwinds
+    through the writers (which remove what the run had not finished) up to ``main``."""
+
+
+def _on_sigint(main_pid: int):
+    import os
+    import signal
+
+    def handler(signum, frame):
+        if os.getpid() != main_pid:
+            return  # a forked pool worker: the parent shuts the pool down
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        raise Interrupted()
+
+    return handler
+
+
 def main() -> None:
-    app()
+    """The ``cxrprep`` entry point: Ctrl-C exits 130 with one line after the unfinished files are
+    removed; a write that fails for every later input (disk full) exits 1 naming the cause."""
+    import os
+    import signal
+    import sys
+
+    from .shards import ShardWriteError
+
+    signal.signal(signal.SIGINT, _on_sigint(os.getpid()))
+    try:
+        app()
+    except Interrupted:
+        typer.echo("interrupted: removed what this run had not finished (a previous finished output is "
+                   "unchanged); exit 130", err=True)
+        sys.exit(130)
+    except ShardWriteError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

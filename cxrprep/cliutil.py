@@ -55,16 +55,26 @@ def too_many_failed(failed: int, inputs: int, max_failed: tuple[int | None, floa
     return inputs > 0 and failed / inputs > (frac or 0.0)
 
 
+def rejects_file(dataset_dir: Path | None) -> Path | None:
+    """The rejects file of a dataset folder (``rejects.jsonl``, or a piece's ``rejects-iofN.jsonl``), or None."""
+    if dataset_dir is None or not Path(dataset_dir).is_dir():
+        return None
+    found = sorted(Path(dataset_dir).glob("rejects*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
+    return found[-1] if found else None  # the one the run that just finished wrote
+
+
 def finish(lines: list[str], failed: int, inputs: int, max_failed: tuple[int | None, float | None],
-           option: str = "--max-failed") -> None:
+           option: str = "--max-failed", dataset_dir: Path | None = None) -> None:
     """Print the summary; exit 1 (after everything was written) when failures pass ``--max-failed``."""
     for line in lines:
         typer.echo(line)
     if too_many_failed(failed, inputs, max_failed):
         count, frac = max_failed
         limit = f"{count}" if count is not None else f"{frac:.2%}"
+        rej = rejects_file(dataset_dir)
+        where = f"see {rej} for each reason" if rej else "see the rejects file for reasons"
         typer.echo(f"error: {failed} of {inputs} inputs failed, more than {option} {limit}; "
-                   f"what succeeded was written; see the rejects file for reasons", err=True)
+                   f"what succeeded was written; {where}", err=True)
         raise typer.Exit(1)
 
 

@@ -3,7 +3,10 @@ one-image studies (evaluation sets such as RSNA Pneumonia and SIIM-ACR).
 
 CSV input columns (header required; only ``path`` is mandatory):
 
-* ``path``: image file, absolute or relative to ``--image-root`` (default: the CSV's folder);
+* ``path``: image file, absolute or relative to ``--image-root`` (default: the CSV's folder). It must
+  resolve (symlinks followed) inside ``--image-root``: anything else is a reject ("outside
+  --image-root") unless ``--allow-outside-root``. A folder SRC is its own root the same way: a symlink in
+  it that points elsewhere is a reject; symlinked folders are not descended into (no loops).
 * ``study_id`` (default: the file stem), ``subject_id`` (default: study_id), ``split`` (default: ``test``),
   ``view`` (default: DICOM ViewPosition, else null);
 * every other column is a label column: values 1/0/-1/blank (also 1.0, True/False, yes/no), stored in the
@@ -16,11 +19,13 @@ SIIM-ACR: ``path,study_id,Pneumothorax`` (EncodedPixels == "-1" -> 0, else 1).
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .images import ImageSettings, process_study_images
 from .parallel import in_part, ordered_map
+from .paths import split_outside
 from .schema import SPLITS, empty_row
 from .shards import ShardWriter
 
@@ -34,6 +39,7 @@ _LABEL_VALUES = {"1": 1, "1.0": 1, "true": 1, "yes": 1, "0": 0, "0.0": 0, "false
 class ImagesConfig:
     dataset: str = "images"
     image_root: str | None = None
+    allow_outside_root: bool = False  # --allow-outside-root: read CSV paths that resolve outside the root
     workers: int = 1
     part: tuple[int, int] | None = None
     images: ImageSettings = field(default_factory=ImageSettings)
@@ -46,17 +52,50 @@ def _label(value: str, path: Path, line: int, column: str) -> int | None:
     return _LABEL_VALUES[v]
 
 
+def _walk_images(src: Path) -> list[Path]:
+    """Image files under ``src``, sorted; symlinked folders are not followed (a loop cannot hang the
+    listing), unreadable sub-folders are skipped, symlinked files are listed (even broken ones, which
+    become rejects) and checked against the root later."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        dirnames.sort()
+        for name in filenames:
+            p = Path(dirpath) / name
+            if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_symlink() or p.is_file()):  # a broken link: a reject
+                out.append(p)
+    return sorted(out)
+
+
+def input_root(src: Path, image_root: Path | None) -> Path:
+    """The folder every input must resolve inside: SRC itself for a folder, else --image-root or the CSV's
+    folder."""
+    if src.is_dir():
+        return src
+    return image_root or src.parent
+
+
 def list_inputs(src: Path, image_root: Path | None) -> tuple[list[dict], list[str]]:
     """-> (items sorted by study_id, label_names). Raises ValueError on a bad CSV before any work."""
     if src.is_dir():
-        files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = _walk_images(src)
         items = [dict(path=p, study_id=str(p.relative_to(src).with_suffix("")), subject_id=None,
                       split="test", view=None, labels=[]) for p in files]
+        if not items:
+            raise ValueError(f"{src}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder or below")
         for it in items:
             it["subject_id"] = it["study_id"]
         return items, []
     root = image_root or src.parent
-    with open(src, newline="") as f:
+    try:
+        return _read_csv(src, root)
+    except csv.Error as e:
+        raise ValueError(f"{src}: not a readable CSV ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{src}: not UTF-8 text (byte {e.start}: {e.reason}); is it really a CSV?") from None
+
+
+def _read_csv(src: Path, root: Path) -> tuple[list[dict], list[str]]:
+    with open(src, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         if "path" not in header:
@@ -64,7 +103,9 @@ def list_inputs(src: Path, image_root: Path | None) -> tuple[list[dict], list[st
         label_names = [h for h in header if h not in _RESERVED]
         items, seen = [], set()
         for line, raw in enumerate(reader, start=2):
-            row = {k.strip(): (v or "") for k, v in raw.items() if k is not None}
+            row = {k.strip(): (v if isinstance(v, str) else "") for k, v in raw.items() if k is not None}
+            if not row.get("path", "").strip():
+                raise ValueError(f"{src}:{line}: empty 'path'")
             p = Path(row["path"])
             sid = row.get("study_id") or p.stem
             if sid in seen:
@@ -81,24 +122,31 @@ def list_inputs(src: Path, image_root: Path | None) -> tuple[list[dict], list[st
     return items, label_names
 
 
-def _work(args: tuple[dict, ImageSettings]) -> tuple[dict, list[dict], list[tuple[str, str]]]:
-    item, settings = args
-    ok, failed = process_study_images([(str(item["path"]), Path(item["path"]).stem, item["view"])], settings)
-    return item, ok, failed
+def _work(args: tuple[dict, ImageSettings, str, bool]) -> tuple[dict, list[dict], list[tuple[str, str]], str]:
+    """One input in a worker -> (item, images, [(path, reason)], reject stage)."""
+    item, settings, root, allow_outside = args
+    todo, outside = split_outside([(str(item["path"]), Path(item["path"]).stem, item["view"])], root, allow_outside)
+    if outside:
+        return item, [], outside, "path"
+    ok, failed = process_study_images(todo, settings)
+    return item, ok, failed, "image"
 
 
 def run_images(src: Path, out: Path, cfg: ImagesConfig, progress=lambda it, total: it) -> dict:
-    items, label_names = list_inputs(Path(src), Path(cfg.image_root) if cfg.image_root else None)
+    given_root = Path(cfg.image_root) if cfg.image_root else None
+    items, label_names = list_inputs(Path(src), given_root)
+    root = str(input_root(Path(src), given_root))
     mine = [it for it in items if in_part(it["subject_id"], cfg.part)]
     conf = asdict(cfg)
     conf["src"] = str(src)
     with ShardWriter(out, cfg.dataset, config=conf, label_names=label_names, image_settings=cfg.images.manifest(),
                      command="images", part=cfg.part) as w:
         w.counts.inputs_seen = len(mine)
-        results = ordered_map(_work, ((it, cfg.images) for it in mine), workers=cfg.workers)
-        for item, ok, failed in progress(results, len(mine)):
+        results = ordered_map(_work, ((it, cfg.images, root, cfg.allow_outside_root) for it in mine),
+                              workers=cfg.workers)
+        for item, ok, failed, stage in progress(results, len(mine)):
             if not ok:
-                w.reject(str(item["path"]), item["study_id"], stage="image", kind="failed", reason=failed[0][1])
+                w.reject(str(item["path"]), item["study_id"], stage=stage, kind="failed", reason=failed[0][1])
                 continue
             row = empty_row(cfg.dataset, item["study_id"], item["subject_id"], item["split"])
             row["source"] = str(item["path"])

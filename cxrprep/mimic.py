@@ -166,6 +166,29 @@ def iter_studies_dir(files: Path, part: tuple[int, int] | None, skipped: list | 
                             image_dir=path[:-4])
 
 
+def count_reports(files: Path | None, zpath: Path | None, part: tuple[int, int] | None) -> int:
+    """How many reports the run will read (the same listing as the run's, no file is read)."""
+    it = iter_studies_zip(zpath, part) if zpath is not None else iter_studies_dir(files, part)
+    return sum(1 for _ in it)
+
+
+def _total_later(bar, files: Path | None, zpath: Path | None, part, chunk_size: int) -> None:
+    """Count the reports in a background thread and give the progress bar its total (and so an ETA) as
+    soon as it is known; the run itself never waits for the count."""
+    if not hasattr(bar, "refresh") or getattr(bar, "disable", True):
+        return
+    import threading
+
+    def work() -> None:
+        try:
+            bar.total = -(-count_reports(files, zpath, part) // chunk_size)
+            bar.refresh()
+        except Exception:  # a progress nicety; the run reports its own errors
+            pass
+
+    threading.Thread(target=work, daemon=True, name="count-reports").start()
+
+
 def iter_studies_zip(zpath: Path, part: tuple[int, int] | None) -> Iterator[Study]:
     """Members that look like reports, sorted; workers open the zip and stream their own members."""
     try:
@@ -494,7 +517,9 @@ def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, t
         results = ordered_map(_process_chunk, chunks(), workers=cfg.workers, initializer=_init_worker,
                               initargs=(views if cfg.images else {}, splits, labels,
                                         str(zpath) if zpath else None, cfg.max_report_bytes))
-        for table, sizes, events, counts in progress(results, None):
+        bar = progress(results, None)
+        _total_later(bar, files, zpath, cfg.part, cfg.chunk_size)
+        for table, sizes, events, counts in bar:
             entries = pending.pop(0)
             sources = []
             ev = iter(events)

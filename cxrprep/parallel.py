@@ -5,14 +5,22 @@
   and ``cxrprep merge`` joins the pieces; patients never straddle pieces.
 * ``ordered_map(fn, items, workers)``: a process pool that yields results in input order (so output is
   deterministic) with a bounded number of tasks in flight (so memory stays flat however long the input).
+  Its workers die with their parent: on Linux each asks the kernel for SIGKILL when the parent goes
+  (``prctl(PR_SET_PDEATHSIG)``); elsewhere a watchdog thread polls the parent pid. A dead pool (a worker
+  killed by the OS, or crashed in native code) raises ``WorkerPoolError`` with a readable message.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
+import time
 import zlib
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -56,6 +64,45 @@ def resolve_workers(workers: int | None) -> int:
     return workers
 
 
+class WorkerPoolError(RuntimeError):
+    """The worker pool died; every later input would fail too, so the run stops."""
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a worker: exit when its parent process goes, even by kill -9 (no orphan workers). ``parent``: the
+    pid the parent had when it forked us (0 when the pool does not fork: with forkserver the parent is the
+    server, which itself exits with the main process)."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if parent and os.getppid() != parent:  # the parent died before the request above took effect
+        os._exit(1)
+    if not armed:
+        first = os.getppid()
+
+        def watch() -> None:
+            while os.getppid() == first:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker_init(parent: int, initializer: Callable | None, initargs: tuple) -> None:
+    _die_with_parent(parent)
+    if initializer is not None:
+        initializer(*initargs)
+
+
 def ordered_map(
     fn: Callable[[T], R],
     items: Iterable[T],
@@ -77,7 +124,12 @@ def ordered_map(
         return
     limit = max_in_flight or 4 * workers
     pending: deque[Future] = deque()
-    with ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs) as ex:
+    import multiprocessing
+
+    forked = multiprocessing.get_start_method(allow_none=False) == "fork"
+    ex = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
+                             initargs=(os.getpid() if forked else 0, initializer, initargs))
+    try:
         it = iter(items)
         try:
             for item in it:
@@ -89,6 +141,12 @@ def ordered_map(
         finally:
             for f in pending:
                 f.cancel()
+    except BrokenProcessPool as e:
+        raise WorkerPoolError(
+            f"a worker process died ({e}); it was killed (by the out-of-memory killer, or a signal) or "
+            f"crashed in native code. Try fewer --workers or a lower --max-image-pixels") from None
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .images import ImageSettings, process_study_images
+from .paths import split_outside
 from .labels import CHEXPERT_LABELS, NIH_LABELS
 from .parallel import chunked, in_part, ordered_map
 from .schema import empty_row
@@ -43,9 +44,10 @@ _VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": None}
 class PromptsConfig:
     """Options of ``cxrprep prompts`` (recorded in manifest.json)."""
 
-    templates: str = "prompts/default.yaml"
+    templates: str = "default"  # a packaged name (cxrprep/promptfiles.py) or a path
     dataset: str | None = None  # "chexpert" | "chestx-ray14"; None: detected from the header
     image_root: str | None = None
+    allow_outside_root: bool = False  # --allow-outside-root: read image paths that resolve outside the root
     images: bool = True
     variants: int = 8
     negatives: int = 3
@@ -133,7 +135,10 @@ def chexpert_frame(path: Path):
     columns. Shared by ``cxrprep prompts`` and ``cxrprep chexpert-5x200``."""
     import polars as pl
 
-    df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    try:
+        df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    except (pl.exceptions.NoDataError, pl.exceptions.ComputeError) as e:  # empty, not UTF-8, not a CSV
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
     missing = [c for c in CHEXPERT_REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; a CheXpert CSV has Path, Sex, Age, Frontal/Lateral, "
@@ -221,7 +226,10 @@ def nih_studies(path: Path, split_lists: Path | None):
     repeat an ``Image Index``)."""
     import polars as pl
 
-    df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    try:
+        df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    except (pl.exceptions.NoDataError, pl.exceptions.ComputeError) as e:  # empty, not UTF-8, not a CSV
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
     missing = [c for c in NIH_REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; a ChestX-ray14 Data_Entry CSV has Image Index, "
@@ -427,12 +435,14 @@ def render_bulk(t: Templates, class_names, states, keys, variants: int):
 # -- worker -----------------------------------------------------------------------------------------
 def _work(args):
     """Worker: the images of a chunk of studies -> [(images, failed)] per study."""
-    studies, kind, settings, root = args
+    studies, kind, settings, root, allow_outside = args
     out = []
     for paths, views in studies:
         items = [(str(_resolve_image(rel, root)), Path(rel).with_suffix("").as_posix().split("/", 1)[-1]
                   if kind == "chexpert" else Path(rel).stem, view) for rel, view in zip(paths, views)]
-        out.append(process_study_images(items, settings))
+        items, failed = split_outside(items, root, allow_outside)  # paths stay inside --image-root
+        images, more = process_study_images(items, settings)
+        out.append((images, failed + more))
     return out
 
 
@@ -523,7 +533,8 @@ def run_prompts(csv_path: Path, out: Path, cfg: PromptsConfig, progress=lambda i
         else:
             size = 512
             items = list(zip(keep["paths"].to_list(), keep["views"].to_list()))
-            tasks = ((items[i:i + size], kind, cfg.image_settings, root) for i in range(0, n, size))
+            tasks = ((items[i:i + size], kind, cfg.image_settings, root, cfg.allow_outside_root)
+                     for i in range(0, n, size))
             results = ordered_map(_work, tasks, workers=cfg.workers)
             img_type = STUDY_SCHEMA.field("images").type
             for c, res in enumerate(progress(results, (n + size - 1) // size)):

@@ -1,13 +1,13 @@
 """The shard contract between cxrprep (writer) and cxrtrain (reader).
 
-This is the only module where either package learns column names, types and the image convention.
-It imports pyarrow only. A change to a column bumps SCHEMA_VERSION and updates tests/test_contract.py
-in the same commit.
+This is the only module where either package learns column names, types, the image convention and the
+folder layout. It imports pyarrow only. A change to a column or to the layout bumps SCHEMA_VERSION and
+updates tests/test_contract.py in the same commit.
 
 One row per study, self-contained so the trainer streams without joins:
 
 =====================  ==========================  ==============================================
-column                 type                        meaning
+column                 type (rows in memory)       meaning
 =====================  ==========================  ==============================================
 dataset                string, not null            dataset name (folder name under the shard root)
 study_id               string, not null            unique within the dataset
@@ -31,6 +31,36 @@ images                 list<IMAGE>                 see IMAGE below
 Images are 8-bit grayscale MONOCHROME2 (bone is bright), shorter side resized to ``--size`` (never
 upscaled), aspect kept, encoded as JPEG (quality 95 by default) or PNG. ``image_clahe`` is an offline
 CLAHE copy of the same image (or null with ``--no-clahe``).
+
+Rows in memory (what ``ShardWriter.write`` takes and ``ShardDataset`` yields) follow ``STUDY_SCHEMA``.
+On disk (``file_schema(label_names)``) the same columns are self-describing, so pyarrow, polars, duckdb
+and Hugging Face ``datasets`` need nothing but the file:
+
+* ``labels`` is a struct with one int8 field per label name (``labels.Atelectasis``); a dataset without
+  label names keeps ``list<int8>``;
+* ``image`` and ``image_clahe`` are ``struct<bytes: binary, path: string>`` (``path`` null), the storage
+  of ``datasets.Image``, and the schema metadata carries the Hugging Face features under
+  ``b"huggingface"`` (so ``load_dataset`` decodes them to PIL images), the schema version under
+  ``b"cxr.schema_version"`` and the label names under ``b"cxr.label_names"``;
+* every field is nullable on disk (Hugging Face features are); the writer enforces the non-null columns.
+
+``to_file_rows`` / ``from_file_batch`` convert between the two.
+
+Layout of a dataset folder (``SHARD_ROOT/NAME/``)::
+
+    README.md                               dataset card: YAML ``configs`` (one split per data file
+                                            pattern); counts, command, manifest hash
+    data/train-00000-of-00002.parquet       study rows, one file set per split (split in the name)
+    data/validate-00000-of-00001.parquet
+    data/test-00000-of-00001.parquet
+    manifest.json                           written last: a folder with a manifest is complete
+    rejects.jsonl                           one JSON object per reject (not Parquet, so no
+                                            ``**/*.parquet`` glob ever picks it up as data)
+    .lock                                   held (flock) by the writer for the whole run
+
+``--part i/N`` pieces write ``data/SPLIT-iofN-00000-of-00001.parquet``, ``manifest-iofN.json`` and
+``rejects-iofN.jsonl`` (each piece holds ``.lock`` shared and ``.lock-iofN`` exclusively);
+``cxrprep merge`` writes ``manifest.json``, ``rejects.jsonl`` and ``README.md`` for them.
 """
 
 from __future__ import annotations
@@ -41,9 +71,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Key of the Parquet key-value metadata entry that carries the schema version.
 VERSION_KEY = b"cxr.schema_version"
+#: Key of the metadata entry with the label names (JSON list), in the order of the ``labels`` fields.
+LABELS_KEY = b"cxr.label_names"
+#: Key under which Hugging Face ``datasets`` looks for features in Parquet schema metadata.
+HF_KEY = b"huggingface"
 
 SPLITS = ("train", "validate", "test")
 VIEWS = ("PA", "AP", "LATERAL", "LL", "RL", "UNKNOWN")  # views seen in MIMIC/CheXpert/NIH metadata
@@ -100,8 +134,216 @@ REJECTS_SCHEMA = pa.schema(
 REJECT_KINDS = ("skipped", "failed")
 REJECT_LEVELS = ("study", "image")
 
+# -- folder layout -------------------------------------------------------------------------------------
+DATA_DIR = "data"
 MANIFEST = "manifest.json"
-REJECTS = "rejects.parquet"
+REJECTS = "rejects.jsonl"
+CARD = "README.md"
+LOCK = ".lock"
+#: file names of the data files: ``data/train-00000-of-00002.parquet`` (a whole run) and
+#: ``data/train-1of4-00000-of-00001.parquet`` (piece 1 of ``--part 1/4``)
+DATA_FILE_RE = r"(?P<split>[A-Za-z0-9_]+)(?:-(?P<tag>\d+of\d+))?-(?P<k>\d{5})-of-(?P<n>\d{5})\.parquet"
+
+
+def data_file_name(split: str, tag: str, k: int, n: int) -> str:
+    """Relative path of data file ``k`` of ``n`` of ``split`` (``tag`` '' for a whole run, '1of4')."""
+    return f"{DATA_DIR}/{split}-{tag + '-' if tag else ''}{k:05d}-of-{n:05d}.parquet"
+
+
+# -- on-disk types -------------------------------------------------------------------------------------
+#: ``datasets.Image`` storage: encoded bytes and an (unused, null) path
+HF_IMAGE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
+
+
+def _nullable(t: pa.DataType) -> pa.DataType:
+    """The same type with every nested field nullable (Hugging Face features are)."""
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _nullable(f.type)) for f in t])
+    if pa.types.is_list(t):
+        return pa.list_(_nullable(t.value_type))
+    return t
+
+
+def _file_type(name: str, t: pa.DataType, label_names: list[str]) -> pa.DataType:
+    if name == "labels" and label_names:
+        return pa.struct([pa.field(n, pa.int8()) for n in label_names])
+    if name == "images":
+        return pa.list_(pa.struct([pa.field(f.name, HF_IMAGE if f.name in ("image", "image_clahe")
+                                            else _nullable(f.type)) for f in IMAGE]))
+    return _nullable(t)
+
+
+def _hf_feature(t: pa.DataType, image: bool = False) -> object:
+    """Hugging Face features dict (``Features.to_dict`` form) of an on-disk Arrow type."""
+    if image:
+        return {"_type": "Image"}
+    if pa.types.is_struct(t):
+        return {f.name: _hf_feature(f.type, f.name in ("image", "image_clahe") and f.type == HF_IMAGE) for f in t}
+    if pa.types.is_list(t):
+        return [_hf_feature(t.value_type)]  # list form: read by every datasets version
+    dtype = {pa.string(): "string", pa.bool_(): "bool", pa.int8(): "int8", pa.int32(): "int32",
+             pa.binary(): "binary"}[t]
+    return {"dtype": dtype, "_type": "Value"}
+
+
+def hf_features(label_names: list[str]) -> dict:
+    """The Hugging Face ``Features.to_dict()`` of a dataset's files (images as ``datasets.Image``)."""
+    return {f.name: _hf_feature(_file_type(f.name, f.type, label_names)) for f in STUDY_SCHEMA}
+
+
+def file_schema(label_names: list[str] | tuple[str, ...] = ()) -> pa.Schema:
+    """The schema of a dataset's data files: see the module docstring."""
+    names = list(label_names)
+    if len(set(names)) != len(names) or any(not n for n in names):
+        raise ValueError(f"label names must be distinct and non-empty, got {names}")
+    meta = {VERSION_KEY: str(SCHEMA_VERSION).encode(), LABELS_KEY: json.dumps(names).encode(),
+            HF_KEY: json.dumps({"info": {"features": hf_features(names)}}).encode()}
+    return pa.schema([pa.field(f.name, _file_type(f.name, f.type, names)) for f in STUDY_SCHEMA], metadata=meta)
+
+
+# -- conversion between rows in memory and files ---------------------------------------------------------
+_NOT_NULL = [f.name for f in STUDY_SCHEMA if not f.nullable]
+_IMAGE_NOT_NULL = [f.name for f in IMAGE if not f.nullable]
+
+
+def to_file_rows(rows: list[dict], label_names: list[str]) -> list[dict]:
+    """Check rows of STUDY_SCHEMA (non-null columns, label count) and give them the on-disk shape."""
+    n = len(label_names)
+    out = []
+    for r in rows:
+        for c in _NOT_NULL:
+            if r.get(c) is None:
+                raise ValueError(f"row {r.get('study_id')!r}: column {c!r} must not be null")
+        r = dict(r)
+        labels = r.get("labels")
+        if labels is not None and n:
+            if len(labels) != n:
+                raise ValueError(f"row {r['study_id']!r}: {len(labels)} labels, the dataset has {n} label names")
+            r["labels"] = dict(zip(label_names, labels))
+        images = []
+        for im in r.get("images") or ():
+            for c in _IMAGE_NOT_NULL:
+                if im.get(c) is None:
+                    raise ValueError(f"row {r['study_id']!r}: image field {c!r} must not be null")
+            im = dict(im)
+            im["image"] = {"bytes": im["image"], "path": None}
+            if im.get("image_clahe") is not None:
+                im["image_clahe"] = {"bytes": im["image_clahe"], "path": None}
+            images.append(im)
+        r["images"] = images if r.get("images") is not None else None
+        out.append(r)
+    return out
+
+
+def to_file_table(table: pa.Table, label_names: list[str]) -> pa.Table:
+    """Column-wise ``to_file_rows``: a STUDY_SCHEMA table -> the on-disk shape (``file_schema``), with the
+    same checks (non-null columns, label count). Used by ``ShardWriter.write_table``."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    table = table.combine_chunks()
+    if table.schema != STUDY_SCHEMA:
+        table = table.select(STUDY_SCHEMA.names).cast(STUDY_SCHEMA)
+    for c in _NOT_NULL:
+        if table[c].null_count:
+            i = int(np.flatnonzero(table[c].is_null().to_numpy(zero_copy_only=False))[0])
+            raise ValueError(f"row {table['study_id'][i].as_py()!r}: column {c!r} must not be null")
+    n, k = table.num_rows, len(label_names)
+    cols = {}
+    labels = table["labels"].chunk(0) if table["labels"].num_chunks else pa.nulls(n, pa.list_(pa.int8()))
+    if k:
+        lengths = pc.list_value_length(labels).to_numpy(zero_copy_only=False)
+        valid = ~labels.is_null().to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(valid & (np.nan_to_num(lengths.astype(float), nan=k) != k))
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"row {table['study_id'][i].as_py()!r}: {int(lengths[i])} labels, the dataset has "
+                             f"{k} label names")
+        flat = pc.list_flatten(labels)  # respects slicing; null lists contribute nothing
+        lens = np.where(valid, np.nan_to_num(lengths.astype(float), nan=0), 0).astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]]) if n else np.zeros(0, np.int64)
+        # null lists: point at a valid position (masked anyway) so take() stays in range
+        starts = np.where(valid, starts, 0)
+        children = [flat.take(pa.array(starts + j)) if len(flat) else pa.nulls(n, pa.int8()) for j in range(k)]
+        cols["labels"] = pa.StructArray.from_arrays(children, fields=[pa.field(x, pa.int8()) for x in label_names],
+                                                     mask=labels.is_null())
+    images = table["images"].chunk(0) if table["images"].num_chunks else pa.nulls(n, pa.list_(IMAGE))
+    img_lens = pc.fill_null(pc.list_value_length(images), 0).cast(pa.int32())
+    img_offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(img_lens)]) if n \
+        else pa.array([0], pa.int32())
+    flat = pc.list_flatten(images)
+    for c in _IMAGE_NOT_NULL:
+        if flat.field(c).null_count:
+            parents = pc.list_parent_indices(images).to_numpy(zero_copy_only=False)
+            j = int(np.flatnonzero(flat.field(c).is_null().to_numpy(zero_copy_only=False))[0])
+            raise ValueError(f"row {table['study_id'][int(parents[j])].as_py()!r}: image field {c!r} must not be null")
+    children = []
+    for f in IMAGE:
+        child = flat.field(f.name)
+        if f.name in ("image", "image_clahe"):
+            child = pa.StructArray.from_arrays([child, pa.nulls(len(child), pa.string())], fields=list(HF_IMAGE),
+                                               mask=child.is_null())
+        children.append(child)
+    file_images_type = _file_type("images", STUDY_SCHEMA.field("images").type, list(label_names))
+    values = pa.StructArray.from_arrays(children, fields=list(file_images_type.value_type))
+    cols["images"] = pa.ListArray.from_arrays(img_offsets, values, type=file_images_type, mask=images.is_null())
+    schema = file_schema(label_names)
+    arrays = []
+    for f in schema:
+        a = cols.get(f.name)
+        if a is None:
+            a = table[f.name].chunk(0) if table[f.name].num_chunks else pa.nulls(n, f.type)
+        arrays.append(a.cast(f.type) if not a.type.equals(f.type) else a)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _labels_to_list(arr: pa.Array) -> pa.Array:
+    """struct<name: int8, ...> -> list<int8> in field order (null struct -> null list)."""
+    k, n = arr.type.num_fields, len(arr)
+    if k == 0:
+        return pa.nulls(n, pa.list_(pa.int8()))
+    import numpy as np
+
+    fields = arr.flatten()
+    values = pa.concat_arrays([f.cast(pa.int8()) for f in fields])
+    order = np.arange(n * k).reshape(k, n).T.ravel()
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), values.take(order),
+                                    mask=arr.is_null())
+
+
+def _images_to_binary(arr: pa.Array) -> pa.Array:
+    """list<struct<..., image: struct<bytes, path>, ...>> -> list<IMAGE> (image as bytes)."""
+    import pyarrow.compute as pc
+
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).cast(pa.int32())
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(lengths)]) if len(arr) \
+        else pa.array([0], pa.int32())
+    flat = pc.list_flatten(arr)
+    cols = []
+    for f in IMAGE:
+        child = flat.field(f.name)
+        if f.name in ("image", "image_clahe"):
+            child = child.flatten()[0]  # the bytes field, null where the struct is null
+        cols.append(child.cast(f.type))
+    values = pa.StructArray.from_arrays(cols, fields=list(IMAGE))
+    return pa.ListArray.from_arrays(offsets, values, type=pa.list_(IMAGE), mask=arr.is_null())
+
+
+def from_file_batch(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
+    """A batch read from a data file (any subset of columns) -> the STUDY_SCHEMA shape of those columns."""
+    if isinstance(batch, pa.Table):
+        batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else \
+            pa.RecordBatch.from_pylist([], schema=batch.schema)
+    arrays, fields = [], []
+    for name, arr in zip(batch.schema.names, batch.columns):
+        want = STUDY_SCHEMA.field(name)
+        if name == "labels" and pa.types.is_struct(arr.type):
+            arr = _labels_to_list(arr)
+        elif name == "images":
+            arr = _images_to_binary(arr)
+        arrays.append(arr.cast(want.type) if not arr.type.equals(want.type) else arr)
+        fields.append(want)
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=STUDY_SCHEMA.metadata))
 
 
 class ShardSchemaError(ValueError):
@@ -140,8 +382,11 @@ def _describe_diff(found: pa.Schema, expected: pa.Schema) -> str:
     return "; ".join(diffs)
 
 
-def check_schema(schema: pa.Schema, path: str | Path = "<table>", expected: pa.Schema = STUDY_SCHEMA) -> None:
-    """Raise ShardSchemaError if ``schema`` differs from ``expected`` (columns, types, version)."""
+def check_schema(schema: pa.Schema, path: str | Path = "<table>", expected: pa.Schema | None = None,
+                 label_names: list[str] | None = None) -> None:
+    """Raise ShardSchemaError if the data file schema ``schema`` differs from the contract (columns, types,
+    version, label names). ``expected`` defaults to ``file_schema`` of the label names in the file's
+    metadata; ``label_names`` (from the manifest) must then match them."""
     meta = schema.metadata or {}
     version = meta.get(VERSION_KEY)
     if version is None:
@@ -154,20 +399,32 @@ def check_schema(schema: pa.Schema, path: str | Path = "<table>", expected: pa.S
             f"{path}: schema version {version.decode()}, this cxrkit reads version {SCHEMA_VERSION}; "
             f"re-create the shards with this cxrkit's cxrprep"
         )
+    if expected is None:
+        try:
+            names = json.loads(meta.get(LABELS_KEY, b"[]").decode())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ShardSchemaError(f"{path}: {LABELS_KEY.decode()} metadata is not a JSON list ({e})") from e
+        if label_names is not None and list(label_names) != names:
+            raise ShardSchemaError(f"{path}: label names {names} differ from the manifest's {list(label_names)}")
+        try:
+            expected = file_schema(names)
+        except ValueError as e:
+            raise ShardSchemaError(f"{path}: {e}") from e
     diff = _describe_diff(schema, expected)
     if diff:
         raise ShardSchemaError(f"{path}: does not match shard schema v{SCHEMA_VERSION}: {diff}")
 
 
-def check_shard(path: str | Path) -> pa.Schema:
-    """Check one part file against the contract; returns its schema. Raises ShardSchemaError naming the
-    file and the difference (missing/extra/mistyped columns, wrong or missing schema version)."""
+def check_shard(path: str | Path, label_names: list[str] | None = None) -> pa.Schema:
+    """Check one data file against the contract; returns its schema. Raises ShardSchemaError naming the
+    file and the difference (missing/extra/mistyped columns, wrong or missing schema version, label names
+    other than ``label_names`` when given)."""
     path = Path(path)
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowInvalid) as e:
         raise ShardSchemaError(f"{path}: not a readable Parquet file ({e})") from e
-    check_schema(schema, path)
+    check_schema(schema, path, label_names=label_names)
     return schema
 
 
@@ -178,7 +435,7 @@ def read_manifest(dataset_dir: str | Path) -> dict:
     if not path.exists():
         partial = sorted(dataset_dir.glob("manifest-*of*.json"))
         hint = (f"; found {len(partial)} --part manifests: run `cxrprep merge {dataset_dir}` first"
-                if partial else "")
+                if partial else "; the run that writes it was killed or has not finished: run it again")
         raise ShardSchemaError(f"{path}: missing; {dataset_dir} is not a finished cxrkit dataset folder{hint}")
     try:
         manifest = json.loads(path.read_text())

@@ -365,10 +365,46 @@ def convert_ct2(model: ModelRef, cache_dir: Path, compute_type: str) -> Path:
     return out
 
 
+def _check_weights(model: ModelRef) -> None:
+    """Only weights are ever loaded: ``model.safetensors`` (no code), or a ``pytorch_model.bin`` that
+    ``torch.load(weights_only=True)`` accepts. A .bin pickle that holds anything else (it could run code
+    when unpickled) is refused here, before transformers or CTranslate2 see it."""
+    if (model.path / "model.safetensors").exists():
+        return
+    binary = model.path / "pytorch_model.bin"
+    if not binary.exists():
+        raise ModelNotAvailable(f"{model.path}: no model.safetensors (or pytorch_model.bin) weights file")
+    import pickle
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol before refusing it
+            torch.load(binary, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelNotAvailable(f"{binary}: refusing to load it: the pickle holds more than tensors and could "
+                                f"run code (only weights are loaded); use a model.safetensors file") from None
+    except (OSError, RuntimeError, ValueError, EOFError) as e:
+        raise ModelNotAvailable(f"{binary}: not a readable weights file ({type(e).__name__}: {e})") from None
+
+
 def load_backend(model: ModelRef, cfg: AugmentConfig) -> Backend:
-    if cfg.backend == "ct2":
-        return CT2Backend(model, cfg.cache_dir, cfg.device, cfg.compute_type, cfg.threads)
-    return TransformersBackend(model, cfg.device, cfg.compute_type)
+    """Load one direction. A model folder whose files cannot be loaded raises ModelNotAvailable naming
+    the folder and the reason (no traceback for a broken download)."""
+    _check_weights(model)
+    try:
+        if cfg.backend == "ct2":
+            return CT2Backend(model, cfg.cache_dir, cfg.device, cfg.compute_type, cfg.threads)
+        return TransformersBackend(model, cfg.device, cfg.compute_type)
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise ModelNotAvailable(f"{model.path}: cannot load the Marian model ({type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:300]})") from None
+    except Exception as e:
+        if type(e).__name__ in ("SafetensorError", "HeaderTooLarge", "UnpicklingError"):
+            raise ModelNotAvailable(f"{model.path}: broken weights file ({type(e).__name__}: {e})") from None
+        raise
 
 
 # -- text guards --------------------------------------------------------------------------------
@@ -404,28 +440,52 @@ def keeps_numbers(source: str, translated: str) -> bool:
 
 
 # -- cache --------------------------------------------------------------------------------------
+class CacheError(RuntimeError):
+    """The translation cache cannot be used (a file where the folder should be, a corrupt database)."""
+
+
 class TranslationCache:
     """SQLite table (setting, sentence, variant) -> (output, flags). ``setting`` is the sha256 of the
-    models' keys and the decoding settings, described in the ``settings`` table."""
+    models' keys and the decoding settings, described in the ``settings`` table. Problems with the
+    database raise CacheError naming the file and what to do."""
 
     def __init__(self, path: Path) -> None:
         path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise CacheError(f"--cache-dir {path.parent}: a file is in the way; the cache needs a folder "
+                             "(pass another --cache-dir)") from None
+        except OSError as e:
+            raise CacheError(f"--cache-dir {path.parent}: cannot create it ({e.strerror or e})") from None
+        if path.is_dir():
+            raise CacheError(f"{path}: is a folder; the translation cache is a SQLite file (remove the folder "
+                             "or pass another --cache-dir)")
         self.path = path
-        self.db = sqlite3.connect(str(path))
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS settings (id TEXT PRIMARY KEY, description TEXT)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS bt (setting TEXT, sentence TEXT, variant INTEGER, "
-                        "output TEXT NOT NULL, flags INTEGER NOT NULL, PRIMARY KEY (setting, sentence, variant)) "
-                        "WITHOUT ROWID")
-        self.db.commit()
+        try:
+            self.db = sqlite3.connect(str(path))
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("CREATE TABLE IF NOT EXISTS settings (id TEXT PRIMARY KEY, description TEXT)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS bt (setting TEXT, sentence TEXT, variant INTEGER, "
+                            "output TEXT NOT NULL, flags INTEGER NOT NULL, PRIMARY KEY (setting, sentence, "
+                            "variant)) WITHOUT ROWID")
+            self.db.commit()
+        except sqlite3.Error as e:
+            raise self._error(e) from None
+
+    def _error(self, e: sqlite3.Error) -> CacheError:
+        return CacheError(f"{self.path}: the translation cache is not a usable SQLite database ({e}); it is "
+                          "only a cache: delete it (and its -wal/-shm files) or pass another --cache-dir")
 
     def setting(self, description: dict) -> str:
         text = json.dumps(description, sort_keys=True)
         sid = hashlib.sha256(text.encode()).hexdigest()[:32]
-        self.db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (sid, text))
-        self.db.commit()
+        try:
+            self.db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (sid, text))
+            self.db.commit()
+        except sqlite3.Error as e:
+            raise self._error(e) from None
         return sid
 
     def get(self, setting: str, sentences: Sequence[str], variant: int) -> dict[str, tuple[str, int]]:
@@ -434,15 +494,21 @@ class TranslationCache:
             chunk = list(sentences[i:i + 500])
             q = ("SELECT sentence, output, flags FROM bt WHERE setting=? AND variant=? AND sentence IN "
                  f"({','.join('?' * len(chunk))})")
-            for s, o, f in self.db.execute(q, [setting, variant, *chunk]):
-                out[s] = (o, f)
+            try:
+                for s, o, f in self.db.execute(q, [setting, variant, *chunk]):
+                    out[s] = (o, f)
+            except sqlite3.Error as e:
+                raise self._error(e) from None
         return out
 
     def put(self, setting: str, variant: int, items: Iterable[tuple[str, str, int]]) -> None:
         """Store (sentence, output, flags) rows in one transaction."""
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO bt VALUES (?, ?, ?, ?, ?)",
-                                [(setting, s, variant, o, f) for s, o, f in items])
+        try:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO bt VALUES (?, ?, ?, ?, ?)",
+                                    [(setting, s, variant, o, f) for s, o, f in items])
+        except sqlite3.Error as e:
+            raise self._error(e) from None
 
     def close(self) -> None:
         self.db.close()
@@ -625,8 +691,8 @@ def _swap_in(new: Path, dataset_dir: Path) -> None:
 
 # manifest keys the writer fills itself; anything else another command added (say a statistics section)
 # is carried over unchanged. merged_from no longer applies: the new parts are one run's parts.
-_WRITER_KEYS = {"schema_version", "dataset", "cxrkit_version", "command", "part", "config", "label_names",
-                "image_settings", "counts", "parts", "rejects", "merged_from", "augment"}
+_WRITER_KEYS = {"schema_version", "dataset", "cxrkit_version", "command", "invocation", "part", "config",
+                "label_names", "image_settings", "counts", "splits", "parts", "rejects", "merged_from", "augment"}
 
 
 def _carried_sections(manifest: dict) -> dict:
@@ -703,9 +769,7 @@ def run_augment(dataset_dir: Path, cfg: AugmentConfig, translator: Translator | 
                 w.write(row)
         rejects_path = dataset_dir / old["rejects"]["file"]
         if rejects_path.exists():
-            import pyarrow.parquet as pq
-
-            for r in pq.read_table(rejects_path).to_pylist():
+            for r in ds.rejects():
                 w.reject(r["source"], r["study_id"], stage=r["stage"], kind=r["kind"], reason=r["reason"],
                          level=r.get("level") or "study")
         w.counts.inputs_seen = old_counts["inputs_seen"]

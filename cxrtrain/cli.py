@@ -6,14 +6,16 @@ import typer
 
 from cxrprep import __version__
 from cxrprep.cliutil import register_commands
+from cxrprep.toplevel import SafeGroup
 
 app = typer.Typer(
     name="cxrtrain",
     help="Train and evaluate CLIP-style chest X-ray models on cxrprep shards.\n\n"
-    "Example: cxrtrain run shards/ --config examples/demo.yaml --out runs/demo",
+    "Example: cxrtrain run shards/ --config examples/train_tiny.yaml --out runs/tiny",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=SafeGroup,  # an unhandled exception is one line (CXRKIT_DEBUG=1: the traceback), never a traceback
 )
 
 
@@ -28,9 +30,12 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Train and evaluate CLIP-style chest X-ray models."""
+    from cxrprep.quiet import quiet_third_party
+
+    quiet_third_party()
 
 
-ORDER = ["run", "eval", "fewshot", "export"]
+ORDER = ["run", "batch", "eval", "fewshot", "export"]
 register_commands(app, "cxrtrain.commands", ORDER)
 
 

@@ -9,11 +9,17 @@
 * Study-level sampling (CXR-CLIP): two images of two distinct views when the study has them (else the same
   image twice, augmented independently), and two texts: findings and impression (each replaced by one of
   its back-translations with ``bt_prob``) for report datasets, two distinct prompt reports for label
-  datasets. Random sentence sampling (Jang et al.) replaces each text by a random subset of the study's
-  sentences; ``shuffle_sentences`` shuffles sentence order.
-* Augmentation (no torchvision): random resized crop (area scale 0.8-1.1, aspect 3/4-4/3; one affine warp
-  does crop, pad and resize), the offline CLAHE copy with ``clahe_prob``, brightness/contrast jitter;
-  evaluation: shorter side to the input size and a centre crop. Normalisation from the model preset.
+  datasets; the two texts differ whenever the study has any alternative (``pick_texts``). Random sentence
+  sampling (Jang et al.) replaces each text by a random subset of the study's sentences (of the prompt
+  variant's sentences for label datasets); ``shuffle_sentences`` shuffles sentence order. Validation
+  texts and images are deterministic (the same every epoch).
+* Augmentation as CXR-CLIP's (no torchvision; same algorithms): random resized crop whose box always lies
+  inside the image (area scale 0.8-1.1 of the image, aspect 3/4-4/3, torchvision's 10 tries and centre-crop
+  fallback; no padding), CLAHE, then brightness (x U(0.9, 1.1)) and contrast (U(0.8, 1.2) around the mean)
+  jitter. CLAHE is either the offline copy in the shards (``clahe: offline``, clip 2.0 before cropping,
+  the fast default) or computed online after the crop with a clip limit ~ U(1, 4) (``clahe: online``, as
+  CXR-CLIP), each with probability ``clahe_prob``. Evaluation: shorter side to the input size and a centre
+  crop. Normalisation from the model preset.
 * Determinism and exact resume: every random choice comes from generators seeded by (seed, epoch, rank,
   worker, sample index), and a resumed epoch skips the batches already trained on without decoding them.
 """
@@ -21,6 +27,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -67,24 +74,77 @@ def center_u8(gray: np.ndarray, cfg) -> np.ndarray:
     return np.ascontiguousarray(a[y:y + s, x:x + s])
 
 
-def augment_u8(gray: np.ndarray, cfg, rng: np.random.Generator, scale=(0.8, 1.1), jitter=0.1) -> np.ndarray:
-    """Random resized crop (one affine warp: crop + pad + resize) and brightness/contrast jitter."""
+def crop_box(h: int, w: int, rng: np.random.Generator, scale=(0.8, 1.1), ratio=(3 / 4, 4 / 3),
+             tries: int = 10) -> tuple[int, int, int, int]:
+    """Random resized crop box (top, left, height, width), always inside an HxW image, by the algorithm of
+    torchvision's ``RandomResizedCrop.get_params`` (which CXR-CLIP uses): up to ``tries`` draws of an area
+    fraction from U(scale) and a log-uniform aspect ratio; the first box that fits (w <= W, h <= H, so a
+    fraction above 1 only fits when the aspect lets it) is placed uniformly; if none fits, the centre crop
+    of the whole image with the aspect clamped to ``ratio``. Nothing is ever padded."""
+    area = h * w
+    lo, hi = np.log(ratio[0]), np.log(ratio[1])
+    for _ in range(tries):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = float(np.exp(rng.uniform(lo, hi)))
+        cw = int(round(np.sqrt(target * aspect)))
+        ch = int(round(np.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(rng.integers(0, h - ch + 1))
+            left = int(rng.integers(0, w - cw + 1))
+            return top, left, ch, cw
+    in_ratio = w / h
+    if in_ratio < min(ratio):
+        cw, ch = w, int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        ch, cw = h, int(round(h * max(ratio)))
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def clahe_u8(a: np.ndarray, clip: float, tiles: int = 8) -> np.ndarray:
+    """CLAHE with clip limit ``clip`` on a tiles x tiles grid (OpenCV; albumentations' CLAHE is the same call)."""
+    return cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(tiles, tiles)).apply(a)
+
+
+def jitter_u8(a: np.ndarray, rng: np.random.Generator, brightness: float = 0.1, contrast: float = 0.2) -> np.ndarray:
+    """Brightness and contrast jitter as torchvision's ColorJitter on a grey image (CXR-CLIP): brightness
+    multiplies by b ~ U(1-brightness, 1+brightness); contrast blends with the image mean, c*x + (1-c)*mean,
+    c ~ U(1-contrast, 1+contrast); the two are applied in random order, each result clipped to [0, 255]."""
+    ops = []
+    if brightness:
+        ops.append(("b", rng.uniform(max(0.0, 1 - brightness), 1 + brightness)))
+    if contrast:
+        ops.append(("c", rng.uniform(max(0.0, 1 - contrast), 1 + contrast)))
+    if not ops:
+        return a
+    if len(ops) == 2 and rng.random() < 0.5:
+        ops.reverse()
+    x = a.astype(np.float32)
+    for kind, f in ops:
+        if kind == "b":
+            x = np.clip(x * f, 0, 255)
+        else:
+            m = float(x.mean())
+            x = np.clip(x * f + m * (1 - f), 0, 255)
+    return (x + 0.5).astype(np.uint8)
+
+
+def augment_u8(gray: np.ndarray, cfg, rng: np.random.Generator, scale=(0.8, 1.1), brightness: float = 0.1,
+               contrast: float = 0.2, clahe_clip: tuple[float, float] | None = None, clahe_prob: float = 0.0
+               ) -> np.ndarray:
+    """CXR-CLIP's training transform on a grey uint8 image: random resized crop inside the image (``crop_box``)
+    resized to the input size, optional online CLAHE (probability ``clahe_prob``, clip limit ~ U(clahe_clip)),
+    brightness/contrast jitter (``jitter_u8``)."""
     s = cfg.image_size
     h, w = gray.shape
-    area = h * w * rng.uniform(*scale)
-    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-    cw, ch = np.sqrt(area * ratio), np.sqrt(area / ratio)
-    x0 = rng.uniform(min(0, w - cw), max(0, w - cw))
-    y0 = rng.uniform(min(0, h - ch), max(0, h - ch))
-    m = np.array([[s / cw, 0, -x0 * s / cw], [0, s / ch, -y0 * s / ch]], np.float32)
-    interp = cv2.INTER_AREA if cw > 2 * s else cv2.INTER_LINEAR
-    a = cv2.warpAffine(gray, m, (s, s), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if jitter:
-        b = rng.uniform(1 - jitter, 1 + jitter)
-        c = rng.uniform(1 - jitter, 1 + jitter)
-        mean = float(a.mean())
-        a = np.clip((a.astype(np.float32) - mean) * c + mean * b, 0, 255).astype(np.uint8)
-    return a
+    top, left, ch, cw = crop_box(h, w, rng, scale)
+    crop = gray[top:top + ch, left:left + cw]
+    interp = cv2.INTER_AREA if (ch > s or cw > s) else cv2.INTER_LINEAR
+    a = cv2.resize(crop, (s, s), interpolation=interp)
+    if clahe_clip is not None and clahe_prob > 0 and rng.random() < clahe_prob:
+        a = clahe_u8(a, rng.uniform(*clahe_clip))
+    return jitter_u8(a, rng, brightness, contrast)
 
 
 def eval_transform(gray: np.ndarray, cfg) -> torch.Tensor:
@@ -92,9 +152,10 @@ def eval_transform(gray: np.ndarray, cfg) -> torch.Tensor:
     return normalize(torch.from_numpy(center_u8(gray, cfg))[None], cfg)
 
 
-def train_transform(gray: np.ndarray, cfg, rng: np.random.Generator, scale=(0.8, 1.1), jitter=0.1) -> torch.Tensor:
+def train_transform(gray: np.ndarray, cfg, rng: np.random.Generator, scale=(0.8, 1.1), brightness: float = 0.1,
+                    contrast: float = 0.2) -> torch.Tensor:
     """Augmented view -> [3,S,S] float."""
-    return normalize(torch.from_numpy(augment_u8(gray, cfg, rng, scale, jitter))[None], cfg)
+    return normalize(torch.from_numpy(augment_u8(gray, cfg, rng, scale, brightness, contrast))[None], cfg)
 
 
 # -- study-level sampling ----------------------------------------------------------------------------
@@ -112,56 +173,135 @@ def pick_images(images: list[dict], rng: random.Random) -> tuple[dict, dict]:
     return images[0], images[0]
 
 
-def _section_text(sentences: list[str], text: str | None, bt: list[str], rng: random.Random, cfg) -> str | None:
-    if bt and rng.random() < cfg.bt_prob:
-        return rng.choice(bt)
-    if cfg.shuffle_sentences and len(sentences) > 1:
-        s = list(sentences)
+_SENT_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """A prompt report (template sentences joined by spaces) -> its sentences."""
+    return [x for x in _SENT_END.split(text.strip()) if x]
+
+
+def _distinct_pair(options: list[str], rng: random.Random) -> tuple[str, str]:
+    """Two different strings out of ``options`` when there are two different ones, else one twice."""
+    uniq = list(dict.fromkeys(o for o in options if o))
+    if len(uniq) >= 2:
+        a, b = rng.sample(range(len(uniq)), 2)
+        return uniq[a], uniq[b]
+    return (uniq[0], uniq[0]) if uniq else ("", "")
+
+
+def _shuffled_text(sentences: list[str], rng: random.Random, avoid: str | None = None) -> str:
+    """Sentences in a random order; when ``avoid`` is given and another order exists, never exactly ``avoid``."""
+    s = list(sentences)
+    for _ in range(8):
         rng.shuffle(s)
-        return " ".join(s)
-    return text
+        t = " ".join(s)
+        if avoid is None or t != avoid or len(set(s)) < 2:
+            return t
+    return " ".join(s[1:] + s[:1])  # a rotation differs from the original when two sentences differ
 
 
-def pick_texts(row: dict, rng: random.Random, cfg) -> tuple[str, str] | None:
-    """Two texts of a study, or None when it has no usable text."""
-    prompts = row.get("prompts") or []
+def _sample_sentences(pool: list[str], rng: random.Random, cfg) -> str:
+    k = rng.randint(min(cfg.sentences_min, len(pool)), min(cfg.sentences_max, len(pool)))
+    idx = sorted(rng.sample(range(len(pool)), k))
+    if cfg.shuffle_sentences:
+        rng.shuffle(idx)
+    return " ".join(pool[i] for i in idx)
+
+
+def _two_samples(pool: list[str], rng: random.Random, cfg) -> tuple[str, str]:
+    """Jang et al.: two random sentence subsets, different from each other whenever the pool allows."""
+    a = _sample_sentences(pool, rng, cfg)
+    b = a
+    for _ in range(8):
+        b = _sample_sentences(pool, rng, cfg)
+        if b != a:
+            break
+    return a, b
+
+
+def pick_texts(row: dict, rng: random.Random, cfg, train: bool = True) -> tuple[str, str] | None:
+    """Two texts of a study, or None when it has no usable text.
+
+    Training (CXR-CLIP study-level sampling; the two texts are never the same string when the study has
+    any alternative):
+
+    * prompt reports (label datasets): two distinct prompt variants; with ``sentence_sampling`` each is a
+      random subset of its variant's sentences, with ``shuffle_sentences`` its sentences are shuffled;
+    * reports with findings and impression: the two sections, in random order, each replaced by one of its
+      back-translations with probability ``bt_prob``;
+    * one section only: the original and one of its back-translations (CXR-CLIP), else the original and a
+      sentence shuffle of it;
+    * ``sentence_sampling`` (Jang et al.): two random subsets of the sentences of ``sentence_sections``.
+
+    Validation (``train=False``) is deterministic, so validation losses of two epochs compare: the first two
+    distinct prompt variants; findings and impression as written (no back-translation, no shuffling); one
+    section: the original and its first back-translation, else the section twice."""
+    prompts = [p for p in (row.get("prompts") or []) if p]
     if prompts:
-        if len(prompts) >= 2:
-            a, b = rng.sample(range(len(prompts)), 2)
-            return prompts[a], prompts[b]
-        return prompts[0], prompts[0]
-    if cfg.sentence_sampling:
+        if not train:
+            uniq = list(dict.fromkeys(prompts))
+            return uniq[0], uniq[1] if len(uniq) > 1 else uniq[0]
+        a, b = _distinct_pair(prompts, rng)
+        if cfg.sentence_sampling:
+            sa, sb = split_sentences(a), split_sentences(b)
+            ta, tb = _sample_sentences(sa, rng, cfg), _sample_sentences(sb, rng, cfg)
+            for _ in range(8):
+                if ta != tb:
+                    break
+                tb = _sample_sentences(sb, rng, cfg)
+            return ta, tb
+        if cfg.shuffle_sentences:
+            a = _shuffled_text(split_sentences(a), rng)
+            b = _shuffled_text(split_sentences(b), rng, avoid=a)
+        return a, b
+    secs = {sec: (row.get(sec) or "").strip() for sec in ("findings", "impression")}
+    sents = {sec: list(row.get(f"{sec}_sentences") or []) for sec in secs}
+    bts = {sec: [t for t in (row.get(f"{sec}_bt") or []) if t and t != secs[sec]] for sec in secs}
+    if cfg.sentence_sampling and train:
         pool: list[str] = []
         for sec in cfg.sentence_sections.split(","):
-            pool += row.get(f"{sec}_sentences") or []
+            pool += sents.get(sec) or []
         if not pool:
             return None
-        out = []
-        for _ in range(2):
-            k = rng.randint(min(cfg.sentences_min, len(pool)), min(cfg.sentences_max, len(pool)))
-            idx = sorted(rng.sample(range(len(pool)), k))
-            if cfg.shuffle_sentences:
-                rng.shuffle(idx)
-            out.append(" ".join(pool[i] for i in idx))
-        return out[0], out[1]
-    texts = []
-    for sec in ("findings", "impression"):
-        t = _section_text(row.get(f"{sec}_sentences") or [], row.get(sec), row.get(f"{sec}_bt") or [], rng, cfg)
-        if t:
-            texts.append(t)
-    if not texts:
+        return _two_samples(pool, rng, cfg)
+    present = [sec for sec in secs if secs[sec]]
+    if not present:
         return None
-    if len(texts) == 1:  # one section: its second view is a back-translation or a sentence shuffle
-        sec = "findings" if row.get("findings") else "impression"
-        bt = row.get(f"{sec}_bt") or []
-        sents = list(row.get(f"{sec}_sentences") or [])
-        if bt:
-            return texts[0], rng.choice(bt)
-        rng.shuffle(sents)
-        return texts[0], " ".join(sents) or texts[0]
+    if not train:
+        if len(present) == 2 and secs["findings"] != secs["impression"]:
+            return secs["findings"], secs["impression"]
+        sec = present[0]
+        return secs[sec], (bts[sec][0] if bts[sec] else secs[sec])
+
+    def one(sec: str) -> str:
+        if bts[sec] and rng.random() < cfg.bt_prob:
+            return rng.choice(bts[sec])
+        if cfg.shuffle_sentences and len(sents[sec]) > 1:
+            return _shuffled_text(sents[sec], rng)
+        return secs[sec]
+
+    if len(present) == 2 and secs["findings"] != secs["impression"]:
+        texts = [one("findings"), one("impression")]
+        if texts[0] == texts[1]:  # a back-translation can equal the other section: take the originals
+            texts = [secs["findings"], secs["impression"]]
+        if rng.random() < 0.5:
+            texts.reverse()
+        return texts[0], texts[1]
+    sec = present[0]  # one section: the original and its back-translation (CXR-CLIP), else a sentence shuffle
+    orig = _shuffled_text(sents[sec], rng) if cfg.shuffle_sentences and len(sents[sec]) > 1 else secs[sec]
+    if bts[sec]:
+        other = rng.choice(bts[sec])
+    elif len(set(sents[sec])) > 1:
+        other = _shuffled_text(sents[sec], rng, avoid=orig)
+    else:
+        other = secs[sec]
+    if other == orig and orig != secs[sec]:
+        orig = secs[sec]
+    pair = [orig, other]
     if rng.random() < 0.5:
-        texts.reverse()
-    return texts[0], texts[1]
+        pair.reverse()
+    return pair[0], pair[1]
 
 
 @dataclass
@@ -172,7 +312,8 @@ class StreamSpec:
 
 class StudyStream(IterableDataset):
     """Yields collated batches: {"images1", "images2": uint8 [B,1,S,S] (``normalize`` them on the device),
-    "text1", "text2": token dicts, "study_id"}.
+    "text1", "text2": token dicts (absent when ``tokenizer`` is None), "texts1", "texts2": the strings,
+    "study_id"}.
 
     ``train=True``: infinite, shuffled, augmented; the trainer takes a fixed number of batches per epoch.
     ``train=False``: one deterministic pass over the split (validation), eval transform."""
@@ -243,19 +384,23 @@ class StudyStream(IterableDataset):
         yield from buf
 
     def _sample(self, row: dict, key: list[int]) -> dict | None:
-        rng = random.Random("/".join(map(str, key)))
+        # validation is the same every epoch: its randomness depends on the study only
+        rng = random.Random("/".join(map(str, key)) if self.train else f"validate/{self.seed}/{row['study_id']}")
         nrng = np.random.default_rng(key)
-        texts = pick_texts(row, rng, self.cfg)
+        texts = pick_texts(row, rng, self.cfg, train=self.train)
         if texts is None:
             return None
         im1, im2 = pick_images(row["images"], rng)
         out = []
+        c = self.cfg
         for im in (im1, im2):
-            data = im["image_clahe"] if (self.train and im.get("image_clahe") and rng.random() < self.cfg.clahe_prob) \
-                else im["image"]
-            g = decode_gray(data)
-            a = augment_u8(g, self.cfg.model, nrng, self.cfg.crop_scale, self.cfg.jitter) if self.train \
-                else center_u8(g, self.cfg.model)
+            offline = self.train and c.clahe == "offline" and im.get("image_clahe") and rng.random() < c.clahe_prob
+            g = decode_gray(im["image_clahe"] if offline else im["image"])
+            if self.train:
+                a = augment_u8(g, c.model, nrng, c.crop_scale, c.brightness, c.contrast,
+                               c.clahe_clip if c.clahe == "online" else None, c.clahe_prob)
+            else:
+                a = center_u8(g, c.model)
             out.append(torch.from_numpy(a)[None])  # uint8 [1,S,S]; normalised on the training device
         return dict(image1=out[0], image2=out[1], text1=texts[0], text2=texts[1], study_id=row["study_id"])
 
@@ -264,10 +409,13 @@ class StudyStream(IterableDataset):
         tok = lambda texts: {k: v for k, v in self.tok(texts, padding=True, truncation=True,  # noqa: E731
                                                          max_length=m.max_text_len, return_tensors="pt").items()
                              if k in ("input_ids", "attention_mask")}
-        return dict(images1=torch.stack([s["image1"] for s in samples]),
-                    images2=torch.stack([s["image2"] for s in samples]),
-                    text1=tok([s["text1"] for s in samples]), text2=tok([s["text2"] for s in samples]),
-                    study_id=[s["study_id"] for s in samples])
+        t1, t2 = [s["text1"] for s in samples], [s["text2"] for s in samples]
+        out = dict(images1=torch.stack([s["image1"] for s in samples]),
+                   images2=torch.stack([s["image2"] for s in samples]),
+                   study_id=[s["study_id"] for s in samples], texts1=t1, texts2=t2)
+        if self.tok is not None:  # no tokenizer: raw texts only (cxrtrain batch)
+            out.update(text1=tok(t1), text2=tok(t2))
+        return out
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -284,7 +432,7 @@ class StudyStream(IterableDataset):
             k += 1
             key = [self.seed, self.epoch, stream_id, k]
             if nbatch < skip:  # resume: replay the stream without decoding images
-                if pick_texts(row, random.Random("/".join(map(str, key))), self.cfg) is not None:
+                if pick_texts(row, random.Random("/".join(map(str, key))), self.cfg, self.train) is not None:
                     batch.append(None)
                     if len(batch) == self.batch_size:
                         batch, nbatch = [], nbatch + 1

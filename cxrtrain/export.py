@@ -4,7 +4,7 @@ Layout::
 
     DIR/image_encoder/      save_pretrained of the image tower (config.json + model.safetensors)
     DIR/text_encoder/       save_pretrained of the text tower and its tokenizer
-    DIR/projections.safetensors   image_proj.weight, text_proj.weight, logit_scale
+    DIR/projections.safetensors   image_proj.weight, text_proj.weight (+ .bias when model.proj_bias), logit_scale
     DIR/cxrkit.json         model config (image size, normalisation, text pooling, max length)
     DIR/README.md           how to load it without cxrkit and score an image against two prompts
 """
@@ -41,17 +41,25 @@ def embed_image(path):
     y, x = (g.shape[0] - s) // 2, (g.shape[1] - s) // 2
     x3 = torch.from_numpy(g[y:y + s, x:x + s]).float().div(255).expand(3, -1, -1)
     x3 = (x3 - torch.tensor(cfg["image_mean"]).view(3, 1, 1)) / torch.tensor(cfg["image_std"]).view(3, 1, 1)
-    feats = image_tower(pixel_values=x3[None]).pooler_output.flatten(1)
-    return F.normalize(feats @ proj["image_proj.weight"].T, dim=-1)
+    o = image_tower(pixel_values=x3[None])
+    if cfg["image_pooling"] == "pooler":
+        feats = o.pooler_output.flatten(1)
+    else:                                                    # "first" / "mean" of the final hidden states
+        h = o.last_hidden_state
+        h = h.flatten(2).transpose(1, 2) if h.dim() == 4 else h
+        feats = h[:, 0] if cfg["image_pooling"] == "first" else h.mean(1)
+    return F.normalize(feats @ proj["image_proj.weight"].T + proj.get("image_proj.bias", 0), dim=-1)
 
 def embed_text(texts):
     t = tok(texts, padding=True, truncation=True, max_length=cfg["max_text_len"], return_tensors="pt")
     h = text_tower(**t).last_hidden_state
     if cfg["text_pooling"] == "mean":
         m = t["attention_mask"][..., None].float(); feats = (h * m).sum(1) / m.sum(1)
+    elif cfg["text_pooling"] == "eos":                       # the last real (non-padding) token
+        feats = h[torch.arange(h.shape[0]), t["attention_mask"].sum(1) - 1]
     else:
-        feats = h[:, 0]                                      # cls ("eos" towers: use pooler_output)
-    return F.normalize(feats @ proj["text_proj.weight"].T, dim=-1)
+        feats = h[:, 0]                                      # cls
+    return F.normalize(feats @ proj["text_proj.weight"].T + proj.get("text_proj.bias", 0), dim=-1)
 
 with torch.no_grad():
     img = embed_image("chest.jpg")
@@ -74,9 +82,11 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
     model.image_tower.save_pretrained(out / "image_encoder")
     model.text_tower.save_pretrained(out / "text_encoder")
     model.tokenizer.save_pretrained(out / "text_encoder")
-    save_file({"image_proj.weight": model.image_proj.weight.detach().contiguous(),
-               "text_proj.weight": model.text_proj.weight.detach().contiguous(),
-               "logit_scale": model.logit_scale.detach().reshape(1).contiguous()}, str(out / "projections.safetensors"))
+    proj = {"image_proj.weight": model.image_proj.weight, "text_proj.weight": model.text_proj.weight,
+            "logit_scale": model.logit_scale.reshape(1)}
+    if model.config.proj_bias:
+        proj.update({"image_proj.bias": model.image_proj.bias, "text_proj.bias": model.text_proj.bias})
+    save_file({k: v.detach().contiguous() for k, v in proj.items()}, str(out / "projections.safetensors"))
     (out / "cxrkit.json").write_text(json.dumps(dict(asdict(model.config), image_kind=model.image_kind,
                                                      text_kind=model.text_kind, source=str(ck)),
                                                 indent=2, default=list) + "\n")
@@ -102,21 +112,19 @@ class ExportedModel:
 
     @torch.no_grad()
     def embed_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        f = self.image_tower(pixel_values=pixels).pooler_output.flatten(1)
-        return F.normalize(f @ self.proj["image_proj.weight"].T, dim=-1)
+        from .model import pool_image
+
+        f = pool_image(self.image_tower(pixel_values=pixels), self.cfg.get("image_pooling", "pooler"))
+        return F.normalize(f @ self.proj["image_proj.weight"].T + self.proj.get("image_proj.bias", 0), dim=-1)
 
     @torch.no_grad()
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         t = self.tok(texts, padding=True, truncation=True, max_length=self.cfg["max_text_len"], return_tensors="pt")
         o = self.text_tower(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
-        if self.cfg["text_kind"] == "clip" or self.cfg["text_pooling"] == "eos":
-            f = o.pooler_output
-        elif self.cfg["text_pooling"] == "mean":
-            m = t["attention_mask"][..., None].float()
-            f = (o.last_hidden_state * m).sum(1) / m.sum(1)
-        else:
-            f = o.last_hidden_state[:, 0]
-        return F.normalize(f @ self.proj["text_proj.weight"].T, dim=-1)
+        from .model import pool_text
+
+        f = pool_text(o.last_hidden_state, t["attention_mask"], self.cfg["text_pooling"])
+        return F.normalize(f @ self.proj["text_proj.weight"].T + self.proj.get("text_proj.bias", 0), dim=-1)
 
 
 __all__ = ["export", "ExportedModel"]

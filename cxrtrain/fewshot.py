@@ -1,23 +1,35 @@
-"""Few-shot evaluation (partial CLIP adaptation, seed 002): k labelled examples per class from train.
+"""Few-shot and linear-probe evaluation: k labelled examples per class (seed 002) and 1% / 10% / 100% of
+the training split (CXR-CLIP, seed 003), always selected on the **validate** split and reported on **test**.
 
-Sampling (multi-label, documented): for each class independently, k studies labelled 1 and k labelled 0
-are drawn from the train split (uncertain and not-mentioned labels are never drawn), seeded by (seed, k,
+Splits: a labelled dataset must have train, validate and test rows; otherwise it is a usage error (exit 2)
+naming the dataset and the missing split (nothing falls back to other rows).
+
+k-shot sampling (multi-label, documented): for each class independently, k studies labelled 1 and k labelled
+0 are drawn from the train split (uncertain and not-mentioned labels are never drawn), seeded by (seed, k,
 class). A study drawn for one class keeps its known labels for the others (masked BCE), so the k-shot
 training set is the union of the per-class draws.
 
 Modes:
-* ``linear``: a linear head on frozen, L2-normalised image embeddings (masked BCE, AdamW).
-* ``partial``: the last N blocks of the image tower (plus norms and projection) and the head are trained.
-Both pick their number of epochs by macro AUROC on the **validate** split; the test split is only used for
-the reported number (when validate has no class with both labels, the last epoch is used and
-``best_epoch`` equals ``epochs``). Results: mean and standard deviation over seeds of per-class and macro AUROC per k,
-beside zero-shot AUROC on the same test studies.
+* ``linear`` (k-shot): a linear head on frozen, L2-normalised image embeddings (masked BCE, AdamW,
+  ``--lr-linear``), epoch chosen by macro AUROC on validate.
+* ``partial`` (k-shot): the last N blocks of the image tower (plus norms and projection) and the head.
+* ``--fractions`` (CXR-CLIP's linear probe): a linear head on the frozen image tower's pooled features
+  (before the projection, as CXR-CLIP's classifier), trained on a seeded random subset of the train split
+  (1%, 10%, 100%; at least one study), AdamW lr 5e-5, weight decay 1e-4, batch 256, cosine schedule with
+  0.1 epoch of warm-up, at most 300 epochs for subsets and 30 for 100% (CXR-CLIP's finetune_10/100
+  configs), checkpoint with the lowest validate loss (CXR-CLIP's rule).
+
+Early stopping and a cap that does not bind: every linear head stops when its validate criterion has not
+improved for ``--patience`` epochs. If the best epoch lies within the last ``patience`` epochs of the cap
+(the cap, not the data, ended training), the run is repeated from the same seed with the cap doubled, up to
+``--max-epochs``; each run records ``best_epoch``, ``caps_tried`` and ``cap_binding`` (true only when the
+hard limit was reached while still improving), so a binding cap is visible in fewshot.json and fewshot.md.
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,11 +38,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
 from cxrprep.shards import ShardDataset
 
 from .data import decode_gray, eval_transform, train_transform
-from .evaluate import EvalConfig, _pick_image, embed_dataset, encode_texts, file_sha256, zero_shot_binary
+from .evaluate import (EvalConfig, EvalUsageError, _pick_image, embed_dataset, encode_texts, open_checkpoint,
+                       resolve_device, strict_json, zero_shot_binary)
 from .metrics import auroc
 from .model import set_trainable
 
@@ -41,20 +53,39 @@ class FewshotConfig:
     seeds: int = 5
     modes: tuple = ("linear", "partial")
     image_blocks: int = 2  # partial mode: trained blocks of the image tower
-    epochs: int = 30  # maximum; the best epoch is chosen on validate
+    epochs: int = 30  # k-shot: first cap (doubled while binding, up to max_epochs); partial: the cap
     lr_linear: float = 1e-2
     lr_partial: float = 1e-4
-    prompts: str = "prompts/eval.yaml"
-    device: str = "cpu"
+    fractions: tuple = (0.01, 0.1, 1.0)
+    probe_lr: float = 5e-5
+    probe_weight_decay: float = 1e-4
+    probe_batch: int = 256
+    probe_epochs: int = 300  # subsets (< 100%)
+    probe_epochs_full: int = 30  # 100%
+    patience: int = 10
+    max_epochs: int = 5000
+    prompts: str = "eval"  # a packaged name or a path
+    device: str = "auto"
 
     def __post_init__(self) -> None:
-        if not self.shots or min(self.shots) < 1:
+        if not self.shots and not self.fractions:
+            raise ValueError("nothing to do: give --shots and/or --fractions")
+        if self.shots and min(self.shots) < 1:
             raise ValueError(f"--shots must be positive integers, got {self.shots}")
+        if any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"--fractions must be in (0, 1] (e.g. 0.01,0.1,1 or 1%,10%,100%), got {self.fractions}")
         if self.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
         bad = set(self.modes) - {"linear", "partial"}
         if bad:
             raise ValueError(f"--modes may be linear and partial, got {sorted(bad)}")
+        for name in ("epochs", "probe_epochs", "probe_epochs_full", "patience", "probe_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_epochs < max(self.epochs, self.probe_epochs, self.probe_epochs_full):
+            raise ValueError(f"--max-epochs ({self.max_epochs}) must be at least the first caps (--epochs "
+                             f"{self.epochs}, --probe-epochs {self.probe_epochs}, --probe-epochs-full {self.probe_epochs_full})")
+        resolve_device(self.device)
 
 
 def sample_kshot(labels: np.ndarray, train_idx: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -72,6 +103,13 @@ def sample_kshot(labels: np.ndarray, train_idx: np.ndarray, k: int, seed: int) -
     return np.array(sorted(chosen), dtype=np.int64), notes
 
 
+def sample_fraction(train_idx: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded random subset of ``train_idx`` with round(fraction * n) studies (at least 1)."""
+    n = max(1, int(round(fraction * len(train_idx))))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, int(round(fraction * 1e6))]))
+    return np.sort(rng.choice(np.asarray(train_idx), size=min(n, len(train_idx)), replace=False))
+
+
 def _macro(y: np.ndarray, s: np.ndarray, cols: list[int]) -> tuple[float, list[float]]:
     per = []
     for j in cols:
@@ -86,63 +124,103 @@ def _masked_bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits[m], y[m].float()) if m.any() else logits.sum() * 0
 
 
-def linear_probe(x_tr, y_tr, x_va, y_va, x_te, cols, cfg: FewshotConfig, seed: int) -> tuple[np.ndarray, int]:
+def _train_head_once(x_tr, y_tr, x_va, y_va, cap: int, *, lr: float, wd: float, batch: int, patience: int,
+                     select: str, seed: int, warmup: float | None) -> tuple[torch.nn.Linear, int, int, str]:
+    """-> (head at its best validate epoch, best epoch, last epoch run, criterion used)."""
     torch.manual_seed(seed)
     head = torch.nn.Linear(x_tr.shape[1], y_tr.shape[1])
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr_linear, weight_decay=1e-4)
-    xt, yt = torch.from_numpy(x_tr).float(), torch.from_numpy(y_tr)
-    best, best_state, best_ep = -1.0, None, 0
-    for ep in range(1, cfg.epochs + 1):
-        opt.zero_grad()
-        _masked_bce(head(xt), yt).backward()
-        opt.step()
-        with torch.no_grad():
-            v = _macro(y_va, head(torch.from_numpy(x_va).float()).numpy(), cols)[0]
-        if not np.isnan(v) and v > best:
-            best, best_state, best_ep = v, copy.deepcopy(head.state_dict()), ep
-    if best_state is not None:
-        head.load_state_dict(best_state)
-    else:  # validate has no class with both labels: nothing to select on, the last epoch is used
-        best_ep = cfg.epochs
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=wd)
+    xt, yt = torch.from_numpy(np.asarray(x_tr, np.float32)), torch.from_numpy(np.asarray(y_tr))
+    xv, yv = torch.from_numpy(np.asarray(x_va, np.float32)), torch.from_numpy(np.asarray(y_va))
+    spe = max(1, math.ceil(len(xt) / batch))
+    total, warm = cap * spe, (max(1, int(round(warmup * spe))) if warmup is not None else 0)
+
+    def factor(st: int) -> float:  # warmup None: constant LR; else warm-up then cosine to 0 at the cap
+        if warmup is None:
+            return 1.0
+        return (st + 1) / warm if st < warm else 0.5 * (1 + math.cos(math.pi * (st - warm) / max(1, total - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    g = torch.Generator().manual_seed(seed)
+    use = select
     with torch.no_grad():
-        return head(torch.from_numpy(x_te).float()).numpy(), best_ep
+        if select == "auroc" and np.isnan(_macro(y_va, head(xv).numpy(), list(range(y_va.shape[1])))[0]):
+            use = "loss"  # validate has no class with both labels: select on its loss instead
+    best, best_state, best_ep, ep = math.inf, None, 0, 0
+    for ep in range(1, cap + 1):
+        perm = torch.randperm(len(xt), generator=g)
+        for i in range(0, len(xt), batch):
+            idx = perm[i:i + batch]
+            opt.zero_grad()
+            _masked_bce(head(xt[idx]), yt[idx]).backward()
+            opt.step()
+            sched.step()
+        with torch.no_grad():
+            out = head(xv)
+            crit = float(_masked_bce(out, yv)) if use == "loss" else -_macro(y_va, out.numpy(), list(range(y_va.shape[1])))[0]
+        if crit < best:
+            best, best_state, best_ep = crit, copy.deepcopy(head.state_dict()), ep
+        elif ep - best_ep >= patience:
+            break
+    head.load_state_dict(best_state)
+    return head, best_ep, ep, use
 
 
-def partial_finetune(model, imgs_tr, y_tr, imgs_va, y_va, imgs_te, cols, cfg: FewshotConfig, seed: int):
+def train_head(x_tr, y_tr, x_va, y_va, *, cap: int, max_epochs: int, patience: int, select: str, seed: int,
+               lr: float, wd: float = 1e-4, batch: int = 1 << 30, warmup: float | None = None) -> tuple[torch.nn.Linear, dict]:
+    """A linear head with early stopping on validate; the cap is doubled while it binds (see module doc)."""
+    caps = []
+    while True:
+        head, best_ep, last_ep, used = _train_head_once(x_tr, y_tr, x_va, y_va, cap, lr=lr, wd=wd, batch=batch,
+                                                        patience=patience, select=select, seed=seed, warmup=warmup)
+        caps.append(cap)
+        binding = last_ep == cap and best_ep > cap - patience
+        if not binding or cap * 2 > max_epochs:
+            break
+        cap *= 2
+    return head, dict(best_epoch=best_ep, stopped_epoch=last_ep, caps_tried=caps, cap_binding=binding,
+                      selected_by=f"validate {'macro AUROC' if used == 'auroc' else 'loss'}")
+
+
+def partial_finetune(model, imgs_tr, y_tr, imgs_va, y_va, imgs_te, cols, cfg: FewshotConfig, seed: int, device: str):
     torch.manual_seed(seed)
-    m = copy.deepcopy(model).to(cfg.device)
+    m = copy.deepcopy(model).to(device)
     set_trainable(m, cfg.image_blocks, 0)
     m.text_tower.requires_grad_(False)
-    head = torch.nn.Linear(m.config.embed_dim, y_tr.shape[1]).to(cfg.device)
+    head = torch.nn.Linear(m.config.embed_dim, y_tr.shape[1]).to(device)
     params = [p for p in m.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr_partial, weight_decay=1e-4)
     rng = np.random.default_rng(seed)
-    yt = torch.from_numpy(y_tr).to(cfg.device)
+    yt = torch.from_numpy(y_tr).to(device)
 
     def scores(imgs):
         m.eval()
         with torch.no_grad():
-            out = [head(m.encode_image(torch.stack(imgs[i:i + 64]).to(cfg.device))).cpu()
+            out = [head(m.encode_image(torch.stack(imgs[i:i + 64]).to(device))).cpu()
                    for i in range(0, len(imgs), 64)]
         m.train()
         return torch.cat(out).numpy()
 
     best, best_state, best_ep = -1.0, None, 0
     for ep in range(1, cfg.epochs + 1):
-        x = torch.stack([train_transform(g, m.config, rng) for g in imgs_tr]).to(cfg.device)
+        x = torch.stack([train_transform(g, m.config, rng) for g in imgs_tr]).to(device)
         opt.zero_grad()
         _masked_bce(head(m.encode_image(x)), yt).backward()
         opt.step()
-        v = _macro(y_va, scores(imgs_va), cols)[0]
+        v = _macro(y_va, scores(imgs_va), list(range(y_va.shape[1])))[0]
         if not np.isnan(v) and v > best:
             best, best_ep = v, ep
             best_state = (copy.deepcopy(m.state_dict()), copy.deepcopy(head.state_dict()))
+        elif ep - best_ep >= cfg.patience:
+            break
     if best_state is not None:
         m.load_state_dict(best_state[0])
         head.load_state_dict(best_state[1])
     else:  # validate has no class with both labels: nothing to select on, the last epoch is used
-        best_ep = cfg.epochs
-    return scores(imgs_te), best_ep
+        best_ep = ep
+    info = dict(best_epoch=best_ep, stopped_epoch=ep, caps_tried=[cfg.epochs],
+                cap_binding=ep == cfg.epochs and best_ep > cfg.epochs - cfg.patience, selected_by="validate macro AUROC")
+    return scores(imgs_te), info
 
 
 def _load_grays(ds: ShardDataset, ids: set[str]) -> dict[str, np.ndarray]:
@@ -153,72 +231,130 @@ def _load_grays(ds: ShardDataset, ids: set[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def _summary(runs: list[dict]) -> dict:
+    ms = np.array([np.nan if r["macro"] is None else r["macro"] for r in runs], float)
+    ok = ~np.isnan(ms)
+    out = dict(mean=float(ms[ok].mean()) if ok.any() else None, std=float(ms[ok].std()) if ok.any() else None,
+               seeds_scored=int(ok.sum()), cap_binding_runs=sum(bool(r["cap_binding"]) for r in runs), runs=runs)
+    if not ok.any():
+        out["reason"] = "no run had a test class with both labels"
+    return out
+
+
+def _run_record(seed, n_train, info, y_te, s_te, cols_local):
+    macro, per = _macro(y_te, s_te, cols_local)
+    return dict(seed=seed, n_train=int(n_train), **info, macro=None if np.isnan(macro) else macro,
+                macro_classes=int(sum(not np.isnan(v) for v in per)),
+                per_class=[None if np.isnan(v) else v for v in per])
+
+
 def run_fewshot(checkpoint, shard_roots: list[str], out: Path, cfg: FewshotConfig, log=print) -> dict:
     from cxrprep.shards import open_datasets
     from cxrprep.templates import eval_prompt_sets
 
-    from .train import load_checkpoint, resolve_checkpoint
-
-    ck = resolve_checkpoint(checkpoint)
-    model, _ = load_checkpoint(ck)
-    ck_hash = file_sha256(ck / "model.safetensors")
+    model, _, ck, ck_hash = open_checkpoint(checkpoint)
+    device = resolve_device(cfg.device)
+    model.to(device)
     out.mkdir(parents=True, exist_ok=True)
     sets = eval_prompt_sets(cfg.prompts)["binary"]
-    results = dict(checkpoint=str(ck), checkpoint_sha256=ck_hash, config=asdict(cfg), datasets={})
+    results = dict(checkpoint=str(ck), checkpoint_sha256=ck_hash, config=asdict(cfg) | {"device_used": device},
+                   selection_split="validate", report_split="test", datasets={})
     for ds in open_datasets(shard_roots):
         if not ds.label_names:
             continue
-        emb = embed_dataset(model, ds, ck_hash, out / "cache", device=cfg.device)
+        emb = embed_dataset(model, ds, ck_hash, out / "cache", device=device)
         y = emb["labels"]
         split = emb["split"]
         tr, va, te = (np.where(split == s)[0] for s in ("train", "validate", "test"))
-        cols = [j for j in range(y.shape[1]) if any(((y[idx, j] == 1).any() and (y[idx, j] == 0).any())
-                                                     for idx in (te,))]
-        if not len(tr) or not len(va) or not len(te) or not cols:
-            log(f"{ds.name}: skipped (needs train, validate and test studies and a class with both labels in test)")
-            continue
+        for name, idx in (("train", tr), ("validate", va), ("test", te)):
+            if not len(idx):
+                raise EvalUsageError(f"dataset {ds.name!r} has no {name} rows (few-shot trains on train, selects on "
+                                     f"validate and reports on test); leave it out of the shard arguments")
+        cols = [j for j in range(y.shape[1]) if (y[te, j] == 1).any() and (y[te, j] == 0).any()]
+        if not cols:
+            raise EvalUsageError(f"dataset {ds.name!r}: no label has both positives and negatives in its test split")
+        yc = y[:, cols]
         zs = zero_shot_binary(emb, ds.label_names, sets, float(model.scale().detach()),
-                              lambda t: encode_texts(model, t, device=cfg.device),
-                              EvalConfig(prompts=cfg.prompts, bootstrap=1))
-        d = dict(classes=[ds.label_names[j] for j in cols],
+                              lambda t: encode_texts(model, t, device=device),
+                              EvalConfig(prompts=cfg.prompts, bootstrap=0, device=device), ds.name)
+        d = dict(classes=[ds.label_names[j] for j in cols], selection_split="validate", report_split="test",
+                 studies=dict(train=len(tr), validate=len(va), test=len(te)),
                  zero_shot={c: r["auroc"] for c, r in zs["classes"].items()}, zero_shot_macro=zs["macro_auroc"],
-                 shots={})
-        grays = _load_grays(ds, set(emb["study_id"][np.concatenate([tr, va, te])])) if "partial" in cfg.modes else {}
+                 zero_shot_macro_classes=zs["macro_classes"], shots={}, linear_probe={})
+        local = list(range(len(cols)))
+        grays = _load_grays(ds, set(emb["study_id"][np.concatenate([tr, va, te])])) if "partial" in cfg.modes and cfg.shots else {}
         for k in cfg.shots:
             for mode in cfg.modes:
                 runs, notes = [], set()
                 for seed in range(cfg.seeds):
-                    idx, nt = sample_kshot(y, tr, k, seed)
+                    idx, nt = sample_kshot(y[:, cols], tr, k, seed)
+                    if mode == "partial" and len(idx) < 2:  # batch norm needs two images; draw on every label
+                        idx = np.union1d(idx, sample_kshot(y, tr, k, seed)[0])
                     notes.update(nt)
                     if mode == "linear":
-                        s_te, ep = linear_probe(emb["emb"][idx], y[idx], emb["emb"][va], y[va], emb["emb"][te],
-                                                cols, cfg, seed)
+                        head, info = train_head(emb["emb"][idx], yc[idx], emb["emb"][va], yc[va], cap=cfg.epochs,
+                                                max_epochs=cfg.max_epochs, patience=cfg.patience, select="auroc",
+                                                seed=seed, lr=cfg.lr_linear)
+                        with torch.no_grad():
+                            s_te = head(torch.from_numpy(emb["emb"][te]).float()).numpy()
                     else:
                         g = lambda ii: [eval_transform(grays[emb["study_id"][i]], model.config) for i in ii]  # noqa: E731
-                        s_te, ep = partial_finetune(model, [grays[emb["study_id"][i]] for i in idx], y[idx], g(va),
-                                                    y[va], g(te), cols, cfg, seed)
-                    macro, per = _macro(y[te], s_te, cols)
-                    runs.append(dict(seed=seed, n_train=int(len(idx)), best_epoch=ep, macro=macro, per_class=per))
-                ms = np.array([r["macro"] for r in runs], float)
-                d["shots"].setdefault(str(k), {})[mode] = dict(
-                    mean=float(np.nanmean(ms)) if not np.isnan(ms).all() else float("nan"),
-                    std=float(np.nanstd(ms)) if not np.isnan(ms).all() else float("nan"),
-                    runs=runs, notes=sorted(notes))
-                log(f"{ds.name} k={k} {mode}: macro AUROC {d['shots'][str(k)][mode]['mean']:.3f} "
-                    f"± {d['shots'][str(k)][mode]['std']:.3f} over {cfg.seeds} seeds")
+                        s_te, info = partial_finetune(model, [grays[emb["study_id"][i]] for i in idx], yc[idx], g(va),
+                                                      yc[va], g(te), cols, cfg, seed, device)
+                    runs.append(_run_record(seed, len(idx), info, yc[te], s_te, local))
+                r = _summary(runs) | dict(notes=sorted(notes))
+                d["shots"].setdefault(str(k), {})[mode] = r
+                log(f"{ds.name} k={k} {mode}: macro AUROC (test) {_pm(r)} over {cfg.seeds} seeds; best epochs "
+                    f"{[x['best_epoch'] for x in runs]}{' (CAP BINDING)' if r['cap_binding_runs'] else ''}")
+        for frac in cfg.fractions:
+            cap = cfg.probe_epochs_full if frac >= 1 else cfg.probe_epochs
+            runs = []
+            for seed in range(cfg.seeds):
+                idx = sample_fraction(tr, frac, seed)
+                head, info = train_head(emb["feat"][idx], yc[idx], emb["feat"][va], yc[va], cap=cap,
+                                        max_epochs=cfg.max_epochs, patience=cfg.patience, select="loss", seed=seed,
+                                        lr=cfg.probe_lr, wd=cfg.probe_weight_decay, batch=cfg.probe_batch, warmup=0.1)
+                with torch.no_grad():
+                    s_te = head(torch.from_numpy(emb["feat"][te]).float()).numpy()
+                runs.append(_run_record(seed, len(idx), info, yc[te], s_te, local))
+            key = f"{frac * 100:g}%"
+            d["linear_probe"][key] = _summary(runs) | dict(fraction=frac, first_cap=cap)
+            r = d["linear_probe"][key]
+            log(f"{ds.name} linear probe {key} of train: macro AUROC (test) {_pm(r)}; best epochs "
+                f"{[x['best_epoch'] for x in runs]}{' (CAP BINDING)' if r['cap_binding_runs'] else ''}")
         results["datasets"][ds.name] = d
-    (out / "fewshot.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    if not results["datasets"]:
+        raise EvalUsageError(f"no labelled dataset under {', '.join(shard_roots)}")
+    (out / "fewshot.json").write_text(strict_json(results))
     (out / "fewshot.md").write_text(_table(results))
     _plot(results, out / "fewshot.png")
     return results
 
 
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _pm(r: dict) -> str:
+    return f"{_f(r['mean'])} ± {_f(r['std'])}"
+
+
 def _table(res: dict) -> str:
-    lines = ["| dataset | k | mode | macro AUROC (mean ± std) | zero-shot macro AUROC |", "|---|---|---|---|---|"]
+    lines = ["Model selection on **validate**, numbers on **test**.", "",
+             "| dataset | split | protocol | train studies | macro AUROC (mean ± std over seeds) | best epochs | cap binding | zero-shot macro AUROC |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, d in res["datasets"].items():
+        zs = f"{_f(d['zero_shot_macro'])} ({d['zero_shot_macro_classes']} classes)"
         for k, modes in d["shots"].items():
             for mode, r in modes.items():
-                lines.append(f"| {name} | {k} | {mode} | {r['mean']:.3f} ± {r['std']:.3f} | {d['zero_shot_macro']:.3f} |")
+                nt = sorted({x["n_train"] for x in r["runs"]})
+                lines.append(f"| {name} | test | {k}-shot {mode} | {nt[0]}{f'-{nt[-1]}' if len(nt) > 1 else ''} | {_pm(r)} | "
+                             f"{', '.join(str(x['best_epoch']) for x in r['runs'])} | {r['cap_binding_runs']} of "
+                             f"{len(r['runs'])} | {zs} |")
+        for key, r in d["linear_probe"].items():
+            lines.append(f"| {name} | test | linear probe {key} | {r['runs'][0]['n_train']} | {_pm(r)} | "
+                         f"{', '.join(str(x['best_epoch']) for x in r['runs'])} | {r['cap_binding_runs']} of "
+                         f"{len(r['runs'])} | {zs} |")
     return "\n".join(lines) + "\n"
 
 
@@ -232,17 +368,20 @@ def _plot(res: dict, png: Path) -> None:
     for name, d in res["datasets"].items():
         ks = [int(k) for k in d["shots"]]
         for mode in next(iter(d["shots"].values()), {}):
-            m = [d["shots"][str(k)][mode]["mean"] for k in ks]
-            s = [d["shots"][str(k)][mode]["std"] for k in ks]
-            ax.errorbar(ks, m, yerr=s, marker="o", capsize=3, label=f"{name} {mode}")
-        ax.axhline(d["zero_shot_macro"], ls=":", color="gray")
+            pts = [(k, d["shots"][str(k)][mode]) for k in ks if d["shots"][str(k)][mode]["mean"] is not None]
+            if pts:
+                ax.errorbar([p[0] for p in pts], [p[1]["mean"] for p in pts], yerr=[p[1]["std"] for p in pts],
+                            marker="o", capsize=3, label=f"{name} {mode}")
+        if d["zero_shot_macro"] is not None:
+            ax.axhline(d["zero_shot_macro"], ls=":", color="gray")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("shots per class")
     ax.set_ylabel("macro AUROC (test)")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
 
 
-__all__ = ["FewshotConfig", "run_fewshot", "sample_kshot"]
+__all__ = ["FewshotConfig", "run_fewshot", "sample_kshot", "sample_fraction", "train_head"]

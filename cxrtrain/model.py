@@ -25,39 +25,61 @@ from torch import nn
 PRESETS: dict[str, dict] = {
     "tiny": dict(image_encoder="config:tiny-resnet", text_encoder="minilm", image_size=64,
                  image_mean=(0.5, 0.5, 0.5), image_std=(0.25, 0.25, 0.25), text_pooling="mean", max_text_len=64),
+    # CXR-CLIP (kakaobrain/cxr-clip configs/model/clip_*_clinical.yaml, data_utils.transform_image): images
+    # normalised with mean 0.5 / std 0.5 for both towers, BERT text pooled at the last real token ("eos"),
+    # linear projections with bias, no cap on the learnable temperature, text up to 256 tokens.
     "cxr-clip-r50": dict(image_encoder="microsoft/resnet-50", text_encoder="emilyalsentzer/Bio_ClinicalBERT",
-                         image_size=224, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225),
-                         text_pooling="cls", max_text_len=256),
+                         image_size=224, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5),
+                         image_pooling="pooler", text_pooling="eos", proj_bias=True, min_temperature=None,
+                         max_text_len=256),
+    # Swin: CXR-CLIP takes the first token of the final (layer-normed) hidden states, not the average
     "cxr-clip-swin": dict(image_encoder="microsoft/swin-tiny-patch4-window7-224",
                           text_encoder="emilyalsentzer/Bio_ClinicalBERT", image_size=224,
-                          image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225), text_pooling="cls",
-                          max_text_len=256),
+                          image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), image_pooling="first",
+                          text_pooling="eos", proj_bias=True, min_temperature=None, max_text_len=256),
     "clip-b32": dict(image_encoder="openai/clip-vit-base-patch32", text_encoder="openai/clip-vit-base-patch32",
                      image_size=224, image_mean=(0.48145466, 0.4578275, 0.40821073),
                      image_std=(0.26862954, 0.26130258, 0.27577711), text_pooling="eos", max_text_len=77),
 }
+
+IMAGE_POOLING = ("pooler", "mean", "first")
+TEXT_POOLING = ("cls", "mean", "eos")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     preset: str = "tiny"
     image_encoder: str = ""  # hub id, local dir, or "config:tiny-resnet"
-    text_encoder: str = ""  # hub id, local dir, or "minilm"
+    text_encoder: str = ""  # hub id, local dir, "minilm", or "config:tiny-bert[-WIDTH]" (2 layers, random init)
     image_size: int = 64  # square input after augmentation / centre crop
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     image_std: tuple[float, ...] = (0.25, 0.25, 0.25)
     embed_dim: int = 512  # projection size (CXR-CLIP: 512)
-    text_pooling: str = "cls"  # cls | mean | eos (CLIP's pooled EOS token)
+    # image features: pooler = the tower's pooler_output (ResNet/Swin: global average; CLIP ViT: the
+    # post-layernormed CLS); mean = mean of the final hidden states (tokens or spatial positions); first =
+    # the first token of the final hidden states (CXR-CLIP's Swin choice; Swin has no CLS token)
+    image_pooling: str = "pooler"
+    # text features: cls = first token's hidden state; mean = mean over real tokens; eos = hidden state of the
+    # last real (non-padding) token, as CXR-CLIP ([SEP] for BERT; equals CLIP's pooled EOS token)
+    text_pooling: str = "cls"
+    proj_bias: bool = False  # bias in the linear projections (CXR-CLIP: yes; CLIP: no)
     max_text_len: int = 128
     init_temperature: float = 0.07
-    min_temperature: float = 0.01  # logit scale clamped at 1/min_temperature (= 100, as CLIP)
+    # the learnable temperature never goes below this (logit scale capped at 1/min_temperature = 100, as
+    # CLIP/open_clip); null: no cap (CXR-CLIP)
+    min_temperature: float | None = 0.01
     random_init: bool = False  # build towers from default configs, no weights (benchmarks)
 
     def __post_init__(self) -> None:
-        if self.text_pooling not in ("cls", "mean", "eos"):
+        if self.text_pooling not in TEXT_POOLING:
             raise ValueError(f"model.text_pooling must be cls, mean or eos, got {self.text_pooling!r}")
+        if self.image_pooling not in IMAGE_POOLING:
+            raise ValueError(f"model.image_pooling must be pooler, mean or first, got {self.image_pooling!r}")
         if self.embed_dim < 1 or self.image_size < 16:
             raise ValueError("model.embed_dim must be >= 1 and model.image_size >= 16")
+        if self.min_temperature is not None and not 0 < self.min_temperature <= self.init_temperature:
+            raise ValueError(f"model.min_temperature must be in (0, init_temperature={self.init_temperature}] "
+                             f"or null (no cap), got {self.min_temperature}")
 
 
 def model_config(preset: str, **overrides) -> ModelConfig:
@@ -68,7 +90,7 @@ def model_config(preset: str, **overrides) -> ModelConfig:
         raise ValueError(f"unknown model preset {preset!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
                          + f"; presets: {', '.join(PRESETS)}")
     base = dict(PRESETS[preset])
-    base.update({k: v for k, v in overrides.items() if v is not None})
+    base.update({k: v for k, v in overrides.items() if v is not None or k == "min_temperature"})
     for k in ("image_mean", "image_std"):
         base[k] = tuple(base[k])
     return ModelConfig(preset=preset, **base)
@@ -150,6 +172,13 @@ def build_text_tower(cfg: ModelConfig, towers_dir: Path | None = None):
             return m, tok, m.config.hidden_size, "clip"
         m = AutoModel.from_config(conf)
         return m, tok, m.config.hidden_size, "bert"
+    if cfg.text_encoder.startswith("config:tiny-bert"):  # 2-layer BERT from a config, MiniLM's tokenizer
+        width = int(cfg.text_encoder.rsplit("-", 1)[1]) if cfg.text_encoder[-1].isdigit() else 64  # tiny-bert-128
+        tok = AutoTokenizer.from_pretrained(_minilm_path())
+        m = AutoModel.from_config(BertConfig(vocab_size=tok.vocab_size, hidden_size=width, num_hidden_layers=2,
+                                             num_attention_heads=max(2, width // 32), intermediate_size=2 * width,
+                                             max_position_embeddings=max(64, cfg.max_text_len)))
+        return m, tok, m.config.hidden_size, "bert"
     name = _minilm_path() if cfg.text_encoder == "minilm" else cfg.text_encoder
     if cfg.random_init and cfg.text_encoder != "minilm":
         tok_dir = _minilm_path()
@@ -169,6 +198,27 @@ def build_text_tower(cfg: ModelConfig, towers_dir: Path | None = None):
     return m, tok, m.config.hidden_size, "bert"
 
 
+def pool_image(out, pooling: str) -> torch.Tensor:
+    """A transformers image tower's output -> [B, W] features (see ModelConfig.image_pooling)."""
+    if pooling == "pooler":
+        return out.pooler_output.flatten(1)
+    h = out.last_hidden_state
+    if h.dim() == 4:  # ResNet: [B, C, H, W] feature map -> [B, H*W, C] positions
+        h = h.flatten(2).transpose(1, 2)
+    return h.mean(1) if pooling == "mean" else h[:, 0]
+
+
+def pool_text(h: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Final hidden states [B, L, W] -> [B, W] (see ModelConfig.text_pooling). Padding is on the right."""
+    if pooling == "mean":
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1)
+    if pooling == "eos":
+        last = (attention_mask.sum(-1) - 1).clamp(min=0)
+        return h[torch.arange(h.shape[0], device=h.device), last]
+    return h[:, 0]
+
+
 class CLIPModel(nn.Module):
     """Image tower + text tower + linear projections + learnable temperature."""
 
@@ -177,8 +227,8 @@ class CLIPModel(nn.Module):
         self.config = config
         self.image_tower, img_w, self.image_kind = build_image_tower(config, towers_dir)
         self.text_tower, self.tokenizer, txt_w, self.text_kind = build_text_tower(config, towers_dir)
-        self.image_proj = nn.Linear(img_w, config.embed_dim, bias=False)
-        self.text_proj = nn.Linear(txt_w, config.embed_dim, bias=False)
+        self.image_proj = nn.Linear(img_w, config.embed_dim, bias=config.proj_bias)
+        self.text_proj = nn.Linear(txt_w, config.embed_dim, bias=config.proj_bias)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
         if (self.image_kind == self.text_kind == "clip" and towers_dir is None and not config.random_init
                 and config.image_encoder == config.text_encoder):
@@ -202,18 +252,11 @@ class CLIPModel(nn.Module):
     # -- encoding -----------------------------------------------------------------------------------
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         out = self.image_tower(pixel_values=pixels)
-        pooled = out.pooler_output
-        return pooled.flatten(1)
+        return pool_image(out, self.config.image_pooling)
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.text_tower(input_ids=input_ids, attention_mask=attention_mask)
-        if self.text_kind == "clip" or self.config.text_pooling == "eos":
-            return out.pooler_output
-        h = out.last_hidden_state
-        if self.config.text_pooling == "mean":
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            return (h * m).sum(1) / m.sum(1).clamp(min=1)
-        return h[:, 0]
+        return pool_text(out.last_hidden_state, attention_mask, self.config.text_pooling)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B,3,S,S] normalised pixels -> [B,D] L2-normalised embeddings."""
@@ -234,9 +277,20 @@ class CLIPModel(nn.Module):
                            return_tensors="pt")
         return {"input_ids": t["input_ids"], "attention_mask": t["attention_mask"]}
 
+    def max_logit_scale(self) -> float | None:
+        """log(1 / min_temperature), or None when the temperature is not capped."""
+        t = self.config.min_temperature
+        return None if t is None else math.log(1.0 / t)
+
     def scale(self) -> torch.Tensor:
-        """exp(logit_scale), clamped at 1 / min_temperature."""
-        return self.logit_scale.clamp(max=math.log(1.0 / self.config.min_temperature)).exp()
+        """exp(logit_scale), clamped at 1 / min_temperature (when capped)."""
+        cap = self.max_logit_scale()
+        return (self.logit_scale if cap is None else self.logit_scale.clamp(max=cap)).exp()
+
+    @torch.no_grad()
+    def clamp_temperature_(self) -> None:
+        """After an optimizer step: logit scale in [0, log(1/min_temperature)] (CLIP), or >= 0 without a cap."""
+        self.logit_scale.clamp_(0, self.max_logit_scale())
 
     # -- partial fine-tuning ------------------------------------------------------------------------
     def image_blocks(self) -> list[nn.Module]:
@@ -301,4 +355,4 @@ def config_from_dict(d: dict) -> ModelConfig:
     return ModelConfig(**d)
 
 
-__all__ = ["PRESETS", "ModelConfig", "model_config", "CLIPModel", "create_model", "set_trainable"]
+__all__ = ["PRESETS", "ModelConfig", "pool_image", "pool_text", "model_config", "CLIPModel", "create_model", "set_trainable"]

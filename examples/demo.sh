@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-BIN=.venv/bin
+BIN=${BIN:-.venv/bin}
 OUT=${OUT:-demo-out}
 S=$OUT/shards
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -15,6 +15,8 @@ $BIN/cxrprep reports examples/mimic --out "$S" --size 256 --workers 2
 
 step "2. Templates: check both files, preview one class"
 $BIN/cxrprep templates check prompts/default.yaml prompts/eval.yaml
+# CXR-CLIP's own sets are kept verbatim ("Pneumothorax" vs "No Pneumothorax", no full stop): syntax only
+$BIN/cxrprep templates check prompts/cxr-clip.yaml --no-lint
 $BIN/cxrprep templates preview prompts/default.yaml --class Cardiomegaly --limit 3
 
 step "3. CheXpert 5x200-style evaluation set (seeded; 1 per class on this tiny sample)"
@@ -28,6 +30,15 @@ $BIN/cxrprep prompts examples/nih/Data_Entry_2017_v2020.csv --image-root example
 step "5. DICOM folder as one-image studies (real CR and DX fixtures)"
 $BIN/cxrprep images tests/data/dicom --out "$S" --dataset dicom-demo --size 256
 
+step "5b. CXR-CLIP's external benchmarks straight from their released files (samples in examples/benchmarks)"
+B=$OUT/bench   # a separate shard root: benchmarks are never training data
+E=examples/benchmarks
+$BIN/cxrprep rsna $E/rsna/stage_2_train_labels.csv --out "$B" --size 256
+$BIN/cxrprep siim $E/siim/train-rle.csv --out "$B" --size 256
+$BIN/cxrprep vindr $E/vindr/annotations/image_labels_train.csv --out "$B" --size 256
+# one sample XML is broken and one has no text: both become rejects with reasons
+$BIN/cxrprep openi $E/openi/ecgen-radiology --image-root $E/openi/NLMCXR_png --out "$B" --size 256 --max-failed 2
+
 step "6. Back-translation with a tiny local Marian pair (random weights: demonstrates the pipeline, not quality)"
 $BIN/python examples/make_tiny_marian.py --out "$OUT/tiny-marian"
 $BIN/cxrprep augment "$S/mimic-cxr" --backtranslate it --forward-model "$OUT/tiny-marian/en-it" \
@@ -40,14 +51,26 @@ $BIN/cxrprep inspect "$S/chexpert" --sheet "$OUT/chexpert-contact-sheet.png" --s
 step "8. Train the tiny preset (CXR-CLIP loss) on every dataset"
 $BIN/cxrtrain run "$S" --config examples/train_tiny.yaml --out "$OUT/runs/tiny"
 
-step "9. Zero-shot evaluation and retrieval"
-$BIN/cxrtrain eval "$OUT/runs/tiny" "$S" --prompts prompts/eval.yaml --out "$OUT/eval" --bootstrap 200
+step "9. Zero-shot evaluation and retrieval on the test split, beside an untrained model of the same architecture"
+# the CheXpert prompt shards have train rows only: eval refuses them (exit 2) rather than score training rows
+$BIN/cxrtrain eval "$OUT/runs/tiny" "$S/chexpert" --out "$OUT/eval-refused" \
+  || echo "(refused as expected: name --split train|all to score training rows on purpose)"
+$BIN/cxrtrain eval "$OUT/runs/tiny" "$S/mimic-cxr" "$S/chexpert-5x200" "$S/chestx-ray14" "$B/openi" "$B/rsna-pneumonia" \
+  --prompts prompts/eval.yaml --out "$OUT/eval" --bootstrap 200 --baseline untrained
+
+step "9b. CXR-CLIP benchmark suite (zero-shot, 10%/100% linear probes, retrieval; missing benchmarks listed)"
+$BIN/cxrtrain bench-suite "$OUT/runs/tiny" "$B" --out "$OUT/suite" --bootstrap 200
 
 step "10. Few-shot (linear probe + partial fine-tuning) on ChestX-ray14"
-$BIN/cxrtrain fewshot "$OUT/runs/tiny" "$S/chestx-ray14" --shots 1,2 --seeds 2 --epochs 5 --out "$OUT/fewshot"
+$BIN/cxrtrain fewshot "$OUT/runs/tiny" "$S/chestx-ray14" --shots 1,2 --seeds 2 --epochs 5 --fractions 10%,100% \
+  --out "$OUT/fewshot"
 
 step "11. Export to Hugging Face directories"
 $BIN/cxrtrain export "$OUT/runs/tiny" --out "$OUT/export"
 
+step "12. Look at one training batch, then the learning canary (visible synthetic findings; true vs shuffled labels)"
+$BIN/cxrtrain batch "$S/chestx-ray14" --config examples/train_tiny.yaml --out "$OUT/batch" --n 6
+$BIN/python examples/canary/canary.py --out "$OUT/canary"
+
 echo
-echo "demo finished in $(( $(date +%s) - t0 )) s. Outputs under $OUT/: shards/, runs/tiny/ (loss.png), eval/ (metrics.md, roc_*.png), fewshot/, export/"
+echo "demo finished in $(( $(date +%s) - t0 )) s. Outputs under $OUT/: shards/, runs/tiny/ (loss.png), eval/ (metrics.md, roc_*.png), suite/suite.md, fewshot/, export/"

@@ -49,7 +49,8 @@ def _synthetic_cxr(rng, h: int, w: int):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_demo_shards(root: Path, n_reports: int = 24, n_labels: int = 16, size: int = 64, seed: int = 0) -> Path:
+def make_demo_shards(root: Path, n_reports: int = 24, n_labels: int = 16, size: int = 64, seed: int = 0,
+                     splits: list[str] | None = None) -> Path:
     """Write two small datasets under ``root`` with the real writer: ``mimic-cxr`` (report rows, two
     views per study, 14 CheXpert labels) and ``chexpert`` (label rows with prompts, one view)."""
     import cv2
@@ -72,7 +73,7 @@ def make_demo_shards(root: Path, n_reports: int = 24, n_labels: int = 16, size: 
         c = cv2.createCLAHE(2.0, (8, 8)).apply(a)
         return dict(image_id=f"img{i}_{k}", view=view, image=enc(a), image_clahe=enc(c), height=a.shape[0], width=a.shape[1])
 
-    splits = ["train"] * 6 + ["validate", "test"]
+    splits = splits or ["train"] * 6 + ["validate", "test"]
     with ShardWriter(root, "mimic-cxr", label_names=CHEXPERT_LABELS, row_group_rows=8) as w:
         for i in range(n_reports):
             r = empty_row("mimic-cxr", f"5{i:07d}", f"1{i // 2:07d}", splits[(i // 2) % len(splits)])

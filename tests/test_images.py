@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 from typer.testing import CliRunner
 
 from cxrprep.cli import app
-from cxrprep.images import ImageError, ImageSettings, process_image, read_gray, resize_short
+from cxrprep.images import ImageError, ImageSettings, process_image, process_study_images, read_gray, resize_short
 from cxrprep.shards import ShardDataset
 
 
@@ -204,3 +206,368 @@ def test_images_command_folder_csv_privacy_and_rejects(tmp_path, data_dir):
         f.write("path,Pneumonia\nsrc/c.png,maybe\n")
     r = CliRunner().invoke(app, ["images", str(tmp_path / "bad.csv"), "--out", str(out)])
     assert r.exit_code == 2 and "'maybe'" in r.output
+
+
+# -- robustness (issue 13): every odd file is a row or a clean reject -----------------------------------
+def _raw_dicom(path, pixel_bytes, rows, cols, photometric="MONOCHROME2", samples=1, frames=1, bits=8, ts=None,
+               extra=None, raw_elements=()):
+    """A DICOM written element by element, so that headers can lie (text Rows, wrong samples, ...)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ts or ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, cols, samples
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    if samples > 1:
+        ds.PlanarConfiguration = 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    for k, v in (extra or {}).items():
+        setattr(ds, k, v)
+    for tag, vr, value in raw_elements:  # replace an element with another VR/value (e.g. Rows as text)
+        if tag in ds:
+            del ds[tag]
+        ds.add_new(tag, vr, value)
+    ds.PixelData = pixel_bytes
+    if ts is not None and ts.is_encapsulated:
+        ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _patch_vr(path, tag, vr):
+    """Rewrite the VR of an element written as LO, so that a DS/IS element can hold text pydicom would
+    refuse to write ("abc" as WindowWidth)."""
+    import struct
+
+    data = path.read_bytes()
+    key = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + b"LO"
+    assert key in data
+    path.write_bytes(data.replace(key, key[:4] + vr.encode(), 1))
+    return path
+
+
+def _lut_item(descriptor, data):
+    item = Dataset()
+    if descriptor is not None:
+        item.LUTDescriptor = descriptor
+    if data is not None:
+        item.add_new("LUTData", "OW", data)
+    return item
+
+
+def _reject_or_image(p, **kw):
+    """read_gray either decodes to a non-blank 2-D uint8 image or raises ImageError (never anything else)."""
+    try:
+        a, _ = read_gray(p, **kw)
+    except ImageError as e:
+        return str(e)
+    assert a.dtype == np.uint8 and a.ndim == 2 and a.max() > a.min()
+    return a
+
+
+def test_multiframe_colour_first_frame(tmp_path):
+    rgb = np.zeros((2, 32, 48, 3), np.uint8)
+    rgb[0, :, :24] = (200, 30, 30)  # frame 0: left half reddish, right half black
+    rgb[1] = 255
+    p = _raw_dicom(tmp_path / "mf.dcm", rgb.tobytes(), 32, 48, "RGB", samples=3, frames=2)
+    a, _ = read_gray(p)
+    assert a.shape == (32, 48) and a[:, :24].min() > 50 and a[:, 24:].max() == 0
+    p16 = _raw_dicom(tmp_path / "mf16.dcm", (rgb.astype(np.uint16) * 257).tobytes(), 32, 48, "RGB",
+                     samples=3, frames=2, bits=16)
+    a16, _ = read_gray(p16)  # 16-bit is min-max scaled, 8-bit kept: same structure, other levels
+    assert a16.shape == (32, 48) and a16[:, :24].min() > 50 and a16[:, 24:].max() == 0
+    one = process_image(p, "mf", None, ImageSettings(size=32))
+    assert (one["height"], one["width"]) == (32, 48)
+
+
+def test_inconsistent_and_text_headers(tmp_path):
+    ph = (_phantom() * 255).astype(np.uint8)
+    # MONOCHROME2 with SamplesPerPixel 3: a clean reject naming both values
+    p = _raw_dicom(tmp_path / "m3.dcm", np.repeat(ph[:, :, None], 3, 2).tobytes(), 64, 64, samples=3)
+    assert "MONOCHROME2 with SamplesPerPixel 3" in _reject_or_image(p)
+    # Rows as text: a number in text is used, garbage is a reject naming the value
+    p = _raw_dicom(tmp_path / "rt.dcm", ph.tobytes(), 64, 64, raw_elements=[(0x00280010, "LO", "64")])
+    assert _bone_bright(_reject_or_image(p))
+    p = _raw_dicom(tmp_path / "rg.dcm", ph.tobytes(), 64, 64, raw_elements=[(0x00280010, "LO", "sixty")])
+    assert "Rows 'sixty' is not an integer" in _reject_or_image(p)
+    # WindowWidth 0 or text: the window is unusable and ignored (full range), never a crash
+    for ww in ("0", "wide", "-5"):
+        p = _raw_dicom(tmp_path / f"w{ww}.dcm", ph.tobytes(), 64, 64,
+                       raw_elements=[(0x00281050, "DS", "100"), (0x00281051, "LO", ww)])
+        a = _reject_or_image(p)
+        assert not isinstance(a, str) and _bone_bright(a), (ww, a)
+    # the same as real DS/IS elements holding text (as some modalities write them)
+    for tag, vr, text, expect in ((0x00281051, "DS", "abc", None), (0x00281051, "DS", "0", None),
+                                  (0x00281050, "DS", "nan", None), (0x00281053, "DS", "x", "RescaleSlope 'x'"),
+                                  (0x00280008, "IS", "1.5", "NumberOfFrames 1.5 is not an integer"),
+                                  (0x00280008, "IS", "-3", "no pixels"), (0x00280008, "IS", "0", None)):
+        p = _raw_dicom(tmp_path / "t.dcm", ph.tobytes(), 64, 64, raw_elements=[
+            (0x00281050, "DS", "100"), (0x00281051, "DS", "100"), (tag, "LO", text)])
+        r = _reject_or_image(_patch_vr(p, tag, vr))
+        if expect is None:
+            assert not isinstance(r, str) and _bone_bright(r), (tag, text, r)
+        else:
+            assert isinstance(r, str) and expect in r, (tag, text, r)
+    p = _raw_dicom(tmp_path / "np.dcm", ph.tobytes(), 64, 64, raw_elements=[(0x00280004, "CS", "")])
+    assert _bone_bright(read_gray(p)[0])  # an empty PhotometricInterpretation with 1 sample: MONOCHROME2
+    # a window that misses every value would be a blank image: the full range is used instead
+    p = _raw_dicom(tmp_path / "miss.dcm", ph.tobytes(), 64, 64, extra=dict(WindowCenter=5000, WindowWidth=10))
+    assert _bone_bright(read_gray(p)[0])
+
+
+@pytest.mark.parametrize("seq", ["VOILUTSequence", "ModalityLUTSequence"])
+@pytest.mark.parametrize("bad", ["two_values", "no_data", "no_descriptor", "short_data", "bits99", "text"])
+def test_malformed_lut_sequences(tmp_path, seq, bad):
+    ph = (_phantom() * 4095).astype(np.uint16)
+    item = {"two_values": lambda: _lut_item([4096, 0], b"\0\0" * 4096),
+            "no_data": lambda: _lut_item([4096, 0, 16], None),
+            "no_descriptor": lambda: _lut_item(None, b"\0\0" * 4096),
+            "short_data": lambda: _lut_item([4096, 0, 16], b"\1\0" * 3),
+            "bits99": lambda: _lut_item([4096, 0, 99], b"\1\0" * 4096),
+            "text": lambda: _lut_item(None, b"\0\0" * 8)}[bad]()
+    if bad == "text":
+        item.add_new(0x00283002, "LO", "many")  # LUTDescriptor as text
+    p = _raw_dicom(tmp_path / "lut.dcm", ph.tobytes(), 64, 64, bits=16, extra={seq: [item]})
+    r = _reject_or_image(p)
+    name = {"VOILUTSequence": "VOI LUT Sequence", "ModalityLUTSequence": "Modality LUT Sequence"}[seq]
+    assert isinstance(r, str) and f"malformed {name}" in r, r
+
+
+@pytest.mark.parametrize("slope", ["NaN", "1e308", "inf", "abc", "0"])
+def test_non_finite_rescale_is_a_reject(tmp_path, slope):
+    ph = (_phantom() * 4095).astype(np.uint16)
+    p = _raw_dicom(tmp_path / "s.dcm", ph.tobytes(), 64, 64, bits=16,
+                   raw_elements=[(0x00281053, "LO", slope), (0x00281052, "DS", "0")])
+    r = _reject_or_image(p)
+    assert isinstance(r, str) and "RescaleSlope" in r, r
+    # the same through the command: a reject, never an all-black good row
+    ok, failed = process_study_images([(str(p), "s", None)], ImageSettings(size=32))
+    assert ok == [] and "RescaleSlope" in failed[0][1]
+
+
+def test_blank_images_are_rejects(tmp_path):
+    cv2.imwrite(str(tmp_path / "black.png"), np.zeros((40, 40), np.uint8))
+    p = _raw_dicom(tmp_path / "flat.dcm", np.full((64, 64), 7, np.uint8).tobytes(), 64, 64)
+    for f in (tmp_path / "black.png", p):
+        with pytest.raises(ImageError, match="blank image"):
+            read_gray(f)
+
+
+def test_frame_bomb_rejected_from_header_without_decoding(tmp_path, monkeypatch):
+    """100 frames of 4096x4096 in RLE, a few KB on disk: --max-image-pixels counts every frame."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    # one RLE segment per frame whose content does not matter: nothing may decode it
+    frame = np.array([64, 0, 0, 0] + [0] * 15, "<u4").tobytes() + b"\x81\x00" * 16
+    bomb = _raw_dicom(tmp_path / "bomb.dcm", encapsulate([frame] * 100), 4096, 4096, frames=100, ts=RLELossless)
+    assert bomb.stat().st_size < 64_000
+
+    def no_decoding(self):
+        raise AssertionError("pixel data was decoded")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoding))
+    s = ImageSettings(size=64)
+    assert s.max_pixels > 4096 * 4096  # one frame alone passes the default; 100 frames do not
+    with pytest.raises(ImageError, match=r"x 100 frames \(1,677,721,600 pixel values\) exceeds --max-image-pixels"):
+        process_image(bomb, "bomb", None, s)
+    monkeypatch.undo()
+    # a real multi-frame RLE file: the limit counts frames x rows x columns x samples
+    frames = np.stack([(_phantom(128, 128) * 255).astype(np.uint8)] * 10)
+    p = _raw_dicom(tmp_path / "mf.dcm", frames.tobytes(), 128, 128, frames=10)
+    ds = pydicom.dcmread(p)
+    ds.compress(RLELossless, encoding_plugin="pydicom")
+    ds.save_as(p)
+    assert _bone_bright(read_gray(p, max_pixels=10 * 128 * 128)[0])
+    with pytest.raises(ImageError, match="10 frames"):
+        read_gray(p, max_pixels=10 * 128 * 128 - 1)
+    rgb = cv2.cvtColor((_phantom(100, 100) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    cv2.imwrite(str(tmp_path / "rgb.png"), rgb)
+    with pytest.raises(ImageError, match="3 samples"):
+        read_gray(tmp_path / "rgb.png", max_pixels=100 * 100 * 2)
+
+
+def test_any_exception_is_a_reject(tmp_path, monkeypatch):
+    import cxrprep.images as images
+
+    def boom(*a, **k):
+        raise RuntimeError("decoder exploded\nsecond line")
+
+    monkeypatch.setattr(images, "read_gray", boom)
+    ok, failed = process_study_images([("x.png", "x", None)], ImageSettings())
+    assert ok == [] and failed == [("x.png", "x.png: RuntimeError: decoder exploded second line")]
+
+
+def _image_rows(out, dataset):
+    ds = ShardDataset(out / dataset)
+    rows = sorted(r["study_id"] for r in ds.iter_rows())
+    return rows, ds.rejects()
+
+
+def test_paths_stay_inside_image_root(tmp_path):
+    """CSV paths with ../, absolute paths and symlinks out of the root are rejects; --allow-outside-root
+    reads them."""
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    img = (_phantom() * 255).astype(np.uint8)
+    cv2.imwrite(str(root / "sub" / "in.png"), img)
+    cv2.imwrite(str(elsewhere / "secret.png"), img)
+    (root / "link.png").symlink_to(elsewhere / "secret.png")  # a symlink inside the root pointing out
+    (root / "ok_link.png").symlink_to(root / "sub" / "in.png")  # a symlink that stays inside is fine
+    (root / "dirlink").symlink_to(elsewhere, target_is_directory=True)
+    (root / "loop.png").symlink_to(root / "loop.png")  # a loop: a reject, not a hang
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("path,study_id\n"
+                        "sub/in.png,a\n"
+                        "../elsewhere/secret.png,b\n"
+                        f"{elsewhere / 'secret.png'},c\n"
+                        "link.png,d\n"
+                        "ok_link.png,e\n"
+                        "dirlink/secret.png,f\n"
+                        "sub/../sub/in.png,g\n"
+                        "loop.png,h\n"
+                        "/etc/passwd,i\n")
+    out = tmp_path / "out"
+    args = ["images", str(csv_path), "--image-root", str(root), "--out", str(out), "--workers", "1",
+            "--size", "32", "--max-failed", "100%"]
+    r = CliRunner().invoke(app, args + ["--dataset", "strict"])
+    assert r.exit_code == 0, r.output
+    assert "inputs seen 9 = rows written 3 + rejects 6" in r.output
+    rows, rejects = _image_rows(out, "strict")
+    assert rows == ["a", "e", "g"]
+    by_id = {x["study_id"]: x for x in rejects}
+    for sid in "bcdfi":
+        assert by_id[sid]["stage"] == "path" and "outside --image-root" in by_id[sid]["reason"], by_id[sid]
+        assert "--allow-outside-root" in by_id[sid]["reason"]
+    assert by_id["h"]["stage"] == "image"  # inside the root, but unreadable (symlink loop)
+    r = CliRunner().invoke(app, args + ["--dataset", "loose", "--allow-outside-root"])
+    assert r.exit_code == 0, r.output
+    rows, rejects = _image_rows(out, "loose")
+    assert rows == ["a", "b", "c", "d", "e", "f", "g"]  # /etc/passwd and the loop are still not images
+    assert {x["study_id"] for x in rejects} == {"h", "i"}
+    # a folder SRC is its own root: symlinks out of it are rejects, symlinked folders are not descended
+    r = CliRunner().invoke(app, ["images", str(root), "--out", str(out), "--dataset", "folder", "--workers", "1",
+                                 "--size", "32", "--max-failed", "100%"])
+    assert r.exit_code == 0, r.output
+    rows, rejects = _image_rows(out, "folder")
+    assert rows == ["ok_link", "sub/in"]
+    assert {x["study_id"]: x["stage"] for x in rejects} == {"link": "path", "loop": "image"}
+
+
+def test_paths_helper(tmp_path):
+    from cxrprep.paths import outside_root, split_outside
+
+    (tmp_path / "r").mkdir()
+    assert outside_root(tmp_path / "r" / "x.png", tmp_path / "r") is None  # missing files are for the reader
+    assert "outside --image-root" in outside_root(tmp_path / "r" / ".." / "x.png", tmp_path / "r")
+    assert "cannot resolve" in outside_root("a\0b", tmp_path / "r")
+    items = [(str(tmp_path / "r" / "a.png"), 1), ("/etc/passwd", 2)]
+    keep, bad = split_outside(items, tmp_path / "r")
+    assert keep == items[:1] and bad[0][0] == "/etc/passwd"
+    assert split_outside(items, tmp_path / "r", allow=True) == (items, [])
+
+
+def test_prompts_paths_stay_inside_image_root(tmp_path, examples_dir):
+    import shutil
+
+    lines = (examples_dir / "chexpert" / "train.csv").read_text().splitlines()
+    header, first = lines[0], lines[1]
+    rel = first.split(",", 1)[0]  # CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    for base in (root, outside):
+        (base / rel).parent.mkdir(parents=True)
+        shutil.copy(examples_dir / "chexpert" / rel, base / rel)
+    rest = first.split(",", 1)[1]
+    escaped = "../outside/" + rel.replace("patient00001", "patient00002")
+    (outside / rel.replace("patient00001", "patient00002")).parent.mkdir(parents=True)
+    shutil.copy(examples_dir / "chexpert" / rel, outside / rel.replace("patient00001", "patient00002"))
+    absolute = str(outside / rel).replace("patient00001", "patient00003")
+    (outside / rel.replace("patient00001", "patient00003")).parent.mkdir(parents=True)
+    shutil.copy(examples_dir / "chexpert" / rel, absolute)
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("\n".join([header, first, f"{escaped},{rest}", f"{absolute},{rest}"]) + "\n")
+    out = tmp_path / "out"
+    args = ["prompts", str(csv_path), "--image-root", str(root), "--out", str(out), "--size", "32",
+            "--variants", "1", "--workers", "1", "--max-failed", "100%"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    ds = ShardDataset(out / "chexpert")
+    assert [row["study_id"] for row in ds.iter_rows()] == ["patient00001/study1"]
+    rejects = {x["study_id"]: x["reason"] for x in ds.rejects()}
+    assert set(rejects) == {"patient00002/study1", "patient00003/study1"}
+    assert all("outside --image-root" in v for v in rejects.values())
+    r = CliRunner().invoke(app, args + ["--allow-outside-root"])
+    assert r.exit_code == 0, r.output
+    assert len(list(ShardDataset(out / "chexpert").iter_rows())) == 3
+
+
+def _kill_worker(args):
+    os._exit(9)  # a worker dying (OOM killer, segfault in a decoder) kills the pool
+
+
+def test_dead_worker_pool_stops_the_run_with_a_message(tmp_path, monkeypatch):
+    import cxrprep.imagesrc as imagesrc
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"{i}.png"), (_phantom() * 255).astype(np.uint8))
+    monkeypatch.setattr(imagesrc, "_work", _kill_worker)  # the forked workers inherit the patch
+    r = CliRunner().invoke(app, ["images", str(src), "--out", str(tmp_path / "out"), "--workers", "2"])
+    assert r.exit_code == 1 and isinstance(r.exception, (SystemExit, type(None))), r.output
+    assert "error: the run stopped: a worker process died" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out" / "images" / "manifest.json").exists()
+
+
+def test_every_pydicom_test_file_in_one_folder(tmp_path):
+    """Every file that pydicom and pydicom-data ship as test data, as .dcm in one folder, through
+    `cxrprep images`: the run finishes and inputs seen = rows written + rejects."""
+    import shutil
+    import warnings
+
+    from pydicom.data import get_testdata_files
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "download failures": the external data is installed or not
+        files = sorted(f for f in get_testdata_files() if os.path.isfile(f))
+    n_dcm = sum(f.lower().endswith(".dcm") for f in files)
+    assert n_dcm >= 140, f"only {n_dcm} pydicom test DICOMs found; is pydicom-data installed?"
+    src = tmp_path / "all"
+    src.mkdir()
+    for i, f in enumerate(files):
+        shutil.copy(f, src / f"{i:03d}_{Path(f).name.replace('.dcm', '')}.dcm")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["images", str(src), "--out", str(out), "--dataset", "pydicom", "--workers", "2",
+                                 "--size", "32", "--max-failed", "100%"])
+    assert r.exit_code == 0 and r.exception is None, r.output
+    c = ShardDataset(out / "pydicom").manifest["counts"]
+    assert c["inputs_seen"] == len(files) == c["rows_written"] + c["failed"] + c["skipped"]
+    assert c["rows_written"] >= 140, c  # the colour, multi-frame, JPEG, J2K and RLE files decode
+    assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("err", [28, 2])  # ENOSPC (disk full), ENOENT (the output folder disappeared)
+def test_output_failure_stops_the_run_with_a_message(tmp_path, monkeypatch, err):
+    """A fake full disk / vanished folder while writing: exit 1, one line naming the cause, no traceback."""
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"{i}.png"), (_phantom() * 255).astype(np.uint8))
+
+    def full(self, table, *a, **k):
+        raise OSError(err, os.strerror(err), str(tmp_path / "out" / "images" / "data" / "x.partial"))
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    r = CliRunner().invoke(app, ["images", str(src), "--out", str(tmp_path / "out"), "--workers", "1", "--size", "32"])
+    assert r.exit_code == 1 and isinstance(r.exception, (SystemExit, type(None))), r.output
+    assert "error: the run stopped" in r.output and "Traceback" not in r.output and "internal error" not in r.output
+    assert ("disk full" if err == 28 else "disappeared") in r.output
+    assert not (tmp_path / "out" / "images" / "manifest.json").exists()

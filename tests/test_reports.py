@@ -9,7 +9,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -143,9 +142,9 @@ def test_rejects_counts_and_determinism(tmp_path):
         assert r.exit_code == 0, r.output
         assert "inputs seen 62 = rows written 60 + rejects 2" in r.output
         outs.append(out / "mimic-cxr")
-    a, b = (sorted(p.glob("part-*.parquet")) for p in outs)
-    assert [x.read_bytes() for x in a] == [y.read_bytes() for y in b]  # byte-identical across worker counts
-    rej = pq.read_table(outs[0] / "rejects.parquet").to_pylist()
+    a, b = (sorted(p.glob("data/*.parquet")) for p in outs)
+    assert a and [x.read_bytes() for x in a] == [y.read_bytes() for y in b]  # byte-identical across worker counts
+    rej = ShardDataset(outs[0]).rejects()
     assert {(x["study_id"], x["kind"]) for x in rej} == {("59999991", "skipped"), ("59999992", "failed")}
     assert "not UTF-8" in next(x["reason"] for x in rej if x["study_id"] == "59999992")
     rows = _rows(outs[0])
@@ -185,7 +184,7 @@ def test_zip_input_and_duplicates(tmp_path):
     dir_out = tmp_path / "d"
     runner.invoke(app, ["reports", str(root), "--out", str(dir_out), "--no-images", "--max-failed", "5"])
     assert _rows(out / "mimic-cxr") == _rows(dir_out / "mimic-cxr")
-    rej = pq.read_table(out / "mimic-cxr" / "rejects.parquet").to_pylist()
+    rej = ShardDataset(out / "mimic-cxr").rejects()
     assert any("duplicate study id" in x["reason"] for x in rej)
     r = runner.invoke(app, ["reports", str(z), "--out", str(out)])
     assert r.exit_code == 2 and "--no-images" in r.output

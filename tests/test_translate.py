@@ -9,7 +9,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -171,7 +170,7 @@ def test_run_augment_rewrites_dataset(tiny, tmp_path):
     assert m["counts"]["inputs_seen"] == 11 == m["counts"]["rows_written"] + m["counts"]["skipped"]
     assert m["augment"]["models"]["forward"].startswith("en-it@")
     assert m["augment"]["counts"]["unique_sentences"] == len(SENTS) and res.stats.sentences == 27
-    assert pq.read_table(d / "rejects.parquet").to_pylist()[0]["reason"] == "no findings or impression"
+    assert ds.rejects()[0]["reason"] == "no findings or impression"
     after = ds.read_table().to_pylist()
     assert len(after) == len(before)
     for b, a in zip(before, after):
@@ -183,15 +182,16 @@ def test_run_augment_rewrites_dataset(tiny, tmp_path):
             assert "___" in a["findings_bt"][0]
     assert [p.name for p in (tmp_path / "shards").iterdir()] == ["toy"]  # no temporary folder left
     # a second run comes from the cache and writes byte-identical parts
-    parts = {p.name: _sha(p) for p in d.glob("part-*.parquet")}
+    parts = {p.name: _sha(p) for p in d.glob("data/*.parquet")}
+    assert parts
     res2 = T.run_augment(d, _cfg(tiny, tmp_path, decoding=T.Decoding(max_new_tokens=12)))
     assert res2.stats.translated == 0 and res2.stats.cache_hits == len(SENTS)
-    assert {p.name: _sha(p) for p in d.glob("part-*.parquet")} == parts
+    assert {p.name: _sha(p) for p in d.glob("data/*.parquet")} == parts
 
 
 def test_run_augment_failure_keeps_old_dataset(tiny, tmp_path, monkeypatch):
     d = _dataset(tmp_path / "shards")
-    files = {p.name: _sha(p) for p in d.iterdir()}
+    files = {p.relative_to(d): _sha(p) for p in d.rglob("*") if p.is_file()}
     real = ShardWriter.write
     n = {"rows": 0}
 
@@ -205,7 +205,7 @@ def test_run_augment_failure_keeps_old_dataset(tiny, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         T.run_augment(d, _cfg(tiny, tmp_path))
     monkeypatch.undo()
-    assert {p.name: _sha(p) for p in d.iterdir()} == files
+    assert {p.relative_to(d): _sha(p) for p in d.rglob("*") if p.is_file()} == files
     assert [p.name for p in (tmp_path / "shards").iterdir()] == ["toy"]
 
 

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         from ..cliutil import fail, make_config, progress
         from ..schema import ShardSchemaError
         from ..shards import summary_lines
-        from ..translate import AugmentConfig, Decoding, ModelNotAvailable, run_augment, summary
+        from ..translate import AugmentConfig, CacheError, Decoding, ModelNotAvailable, run_augment, summary
 
         dec = make_config(Decoding, method=decoding, beams=beams, temperature=temperature, top_k=top_k,
                           max_new_tokens=max_new_tokens, seed=seed)
@@ -67,9 +67,14 @@ def register(app: typer.Typer) -> None:
             import torch
 
             torch.set_num_threads(threads)
+        from ..shards import DatasetBusy, DatasetLock
+
         try:
-            res = run_augment(dataset_dir, cfg, progress=progress)
-        except ModelNotAvailable as e:
+            with DatasetLock(dataset_dir, action="augment"):  # no cxrprep writer into the folder meanwhile
+                res = run_augment(dataset_dir, cfg, progress=progress)
+        except DatasetBusy as e:
+            fail(str(e), 2)
+        except (ModelNotAvailable, CacheError) as e:
             fail(str(e), 2)
         except (ShardSchemaError, RuntimeError) as e:
             fail(str(e), 1)

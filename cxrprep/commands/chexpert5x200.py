@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..cliutil import make_config
-from .images import image_settings
+from ..options import image_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
         image_root: Path = typer.Option(None, "--image-root", help="Folder the Path column is relative to"),
         per_class: int = typer.Option(200, "--per-class", help="Images per competition class"),
         seed: int = typer.Option(0, "--seed"),
+        list_file: Path = typer.Option(None, "--list", exists=True, dir_okay=False, help="Use a released list of image paths (CSV with a Path column, or one per line) instead of the seeded draw"),
         images: bool = typer.Option(True, "--images/--no-images"),
         size: int = typer.Option(512, "--size"),
         clahe: bool = typer.Option(True, "--clahe/--no-clahe"),
@@ -34,7 +35,8 @@ def register(app: typer.Typer) -> None:
 
         settings = image_settings(size, clahe, 2.0, 8, "jpeg", 95, 178_956_970)
         cfg = make_config(FiveX200Config, per_class=per_class, seed=seed, images=images,
-                          image_root=str(image_root) if image_root else None, image_settings=settings)
+                          image_root=str(image_root) if image_root else None, image_settings=settings,
+                          list_path=str(list_file) if list_file else None)
         try:
             m = run_5x200(train_csv, out, cfg)
         except ValueError as e:

@@ -12,8 +12,8 @@ def register(app: typer.Typer) -> None:
     def inspect(
         dataset_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A dataset folder, e.g. shards/mimic-cxr"),
         sheet: Path = typer.Option(None, "--sheet", help="Contact sheet PNG (default: DATASET_DIR/contact_sheet.png)"),
-        samples: int = typer.Option(2, "--samples", help="Sample rows to print"),
-        tiles: int = typer.Option(12, "--tiles", help="Studies on the contact sheet"),
+        samples: int = typer.Option(2, "--samples", min=0, help="Sample rows to print"),
+        tiles: int = typer.Option(12, "--tiles", min=0, help="Studies on the contact sheet"),
         verify: bool = typer.Option(False, "--verify", help="Also check every part file's sha256"),
     ) -> None:
         """Counts, split and label statistics, sample rows, and a contact sheet of images with view and text.

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from ..cliutil import finish, make_config, progress
-from .images import image_settings, run_options
+from ..options import image_settings, run_options
+from ..promptfiles import check_option
 
 
 def register(app: typer.Typer) -> None:
@@ -15,10 +16,11 @@ def register(app: typer.Typer) -> None:
     def prompts(
         # fmt: off
         labels_csv: Path = typer.Argument(..., exists=True, dir_okay=False, help="CheXpert train.csv/valid.csv or ChestX-ray14 Data_Entry_2017*.csv"),
-        templates: Path = typer.Option(Path("prompts/default.yaml"), "--templates", exists=True, help="Template file"),
+        templates: str = typer.Option("default", "--templates", callback=lambda v: check_option(v, "--templates"), help="Template file: a path, or a packaged name (default, eval)"),
         out: Path = typer.Option(Path("shards"), "--out", help="Shard root; writes OUT/chexpert/ or OUT/chestx-ray14/"),
         dataset: str = typer.Option(None, "--dataset", help="chexpert or chestx-ray14 (default: detected from the header)"),
-        image_root: Path = typer.Option(None, "--image-root", help="Folder the CSV's image paths are relative to (default: the CSV's folder)"),
+        image_root: Path = typer.Option(None, "--image-root", help="Folder the CSV's image paths are relative to (default: the CSV's folder); every path must resolve inside it"),
+        allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="Read image paths that resolve outside --image-root (default: they are rejects)"),
         images: bool = typer.Option(True, "--images/--no-images", help="Process images (--no-images: text-only rows)"),
         variants: int = typer.Option(8, "--variants", help="Prompt reports per study"),
         negatives: int = typer.Option(3, "--negatives", help="ChestX-ray14: absent classes sampled as negative sentences"),
@@ -48,7 +50,8 @@ def register(app: typer.Typer) -> None:
         mf, part_t, nworkers = run_options(max_failed, part, workers)
         settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
         cfg = make_config(PromptsConfig, templates=str(templates), dataset=dataset,
-                          image_root=str(image_root) if image_root else None, images=images, variants=variants,
+                          image_root=str(image_root) if image_root else None,
+                          allow_outside_root=allow_outside_root, images=images, variants=variants,
                           negatives=negatives, uncertain=uncertain, seed=seed,
                           split_lists=str(split_lists) if split_lists else None,
                           exclude_patients=str(exclude_patients) if exclude_patients else None,
@@ -59,4 +62,4 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
         c = m["counts"]
-        finish(summary_lines(m, out / m["dataset"]), c["failed"], c["inputs_seen"], mf)
+        finish(summary_lines(m, out / m["dataset"]), c["failed"], c["inputs_seen"], mf, dataset_dir=out / m["dataset"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..cliutil import finish, make_config, progress
-from .images import image_settings, run_options
+from ..options import image_settings, run_options
 
 
 def register(app: typer.Typer) -> None:
@@ -54,4 +54,4 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
         c = m["counts"]
-        finish(summary_lines(m, out / "mimic-cxr"), c["failed"], c["inputs_seen"], mf)
+        finish(summary_lines(m, out / "mimic-cxr"), c["failed"], c["inputs_seen"], mf, dataset_dir=out / "mimic-cxr")

@@ -1,0 +1,100 @@
+"""Small file helpers shared by the shard writer, reader and merge: hashes, atomic writes, rejects I/O."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Iterable
+
+MiB = 1 << 20
+PARQUET_OPTS = dict(compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True)
+
+
+class ShardWriteError(RuntimeError):
+    """Writing a dataset folder failed for a reason no later input can avoid (disk full, folder gone,
+    permission); what the run had not finished was removed. The message names the path and the cause."""
+
+
+def write_failure(path: Path, e: OSError) -> ShardWriteError:
+    """A ShardWriteError naming ``path`` and the cause of ``e`` (in words for a full disk)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        cause = "no space left on the device (disk full); free space or write elsewhere with --out"
+    elif e.errno == errno.ENOENT:
+        cause = "the output folder disappeared while writing"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause = f"no permission to write there ({e.strerror})"
+    else:
+        cause = e.strerror or str(e)
+    return ShardWriteError(f"writing {path} failed: {cause}; the unfinished files were removed")
+
+
+def invocation() -> str:
+    """The command line of this process, e.g. ``cxrprep reports mimic/ --out shards/``."""
+    argv = list(sys.argv) or ["python"]
+    prog = Path(argv[0])
+    name = prog.parent.name if prog.name in ("cli.py", "__main__.py") else prog.name  # python -m cxrprep.cli
+    return shlex.join([name] + argv[1:])
+
+
+def sha256_file(path: Path, chunk: int = 4 * MiB) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tmp_name(path: Path, owner: str = "") -> Path:
+    """The temporary name ``path`` is written under before the rename (``owner``: a piece tag, so
+    concurrent pieces never share or delete each other's temporary files)."""
+    return path.with_name(f".tmp-{owner + '-' if owner else ''}{path.name}")
+
+
+def atomic_write_bytes(path: Path, data: bytes, owner: str = "") -> None:
+    path = Path(path)
+    tmp = tmp_name(path, owner)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def manifest_bytes(obj: dict) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+
+
+def atomic_write_json(path: Path, obj: dict, owner: str = "") -> None:
+    atomic_write_bytes(Path(path), manifest_bytes(obj), owner)
+
+
+def rejects_bytes(rejects: Iterable[dict]) -> bytes:
+    """JSON Lines, one reject per line, keys in a fixed order (deterministic bytes)."""
+    keys = ("source", "study_id", "stage", "kind", "level", "reason")
+    return b"".join((json.dumps({k: r.get(k) for k in keys}, ensure_ascii=False) + "\n").encode()
+                    for r in rejects)
+
+
+def read_rejects(path: str | Path) -> list[dict]:
+    """The rejects of a dataset folder's ``rejects.jsonl`` (or a piece's ``rejects-iofN.jsonl``)."""
+    path = Path(path)
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    from ..schema import ShardSchemaError
+
+                    raise ShardSchemaError(f"{path}:{i}: not a JSON line ({e})") from e
+    return out

@@ -1,0 +1,194 @@
+"""The learning canary: can cxrkit learn findings that are plainly visible?
+
+Synthetic X-ray-like images (dark lungs in a bright body, a heart, noise, random exposure) in which each
+finding is drawn so that it is visible: Cardiomegaly = a wide heart, Effusion = white lung bases,
+Pneumothorax = a dark apex without lung texture, Consolidation = a bright disc in a lung. Labels are
+independent per finding. Everything goes through the real pipeline:
+
+* a ChestX-ray14-style CSV of all images -> ``cxrprep prompts`` -> the evaluation shards; its patient-hash
+  split (about 70/10/20) decides which images are held out (test);
+* a CheXpert-style CSV of the train and validate images only, each finding labelled 1.0 or 0.0 (the other
+  columns blank), so every prompt report states each finding as present or absent -> ``cxrprep prompts``
+  (default templates) -> the training shards;
+* ``cxrtrain run`` (tiny preset, CPU) on the training shards, ``cxrtrain eval`` (zero-shot,
+  ``canary_eval.yaml``) on the evaluation shards' test split.
+
+Zero-shot AUROC on the held-out test split must reach 0.9 per finding. The control trains on labels
+shuffled across the training images (the test split keeps the true labels): it must stay near 0.5. A
+label-order, text-pairing or loss bug that every unit test misses fails this.
+
+    python examples/canary/canary.py --out canary-out             # both runs, prints the AUROCs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+FINDINGS = ("Cardiomegaly", "Effusion", "Pneumothorax", "Consolidation")  # ChestX-ray14 spellings
+#: ChestX-ray14 spelling -> CheXpert column / the class name in canary_eval.yaml and metrics.json
+EVAL_NAME = {"Cardiomegaly": "Cardiomegaly", "Effusion": "Pleural Effusion", "Pneumothorax": "Pneumothorax",
+             "Consolidation": "Consolidation"}
+TRAIN = {  # tiny preset on CPU, its text tower a 2-layer BERT trained from scratch (MiniLM's forward pass
+    # alone takes seconds per step on a loaded CPU); short but reliable (README: the learning canary)
+    "model": {"preset": "tiny", "image_size": 64, "text_encoder": "config:tiny-bert", "embed_dim": 64},
+    "loss": "cxr-clip", "epochs": 6, "batch_size": 32, "lr": 1.0e-3, "warmup_steps": 5, "shuffle_buffer": 256,
+    "num_workers": 0, "precision": "fp32", "log_every": 20, "patience": 20, "threads": 1, "seed": 0,
+}
+
+
+def draw(labels: dict[str, int], rng: np.random.Generator, size: int = 128, white: bool = False) -> np.ndarray:
+    """One synthetic frontal chest image (uint8 size x size) showing the findings in ``labels``."""
+    if white:
+        return np.full((size, size), 255, np.uint8)
+    s = size
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    img = np.full((s, s), 165.0, np.float32)
+    cy, dx = 0.5 + rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03)
+    lungs = []
+    for side in (-1, 1):
+        lx = 0.5 + side * 0.2 + dx
+        m = ((xx - lx) / 0.15) ** 2 + ((yy - cy) / 0.33) ** 2 < 1
+        lungs.append((m, lx))
+        img[m] = 70.0
+    # lung texture: faint vertical-ish streaks
+    tex = cv2.GaussianBlur(rng.normal(0, 14, (s, s)).astype(np.float32), (0, 0), 1.2)
+    for m, _ in lungs:
+        img[m] += tex[m]
+    if labels.get("Pneumothorax"):  # a dark apex without texture in one lung
+        m, lx = lungs[int(rng.integers(2))]
+        apex = m & (yy < cy - 0.06)
+        img[apex] = 12.0
+    if labels.get("Effusion"):  # white bases
+        for m, _ in lungs:
+            img[m & (yy > cy + 0.17)] = 215.0
+    hw = 0.25 if labels.get("Cardiomegaly") else 0.13  # heart half-width
+    heart = ((xx - 0.5 - dx - 0.03) / hw) ** 2 + ((yy - cy - 0.14) / 0.14) ** 2 < 1
+    img[heart] = 200.0
+    if labels.get("Consolidation"):  # a bright disc inside a lung
+        m, lx = lungs[int(rng.integers(2))]
+        ny, nx = cy + rng.uniform(-0.12, 0.1), lx + rng.uniform(-0.04, 0.04)
+        img[m & ((xx - nx) ** 2 + (yy - ny) ** 2 < 0.075 ** 2)] = 235.0
+    img = cv2.GaussianBlur(img, (0, 0), 0.8) + rng.normal(0, 6, (s, s))
+    img = (img - 128) * rng.uniform(0.85, 1.15) + 128 + rng.uniform(-12, 12)  # exposure
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+CHEXPERT_HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
+                   "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
+                   "Pleural Effusion,Pleural Other,Fracture,Support Devices")
+
+
+def make_dataset(out: Path, n: int = 1000, seed: int = 0, prevalence: float = 0.35, white: bool = False,
+                 size: int = 128) -> tuple[Path, list[dict[str, int]]]:
+    """Images and a ChestX-ray14-style CSV (``Data_Entry_2017_v2020.csv``) under ``out``; -> (CSV path, labels
+    per image). One image per patient, so cxrprep's patient-hash split gives about 70/10/20."""
+    rng = np.random.default_rng(seed)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows, all_labels = [], []
+    for i in range(n):
+        labels = {f: int(rng.random() < prevalence) for f in FINDINGS}
+        name = f"{i + 1:08d}_000.png"
+        cv2.imwrite(str(out / "images" / name), draw(labels, rng, size, white))
+        rows.append([name, "|".join(f for f in FINDINGS if labels[f]) or "No Finding", "0", str(i + 1), "50", "M",
+                     "PA", str(size), str(size), "0.143", "0.143"])
+        all_labels.append(labels)
+    csv = out / "Data_Entry_2017_v2020.csv"
+    csv.write_text(NIH_HEADER + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    return csv, all_labels
+
+
+def make_training_csv(out: Path, images: Path, labels: list[dict[str, int]], splits: dict[str, str],
+                      shuffle_labels: bool = False, seed: int = 0) -> Path:
+    """A CheXpert-style CSV (and image tree) of the images whose ChestX-ray14 split is train or validate;
+    the four findings are 1.0/0.0, the other columns blank. ``shuffle_labels`` permutes the label rows
+    across these images."""
+    keep = [i for i in range(len(labels)) if splits.get(f"{i + 1:08d}_000") in ("train", "validate")]
+    lab = [labels[i] for i in keep]
+    if shuffle_labels:
+        lab = [lab[j] for j in random.Random(seed).sample(range(len(lab)), len(lab))]
+    cols = CHEXPERT_HEADER.split(",")
+    lines = [CHEXPERT_HEADER]
+    for i, lb in zip(keep, lab):
+        part = "valid" if splits[f"{i + 1:08d}_000"] == "validate" else "train"
+        rel = f"CheXpert-v1.0/{part}/patient{i + 1:05d}/study1/view1_frontal.png"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes((images / f"{i + 1:08d}_000.png").read_bytes())
+        row = dict.fromkeys(cols, "")
+        row.update({"Path": rel, "Sex": "Male", "Age": "50", "Frontal/Lateral": "Frontal", "AP/PA": "PA"})
+        for f in FINDINGS:
+            row[EVAL_NAME[f]] = "1.0" if lb[f] else "0.0"
+        if not any(lb.values()):
+            row["No Finding"] = "1.0"
+        lines.append(",".join(row[c] for c in cols))
+    csv = out / "train.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+def _cli(*args: str) -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    subprocess.run([sys.executable, "-m", *args], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def auroc_per_finding(metrics_json: Path) -> dict[str, float]:
+    """Test-split zero-shot AUROC per finding from ``cxrtrain eval``'s metrics.json
+    (datasets -> NAME -> binary -> classes -> CLASS -> auroc)."""
+    m = json.loads(metrics_json.read_text())
+    (d,) = m["datasets"].values()
+    classes = d["binary"]["classes"]  # keyed by the dataset's own label names (ChestX-ray14: "Effusion")
+    return {f: float((classes.get(f) or classes[EVAL_NAME[f]])["auroc"]) for f in FINDINGS}
+
+
+def run(out: Path, shuffle_labels: bool = False, n: int = 1000, seed: int = 0, train: dict | None = None) -> dict:
+    """Generate, prepare, train, evaluate; -> {finding: test AUROC}."""
+    import yaml
+
+    from cxrprep.shards import open_datasets
+
+    out = Path(out)
+    nih_csv, labels = make_dataset(out / "data", n, seed)
+    _cli("cxrprep.cli", "prompts", str(nih_csv), "--image-root", str(out / "data/images"), "--out",
+         str(out / "eval-shards"), "--size", "128")
+    (ds,) = open_datasets([str(out / "eval-shards")])
+    splits = {r["study_id"]: r["split"] for r in ds.iter_rows(["study_id", "split"])}
+    ch_csv = make_training_csv(out / "chexpert", out / "data/images", labels, splits, shuffle_labels, seed)
+    _cli("cxrprep.cli", "prompts", str(ch_csv), "--image-root", str(out / "chexpert"), "--out",
+         str(out / "train-shards"), "--size", "128")
+    cfg = out / "train.yaml"
+    cfg.write_text(yaml.safe_dump({**TRAIN, **(train or {})}, sort_keys=False))
+    _cli("cxrtrain.cli", "run", str(out / "train-shards"), "--config", str(cfg), "--out", str(out / "run"))
+    _cli("cxrtrain.cli", "eval", str(out / "run"), str(out / "eval-shards"), "--prompts",
+         str(HERE / "canary_eval.yaml"), "--out", str(out / "eval"), "--bootstrap", "0")
+    return auroc_per_finding(out / "eval" / "metrics.json")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("canary-out"))
+    ap.add_argument("--n", type=int, default=1000)
+    a = ap.parse_args()
+    ok = True
+    for shuffled in (False, True):
+        res = run(a.out / ("shuffled" if shuffled else "true"), shuffled, a.n)
+        want = "<= 0.6" if shuffled else ">= 0.9"
+        good = all((v <= 0.6) if shuffled else (v >= 0.9) for v in res.values())
+        ok &= good
+        print(f"{'shuffled-label control' if shuffled else 'true labels'} (test AUROC, want {want}): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in res.items()) + ("  ok" if good else "  FAILED"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
