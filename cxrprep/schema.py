@@ -57,6 +57,7 @@ Layout of a dataset folder (``SHARD_ROOT/NAME/``)::
     rejects.jsonl                           one JSON object per reject (not Parquet, so no
                                             ``**/*.parquet`` glob ever picks it up as data)
     .lock                                   held (flock) by the writer for the whole run
+    .tmp-*.partial                          data files in progress (moved into data/ when the run ends)
 
 ``--part i/N`` pieces write ``data/SPLIT-iofN-00000-of-00001.parquet``, ``manifest-iofN.json`` and
 ``rejects-iofN.jsonl`` (each piece holds ``.lock`` shared and ``.lock-iofN`` exclusively);

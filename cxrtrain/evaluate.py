@@ -13,7 +13,8 @@ Protocol (CXR-CLIP, seed 003, unless an option says otherwise; every choice is r
   prompt set is the mean of the cosine similarities between the image and each prompt) or
   ``mean-embedding`` (cosine with the renormalised mean of the prompt embeddings, CLIP's ImageNet recipe).
 * **Binary zero-shot** per label column that has a prompt pair (eval file ``binary``; ``DATASET:Class``
-  keys scope a pair to one dataset): probability = softmax(scale * [s_pos, s_neg])[0]. Labels: 1 positive,
+  keys scope a pair to one dataset), keyed by the canonical class name (``label`` keeps the dataset's
+  spelling): probability = softmax(scale * [s_pos, s_neg])[0]. Labels: 1 positive,
   0 negative; uncertain (-1) follows ``--uncertain``; null (not mentioned) is excluded. AUROC with a
   percentile-bootstrap 95% CI; F1 and MCC at the threshold that maximises F1 on another split (validate
   when scoring test, train when scoring validate; none for train/all). A label column without a prompt
@@ -281,7 +282,7 @@ def zero_shot_binary(emb: dict, label_names: list[str], sets: dict, scale: float
         mask, y = _binary_targets(emb["labels"][:, j], cfg.uncertain)
         sel = mask & scope
         npos = int((y[sel] == 1).sum())
-        r = dict(prompts=key, split=sp, n=int(sel.sum()), positives=npos, negatives=int(sel.sum()) - npos)
+        r = dict(label=name, prompts=key, split=sp, n=int(sel.sum()), positives=npos, negatives=int(sel.sum()) - npos)
         reason = (f"no labelled rows in {sp}" if not sel.any() else f"no positives in {sp}" if npos == 0
                   else f"no negatives in {sp}" if npos == sel.sum() else None)
         if reason:
@@ -310,7 +311,7 @@ def zero_shot_binary(emb: dict, label_names: list[str], sets: dict, scale: float
             r.update(threshold=t, threshold_from=thr_split, f1=f1_score(y[sel], prob[sel] >= t),
                      mcc=mcc(y[sel], prob[sel] >= t))
         r["_roc"] = [a.tolist() for a in roc_curve(y[sel], prob[sel])] if r["auroc"] is not None else None
-        res[name] = r
+        res[canonical(name)] = r  # keyed by the canonical class name (Effusion -> Pleural Effusion); "label" keeps the spelling
     vals = [r["auroc"] for r in res.values() if r["auroc"] is not None]
     out = dict(split=sp, ensemble=cfg.ensemble, classes=res, skipped=skipped,
                macro_auroc=float(np.mean(vals)) if vals else None, macro_classes=len(vals), macro_of=len(res))

@@ -70,7 +70,7 @@ $BIN/cxrtrain export "$OUT/runs/tiny" --out "$OUT/export"
 
 step "12. Look at one training batch, then the learning canary (visible synthetic findings; true vs shuffled labels)"
 $BIN/cxrtrain batch "$S/chestx-ray14" --config examples/train_tiny.yaml --out "$OUT/batch" --n 6
-$BIN/python examples/canary/canary.py --out "$OUT/canary"
+$BIN/python examples/canary/canary.py --out "$OUT/canary"   # prints both runs' AUROCs; --strict fails the step
 
 echo
 echo "demo finished in $(( $(date +%s) - t0 )) s. Outputs under $OUT/: shards/, runs/tiny/ (loss.png), eval/ (metrics.md, roc_*.png), suite/suite.md, fewshot/, export/"

@@ -230,8 +230,9 @@ def test_incomplete_dataset_is_refused_unless_skipped(tmp_path):
     for i in range(5):
         w.write(_row(i, dataset="killed"))
     w._lock.release()  # what a kill does: the kernel drops the lock, the temporary files stay
-    assert list((root / "killed" / "data").glob(".tmp-*"))
+    assert list((root / "killed").glob(".tmp-*"))
     assert not list((root / "killed").rglob("*.parquet"))  # nothing visible without a manifest
+    assert not list((root / "killed" / "data").iterdir())  # data/ only ever holds finished files
     assert scan_datasets(root) == ([root / "demo"], [root / "killed"])
     with pytest.raises(IncompleteDataset, match=r"killed: no manifest.json"):
         open_datasets([root])
@@ -282,7 +283,7 @@ def test_rerun_replaces_killed_run(tmp_path):
     for i in range(20):
         w.write(_row(i))
     w._lock.release()  # killed: no close(), the lock dies with the process, temporary files stay
-    assert list((tmp_path / "demo" / "data").glob(".tmp-*"))
+    assert list((tmp_path / "demo").glob(".tmp-*"))
     _write(tmp_path / "ref")
     _write(tmp_path)
     got = sorted(str(p.relative_to(tmp_path / "demo")) for p in (tmp_path / "demo").rglob("*"))
@@ -314,7 +315,7 @@ def test_pieces_run_side_by_side(tmp_path):
     p0.write(_row(0))
     p1.write(_row(1))
     p1.close()
-    assert list((tmp_path / "demo" / "data").glob(".tmp-0of2-*"))  # p1 never touched p0's files
+    assert list((tmp_path / "demo").glob(".tmp-0of2-*"))  # p1 never touched p0's files
     p0.close()
     assert merge_parts(tmp_path / "demo")["counts"]["rows_written"] == 2
 

@@ -6,11 +6,9 @@ import csv
 import re
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from cxrprep.shards.files import read_rejects
 from cxrprep.cli import app
 from cxrprep.labels import CHEXPERT_LABELS, NIH_LABELS
 from cxrprep.prompts import chexpert_states, nih_states, render_prompts, study_rng
@@ -207,7 +205,7 @@ def test_duplicate_rows_are_rejects_naming_both_lines(tmp_path, examples_dir):
     assert c["inputs_seen"] == c["rows_written"] + c["skipped"] + c["failed"] == len(src)
     ids = [x["study_id"] for x in ds.iter_rows(columns=["study_id"])]
     assert len(ids) == len(set(ids)) == len(src) - 1
-    rej = read_rejects(out / "chestx-ray14/rejects.jsonl")
+    rej = ShardDataset(out / "chestx-ray14").rejects()
     img = src[3].split(",")[0]
     assert any(x["source"] == img and f"lines 4 and {len(src) + 1}" in x["reason"] for x in rej), rej
     # CheXpert: the same image twice in one study -> kept once, the repeat is a reject naming both lines
@@ -219,7 +217,7 @@ def test_duplicate_rows_are_rejects_naming_both_lines(tmp_path, examples_dir):
     r = runner.invoke(app, ["prompts", str(bad), "--out", str(out), "--no-images", "--workers", "1",
                             "--max-failed", "100%"])
     assert r.exit_code == 0, r.output
-    rej = read_rejects(out / "chexpert/rejects.jsonl")
+    rej = ShardDataset(out / "chexpert").rejects()
     dup = [x for x in rej if x["source"] == rows[1][0] and "duplicate image" in x["reason"]]
     assert dup and f"lines 2 and {len(rows) + 1}" in dup[0]["reason"]
     c = ShardDataset(out / "chexpert").manifest["counts"]

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cxrprep.shards.files import read_rejects
 from cxrprep.cli import app
 from cxrprep.sections import header_name, normalize_ws, parse_report
 from cxrprep.sentences import split_sentences
@@ -255,7 +254,7 @@ def test_exception_in_one_report_is_a_reject(tmp_path, monkeypatch):
     m = mimic.run_reports(root, tmp_path / "o", mimic.ReportsConfig(images=False, workers=1))
     c = m["counts"]
     assert c["inputs_seen"] == c["rows_written"] + c["skipped"] + c["failed"] == 14
-    rej = read_rejects(tmp_path / "o/mimic-cxr/rejects.jsonl")
+    rej = ShardDataset(tmp_path / "o/mimic-cxr").rejects()
     hit = [x for x in rej if x["study_id"] == victim.stem[1:]]
     assert hit and hit[0]["reason"] == "RuntimeError: boom in the parser" and hit[0]["kind"] == "failed"
 
@@ -270,7 +269,7 @@ def test_symlink_loops_are_rejects_not_crashes(tmp_path):
                             "--max-failed", "100%"])
     assert r.exit_code == 0, r.output
     assert "Traceback" not in r.output
-    rej = read_rejects(out / "mimic-cxr/rejects.jsonl")
+    rej = ShardDataset(out / "mimic-cxr").rejects()
     reasons = {x["source"]: x["reason"] for x in rej}
     loop = [s for s in reasons if s.endswith("s58888888.txt")]
     assert loop and "symbolic links" in reasons[loop[0]]
@@ -301,7 +300,7 @@ def test_zip_member_over_the_limit_is_streamed_and_rejected(tmp_path):
     assert r.exit_code == 0, r.output
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
     assert grown < 128 << 20  # the 256 MiB member was never held in memory
-    rej = read_rejects(out / "mimic-cxr/rejects.jsonl")
+    rej = ShardDataset(out / "mimic-cxr").rejects()
     big = [x for x in rej if x["study_id"] == "55555555"]
     assert big and "--max-report-bytes" in big[0]["reason"]
     # a smaller limit rejects the ordinary reports too, by their size
