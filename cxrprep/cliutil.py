@@ -56,11 +56,11 @@ def too_many_failed(failed: int, inputs: int, max_failed: tuple[int | None, floa
 
 
 def rejects_file(dataset_dir: Path | None) -> Path | None:
-    """The rejects Parquet file of a dataset folder (whatever the layout names it), or None."""
+    """The rejects file of a dataset folder (``rejects.jsonl``, or a piece's ``rejects-iofN.jsonl``), or None."""
     if dataset_dir is None or not Path(dataset_dir).is_dir():
         return None
-    found = sorted(p for p in Path(dataset_dir).rglob("*rejects*.parquet") if ".tmp" not in p.name)
-    return found[0] if found else None
+    found = sorted(Path(dataset_dir).glob("rejects*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
+    return found[-1] if found else None  # the one the run that just finished wrote
 
 
 def finish(lines: list[str], failed: int, inputs: int, max_failed: tuple[int | None, float | None],

@@ -80,6 +80,8 @@ def list_inputs(src: Path, image_root: Path | None) -> tuple[list[dict], list[st
         files = _walk_images(src)
         items = [dict(path=p, study_id=str(p.relative_to(src).with_suffix("")), subject_id=None,
                       split="test", view=None, labels=[]) for p in files]
+        if not items:
+            raise ValueError(f"{src}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder or below")
         for it in items:
             it["subject_id"] = it["study_id"]
         return items, []

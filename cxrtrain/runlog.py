@@ -252,7 +252,7 @@ def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
     if steps and key not in steps[0]:
         key = "loss"
     name = {"mvs": "image-text loss (MVS)", "clip": "CLIP loss", "loss": "loss"}[key]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6.5), dpi=100, sharex=True)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6.5), dpi=100, sharex=True)
     if steps:
         ax1.plot([r["step"] for r in steps], [r[key] for r in steps], lw=0.8, alpha=0.45, color="C0",
                  label=f"train {name}, per step")
@@ -265,9 +265,21 @@ def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
     elif not any(r.get("val_loss") is not None for r in epochs):
         ax1.text(0.99, 0.97, "no validate rows: no validation curve", transform=ax1.transAxes, ha="right",
                  va="top", fontsize=8, color="0.4")
+    # a contrastive loss over a batch of B pairs starts at ln(B) (uniform similarities): draw that level for
+    # each split, since a small validation batch has a lower floor than the train batch
+    levels: dict[float, list[str]] = {}
+    for k, who in (("train_batch", "train"), ("val_batch", "validation")):
+        bs = sorted({round(r[k]) for r in epochs if r.get(k)})
+        if bs and key != "loss":
+            levels.setdefault(bs[-1], []).append(who)
+    for b, who in levels.items():
+        col = "0.4" if len(who) == 2 else ("C0" if who == ["train"] else "C3")
+        ax1.axhline(math.log(b), color=col, ls="--", lw=0.8, alpha=0.8,
+                    label=f"chance level ln({b:g}), {' and '.join(who)} batches of {b:g}")
     ax1.set_ylabel(name)
-    ax1.set_title("train vs validation (the same quantity on both splits)", fontsize=10)
-    ax1.legend(fontsize=8)
+    ax1.set_title("train vs validation: the image-text term both compute (contrastive losses depend on batch "
+                  "size)" if key != "loss" else "train vs validation", fontsize=9)
+    ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     parts = ["loss"] + [k for k in LOSS_PARTS if steps and k in steps[0] and k != "loss"]
     for i, k in enumerate(parts):
         label = "train total" if k == "loss" else f"train {k}"
@@ -279,7 +291,7 @@ def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
         ax2.set_yscale("log")
     ax2.set_xlabel("optimizer step")
     ax2.set_ylabel("loss (train)")
-    ax2.legend(fontsize=8, ncol=2)
+    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     tmp = Path(png).with_name(f".tmp-{Path(png).name}")
     fig.savefig(tmp, format="png")

@@ -206,6 +206,11 @@ def suggest_batch_size(n_train: int, world: int, accum_steps: int) -> int | None
     return b if b >= 2 and b % accum_steps == 0 else None
 
 
+def _ignore_sigint(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the trainer, which finishes the step and saves last/."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _Stop:
     """SIGTERM (preemption) and SIGINT (Ctrl-C) both finish the current step, save last/ and stop; a second
     Ctrl-C interrupts at once."""
@@ -277,6 +282,9 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UsageError("precision=fp16 needs CUDA; use --set precision=bf16 on CPU")
 
+    from .hub import hub_preflight
+
+    hub_preflight([cfg.model.image_encoder, cfg.model.text_encoder], log if master else (lambda *_: None))
     model = create_model(cfg.model).to(device)
     trainable, total = set_trainable(model, cfg.train_image_blocks, cfg.train_text_blocks)
     runner = _DDPForward(model, cfg).to(device)
@@ -365,7 +373,9 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                                      persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None,
                                      # its own generator: creating the iterator must not consume the global RNG
                                      # (dropout), or a resumed run would diverge from an uninterrupted one
-                                     generator=torch.Generator().manual_seed(cfg.seed + epoch)))
+                                     generator=torch.Generator().manual_seed(cfg.seed + epoch),
+                                     # Ctrl-C reaches the whole process group: only the trainer handles it
+                                     worker_init_fn=_ignore_sigint if cfg.num_workers else None))
             model.train()
             t_epoch = t_last = time.perf_counter()
             epoch_sum: dict[str, float] = {}
@@ -446,11 +456,14 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                 erec = dict(step=step, epoch=epoch, time=round(time.time(), 3), epoch_s=round(t_train, 3),
                             val_s=round(t_val, 3) if val else None,
                             **{f"train_{k}": round(v / max(1, epoch_n), 6) for k, v in epoch_sum.items()},
-                            val_loss=vloss, **{f"val_{k}": round(v, 6) for k, v in (val or {}).items() if k != "loss"})
+                            train_batch=cfg.batch_size // cfg.accum_steps * world, val_loss=vloss, **{f"val_{k}": round(v, 6) for k, v in (val or {}).items() if k != "loss"})
                 runlog.write(erec, "epoch")
                 if val:
                     cmp = (f"; {key}: validation {val[key]:.4f} vs train {erec[f'train_{key}']:.4f}"
                            if key in val and f"train_{key}" in erec else "")
+                    if cmp and round(val["batch"]) != erec["train_batch"]:  # contrastive losses scale with ln(batch)
+                        cmp += (f" (batches of {val['batch']:.0f} vs {erec['train_batch']}: chance level "
+                                f"{math.log(val['batch']):.2f} vs {math.log(erec['train_batch']):.2f})")
                     say(f"epoch {epoch} done in {t_train:.1f} s: validation loss {vloss:.4f}"
                         + (" (best)" if improved else "") + f"{cmp} (validation {t_val:.1f} s)")
                 else:
@@ -500,6 +513,7 @@ def validate(model: CLIPModel, datasets, cfg: TrainConfig, device, ctx, rank: in
         b = batch["images1"].shape[0]
         for k, v in res.items():
             tot[k] = tot.get(k, 0.0) + float(v) * b
+        tot["batch"] = tot.get("batch", 0.0) + b * b  # -> the batch size a validation row saw (losses grow with it)
         n += b
     model.train()
     if world > 1:

@@ -128,6 +128,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("models/tiny-marian"), help="output folder")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
+    try:
+        from cxrprep.quiet import quiet_third_party
+
+        quiet_third_party()  # no sacremoses advice or "Writing model shards" bars in logs
+    except ImportError:  # run without cxrkit on the path
+        pass
     fwd, bwd = build_tiny_marian(a.out, a.seed)
     print(f"forward model  {fwd}\nbackward model {bwd}")
 

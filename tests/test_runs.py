@@ -48,6 +48,7 @@ def _check_metrics(out: Path, r) -> None:
     e = ep[0]
     assert e["epoch_s"] > 0 and e["val_s"] > 0
     assert {"val_mvs", "val_icl", "val_tcl", "train_mvs", "train_loss"} <= set(e)
+    assert e["train_batch"] == 4 and 2 <= e["val_batch"] <= 4  # the batch sizes the contrastive losses saw
     # the epoch's train mean is the mean of its step rows
     assert e["train_loss"] == pytest.approx(sum(x["loss"] for x in steps) / len(steps), rel=1e-4)
     # validation total = its parts with the configured weights (mvs + 1.0 icl + 0.5 tcl)
@@ -113,14 +114,17 @@ def test_sigint_saves_last_like_sigterm(demo_shards, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     p = subprocess.Popen([sys.executable, "-m", "cxrtrain.cli", "run", str(demo_shards), "--out", str(out), *TINY,
-                          "--set", "epochs=50"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                          "--set", "epochs=50", "--set", "num_workers=1"],  # a loader worker gets Ctrl-C too
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
         time.sleep(0.2)
-    p.send_signal(signal.SIGINT)
+    os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
     output = p.communicate(timeout=120)[0].decode()
     assert p.returncode == 130, output
     assert "stopped by SIGINT" in output and "--resume" in output and "Traceback" not in output
+    # not a terminal: no third-party progress bars or warnings in the log
+    assert "Loading weights" not in output and "it/s]" not in output and "Warning" not in output, output
     st = torch.load(out / "last/state.pt", weights_only=True)
     assert st["step"] >= 1
     assert max(x["step"] for x in _metric_rows(out)) == st["step"]
@@ -204,3 +208,18 @@ def test_wandb_offline(demo_shards, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     runs = list((out / "wandb").glob("offline-run-*"))
     assert runs and any(runs[0].glob("*.wandb"))
+
+
+def test_unreachable_hub_fails_fast_with_advice(demo_shards, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: refused at once
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    t0 = time.time()
+    r = _run(demo_shards, "--out", tmp_path / "run", *TINY, "--set", "model.preset=cxr-clip-r50")
+    assert time.time() - t0 < 20
+    assert r.exit_code == 1, r.output
+    assert "cannot be reached" in r.output and "HF_HUB_OFFLINE=1" in r.output and "microsoft/resnet-50" in r.output
+    assert not (tmp_path / "run").exists()

@@ -37,7 +37,7 @@ def _expect(tmp_path, text: str | bytes, match: str, seconds: float = 5.0) -> Te
         load_templates(p)
     assert time.perf_counter() - t0 < seconds, "the limit must stop the work early"
     r = runner.invoke(app, ["templates", "check", str(p)])
-    assert r.exit_code == 1 and "Traceback" not in r.output and isinstance(r.exception, (SystemExit, type(None)))
+    assert r.exit_code == 2 and "Traceback" not in r.output and isinstance(r.exception, (SystemExit, type(None)))
     assert f"error: {e.value}" in r.output
     return e.value
 

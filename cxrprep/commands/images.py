@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def images(
         # fmt: off
-        src: Path = typer.Argument(..., exists=True, help="A folder of .dcm/.png/.jpg files, or a CSV (columns: path, [study_id, subject_id, split, view], label columns...)"),
+        src: Path = typer.Argument(..., exists=True, help="A folder of .dcm/.png/.jpg files, or a CSV (columns: path, then optional study_id, subject_id, split, view and label columns; see above)"),
         out: Path = typer.Option(Path("shards"), "--out", help="Shard root; writes OUT/DATASET/"),
         dataset: str = typer.Option("images", "--dataset", help="Dataset folder name, e.g. rsna-pneumonia"),
         image_root: Path = typer.Option(None, "--image-root", exists=True, file_okay=False, help="Base of relative CSV paths (default: the CSV's folder); every path must resolve inside it"),

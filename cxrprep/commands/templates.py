@@ -13,11 +13,12 @@ def register(app: typer.Typer) -> None:
 
     @tapp.command()
     def check(
-        files: list[Path] = typer.Argument(..., help="Template files, e.g. prompts/default.yaml"),
+        files: list[str] = typer.Argument(..., help="Template files, e.g. prompts/default.yaml, or packaged names (default, eval)"),
         lint_: bool = typer.Option(True, "--lint/--no-lint", help="Also check every rendered sentence (see below)"),
     ) -> None:
-        """Report YAML and template errors with file:line:column, and lint every rendered sentence; exit 1 if
-        any file has an error or a defect.
+        """Report YAML and template errors with file:line:column, and lint every rendered sentence. Exit 2
+        if a file does not parse (as every command does for a bad template file), 1 if it parses but has
+        lint defects.
 
         Lint defects (FILE:LINE:COL of the template string, the kind, the sentence, its pool): malformed
         (no capital, no full stop, doubled word, stray slot), double-verb ("There is X is seen."),
@@ -30,13 +31,13 @@ def register(app: typer.Typer) -> None:
 
         from ..templates import TemplateError, expansion_counts, lint, load_templates
 
-        bad = 0
+        bad = broken = 0
         for f in files:
             try:
                 t = load_templates(f)
             except TemplateError as e:
                 typer.echo(f"error: {e}", err=True)
-                bad += 1
+                broken += 1
                 continue
             n = sum(sum(v.values()) for v in expansion_counts(t).values())
             defects = lint(t) if lint_ else []
@@ -49,12 +50,14 @@ def register(app: typer.Typer) -> None:
                 continue
             typer.echo(f"{f}: ok ({len(t.classes)} classes, {n:,} expansions, {len(t.binary)} binary tasks, "
                        f"{len(t.multiclass)} multi-class sets{', lint clean' if lint_ else ''})")
+        if broken:
+            raise typer.Exit(2)
         if bad:
             raise typer.Exit(1)
 
     @tapp.command()
     def preview(
-        file: Path = typer.Argument(..., exists=True, dir_okay=False),
+        file: str = typer.Argument(..., help="A template file or a packaged name (default, eval)"),
         cls: str = typer.Option(None, "--class", help="Only this class (dataset spellings accepted)"),
         limit: int = typer.Option(5, "--limit", help="Sentences shown per state (0 = all)"),
     ) -> None:
@@ -68,7 +71,7 @@ def register(app: typer.Typer) -> None:
             t = load_templates(file)
         except TemplateError as e:
             typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(2)
         names = [t.canonical(cls)] if cls else sorted(t.classes)
         if cls and names[0] not in t.classes and names[0] not in t.binary:
             raise typer.BadParameter(f"no class {cls!r} in {file}; has {', '.join(sorted(t.classes) or sorted(t.binary))}",

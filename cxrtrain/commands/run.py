@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         # fmt: off
         shards: list[Path] = typer.Argument(None, exists=True, help="Shard roots or dataset folders (every dataset below is used)"),
         config: Path = typer.Option(None, "--config", exists=True, dir_okay=False, help="YAML config of TrainConfig keys (e.g. examples/train_tiny.yaml)"),
-        out: Path = typer.Option(None, "--out", help="Run folder: config.json, metrics.jsonl, last/, best/, loss.png [default: a new runs/<date>-<time>]", show_default=False),
+        out: Path = typer.Option(None, "--out", help="Run folder: config.json, metrics.jsonl, last/, best/, loss.png (default: a new runs/DATE-TIME)", show_default=False),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly from its last/ checkpoint"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (its checkpoints, metrics, eval/)"),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lr=1e-4 --set model.preset=clip-b32 --set log.tensorboard=true"),
@@ -70,15 +70,18 @@ def register(app: typer.Typer) -> None:
         except IncompleteDataset as e:
             typer.echo(f"error: {e}; or pass --skip-incomplete to train on the finished datasets only", err=True)
             raise typer.Exit(2)
-        except FileNotFoundError as e:
+        except FileNotFoundError as e:  # no dataset folder under SHARDS: bad usage, as in every command
             typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(2)
         for d in skipped:
             typer.echo(f"skipping incomplete dataset folder {d} (no manifest.json; --skip-incomplete)", err=True)
         out_dir = out if out is not None else default_out()
         try:
             res = train([str(d) for d in folders], out_dir, cfg, resume=resume, overwrite=overwrite, log=typer.echo)
         except UsageError as e:  # --out holds a run, a batch larger than the data, ...
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        except FileNotFoundError as e:  # no dataset folders under SHARDS, a part file missing: bad input
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
         except DiskFullError as e:
