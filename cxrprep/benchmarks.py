@@ -211,6 +211,4 @@ def write_items(items: list[dict], label_names: list[str], out: Path, dataset: s
     return w.manifest
 
 
-READERS = {"rsna-pneumonia": read_rsna, "siim-acr-pneumothorax": read_siim}
-
 __all__ = ["BenchConfig", "hash_split", "read_rsna", "read_siim", "read_vindr", "write_items"]

@@ -42,7 +42,7 @@ def _main(
 def merge(
     dataset_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A dataset folder, e.g. shards/mimic-cxr"),
 ) -> None:
-    """Join the outputs of `--part i/N` runs into one manifest.json and rejects.parquet.
+    """Join the outputs of `--part i/N` runs into one manifest.json, rejects.jsonl and README.md dataset card.
 
     Example: for i in 0 1 2 3; do cxrprep reports mimic/ --out shards/ --part $i/4; done;
     cxrprep merge shards/mimic-cxr

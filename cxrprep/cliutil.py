@@ -56,19 +56,11 @@ def too_many_failed(failed: int, inputs: int, max_failed: tuple[int | None, floa
 
 
 def rejects_file(dataset_dir: Path | None) -> Path | None:
-    """The rejects file of a dataset folder (``schema.REJECTS``, else any ``*rejects*`` file), or None."""
+    """The rejects file of a dataset folder (``rejects.jsonl``, or a piece's ``rejects-iofN.jsonl``), or None."""
     if dataset_dir is None or not Path(dataset_dir).is_dir():
         return None
-    try:
-        from .schema import REJECTS
-
-        if (Path(dataset_dir) / REJECTS).is_file():
-            return Path(dataset_dir) / REJECTS
-    except ImportError:  # pragma: no cover
-        pass
-    found = sorted(p for p in Path(dataset_dir).iterdir()
-                   if p.is_file() and "rejects" in p.name and not p.name.startswith((".", "_tmp", ".tmp")))
-    return found[0] if found else None
+    found = sorted(Path(dataset_dir).glob("rejects*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
+    return found[-1] if found else None  # the one the run that just finished wrote
 
 
 def finish(lines: list[str], failed: int, inputs: int, max_failed: tuple[int | None, float | None],

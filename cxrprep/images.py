@@ -29,6 +29,7 @@ ViewPosition.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from struct import error as struct_error
@@ -105,8 +106,9 @@ def _rgb_to_gray(a: np.ndarray, path: Path, order: str) -> np.ndarray:
     """(H, W, 3|4) colour -> (H, W) uint8; ``order`` is "BGR" (OpenCV) or "RGB" (pydicom); alpha ignored."""
     if a.dtype == np.uint8:
         return cv2.cvtColor(np.ascontiguousarray(a[:, :, :3]), cv2.COLOR_BGR2GRAY if order == "BGR" else cv2.COLOR_RGB2GRAY)
-    w = np.array([0.114, 0.587, 0.299] if order == "BGR" else [0.299, 0.587, 0.114])
-    return _to_uint8(a[:, :, :3].astype(np.float64) @ w, path)
+    ft = np.float32 if a.dtype.kind in "ui" and a.dtype.itemsize <= 2 else np.float64  # 16-bit: float32 is exact
+    w = np.array([0.114, 0.587, 0.299] if order == "BGR" else [0.299, 0.587, 0.114], ft)
+    return _to_uint8(a[:, :, :3].astype(ft) @ w, path)
 
 
 def _gray(a: np.ndarray, path: Path) -> np.ndarray:
@@ -262,6 +264,8 @@ def _modality_lut(a: np.ndarray, ds, path: Path) -> np.ndarray:
         return a
     slope = 1.0 if slope is None else slope
     intercept = 0.0 if intercept is None else intercept
+    if slope == 1 and intercept == 0:
+        return a  # the identity: no float copy of a large image
     if slope == 0:
         raise ImageError(f"{path}: RescaleSlope is 0 (every pixel would have the same value)")
     with np.errstate(over="ignore", invalid="ignore"):
@@ -294,7 +298,8 @@ def _voi_lut(a: np.ndarray, ds, path: Path) -> np.ndarray:
     if c is None or w is None or w <= 0:
         return a
     func = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-    x = a.astype(np.float64, copy=False)
+    # integer pixels (<= 32 bits) are exact in float64 but float32 is enough for a window and half the memory
+    x = a if a.dtype.kind == "f" else a.astype(np.float32 if a.dtype.itemsize <= 2 else np.float64)
     if func == "SIGMOID":
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
@@ -332,10 +337,14 @@ def _read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, str | None]:
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     h = _normalise_header(ds, path)
     rows, cols, frames, samples = h["Rows"], h["Columns"], h["NumberOfFrames"], h["SamplesPerPixel"]
+    if frames == 0:  # invalid but seen in the wild; pydicom reads it as one frame too
+        frames = 1
+        ds.NumberOfFrames = 1
     _check_pixels(path, rows, cols, max_pixels, frames=frames, samples=samples)
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
-    if not photometric:
+    if not photometric:  # absent or empty: the only reading that fits the sample count
         photometric = "MONOCHROME2" if samples == 1 else "RGB"
+        ds.PhotometricInterpretation = photometric
     if photometric not in ("MONOCHROME1", "MONOCHROME2") + _COLOUR:
         raise ImageError(f"{path}: PhotometricInterpretation {photometric} is not supported "
                          f"(supported: MONOCHROME1, MONOCHROME2, RGB, YBR_*)")
@@ -386,6 +395,16 @@ def read_gray(path: str | Path, min_side: int | None = None, max_pixels: int = I
     ``min_side``: the caller will resize the shorter side to this; JPEGs may then be decoded at 1/2, 1/4
     or 1/8 size, never below it. Returns (array, DICOM ViewPosition or None). Raises ImageError."""
     path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):  # a device (/dev/zero), FIFO or folder would block or never end
+        raise ImageError(f"{path}: not a regular file")
+    limit = max_pixels * 4 + 16 * 2**20  # 4 bytes per sample at most, plus headers
+    if st.st_size > limit:
+        raise ImageError(f"{path}: {st.st_size:,} bytes, more than any image within --max-image-pixels "
+                         f"({max_pixels:,}) can take")
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -67,7 +67,7 @@ class ReportsConfig:
     chexpert: str | None = None
     images: bool = True
     workers: int = 1
-    chunk_size: int = 256  # reports per worker task
+    chunk_size: int = 1024  # reports per worker task (fewer, larger results to send back: less overhead)
     part: tuple[int, int] | None = None
     max_report_bytes: int = 1 << 20  # a larger report file or zip member is a reject, never read whole
     image_settings: ImageSettings = field(default_factory=ImageSettings)
@@ -79,7 +79,7 @@ class ReportsConfig:
             raise ValueError(f"--max-report-bytes must be >= 1, got {self.max_report_bytes}")
 
 
-@dataclass
+@dataclass(slots=True)
 class Study:
     """One report found by the listing. Workers get (study_id, subject_id, where) tuples: a file path, or
     (zip path, member name); they read the bytes themselves."""
@@ -141,7 +141,7 @@ def iter_studies_dir(files: Path, part: tuple[int, int] | None, skipped: list | 
     top = str(files)
     base = files.name
     for g in _sorted_names(top, _GROUP, True, skipped):
-        gpath = os.path.join(top, g)
+        gpath = f"{top}/{g}"
         try:
             patients = _sorted_names(gpath, _PATIENT, True, skipped)
         except OSError as e:
@@ -151,7 +151,7 @@ def iter_studies_dir(files: Path, part: tuple[int, int] | None, skipped: list | 
             subject = pname[1:]
             if not in_part(subject, part):
                 continue
-            pdir = os.path.join(gpath, pname)
+            pdir = f"{gpath}/{pname}"
             bad: list = []
             try:
                 names = _sorted_names(pdir, _REPORT, False, bad)
@@ -159,11 +159,12 @@ def iter_studies_dir(files: Path, part: tuple[int, int] | None, skipped: list | 
                 skipped.append((pdir, f"cannot list: {e.strerror or e}"))
                 continue
             broken = {os.path.basename(p): r for p, r in bad}
-            for name in sorted(set(names) | set(broken)):
-                path = os.path.join(pdir, name)
-                yield Study(study_id=_REPORT.match(name).group(1), subject_id=subject,
-                            source=f"{base}/{g}/{pname}/{name}", path=path, error=broken.get(name),
-                            image_dir=path[:-4])
+            if broken:
+                names = sorted(set(names) | set(broken))
+            for name in names:  # "sNNNN.txt": the study id is name[1:-4]
+                path = f"{pdir}/{name}"
+                yield Study(name[1:-4], subject, f"{base}/{g}/{pname}/{name}", path, None,
+                            broken.get(name) if broken else None, path[:-4])
 
 
 def count_reports(files: Path | None, zpath: Path | None, part: tuple[int, int] | None) -> int:

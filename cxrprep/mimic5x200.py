@@ -72,7 +72,6 @@ def _frontal_images(meta_path: Path) -> dict[str, tuple[str, str, str]]:
 def select_mimic_5x200(root: Path, cfg: Mimic5x200Config) -> list[dict]:
     """-> [{subject, study, dicom, view, task, labels}] sorted by task then study."""
     from .mimic import ReportsConfig, find_csv, load_tables
-    from .prompts import _resolve_image  # noqa: F401  (same path conventions as the CheXpert builder)
 
     base = root.parent if root.name == "files" else root
     rc = ReportsConfig(metadata=cfg.metadata, split=cfg.split, chexpert=cfg.chexpert, images=False)

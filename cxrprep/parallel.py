@@ -72,7 +72,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent(parent: int) -> None:
-    """In a worker: exit when the process ``parent`` goes, even by kill -9 (no orphan workers)."""
+    """In a worker: exit when its parent process goes, even by kill -9 (no orphan workers). ``parent``: the
+    pid the parent had when it forked us (0 when the pool does not fork: with forkserver the parent is the
+    server, which itself exits with the main process)."""
     armed = False
     if sys.platform.startswith("linux"):
         try:
@@ -82,11 +84,13 @@ def _die_with_parent(parent: int) -> None:
             armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
         except (OSError, AttributeError):
             armed = False
-    if os.getppid() != parent:  # the parent died before the request above took effect
+    if parent and os.getppid() != parent:  # the parent died before the request above took effect
         os._exit(1)
     if not armed:
+        first = os.getppid()
+
         def watch() -> None:
-            while os.getppid() == parent:
+            while os.getppid() == first:
                 time.sleep(1.0)
             os._exit(1)
 
@@ -120,8 +124,11 @@ def ordered_map(
         return
     limit = max_in_flight or 4 * workers
     pending: deque[Future] = deque()
+    import multiprocessing
+
+    forked = multiprocessing.get_start_method(allow_none=False) == "fork"
     ex = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
-                             initargs=(os.getpid(), initializer, initargs))
+                             initargs=(os.getpid() if forked else 0, initializer, initargs))
     try:
         it = iter(items)
         try:

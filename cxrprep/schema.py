@@ -49,7 +49,7 @@ and Hugging Face ``datasets`` need nothing but the file:
 Layout of a dataset folder (``SHARD_ROOT/NAME/``)::
 
     README.md                               dataset card: YAML ``configs`` (one split per data file
-                                            pattern) and ``dataset_info``; counts, command, manifest hash
+                                            pattern); counts, command, manifest hash
     data/train-00000-of-00002.parquet       study rows, one file set per split (split in the name)
     data/validate-00000-of-00001.parquet
     data/test-00000-of-00001.parquet
@@ -57,6 +57,7 @@ Layout of a dataset folder (``SHARD_ROOT/NAME/``)::
     rejects.jsonl                           one JSON object per reject (not Parquet, so no
                                             ``**/*.parquet`` glob ever picks it up as data)
     .lock                                   held (flock) by the writer for the whole run
+    .tmp-*.partial                          data files in progress (moved into data/ when the run ends)
 
 ``--part i/N`` pieces write ``data/SPLIT-iofN-00000-of-00001.parquet``, ``manifest-iofN.json`` and
 ``rejects-iofN.jsonl`` (each piece holds ``.lock`` shared and ``.lock-iofN`` exclusively);

@@ -71,7 +71,7 @@ def normalize_ws(text: str | None) -> str | None:
     """Unwrap lines and collapse whitespace; ``___`` (de-identified text) is kept. Empty -> None."""
     if text is None:
         return None
-    t = _WS.sub(" ", text).strip()
+    t = " ".join(text.split())  # str.split() and re's \s agree on what whitespace is; split is faster
     return t or None
 
 
@@ -88,10 +88,54 @@ def header_name(raw: str) -> str | None:
     return key  # an upper-case header we do not know: keep it under its own (lower-case) name
 
 
+_HEADER_LINE = re.compile(_HEADER.pattern, re.M)
+_NAME_CACHE: dict[str, str | None] = {}
+
+
+def _header_name_cached(raw: str) -> str | None:
+    try:
+        return _NAME_CACHE[raw]
+    except KeyError:
+        if len(_NAME_CACHE) > 100_000:
+            _NAME_CACHE.clear()
+        name = _NAME_CACHE[raw] = header_name(raw)
+        return name
+
+
+def _section_bodies(text: str) -> list[tuple[str, str]]:
+    """``[(name, "\n".join(body lines))]`` of ``_split_sections(text.split("\n"))``, found with one regex
+    pass over the text instead of a loop over its lines."""
+    out: list[tuple[str, str]] = []
+    name, start, first = "preamble", 0, None
+    n = len(text)
+    pos = text.find(":")
+    while pos >= 0:  # only lines with a colon can be headers: visit those
+        ls = text.rfind("\n", 0, pos) + 1
+        le = text.find("\n", pos)
+        if le < 0:
+            le = n
+        m = _HEADER_LINE.match(text, ls, le)
+        pos = text.find(":", le)
+        if m is None:
+            continue
+        new = _header_name_cached(m.group(1))
+        if new is None:
+            continue
+        end = ls - 1  # the line break before the header line
+        body = text[start:end] if start <= end else None
+        out.append((name, body if first is None else (first if body is None else first + "\n" + body)))
+        g2 = m.group(2)
+        name, start, first = new, le + 1, (g2 if g2.strip() else None)
+    end = len(text)
+    body = text[start:end] if start <= end else None
+    out.append((name, (body or "") if first is None else (first if body is None else first + "\n" + body)))
+    return [(n, b or "") for n, b in out]
+
+
 def _split_sections(lines: list[str]) -> list[tuple[str, list[str]]]:
     out: list[tuple[str, list[str]]] = [("preamble", [])]
     for line in lines:
-        m = _HEADER.match(line)
+        m = _HEADER.match(line) if ":" in line else None  # most lines have no colon: skip the regex
         name = header_name(m.group(1)) if m else None
         if name is not None:
             out.append((name, [m.group(2)] if m.group(2).strip() else []))
@@ -109,7 +153,7 @@ def parse_report(text: str) -> Report:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
     addendum: list[str] = []
-    for i, line in enumerate(lines):  # addenda come first, then a line of underscores, then the report
+    for i, line in enumerate(lines if "__________" in text else ()):  # addenda, underscores, then the report
         if _UNDERSCORE_LINE.match(line):
             addendum, lines = lines[:i], lines[i + 1:]
             break
@@ -119,8 +163,8 @@ def parse_report(text: str) -> Report:
     if any(s.strip() for s in addendum):
         body = "\n".join(addendum)
         rep.sections.append(("addendum", body.strip("\n")))
-    for name, body_lines in _split_sections(lines):
-        body = "\n".join(body_lines).strip("\n")
+    for name, body in _section_bodies("\n".join(lines)):
+        body = body.strip("\n")
         if name == "preamble" and not body.strip():
             continue
         rep.sections.append((name, body))

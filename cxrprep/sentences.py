@@ -26,6 +26,8 @@ import re
 from functools import lru_cache
 
 _LIST_LINE = re.compile(r"^[ \t]*(?:\d{1,2}[.)]|[-*\u2022])[ \t]+")
+_ITEM_START = frozenset("0123456789-*\u2022")
+_LIST_LINE_M = re.compile(_LIST_LINE.pattern, re.M)
 _BLANK = re.compile(r"\n[ \t]*\n")
 _WS = re.compile(r"\s+")
 
@@ -77,13 +79,15 @@ def _import_spacy():
 
 def blocks(section: str) -> list[str]:
     """Cut a section at blank lines and before list-item lines; join wrapped lines."""
+    if not _LIST_LINE_M.search(section):  # no list item: one block per paragraph
+        return [b for b in (" ".join(p.split()) for p in _BLANK.split(section)) if b]
     out: list[str] = []
     for para in _BLANK.split(section):
         cur: list[str] = []
         in_item = False  # inside a list item, a line break ends the item unless the line was wrapped
         prev = ""
         for line in para.split("\n"):
-            starts_item = bool(_LIST_LINE.match(line))
+            starts_item = line.lstrip(" \t")[:1] in _ITEM_START and bool(_LIST_LINE.match(line))
             wrapped = len(prev.rstrip()) >= WRAP_MIN and prev.rstrip()[-1:] not in _TERMINAL
             if cur and (starts_item or (in_item and not wrapped)):
                 out.append(" ".join(cur))
@@ -95,7 +99,7 @@ def blocks(section: str) -> list[str]:
             prev = line
         if cur:
             out.append(" ".join(cur))
-    return [_WS.sub(" ", b).strip() for b in out if b.strip()]
+    return [b for b in (" ".join(x.split()) for x in out) if b]
 
 
 def _sentences_of_doc(doc) -> list[str]:
@@ -147,8 +151,10 @@ def _sentences_of_doc(doc) -> list[str]:
 # those, so only the chunks that do ("effusion.", "1.", "p.m.)") are tokenized, once per distinct chunk
 # (cached per process); the runs of other chunks between them stand for "some ordinary tokens".
 # ``tests/test_reports.py`` checks this against the reference on every block of the test corpora.
-_SPECIAL = re.compile(r"[^ ]*[.?!\"')][^ ]*")
+_SPECIAL = re.compile(r"(?<![^ ])[^ .?!\"')]*+[.?!\"')][^ ]*")  # a whole chunk (possessive: no backtracking)
 _TOKEN_CACHE: dict[str, tuple] = {}
+_SIMPLE_CACHE: dict[str, bool] = {}
+_CLOSER_CHARS = ".?!\"')"
 _CACHE_MAX = 500_000
 
 
@@ -176,6 +182,25 @@ def _token_info(chunk: str, spans) -> tuple:
     return tuple(out)
 
 
+_COMPLEX, _CUT, _INERT, _MARKER = 0, 1, 2, 3
+
+
+def _chunk_kind(chunk: str, t: tuple) -> int:
+    """How a chunk acts in the common case (see _sentences_of_block): _CUT: ends in one terminal token
+    whose previous token (same chunk) is not a short number, e.g. "effusion." "___." -> a sentence ends
+    right after it; _MARKER: a short number + terminal ("1.") -> ends a sentence unless it starts one;
+    _INERT: no token that can end a sentence or close one ("2.5", "approx."); _COMPLEX: anything else."""
+    if chunk[0] in _CLOSER_CHARS or any(cl for _, _, _, cl, _ in t[:-1]):
+        return _COMPLEX
+    if all(code in (_PLAIN, _OTHER) for _, _, code, _, _ in t):
+        return _INERT if not t[-1][3] else _COMPLEX
+    if len(t) < 2 or t[-1][2] != _TERM or any(code not in (_PLAIN, _OTHER) for _, _, code, _, _ in t[:-1]):
+        return _COMPLEX
+    if t[-2][4]:
+        return _MARKER if len(t) == 2 else _COMPLEX
+    return _CUT
+
+
 class _LazyNLP:
     """Tokens of chunks, cached per process; spaCy is imported on the first chunk not in the cache."""
 
@@ -201,7 +226,9 @@ class _LazyNLP:
             t = _token_info(chunk, spans)
             if len(_TOKEN_CACHE) >= _CACHE_MAX:
                 _TOKEN_CACHE.clear()
+                _SIMPLE_CACHE.clear()
             _TOKEN_CACHE[chunk] = t
+            _SIMPLE_CACHE[chunk] = _chunk_kind(chunk, t)
         return t
 
     def context_dependent(self, text: str) -> bool:
@@ -235,14 +262,20 @@ def _cross_space_pairs(nlp) -> tuple[re.Pattern, re.Pattern, frozenset]:
             pairs.add((toks[k - 1][-1], toks[k][0]))
     a_all = "".join(sorted({a for a, _ in pairs}))
     b_all = "".join(sorted({b for _, b in pairs}))
-    a_odd = "".join(sorted({a for a, b in pairs if not a.isalnum()}))
-    b_odd = "".join(sorted({b for a, b in pairs if not b.isalnum()}))
-    # every pair has a character that is not a letter or digit, which keeps the scan cheap
-    if any(a.isalnum() and b.isalnum() for a, b in pairs):
-        a_odd, b_odd = a_all, b_all
-    cls = lambda chars: "[" + re.escape(chars) + "]" if chars else "(?!)"  # noqa: E731
-    body = f"{cls(a_odd)} {cls(b_all)}|{cls(a_all)} {cls(b_odd)}"
-    return re.compile(body), re.compile(f"(?=({body}))"), frozenset(pairs)
+    cls = lambda chars: "[" + re.escape("".join(sorted(chars))) + "]"  # noqa: E731
+    body = f"{cls(a_all)} {cls(b_all)}"
+    # quick pre-check (a superset of the exact pairs, cheap to scan for): one branch per left character that
+    # is not a letter, each starting with that literal character, plus " x" for the characters that can
+    # follow a letter (the letters themselves would make the scan stop everywhere)
+    by_left: dict[str, set] = {}
+    for a, b in pairs:
+        by_left.setdefault(a, set()).add(b)
+    letters = {a for a in by_left if a.isalpha()}
+    branches = [f"{re.escape(a)} {cls(bs)}" for a, bs in sorted(by_left.items()) if a not in letters]
+    if letters:
+        branches.append(f" {cls(set().union(*(by_left[a] for a in letters)))}")
+    quick = re.compile("|".join(branches) or "(?!)")
+    return quick, re.compile(f"(?=({body}))"), frozenset(pairs)
 
 
 def _sentences_of_block(text: str, lazy: _LazyNLP) -> list[str]:
@@ -251,6 +284,30 @@ def _sentences_of_block(text: str, lazy: _LazyNLP) -> list[str]:
         return [text] if text else []
     if lazy.context_dependent(text):
         return _sentences_of_doc(lazy.nlp.tokenizer(text))
+    # common case: every chunk with a special character is "word." (a cut after it), "1." (a cut unless
+    # it starts the sentence) or inert ("2.5"); the next chunk then starts the next sentence
+    kind = _SIMPLE_CACHE.get
+    cuts = [0]
+    for m in _SPECIAL.finditer(text):
+        chunk = m.group()
+        k = kind(chunk)
+        if k is None:
+            lazy.tokens(chunk)
+            k = _SIMPLE_CACHE[chunk]
+        if k == _INERT:
+            continue
+        if k == _CUT or (k == _MARKER and m.start() != cuts[-1]):
+            cuts.append(m.end() + 1)
+        elif k != _MARKER:
+            break
+    else:
+        if cuts[-1] >= len(text):
+            cuts[-1] = len(text)
+        else:
+            cuts.append(len(text))
+        if len(cuts) == 2:
+            return [text]
+        return [text[a:b - 1] if b < len(text) else text[a:b] for a, b in zip(cuts, cuts[1:])]
     # reduced token list: (start, end, code, closers, short number); a run of chunks without special
     # characters is one _PLAIN entry (its real tokens end in none of . ? ! and are not all closers)
     toks: list[tuple] = []

@@ -104,7 +104,9 @@ class Decoding:
 class AugmentConfig:
     """Options of ``cxrprep augment`` (see its --help). ``cache_dir`` holds the translation cache and
     converted CTranslate2 models; ``variants`` back-translations per section (> 1 needs sampling);
-    ``batch_size`` sentences per batch; ``threads`` CPU threads (0 = library default)."""
+    ``batch_size`` the most sentences per batch and ``batch_tokens`` the most padded tokens per batch
+    (sentences are sorted by token length, so short ones go in big batches); ``threads`` CPU threads
+    (0 = library default)."""
 
     backtranslate: str = "it"
     forward_model: str | None = None
@@ -114,7 +116,8 @@ class AugmentConfig:
     compute_type: str = "auto"
     decoding: Decoding = field(default_factory=Decoding)
     variants: int = 1
-    batch_size: int = 32
+    batch_size: int = 256
+    batch_tokens: int = 2048
     cache_dir: Path = Path("~/.cache/cxrkit/translate")
     threads: int = 0
     check_numbers: bool = True
@@ -138,6 +141,8 @@ class AugmentConfig:
                              "give the same output every time)")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.batch_tokens < 1:
+            raise ValueError(f"--batch-tokens must be >= 1, got {self.batch_tokens}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0, got {self.threads}")
 
@@ -249,7 +254,9 @@ class Backend:
         if dec.force_length:
             n = min(n_in, cap)
             return n, n
-        return 0, cap
+        # a back-translation is about as long as its source: 2x + 8 tokens stops a degenerate output
+        # (repetition) from holding its whole batch for max_new_tokens decoding steps
+        return 0, min(cap, 2 * n_in + 8)
 
 
 class TransformersBackend(Backend):
@@ -526,6 +533,24 @@ class TranslateStats:
         return self.sentences / self.unique if self.unique else 1.0
 
 
+def token_batches(items: Sequence[str], lengths: Sequence[int], max_items: int, max_tokens: int) -> list[list[str]]:
+    """Consecutive batches of ``items`` (sorted by decreasing ``lengths``) with at most ``max_items``
+    items and at most ``max_tokens`` padded tokens (items x longest); a single item longer than
+    ``max_tokens`` is a batch of its own."""
+    out: list[list[str]] = []
+    cur: list[str] = []
+    longest = 0
+    for it, n in zip(items, lengths):
+        if cur and (len(cur) >= max_items or (len(cur) + 1) * max(longest, n) > max_tokens):
+            out.append(cur)
+            cur, longest = [], 0
+        cur.append(it)
+        longest = max(longest, n)
+    if cur:
+        out.append(cur)
+    return out
+
+
 def _batch_seed(seed: int, variant: int, batch: Sequence[str]) -> int:
     """Sampling seed from the settings and the batch's content (not its position), so a resumed run
     seeds a batch the same way as far as possible."""
@@ -541,8 +566,9 @@ class Translator:
     backward: Backend
     cache: TranslationCache
     decoding: Decoding = field(default_factory=Decoding)
-    batch_size: int = 32
+    batch_size: int = 256
     check_numbers: bool = True
+    batch_tokens: int = 2048
 
     def __post_init__(self) -> None:
         self.description = dict(forward=self.forward.model.key, backward=self.backward.model.key,
@@ -590,10 +616,12 @@ class Translator:
             if not miss:
                 continue
             lengths = self.forward.token_lengths([protect(s)[0] for s in miss])
-            # length-sorted batches: little padding, and the longest first so memory trouble shows early
+            # length-sorted batches: little padding, and the longest first so memory trouble shows early;
+            # a batch ends at batch_size sentences or batch_tokens padded tokens, so short sentences go in
+            # large batches (per-step overhead is shared) and long ones in small ones (memory stays flat)
             order = sorted(range(len(miss)), key=lambda i: (-lengths[i], miss[i]))
-            ordered = [miss[i] for i in order]
-            todo.extend((v, ordered[i:i + self.batch_size]) for i in range(0, len(ordered), self.batch_size))
+            todo.extend((v, b) for b in token_batches([miss[i] for i in order], [lengths[i] for i in order],
+                                                      self.batch_size, self.batch_tokens))
         bar = progress(todo, total=len(todo), desc="back-translating", unit="batch") if progress else todo
         for v, batch in bar:
             rows = self._one_batch(batch, v)
@@ -619,7 +647,7 @@ def make_translator(cfg: AugmentConfig) -> Translator:
     bwd = resolve_model(bwd_name, "--backward-model")
     cache = TranslationCache(Path(cfg.cache_dir).expanduser() / "translations.sqlite")
     return Translator(load_backend(fwd, cfg), load_backend(bwd, cfg), cache, cfg.decoding, cfg.batch_size,
-                      cfg.check_numbers)
+                      cfg.check_numbers, cfg.batch_tokens)
 
 
 # -- rewriting a dataset ------------------------------------------------------------------------
@@ -719,7 +747,7 @@ def run_augment(dataset_dir: Path, cfg: AugmentConfig, translator: Translator | 
                                                      backward=translator.backward.model.key),
         backend=translator.forward.name, precision=translator.forward.precision,
         decoding=translator.decoding.key(), variants=cfg.variants, batch_size=translator.batch_size,
-        counts=dict(sentences=stats.sentences, unique_sentences=stats.unique, translated=stats.translated,
+        batch_tokens=translator.batch_tokens, counts=dict(sentences=stats.sentences, unique_sentences=stats.unique, translated=stats.translated,
                     cache_hits=stats.cache_hits, truncated=stats.truncated,
                     number_fallback=stats.number_fallback, deid_fallback=stats.deid_fallback),
     )

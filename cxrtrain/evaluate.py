@@ -13,7 +13,8 @@ Protocol (CXR-CLIP, seed 003, unless an option says otherwise; every choice is r
   prompt set is the mean of the cosine similarities between the image and each prompt) or
   ``mean-embedding`` (cosine with the renormalised mean of the prompt embeddings, CLIP's ImageNet recipe).
 * **Binary zero-shot** per label column that has a prompt pair (eval file ``binary``; ``DATASET:Class``
-  keys scope a pair to one dataset): probability = softmax(scale * [s_pos, s_neg])[0]. Labels: 1 positive,
+  keys scope a pair to one dataset), keyed by the canonical class name (``label`` keeps the dataset's
+  spelling): probability = softmax(scale * [s_pos, s_neg])[0]. Labels: 1 positive,
   0 negative; uncertain (-1) follows ``--uncertain``; null (not mentioned) is excluded. AUROC with a
   percentile-bootstrap 95% CI; F1 and MCC at the threshold that maximises F1 on another split (validate
   when scoring test, train when scoring validate; none for train/all). A label column without a prompt
@@ -281,7 +282,7 @@ def zero_shot_binary(emb: dict, label_names: list[str], sets: dict, scale: float
         mask, y = _binary_targets(emb["labels"][:, j], cfg.uncertain)
         sel = mask & scope
         npos = int((y[sel] == 1).sum())
-        r = dict(prompts=key, split=sp, n=int(sel.sum()), positives=npos, negatives=int(sel.sum()) - npos)
+        r = dict(label=name, prompts=key, split=sp, n=int(sel.sum()), positives=npos, negatives=int(sel.sum()) - npos)
         reason = (f"no labelled rows in {sp}" if not sel.any() else f"no positives in {sp}" if npos == 0
                   else f"no negatives in {sp}" if npos == sel.sum() else None)
         if reason:
@@ -310,7 +311,7 @@ def zero_shot_binary(emb: dict, label_names: list[str], sets: dict, scale: float
             r.update(threshold=t, threshold_from=thr_split, f1=f1_score(y[sel], prob[sel] >= t),
                      mcc=mcc(y[sel], prob[sel] >= t))
         r["_roc"] = [a.tolist() for a in roc_curve(y[sel], prob[sel])] if r["auroc"] is not None else None
-        res[name] = r
+        res[canonical(name)] = r  # keyed by the canonical class name (Effusion -> Pleural Effusion); "label" keeps the spelling
     vals = [r["auroc"] for r in res.values() if r["auroc"] is not None]
     out = dict(split=sp, ensemble=cfg.ensemble, classes=res, skipped=skipped,
                macro_auroc=float(np.mean(vals)) if vals else None, macro_classes=len(vals), macro_of=len(res))
@@ -387,9 +388,11 @@ def plot_rocs(results: dict, png: Path, title: str, baseline: dict | None = None
     fig, ax = plt.subplots(figsize=(6.5, 6), dpi=110)
     curves = [(cls, r) for cls, r in results.items() if r.get("_roc")]
     cmap = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    step = min(0.005, 0.03 / max(1, len(curves)))  # identical curves are nudged apart, at most ±0.015
     for k, (cls, r) in enumerate(curves):
         if True:
-            fpr, tpr = r["_roc"]
+            off = step * (k - (len(curves) - 1) / 2)
+            fpr, tpr = np.asarray(r["_roc"][0]) + off, np.asarray(r["_roc"][1]) + off
             ax.plot(fpr, tpr, ls=_STYLES[k % 4], marker=_MARKERS[k % len(_MARKERS)], markevery=max(1, len(fpr) // 6),
                     ms=4, lw=1.6, color=cmap(k % cmap.N), alpha=0.85,
                     label=f"{cls}: {r['auroc']:.3f} (n={r['n']}, pos={r['positives']})")
@@ -399,13 +402,14 @@ def plot_rocs(results: dict, png: Path, title: str, baseline: dict | None = None
     if baseline:
         ax.plot([], [], color="0.6", lw=0.8, ls=":", label="untrained baseline (all classes)")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(title, fontsize=10)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower right", title="class: AUROC", title_fontsize=7)
+        ax.legend(fontsize=7, loc="lower right", title_fontsize=7,
+                  title=f"class: AUROC (curves offset by up to ±{step * (len(curves) - 1) / 2:.3f} to stay visible)")
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
@@ -559,7 +563,11 @@ def run_eval(checkpoint: str | Path, shard_roots: list[str], out: Path, cfg: Eva
     if not datasets and only is None:
         raise EvalUsageError(f"no dataset folders (with manifest.json) under {', '.join(shard_roots)}")
     out.mkdir(parents=True, exist_ok=True)
+    from cxrprep.promptfiles import resolve_prompt_file
+
+    pfile = resolve_prompt_file(cfg.prompts, "--prompts")
     metrics = dict(checkpoint=str(ck), checkpoint_sha256=ck_hash, config=asdict(cfg) | {"device_used": device},
+                   prompts_file=str(pfile), prompts_sha256=file_sha256(pfile),
                    protocol=dict(split=cfg.split, ensemble=cfg.ensemble, uncertain=cfg.uncertain,
                                  threshold_from=_threshold_split(cfg.split), retrieval_text=cfg.text_section),
                    prompts=sets, model=conf["model"], datasets={})

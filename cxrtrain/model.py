@@ -50,7 +50,7 @@ TEXT_POOLING = ("cls", "mean", "eos")
 class ModelConfig:
     preset: str = "tiny"
     image_encoder: str = ""  # hub id, local dir, or "config:tiny-resnet"
-    text_encoder: str = ""  # hub id, local dir, "minilm", or "config:tiny-bert" (2 layers, random init)
+    text_encoder: str = ""  # hub id, local dir, "minilm", or "config:tiny-bert[-WIDTH]" (2 layers, random init)
     image_size: int = 64  # square input after augmentation / centre crop
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     image_std: tuple[float, ...] = (0.25, 0.25, 0.25)
@@ -172,10 +172,11 @@ def build_text_tower(cfg: ModelConfig, towers_dir: Path | None = None):
             return m, tok, m.config.hidden_size, "clip"
         m = AutoModel.from_config(conf)
         return m, tok, m.config.hidden_size, "bert"
-    if cfg.text_encoder == "config:tiny-bert":  # a 2-layer BERT from a config, MiniLM's tokenizer (canary, tests)
+    if cfg.text_encoder.startswith("config:tiny-bert"):  # 2-layer BERT from a config, MiniLM's tokenizer
+        width = int(cfg.text_encoder.rsplit("-", 1)[1]) if cfg.text_encoder[-1].isdigit() else 64  # tiny-bert-128
         tok = AutoTokenizer.from_pretrained(_minilm_path())
-        m = AutoModel.from_config(BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2,
-                                             num_attention_heads=2, intermediate_size=128,
+        m = AutoModel.from_config(BertConfig(vocab_size=tok.vocab_size, hidden_size=width, num_hidden_layers=2,
+                                             num_attention_heads=max(2, width // 32), intermediate_size=2 * width,
                                              max_position_embeddings=max(64, cfg.max_text_len)))
         return m, tok, m.config.hidden_size, "bert"
     name = _minilm_path() if cfg.text_encoder == "minilm" else cfg.text_encoder

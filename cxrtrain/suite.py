@@ -23,10 +23,9 @@ OUT/suite.json, and the underlying OUT/eval/metrics.* and OUT/probe/fewshot.*.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
-from .evaluate import EvalConfig, EvalUsageError, fmt, run_eval, strict_json
+from .evaluate import EvalConfig, EvalUsageError, run_eval, strict_json
 
 CLASSIFICATION = ("vindr-cxr", "rsna-pneumonia", "siim-acr-pneumothorax")
 MULTICLASS = ("chexpert-5x200", "mimic-5x200")
@@ -56,7 +55,7 @@ def run_suite(checkpoint, shard_roots: list[str], out: Path, cfg: EvalConfig, pr
                 probes[name] = {"note": str(e)}
     table = suite_table(m, probes, present, cfg, probe)
     res = dict(checkpoint=m["checkpoint"], checkpoint_sha256=m["checkpoint_sha256"], split=cfg.split,
-               ensemble=cfg.ensemble, prompts=cfg.prompts, benchmarks=table["cells"],
+               ensemble=cfg.ensemble, prompts=cfg.prompts, prompts_file=m["prompts_file"], benchmarks=table["cells"],
                missing=sorted(set(BENCHMARKS) - present), rsum=table["rsum"], rsum_of=table["rsum_of"])
     (out / "suite.json").write_text(strict_json(res))
     (out / "suite.md").write_text(table["md"])
@@ -136,4 +135,4 @@ def suite_table(m: dict, probes: dict, present: set[str], cfg: EvalConfig, probe
     return dict(cells=cells, rsum=rsum if rsum_of else None, rsum_of=rsum_of, md="\n".join(lines) + "\n")
 
 
-__all__ = ["run_suite", "BENCHMARKS", "replace"]
+__all__ = ["run_suite", "suite_table", "BENCHMARKS"]

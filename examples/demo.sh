@@ -16,6 +16,8 @@ $BIN/cxrprep reports examples/mimic --out "$S" --size 256 --workers 2
 
 step "2. Templates: check both files, preview one class"
 $BIN/cxrprep templates check prompts/default.yaml prompts/eval.yaml
+# CXR-CLIP's own sets are kept verbatim ("Pneumothorax" vs "No Pneumothorax", no full stop): syntax only
+$BIN/cxrprep templates check prompts/cxr-clip.yaml --no-lint
 $BIN/cxrprep templates preview prompts/default.yaml --class Cardiomegaly --limit 3
 
 step "3. CheXpert 5x200-style evaluation set (seeded; 1 per class on this tiny sample)"
@@ -58,7 +60,7 @@ $BIN/cxrtrain eval "$OUT/runs/tiny" "$S/mimic-cxr" "$S/chexpert-5x200" "$S/chest
   --prompts prompts/eval.yaml --out "$OUT/eval" --bootstrap 200 --baseline untrained
 
 step "9b. CXR-CLIP benchmark suite (zero-shot, 10%/100% linear probes, retrieval; missing benchmarks listed)"
-$BIN/cxrtrain bench-suite "$OUT/runs/tiny" "$B" --out "$OUT/suite" --bootstrap 200 --probe-max-epochs 1000
+$BIN/cxrtrain bench-suite "$OUT/runs/tiny" "$B" --out "$OUT/suite" --bootstrap 200
 
 step "10. Few-shot (linear probe + partial fine-tuning) on ChestX-ray14"
 $BIN/cxrtrain fewshot "$OUT/runs/tiny" "$S/chestx-ray14" --shots 1,2 --seeds 2 --epochs 5 --fractions 10%,100% \
@@ -69,7 +71,7 @@ $BIN/cxrtrain export "$OUT/runs/tiny" --out "$OUT/export"
 
 step "12. Look at one training batch, then the learning canary (visible synthetic findings; true vs shuffled labels)"
 $BIN/cxrtrain batch "$S/chestx-ray14" --config examples/train_tiny.yaml --out "$OUT/batch" --n 6
-$BIN/python examples/canary/canary.py --out "$OUT/canary"
+$BIN/python examples/canary/canary.py --out "$OUT/canary"   # prints both runs' AUROCs; --strict fails the step
 
 echo
 echo "demo finished in $(( $(date +%s) - t0 )) s. Outputs under $OUT/: shards/, runs/tiny/ (loss.png), eval/ (metrics.md, roc_*.png), suite/suite.md, fewshot/, export/"

@@ -4,7 +4,8 @@ formats with their quirks (../shared/FORMATS.md 4-7), from the 12 real NIH image
 * rsna/stage_2_train_labels.csv (patientId,x,y,width,height,Target; one row per box, empty box fields for
   Target 0) + stage_2_train_images/{patientId}.dcm
 * siim/train-rle.csv (header "ImageId, EncodedPixels" with the leading space; " -1" = no pneumothorax;
-  several rows per ImageId) + dicom-images-train/<study UID>/<series UID>/<ImageId>.dcm
+  several rows per ImageId) + dicom-images-train/<study UID>/<series UID>/<ImageId>.dcm (8-bit Secondary
+  Capture, JPEG Baseline transfer syntax)
 * vindr/annotations/image_labels_{train,test}.csv (image_id, rad_id, 28 columns; 3 readers per training
   image who sometimes disagree, 1 consensus row per test image) + {train,test}/<image_id>.dicom, half of
   them MONOCHROME1
@@ -59,14 +60,17 @@ def _uid(*parts) -> str:
     return "1.2.826.0.1.3680043.8.498." + str(int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest(), 16) % 10**20)
 
 
-def _dicom(path: Path, a: np.ndarray, mono1: bool = False, bits: int = 8, view: str = "PA") -> None:
+def _dicom(path: Path, a: np.ndarray, mono1: bool = False, bits: int = 8, view: str = "PA", jpeg: bool = False) -> None:
+    """An uncompressed DICOM, or with ``jpeg`` an 8-bit Secondary Capture whose pixels are one JPEG Baseline
+    fragment (transfer syntax 1.2.840.10008.1.2.4.50), as the SIIM-ACR files are."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7" if bits == 8 else "1.2.840.10008.5.1.4.1.1.1"
     meta.MediaStorageSOPInstanceUID = _uid(path.name)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
@@ -83,7 +87,13 @@ def _dicom(path: Path, a: np.ndarray, mono1: bool = False, bits: int = 8, view: 
         px = px.astype(np.uint16)
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
     ds.PhotometricInterpretation = "MONOCHROME1" if mono1 else "MONOCHROME2"
-    ds.PixelData = np.ascontiguousarray(px).tobytes()
+    if jpeg:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(px), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        ds.PixelData = encapsulate([buf.tobytes()])
+        ds["PixelData"].VR = "OB"
+        ds.LossyImageCompression = "01"
+    else:
+        ds.PixelData = np.ascontiguousarray(px).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 
@@ -133,7 +143,7 @@ def make_siim(imgs, rng: random.Random) -> None:
     lines = ["ImageId, EncodedPixels"]  # the real stage-1 header: leading space before EncodedPixels
     for k, (iid, _, lab) in enumerate(ids):
         study, series = _uid("study", iid), _uid("series", iid)
-        _dicom(root / "dicom-images-train" / study / series / f"{iid}.dcm", _img(imgs, k + 3, bool(lab)))
+        _dicom(root / "dicom-images-train" / study / series / f"{iid}.dcm", _img(imgs, k + 3, bool(lab)), jpeg=True)
         if lab:
             for _ in range(rng.choice([1, 2])):  # one row per mask component; starts relative to the last run
                 runs = [rng.randint(100000, 600000), rng.randint(1, 30)]

@@ -27,7 +27,7 @@ def _canary():
 def white_shards(tmp_path_factory):
     d = tmp_path_factory.mktemp("white")
     # white, non-square images: any padding or out-of-image crop would show as dark pixels
-    csv = _canary().make_dataset(d / "data", n=24, white=True, size=96)
+    csv, _ = _canary().make_dataset(d / "data", n=24, white=True, size=96)
     for p in (d / "data/images").glob("*.png"):
         import cv2
 

@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -86,8 +85,13 @@ def test_siim_leading_space_header_minus_one_and_components(bench_shards, tmp_pa
         iid, enc = line.split(",", 1)
         want[iid] = max(want.get(iid, 0), 0 if enc.strip() == "-1" else 1)
     assert len(text.splitlines()) - 1 > len(want)  # several rows (mask components) per ImageId
+    import pydicom
+
+    dcm = sorted((B / "siim/dicom-images-train").rglob("*.dcm"))
+    assert len(dcm) == len(want)  # nested <study UID>/<series UID>/<ImageId>.dcm, JPEG Baseline as the real files
+    assert pydicom.dcmread(dcm[0], stop_before_pixels=True).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
     rows = _rows(bench_shards / "siim-acr-pneumothorax")
-    assert {r["study_id"]: r["labels"][0] for r in rows} == want
+    assert {r["study_id"]: r["labels"][0] for r in rows} == want and all(r["images"] for r in rows)
     assert all("dicom-images-train" not in r["study_id"] for r in rows)
     bad = tmp_path / "train-rle.csv"
     bad.write_text("ImageId, EncodedPixels\n1.2.3, 100 5 7\n")
@@ -145,7 +149,6 @@ def test_openi_xml_sections_rejects_and_split(bench_shards, tmp_path):
     assert rej["CXR7"]["kind"] == "skipped" and rej[None]["stage"] == "read"
     assert rej["CXR5"]["level"] == "image" and len(rows["CXR5"]["images"]) == 1
     # --split hash is deterministic and --part pieces add up to the whole
-    parts = []
     for i in range(2):
         r = runner.invoke(prep, ["openi", str(B / "openi/ecgen-radiology"), "--no-images", "--split", "hash",
                                  "--part", f"{i}/2", "--out", str(tmp_path), "--max-failed", "1"])
@@ -156,7 +159,6 @@ def test_openi_xml_sections_rejects_and_split(bench_shards, tmp_path):
     from cxrprep.benchmarks import hash_split
 
     assert set(merged) == set(rows) and all(s == hash_split(k) for k, s in merged.items())
-    assert parts == []
 
 
 def test_chexpert_5x200_from_a_released_list(tmp_path):
@@ -199,6 +201,7 @@ def tiny_checkpoint(demo_shards, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_bench_suite_on_the_sample_benchmarks(tiny_checkpoint, bench_shards, tmp_path):
     from cxrtrain.cli import app as trn
 
@@ -211,7 +214,8 @@ def test_bench_suite_on_the_sample_benchmarks(tiny_checkpoint, bench_shards, tmp
         return json.loads(Path(p).read_text(), parse_constant=lambda t: (_ for _ in ()).throw(ValueError(t)))
 
     s = strict(out / "suite.json")
-    assert s["split"] == "test" and s["ensemble"] == "mean-similarity" and s["prompts"].endswith("cxr-clip.yaml")
+    assert s["split"] == "test" and s["ensemble"] == "mean-similarity" and s["prompts"] == "cxr-clip"
+    assert s["prompts_file"].endswith("cxr-clip.yaml")
     assert s["missing"] == ["chexpert-5x200", "mimic-5x200", "mimic-cxr"]
     b = s["benchmarks"]
     assert b["siim-acr-pneumothorax"]["zero_shot"] is not None and b["siim-acr-pneumothorax"]["classes"] == 1
@@ -225,3 +229,79 @@ def test_bench_suite_on_the_sample_benchmarks(tiny_checkpoint, bench_shards, tmp
     assert len(v["skipped"]) == 10 and all("no binary prompt pair" in x["reason"] for x in v["skipped"])
     assert m["prompts"]["binary"]["Pneumothorax"] == {"positive": ["Pneumothorax"], "negative": ["No Pneumothorax"]}
     strict(out / "probe/rsna-pneumonia/fewshot.json")
+
+
+def test_eval_prompts_cover_every_class_of_every_supported_dataset():
+    from cxrprep.labels import CHEXPERT_LABELS, NIH_LABELS
+    from cxrprep.templates import eval_prompt_sets
+    from cxrtrain.evaluate import find_prompts
+
+    sets = eval_prompt_sets(ROOT / "prompts/eval.yaml")["binary"]
+    vindr = (B / "vindr/annotations/image_labels_train.csv").read_text().splitlines()[0].split(",")[2:]
+    datasets = {"mimic-cxr": CHEXPERT_LABELS, "chexpert": CHEXPERT_LABELS, "chestx-ray14": NIH_LABELS,
+                "vindr-cxr": vindr, "rsna-pneumonia": ["Pneumonia"], "siim-acr-pneumothorax": ["Pneumothorax"]}
+    missing = [(d, c) for d, names in datasets.items() for c in names if find_prompts(sets, d, c) is None]
+    assert missing == []
+    assert find_prompts(sets, "vindr-cxr", "Pleural effusion") == "Pleural Effusion"  # case-insensitive
+    assert find_prompts(sets, "vindr-cxr", "No finding") == "vindr-cxr:No finding"  # dataset-scoped pair
+    assert find_prompts(sets, "chestx-ray14", "Pleural_Thickening") == "Pleural Thickening"  # alias
+    cx = eval_prompt_sets(ROOT / "prompts/cxr-clip.yaml")
+    assert cx["binary"]["Pneumothorax"] == {"positive": ["Pneumothorax"], "negative": ["No Pneumothorax"]}
+    assert cx["binary"]["vindr-cxr:Nodule/Mass"] == {"positive": ["Nodule/Mass"], "negative": ["No Nodule/Mass"]}
+    assert set(cx["multiclass"]) == {"chexpert-5x200", "mimic-5x200"}
+
+
+def test_mimic_5x200_draw_and_list(tmp_path):
+    import csv
+    import gzip
+
+    src = ROOT / "examples/mimic"
+    root = tmp_path / "mimic"
+    shutil.copytree(src, root)
+    with gzip.open(root / "mimic-cxr-2.0.0-metadata.csv.gz", "rt") as f:
+        meta = list(csv.DictReader(f))
+    frontal = sorted({(r["subject_id"], r["study_id"]) for r in meta if r["ViewPosition"] in ("PA", "AP")})
+    assert len(frontal) >= 6
+    labels = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
+              "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
+              "Pneumothorax", "Support Devices"]
+    tasks = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+    rows = []
+    for k, (subj, study) in enumerate(frontal):
+        v = {c: "" for c in labels}  # blank = not mentioned -> 0 for the 5x200 rule
+        if k < 5:
+            v[tasks[k]] = "1.0"
+            v["No Finding"] = "0.0"
+        else:
+            v["Edema"], v["Pleural Effusion"] = "1.0", "1.0"  # two competition positives: never drawn
+        rows.append([subj, study] + [v[c] for c in labels])
+    with gzip.open(root / "mimic-cxr-2.0.0-chexpert.csv.gz", "wt") as f:
+        w = csv.writer(f)
+        w.writerow(["subject_id", "study_id"] + labels)
+        w.writerows(rows)
+    args = ["mimic-5x200", str(root), "--per-class", "1", "--from-split", "any", "--size", "32", "--no-clahe"]
+    r = runner.invoke(prep, args + ["--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    got = _rows(tmp_path / "a/mimic-5x200")
+    assert len(got) == 5 and all(x["split"] == "test" and x["images"] for x in got)
+    assert all(x["impression"] or x["findings"] for x in got)  # the study's report rides along for retrieval
+    by_study = {x["study_id"]: x for x in got}
+    for k, (subj, study) in enumerate(frontal[:5]):
+        lab = by_study[f"s{study}"]["labels"]
+        assert lab[labels.index(tasks[k])] == 1
+    r = runner.invoke(prep, args + ["--out", str(tmp_path / "b")])
+    assert sorted(by_study) == sorted(x["study_id"] for x in _rows(tmp_path / "b/mimic-5x200"))  # deterministic
+    r = runner.invoke(prep, args[:3] + ["--per-class", "2", "--from-split", "any", "--out", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "--per-class" in r.output
+    subj, study = frontal[1]
+    dicom = next(m["dicom_id"] for m in meta if m["study_id"] == study and m["ViewPosition"] in ("PA", "AP"))
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"files/p{subj[:2]}/p{subj}/s{study}/{dicom}.jpg\n")
+    r = runner.invoke(prep, ["mimic-5x200", str(root), "--list", str(lst), "--out", str(tmp_path / "d"), "--size", "32"])
+    assert r.exit_code == 0, r.output
+    one = _rows(tmp_path / "d/mimic-5x200")
+    assert [x["study_id"] for x in one] == [f"s{study}"]
+    subj, study = frontal[5]
+    lst.write_text(f"files/p{subj[:2]}/p{subj}/s{study}/0a1b2c3d-00000000-00000000-00000000-00000000.jpg\n")
+    r = runner.invoke(prep, ["mimic-5x200", str(root), "--list", str(lst), "--out", str(tmp_path / "e")])
+    assert r.exit_code == 2 and f"{lst}:1" in r.output and "exactly one" in r.output

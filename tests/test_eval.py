@@ -288,3 +288,22 @@ def test_strict_json_helper():
 
     txt = strict_json({"a": float("nan"), "b": [np.float32(np.inf), np.int64(3)], "c": np.array([1.5])})
     assert json.loads(txt) == {"a": None, "b": [None, 3], "c": [1.5]}
+
+
+def test_cached_embeddings_are_encode_image_and_tower_features(checkpoint, demo_shards):
+    """The eval cache's ``emb`` is exactly model.encode_image (zero-shot) and ``feat`` the frozen tower's pooled
+    features (linear probes), for the image eval picks (first PA/AP view)."""
+    from cxrprep.shards import ShardDataset
+    from cxrtrain.data import decode_gray, eval_transform
+    from cxrtrain.evaluate import _pick_image, embed_dataset
+    from cxrtrain.train import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    ds = ShardDataset(demo_shards / "mimic-cxr")
+    e = embed_dataset(model, ds, "test", None, batch_size=5)
+    row = next(r for r in ds.iter_rows(["study_id", "images"]) if r["study_id"] == e["study_id"][3])
+    x = eval_transform(decode_gray(_pick_image(row["images"])["image"]), model.config)[None]
+    with torch.no_grad():
+        assert np.allclose(e["emb"][3], model.encode_image(x)[0].numpy(), atol=1e-5)
+        assert np.allclose(e["feat"][3], model.image_features(x)[0].numpy(), atol=1e-5)
+    assert _pick_image(row["images"])["view"] in ("PA", "AP")

@@ -239,6 +239,18 @@ def _raw_dicom(path, pixel_bytes, rows, cols, photometric="MONOCHROME2", samples
     return path
 
 
+def _patch_vr(path, tag, vr):
+    """Rewrite the VR of an element written as LO, so that a DS/IS element can hold text pydicom would
+    refuse to write ("abc" as WindowWidth)."""
+    import struct
+
+    data = path.read_bytes()
+    key = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + b"LO"
+    assert key in data
+    path.write_bytes(data.replace(key, key[:4] + vr.encode(), 1))
+    return path
+
+
 def _lut_item(descriptor, data):
     item = Dataset()
     if descriptor is not None:
@@ -289,6 +301,20 @@ def test_inconsistent_and_text_headers(tmp_path):
                        raw_elements=[(0x00281050, "DS", "100"), (0x00281051, "LO", ww)])
         a = _reject_or_image(p)
         assert not isinstance(a, str) and _bone_bright(a), (ww, a)
+    # the same as real DS/IS elements holding text (as some modalities write them)
+    for tag, vr, text, expect in ((0x00281051, "DS", "abc", None), (0x00281051, "DS", "0", None),
+                                  (0x00281050, "DS", "nan", None), (0x00281053, "DS", "x", "RescaleSlope 'x'"),
+                                  (0x00280008, "IS", "1.5", "NumberOfFrames 1.5 is not an integer"),
+                                  (0x00280008, "IS", "-3", "no pixels"), (0x00280008, "IS", "0", None)):
+        p = _raw_dicom(tmp_path / "t.dcm", ph.tobytes(), 64, 64, raw_elements=[
+            (0x00281050, "DS", "100"), (0x00281051, "DS", "100"), (tag, "LO", text)])
+        r = _reject_or_image(_patch_vr(p, tag, vr))
+        if expect is None:
+            assert not isinstance(r, str) and _bone_bright(r), (tag, text, r)
+        else:
+            assert isinstance(r, str) and expect in r, (tag, text, r)
+    p = _raw_dicom(tmp_path / "np.dcm", ph.tobytes(), 64, 64, raw_elements=[(0x00280004, "CS", "")])
+    assert _bone_bright(read_gray(p)[0])  # an empty PhotometricInterpretation with 1 sample: MONOCHROME2
     # a window that misses every value would be a blank image: the full range is used instead
     p = _raw_dicom(tmp_path / "miss.dcm", ph.tobytes(), 64, 64, extra=dict(WindowCenter=5000, WindowWidth=10))
     assert _bone_bright(read_gray(p)[0])
@@ -338,7 +364,7 @@ def test_frame_bomb_rejected_from_header_without_decoding(tmp_path, monkeypatch)
     from pydicom.uid import RLELossless
 
     # one RLE segment per frame whose content does not matter: nothing may decode it
-    frame = np.array([64, 0, 0, 0] + [0] * 15, "<u4").tobytes() + b"\x81\x00" * 16
+    frame = np.array([1, 64] + [0] * 14, "<u4").tobytes() + b"\x81\x00" * 16  # RLE header: 1 segment at 64
     bomb = _raw_dicom(tmp_path / "bomb.dcm", encapsulate([frame] * 100), 4096, 4096, frames=100, ts=RLELossless)
     assert bomb.stat().st_size < 64_000
 
@@ -364,6 +390,19 @@ def test_frame_bomb_rejected_from_header_without_decoding(tmp_path, monkeypatch)
     cv2.imwrite(str(tmp_path / "rgb.png"), rgb)
     with pytest.raises(ImageError, match="3 samples"):
         read_gray(tmp_path / "rgb.png", max_pixels=100 * 100 * 2)
+
+
+def test_special_and_oversized_files_are_rejects(tmp_path):
+    os.mkfifo(tmp_path / "fifo.png")  # reading it would block for ever
+    for p, msg in ((tmp_path / "fifo.png", "not a regular file"), (Path("/dev/zero"), "not a regular file"),
+                   (tmp_path, "not a regular file")):
+        with pytest.raises(ImageError, match=msg):
+            read_gray(p)
+    big = tmp_path / "big.dcm"
+    with open(big, "wb") as f:
+        f.truncate(4 * 1000 + 16 * 2**20 + 1)  # sparse: no disk used
+    with pytest.raises(ImageError, match="more than any image within --max-image-pixels"):
+        read_gray(big, max_pixels=1000)
 
 
 def test_any_exception_is_a_reject(tmp_path, monkeypatch):
@@ -545,3 +584,37 @@ def test_output_failure_stops_the_run_with_a_message(tmp_path, monkeypatch, err)
     assert "error: the run stopped" in r.output and "Traceback" not in r.output and "internal error" not in r.output
     assert ("disk full" if err == 28 else "disappeared") in r.output
     assert not (tmp_path / "out" / "images" / "manifest.json").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB tmpfs (needs root and mount rights; skipped otherwise)."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_real_full_disk(tmp_path, tiny_disk):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):  # incompressible noise: ~30 x 2 x 64 KiB of PNG, far more than the 1 MiB disk
+        cv2.imwrite(str(src / f"{i:02d}.png"), rng.integers(0, 256, (256, 256), dtype=np.uint8))
+    r = CliRunner().invoke(app, ["images", str(src), "--out", str(tiny_disk), "--workers", "1", "--size", "256",
+                                 "--format", "png"])
+    assert r.exit_code == 1 and isinstance(r.exception, (SystemExit, type(None))), r.output
+    assert "disk full" in r.output and "Traceback" not in r.output and "internal error" not in r.output
+    assert not (tiny_disk / "images" / "manifest.json").exists()
+    left = [p for p in tiny_disk.rglob("*") if p.is_file() and p.suffix in (".parquet", ".partial")]
+    assert not left, left  # what the run had not finished was removed

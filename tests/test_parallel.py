@@ -81,3 +81,18 @@ def test_workers_die_with_parent_after_kill_9(tmp_path):
 def test_dead_pool_is_a_readable_error():
     with pytest.raises(WorkerPoolError, match="a worker process died"):
         list(ordered_map(os._exit, [3, 3, 3], workers=2))
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_other_start_methods(method):
+    """The parent-death guard must not kill workers whose parent is a fork server (Python 3.14's default)."""
+    script = textwrap.dedent(f"""
+        import multiprocessing as mp
+        if __name__ == "__main__":
+            mp.set_start_method("{method}")
+            from cxrprep.parallel import ordered_map
+            print(list(ordered_map(abs, [-1, -2, 3, -4], workers=2)))
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "[1, 2, 3, 4]", p.stderr

@@ -189,3 +189,53 @@ def test_chexpert_5x200_and_exclusion(tmp_path, examples_dir):
     assert r.exit_code == 0, r.output
     kept = {r["subject_id"] for r in ShardDataset(out / "chexpert").iter_rows()}
     assert not kept & set(first.split())
+
+
+def test_duplicate_rows_are_rejects_naming_both_lines(tmp_path, examples_dir):
+    # ChestX-ray14: the same Image Index twice -> the second row is a reject naming both CSV lines
+    src = (examples_dir / "nih/Data_Entry_2017_v2020.csv").read_text().splitlines()
+    p = tmp_path / "nih" / "Data_Entry_2017.csv"
+    p.parent.mkdir()
+    p.write_text("\n".join(src + [src[3]]) + "\n")
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["prompts", str(p), "--out", str(out), "--no-images", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    ds = ShardDataset(out / "chestx-ray14")
+    c = ds.manifest["counts"]
+    assert c["inputs_seen"] == c["rows_written"] + c["skipped"] + c["failed"] == len(src)
+    ids = [x["study_id"] for x in ds.iter_rows(columns=["study_id"])]
+    assert len(ids) == len(set(ids)) == len(src) - 1
+    rej = ShardDataset(out / "chestx-ray14").rejects()
+    img = src[3].split(",")[0]
+    assert any(x["source"] == img and f"lines 4 and {len(src) + 1}" in x["reason"] for x in rej), rej
+    # CheXpert: the same image twice in one study -> kept once, the repeat is a reject naming both lines
+    rows = list(csv.reader(open(examples_dir / "chexpert/train.csv")))
+    bad = tmp_path / "train.csv"
+    with open(bad, "w", newline="") as f:
+        csv.writer(f).writerows(rows + [rows[1]])
+    out = tmp_path / "c"
+    r = runner.invoke(app, ["prompts", str(bad), "--out", str(out), "--no-images", "--workers", "1",
+                            "--max-failed", "100%"])
+    assert r.exit_code == 0, r.output
+    rej = ShardDataset(out / "chexpert").rejects()
+    dup = [x for x in rej if x["source"] == rows[1][0] and "duplicate image" in x["reason"]]
+    assert dup and f"lines 2 and {len(rows) + 1}" in dup[0]["reason"]
+    c = ShardDataset(out / "chexpert").manifest["counts"]
+    assert c["inputs_seen"] == c["rows_written"] + c["skipped"] + c["failed"]
+
+
+def test_prompts_do_not_depend_on_part_or_workers(tmp_path, examples_dir):
+    nih = examples_dir / "nih/Data_Entry_2017_v2020.csv"
+    single = tmp_path / "s"
+    assert runner.invoke(app, ["prompts", str(nih), "--out", str(single), "--no-images", "--seed", "3"]).exit_code == 0
+    multi = tmp_path / "m"
+    for i in range(2):
+        r = runner.invoke(app, ["prompts", str(nih), "--out", str(multi), "--no-images", "--seed", "3",
+                                "--part", f"{i}/2", "--workers", "2"])
+        assert r.exit_code == 0, r.output
+    assert runner.invoke(app, ["merge", str(multi / "chestx-ray14")]).exit_code == 0
+    cols = ["study_id", "labels", "prompts", "split"]
+    a = sorted(ShardDataset(single / "chestx-ray14").iter_rows(columns=cols), key=lambda r: r["study_id"])
+    b = sorted(ShardDataset(multi / "chestx-ray14").iter_rows(columns=cols), key=lambda r: r["study_id"])
+    assert a == b and all(len(r["prompts"]) == 8 for r in a)
+    assert len({p for r in a for p in r["prompts"]}) > len(a)  # variants differ

@@ -235,3 +235,104 @@ def test_split_sections_matches_reference_on_fixtures(data_dir, tmp_path):
         rep = parse_report(p.read_text())
         secs += [rep.findings, rep.impression] + [t for _, t in rep.sections]
     assert secs and split_sections(secs) == split_sections_reference(secs)
+
+
+# -- bad input (issue 13) ----------------------------------------------------------------------------
+def test_exception_in_one_report_is_a_reject(tmp_path, monkeypatch):
+    from cxrprep import mimic
+
+    root = _synth_root(tmp_path, n=12)
+    victim = sorted((root / "files").rglob("*.txt"))[3]
+    real = mimic.parse_report
+
+    def flaky(text):
+        if text == victim.read_text():
+            raise RuntimeError("boom in the parser")
+        return real(text)
+
+    monkeypatch.setattr(mimic, "parse_report", flaky)
+    m = mimic.run_reports(root, tmp_path / "o", mimic.ReportsConfig(images=False, workers=1))
+    c = m["counts"]
+    assert c["inputs_seen"] == c["rows_written"] + c["skipped"] + c["failed"] == 14
+    rej = ShardDataset(tmp_path / "o/mimic-cxr").rejects()
+    hit = [x for x in rej if x["study_id"] == victim.stem[1:]]
+    assert hit and hit[0]["reason"] == "RuntimeError: boom in the parser" and hit[0]["kind"] == "failed"
+
+
+def test_symlink_loops_are_rejects_not_crashes(tmp_path):
+    root = _synth_root(tmp_path, n=10)
+    pdir = sorted((root / "files/p10").iterdir())[0]
+    (pdir / "s58888888.txt").symlink_to(pdir / "s58888888.txt")  # a report that links to itself
+    (root / "files/p10/p10777777").symlink_to(root / "files/p10/p10777777")  # a patient folder loop
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["reports", str(root), "--out", str(out), "--no-images", "--workers", "2",
+                            "--max-failed", "100%"])
+    assert r.exit_code == 0, r.output
+    assert "Traceback" not in r.output
+    rej = ShardDataset(out / "mimic-cxr").rejects()
+    reasons = {x["source"]: x["reason"] for x in rej}
+    loop = [s for s in reasons if s.endswith("s58888888.txt")]
+    assert loop and "symbolic links" in reasons[loop[0]]
+    assert any(s.endswith("p10777777") and "cannot follow" in v for s, v in reasons.items())
+    c = ShardDataset(out / "mimic-cxr").manifest["counts"]
+    assert c["inputs_seen"] == c["rows_written"] + c["skipped"] + c["failed"]
+
+
+def test_zip_member_over_the_limit_is_streamed_and_rejected(tmp_path):
+    """A zip of ~0.3 MB holding a 256 MiB member: a reject, never read whole."""
+    import resource
+
+    root = tmp_path / "mimic"
+    write_corpus(root, 5, seed=2)
+    z = tmp_path / "mimic-cxr-reports.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted((root / "files").rglob("*.txt"))[:5]:
+            zf.write(p, p.relative_to(root).as_posix())
+        with zf.open("files/p10/p10555555/s55555555.txt", "w", force_zip64=True) as f:
+            block = b"A" * (1 << 20)
+            for _ in range(256):
+                f.write(block)
+    assert z.stat().st_size < 2 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["reports", str(z), "--out", str(out), "--no-images", "--workers", "1",
+                            "--max-failed", "100%"])
+    assert r.exit_code == 0, r.output
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    assert grown < 128 << 20  # the 256 MiB member was never held in memory
+    rej = ShardDataset(out / "mimic-cxr").rejects()
+    big = [x for x in rej if x["study_id"] == "55555555"]
+    assert big and "--max-report-bytes" in big[0]["reason"]
+    # a smaller limit rejects the ordinary reports too, by their size
+    r = runner.invoke(app, ["reports", str(z), "--out", str(tmp_path / "o2"), "--no-images", "--workers", "1",
+                            "--max-report-bytes", "10", "--max-failed", "100%"])
+    assert r.exit_code == 0, r.output
+    c = ShardDataset(tmp_path / "o2/mimic-cxr").manifest["counts"]
+    assert c["rows_written"] == 0 and c["failed"] == 6
+
+
+@pytest.mark.parametrize("kind", ["split", "chexpert"])
+def test_conflicting_duplicate_csv_rows_fail_before_work(tmp_path, kind):
+    from cxrprep.labels import CHEXPERT_LABELS
+
+    root = _synth_root(tmp_path, n=6)
+    sid = sorted((root / "files").rglob("*.txt"))[0].stem[1:]
+    if kind == "split":
+        header, a, b = "subject_id,study_id,dicom_id,split", f"1,{sid},d1,train", f"1,{sid},d2,test"
+        other = "2,50000001,d3,train"
+    else:
+        header = "subject_id,study_id," + ",".join(CHEXPERT_LABELS)
+        a = f"1,{sid}," + ",".join(["1.0"] + [""] * 13)
+        b = f"1,{sid}," + ",".join(["0.0"] + [""] * 13)
+        other = "2,50000001," + ",".join([""] * 14)
+    csv_path = root / f"mimic-cxr-2.0.0-{kind}.csv"
+    csv_path.write_text("\n".join([header, a, a, other]) + "\n")
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["reports", str(root), "--out", str(out), "--no-images", "--max-failed", "100%"])
+    assert r.exit_code == 0, r.output  # identical duplicates are fine
+    csv_path.write_text("\n".join([header, a, other, b]) + "\n")
+    out = tmp_path / "o2"
+    r = runner.invoke(app, ["reports", str(root), "--out", str(out), "--no-images", "--max-failed", "100%"])
+    assert r.exit_code == 2, r.output
+    assert f"lines 2 and 4 both describe study {sid}" in r.output and str(csv_path) in r.output
+    assert not (out / "mimic-cxr").exists()

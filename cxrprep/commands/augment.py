@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
         variants: int = typer.Option(1, "--variants",
             help="Back-translations per section (> 1 needs --decoding sample)."),
         seed: int = typer.Option(0, "--seed", help="Seed for sampling."),
-        batch_size: int = typer.Option(32, "--batch-size", help="Sentences per batch."),
+        batch_size: int = typer.Option(256, "--batch-size", help="Most sentences per batch."),
+        batch_tokens: int = typer.Option(2048, "--batch-tokens",
+            help="Most padded tokens per batch (sentences sorted by length: short ones share big batches)."),
         threads: int = typer.Option(0, "--threads", help="CPU threads (0 = library default)."),
         cache_dir: Path = typer.Option(Path("~/.cache/cxrkit/translate"), "--cache-dir",
             help="Translation cache and converted CTranslate2 models."),
@@ -55,7 +57,7 @@ def register(app: typer.Typer) -> None:
         cfg = make_config(AugmentConfig, backtranslate=backtranslate, forward_model=forward_model,
                           backward_model=backward_model, backend=backend, device=device,
                           compute_type=compute_type, decoding=dec, variants=variants, batch_size=batch_size,
-                          cache_dir=cache_dir.expanduser(), threads=threads,
+                          batch_tokens=batch_tokens, cache_dir=cache_dir.expanduser(), threads=threads,
                           check_numbers=not no_number_check)
         if not (dataset_dir / "manifest.json").exists():
             raise typer.BadParameter(f"{dataset_dir}: no manifest.json (a finished dataset folder such as "
@@ -65,8 +67,13 @@ def register(app: typer.Typer) -> None:
             import torch
 
             torch.set_num_threads(threads)
+        from ..shards import DatasetBusy, DatasetLock
+
         try:
-            res = run_augment(dataset_dir, cfg, progress=progress)
+            with DatasetLock(dataset_dir, action="augment"):  # no cxrprep writer into the folder meanwhile
+                res = run_augment(dataset_dir, cfg, progress=progress)
+        except DatasetBusy as e:
+            fail(str(e), 2)
         except (ModelNotAvailable, CacheError) as e:
             fail(str(e), 2)
         except (ShardSchemaError, RuntimeError) as e:

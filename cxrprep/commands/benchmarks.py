@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..cliutil import finish, make_config, progress
-from .images import image_settings, run_options
+from ..options import image_settings, run_options
 
 _SIZE = typer.Option(512, "--size", help="Shorter side in pixels (never upscaled)")
 _CLAHE = typer.Option(True, "--clahe/--no-clahe", help="Also store a CLAHE copy")

@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
         quality: int = typer.Option(95, "--quality", help="JPEG quality"),
         max_image_pixels: int = typer.Option(178_956_970, "--max-image-pixels"),
         workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all cores)"),
-        chunk_size: int = typer.Option(256, "--chunk-size", help="Reports per worker task"),
+        chunk_size: int = typer.Option(1024, "--chunk-size", help="Reports per worker task"),
+        max_report_bytes: int = typer.Option(1 << 20, "--max-report-bytes", help="A larger report file or zip member is a reject (never read whole)"),
         part: str = typer.Option(None, "--part", help="i/N: a deterministic 1/N of the patients; join with cxrprep merge"),
         max_failed: str = typer.Option("1%", "--max-failed", help="Exit 1 if more reports fail (count, or percent like 1%)"),
         # fmt: on
@@ -45,7 +46,7 @@ def register(app: typer.Typer) -> None:
         settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
         cfg = make_config(ReportsConfig, metadata=str(metadata) if metadata else None,
                           split=str(split) if split else None, chexpert=str(chexpert) if chexpert else None,
-                          images=images, workers=nworkers, chunk_size=chunk_size, part=part_t,
+                          images=images, workers=nworkers, chunk_size=chunk_size, part=part_t, max_report_bytes=max_report_bytes,
                           image_settings=settings)
         try:
             m = run_reports(root, out, cfg, progress=lambda it, n: progress(it, n, "report chunks", "chunk"))

@@ -30,9 +30,8 @@ def card_text(manifest: dict, manifest_bytes: bytes) -> str:
             "- cxrkit", "configs:", "- config_name: default", "  data_files:"]
     for s in splits:
         yaml += [f"  - split: {s}", f"    path: {_q(f'{DATA_DIR}/{s}-*.parquet')}"]
-    yaml += ["dataset_info:", "  splits:"]
-    for s in splits:
-        yaml += [f"  - name: {s}", f"    num_examples: {rows[s]}"]
+    # no dataset_info.splits: datasets wants num_bytes (the decoded Arrow size) beside num_examples and
+    # warns without it; the counts are in the body
     yaml += ["---", ""]
     rejects = c["skipped"] + c["failed"]
     body = [

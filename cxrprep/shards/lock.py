@@ -58,6 +58,7 @@ class DatasetLock:
         self.action = action
         self._fds: list[int] = []
         self._own: int | None = None  # fd of the file we hold exclusively (holds our pid/command)
+        self._pid = os.getpid()  # a forked child shares the lock; only the process that took it lets go
 
     @property
     def path(self) -> Path:
@@ -78,7 +79,8 @@ class DatasetLock:
 
     def acquire(self) -> "DatasetLock":
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._pid = os.getpid()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if self.tag else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -87,7 +89,7 @@ class DatasetLock:
         self._fds.append(fd)
         own = fd
         if self.tag:
-            pfd = os.open(self._piece_path(self.tag), os.O_RDWR | os.O_CREAT, 0o644)
+            pfd = os.open(self._piece_path(self.tag), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 fcntl.flock(pfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -102,6 +104,8 @@ class DatasetLock:
         return self
 
     def release(self) -> None:
+        if os.getpid() != self._pid:
+            return
         if self._own is not None:
             try:
                 os.ftruncate(self._own, 0)  # the next reader must not name a run that ended
@@ -114,6 +118,12 @@ class DatasetLock:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
+
+    def __del__(self) -> None:  # a writer dropped without close/abort must not keep the folder locked
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def __enter__(self) -> "DatasetLock":
         return self.acquire()

@@ -191,7 +191,7 @@ def summary_lines(manifest: dict, out_dir: Path | None = None) -> list[str]:
         f" (skipped {c['skipped']:,}, failed {c['failed']:,})" + ("" if ok else "  MISMATCH"),
         f"  images written {c['images_written']:,}, image failures {c['images_failed']:,}",
         f"  data files {len(manifest['parts'])}"
-        + (" (" + ", ".join(f"{k} {v:,} rows" for k, v in splits.items()) + ")" if splits else "")
+        + (" (rows per split: " + ", ".join(f"{k} {v:,}" for k, v in splits.items()) + ")" if splits else "")
         + f", rejects in {manifest['rejects']['file']}",
     ]
     extra = {k: v for k, v in c.items() if k not in

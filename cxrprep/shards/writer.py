@@ -327,8 +327,9 @@ class ShardWriter:
         table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
         table = table.combine_chunks()  # one chunk per column: the same bytes however the rows arrived
         if st.writer is None:
-            # not *.parquet: no reader or glob ever takes a file in progress for data
-            st.tmp = self.dir / DATA_DIR / f"{self.tmp_prefix}{split}-{len(st.files):05d}.partial"
+            # beside data/, hidden, not *.parquet: data/ only ever holds finished files, and no reader or
+            # glob takes a file in progress (or one a kill -9 left) for data
+            st.tmp = self.dir / f"{self.tmp_prefix}{split}-{len(st.files):05d}.partial"
             st.writer = pq.ParquetWriter(st.tmp, self.schema, **PARQUET_OPTS)
         st.writer.write_table(table, row_group_size=table.num_rows)
         st.file_bytes += st.buf_bytes

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxrprep.promptfiles import check_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("bench-suite")
@@ -13,7 +15,7 @@ def register(app: typer.Typer) -> None:
         # fmt: off
         checkpoint: Path = typer.Argument(..., exists=True, help="A run folder or checkpoint folder"),
         shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots holding the benchmark datasets"),
-        prompts: Path = typer.Option(None, "--prompts", help="Eval prompt file (default: the packaged cxr-clip.yaml)"),
+        prompts: str = typer.Option("cxr-clip", "--prompts", callback=lambda v: check_option(v, "--prompts"), help="Eval prompt file: a packaged name (cxr-clip, eval) or a path"),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/bench-suite)"),
         split: str = typer.Option("test", "--split", help="test | validate | train | all"),
         ensemble: str = typer.Option("mean-similarity", "--ensemble", help="mean-similarity (CXR-CLIP) | mean-embedding"),
@@ -36,10 +38,7 @@ def register(app: typer.Typer) -> None:
         from ..evaluate import EvalConfig, EvalUsageError
         from ..suite import run_suite
 
-        p = prompts or Path(__file__).resolve().parents[2] / "prompts" / "cxr-clip.yaml"
-        if not p.exists():
-            raise typer.BadParameter(f"prompt file {p} does not exist (--prompts)")
-        cfg = make_config(EvalConfig, prompts=str(p), split=split, ensemble=ensemble, bootstrap=bootstrap, seed=seed,
+        cfg = make_config(EvalConfig, prompts=str(prompts), split=split, ensemble=ensemble, bootstrap=bootstrap, seed=seed,
                           device=device)
         out_dir = out or (checkpoint / "bench-suite")
         try:
