@@ -8,6 +8,8 @@ import typer
 
 from cxrprep.promptfiles import check_option
 
+from ._errors import eval_exit_codes
+
 
 def register(app: typer.Typer) -> None:
     @app.command("bench-suite")
@@ -33,22 +35,15 @@ def register(app: typer.Typer) -> None:
         Example: cxrtrain bench-suite runs/clip shards/ --out runs/clip/suite
         """
         from cxrprep.cliutil import make_config
-        from cxrprep.templates import TemplateError
 
-        from ..evaluate import EvalConfig, EvalUsageError
+        from ..evaluate import EvalConfig
         from ..suite import run_suite
 
         cfg = make_config(EvalConfig, prompts=str(prompts), split=split, ensemble=ensemble, bootstrap=bootstrap, seed=seed,
                           device=device)
         out_dir = out or (checkpoint / "bench-suite")
-        try:
+        with eval_exit_codes():
             run_suite(checkpoint, [str(s) for s in shards], out_dir, cfg, probe=probe, probe_seeds=probe_seeds, probe_max_epochs=probe_max_epochs,
                       log=typer.echo)
-        except (EvalUsageError, FileNotFoundError, TemplateError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-        except (ValueError, RuntimeError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
         typer.echo((out_dir / "suite.md").read_text())
         typer.echo(f"suite: {out_dir / 'suite.json'}; details: {out_dir / 'eval'}, {out_dir / 'probe'}")

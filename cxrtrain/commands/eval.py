@@ -8,6 +8,8 @@ import typer
 
 from cxrprep.promptfiles import check_option
 
+from ._errors import eval_exit_codes
+
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
@@ -34,21 +36,14 @@ def register(app: typer.Typer) -> None:
         Example: cxrtrain eval runs/tiny shards/ --prompts prompts/cxr-clip.yaml --split test
         """
         from cxrprep.cliutil import make_config, progress
-        from cxrprep.templates import TemplateError
 
-        from ..evaluate import EvalConfig, EvalUsageError, run_eval
+        from ..evaluate import EvalConfig, run_eval
 
         cfg = make_config(EvalConfig, prompts=str(prompts), uncertain=uncertain, text_section=text,
                           batch_size=batch_size, bootstrap=bootstrap, seed=seed, device=device, split=split,
                           ensemble=ensemble, baseline=baseline)
         out_dir = out or (checkpoint / "eval")
-        try:
+        with eval_exit_codes():
             run_eval(checkpoint, [str(s) for s in shards], out_dir, cfg, progress=lambda it: progress(it, None, "embed", "img"))
-        except (EvalUsageError, FileNotFoundError, TemplateError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-        except (ValueError, RuntimeError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
         typer.echo((out_dir / "metrics.md").read_text())
         typer.echo(f"metrics: {out_dir / 'metrics.json'}, ROC plots: {out_dir}/roc_*.png")

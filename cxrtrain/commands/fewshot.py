@@ -8,6 +8,8 @@ import typer
 
 from cxrprep.promptfiles import check_option
 
+from ._errors import eval_exit_codes
+
 
 def _fractions(text: str) -> tuple[float, ...]:
     out = []
@@ -48,9 +50,7 @@ def register(app: typer.Typer) -> None:
         Example: cxrtrain fewshot runs/clip shards/rsna-pneumonia --shots 1,4,16 --fractions 1%,10%,100%
         """
         from cxrprep.cliutil import make_config
-        from cxrprep.templates import TemplateError
 
-        from ..evaluate import EvalUsageError
         from ..fewshot import FewshotConfig, run_fewshot
 
         try:
@@ -62,13 +62,7 @@ def register(app: typer.Typer) -> None:
                           probe_epochs=probe_epochs, probe_epochs_full=probe_epochs_full, probe_lr=probe_lr,
                           patience=patience, max_epochs=max_epochs, prompts=str(prompts), device=device)
         out_dir = out or (checkpoint / "fewshot")
-        try:
+        with eval_exit_codes():
             run_fewshot(checkpoint, [str(s) for s in shards], out_dir, cfg, log=typer.echo)
-        except (EvalUsageError, FileNotFoundError, TemplateError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-        except (ValueError, RuntimeError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
         typer.echo((out_dir / "fewshot.md").read_text())
         typer.echo(f"results: {out_dir / 'fewshot.json'}, plot: {out_dir / 'fewshot.png'}")
