@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -389,9 +389,12 @@ class StudyStream(IterableDataset):
         rng.shuffle(buf)
         yield from buf
 
-    def _sample(self, row: dict, key: list[int]) -> dict | None:
+    def _text_rng(self, row: dict, key: list[int]) -> random.Random:
         # validation is the same every epoch: its randomness depends on the study only
-        rng = random.Random("/".join(map(str, key)) if self.train else f"validate/{self.seed}/{row['study_id']}")
+        return random.Random("/".join(map(str, key)) if self.train else f"validate/{self.seed}/{row['study_id']}")
+
+    def _sample(self, row: dict, key: list[int]) -> dict | None:
+        rng = self._text_rng(row, key)
         nrng = np.random.default_rng(key)
         texts = pick_texts(row, rng, self.cfg, train=self.train)
         if texts is None:
@@ -431,27 +434,52 @@ class StudyStream(IterableDataset):
         # batches of this worker already trained on (the DataLoader takes batches round-robin from workers)
         m = self.skip_batches
         skip = m // nw + (1 if wid < m % nw else 0)
-        batch: list[dict] = []
-        k = 0  # rows consumed by this stream
-        nbatch = 0
-        for row in self._shuffled(self._rows(stream_id, n_streams), rng):
-            k += 1
-            key = [self.seed, self.epoch, stream_id, k]
+
+        def rows() -> Iterator[tuple[str, tuple[dict, list[int]]]]:
+            for k, row in enumerate(self._shuffled(self._rows(stream_id, n_streams), rng), 1):
+                key = [self.seed, self.epoch, stream_id, k]  # k: rows consumed by this stream
+                if pick_texts(row, self._text_rng(row, key), self.cfg, self.train) is not None:
+                    yield row["study_id"], (row, key)
+
+        for nbatch, batch in enumerate(distinct_batches(rows(), self.batch_size, distinct=self.train)):
             if nbatch < skip:  # resume: replay the stream without decoding images
-                if pick_texts(row, random.Random("/".join(map(str, key))), self.cfg, self.train) is not None:
-                    batch.append(None)
-                    if len(batch) == self.batch_size:
-                        batch, nbatch = [], nbatch + 1
                 continue
-            s = self._sample(row, key)
-            if s is None:
+            yield self._collate([self._sample(row, key) for row, key in batch])
+
+
+def distinct_batches(items: Iterable[tuple[str, object]], size: int, distinct: bool = True) -> Iterator[list]:
+    """Batches of ``size`` payloads from (study_id, payload) pairs, in order, except that (``distinct``) a
+    study already in the batch waits for the next one: a study seen twice in one batch would be its own
+    false negative in the contrastive loss. That happens when the shuffle buffer spans the end of one pass
+    over a small dataset and the start of the next. The last, partial batch is yielded too (validation)."""
+    batch: list = []
+    ids: set = set()
+    carry: list[tuple[str, object]] = []
+
+    def take(queue: list[tuple[str, object]]) -> Iterator[list]:
+        nonlocal batch, ids, carry
+        while queue:
+            sid, obj = queue.pop(0)
+            if distinct and sid in ids:
+                carry.append((sid, obj))
                 continue
-            batch.append(s)
-            if len(batch) == self.batch_size:
-                yield self._collate(batch)
-                batch, nbatch = [], nbatch + 1
-        if batch and not self.train and all(b is not None for b in batch):
-            yield self._collate(batch)
+            batch.append(obj)
+            ids.add(sid)
+            if len(batch) == size:
+                yield batch
+                batch, ids = [], set()
+                queue[:0], carry = carry, []
+
+    for item in items:
+        yield from take([item])
+    while carry:  # the end (validation): what waited goes in further batches, still distinct
+        if batch:
+            yield batch
+        batch, ids = [], set()
+        queue, carry = carry, []
+        yield from take(queue)
+    if batch:
+        yield batch
 
 
 def _may_hold(g: RowGroup, split: str) -> bool:

@@ -328,3 +328,30 @@ def test_dataset_weights(demo_shards, tiny_model, tmp_path):
     assert any(i.startswith("patient") for i in ids) and any(not i.startswith("patient") for i in ids)
     with pytest.raises(ValueError, match="dataset_weights names \\['mimic'\\]"):
         train([str(demo_shards)], tmp_path / "run", _cfg(dataset_weights={"mimic": 2.0}), log=lambda *_: None)
+
+
+def test_distinct_batches_defers_a_repeated_study_without_losing_rows():
+    from cxrtrain.data import distinct_batches
+
+    items = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5), ("d", 6), ("e", 7)]
+    got = list(distinct_batches(items, 2))
+    assert got == [[1, 2], [3, 4], [5, 6], [7]]
+    assert list(distinct_batches([("a", 1), ("a", 2), ("a", 3), ("b", 4)], 2)) == [[1, 4], [2], [3]]
+    assert list(distinct_batches(items, 3, distinct=False)) == [[1, 2, 3], [4, 5, 6], [7]]
+
+
+def test_stream_never_puts_one_study_twice_in_a_batch(demo_shards, tiny_model):
+    """A split smaller than batch + shuffle buffer: the buffer spans the end of one pass and the start of
+    the next, which used to put a study twice in one batch (its own false negative)."""
+    from cxrprep.shards import open_datasets
+    from cxrtrain.data import count_rows
+
+    ds = open_datasets([demo_shards])
+    n = count_rows(ds, "train")
+    s = StudyStream(ds, "train", _cfg(), tiny_model.tokenizer, max(2, n - 1), seed=0)
+    it = iter(s)
+    batches = [next(it) for _ in range(12)]
+    for b in batches:
+        assert len(set(b["study_id"])) == len(b["study_id"]), b["study_id"]
+    s.set_epoch(0, skip_batches=7)
+    assert next(iter(s))["study_id"] == batches[7]["study_id"]
