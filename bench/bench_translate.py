@@ -135,6 +135,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--no-ct2", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="also time cxrkit with the model in bfloat16 (CPU)")
     a = ap.parse_args()
 
     import torch
@@ -174,17 +175,23 @@ def main() -> None:
     naive_s = run_naive(fwd, bwd, rep_sample, a.batch_size, dec) * scale_r
     ours_s = run_cxrkit(fwd, bwd, sent_sample, 256, dec, tmp, a.batch_tokens) * scale_s
     rows = [("naive (whole reports), transformers", naive_s), ("cxrkit, transformers", ours_s)]
+    if a.bf16 and a.device == "cpu":  # the same pipeline with the model in bfloat16 (--compute-type bfloat16)
+        fb, bb = TransformersBackend(fref, "cpu", "bfloat16"), TransformersBackend(bref, "cpu", "bfloat16")
+        bf16_s = run_cxrkit(fb, bb, sent_sample, 256, dec, tmp, a.batch_tokens) * scale_s
+        del fb, bb
     if not a.no_ct2 and a.device == "cpu":
         cf, cb = CT2Backend(fref, tmp, "cpu", "int8", a.threads), CT2Backend(bref, tmp, "cpu", "int8", a.threads)
         rows.append(("naive (whole reports), CTranslate2 int8", run_naive(cf, cb, rep_sample, a.batch_size, dec) * scale_r))
         rows.append(("cxrkit, CTranslate2 int8", run_cxrkit(cf, cb, sent_sample, 256, dec, tmp, a.batch_tokens) * scale_s))
+    if a.bf16 and a.device == "cpu":
+        rows.insert(2, ("cxrkit, transformers bfloat16", bf16_s))
     print(f"\n{'approach':<42}{'full-corpus s (extrap.)':>24}{'sentences/s':>14}{'vs naive transformers':>23}")
     for name, s in rows:
         print(f"{name:<42}{s:>24.1f}{len(occ) / s:>14.1f}{naive_s / s:>22.1f}x")
     print(f"\nsame backend, cxrkit vs naive: transformers {naive_s / ours_s:.2f}x", end="")
-    if len(rows) == 4:
-        print(f", CTranslate2 {rows[2][1] / rows[3][1]:.2f}x; CTranslate2 int8 vs transformers in the cxrkit "
-              f"pipeline: {ours_s / rows[3][1]:.2f}x")
+    if len(rows) >= 4 and rows[-1][0].startswith("cxrkit, CTranslate2"):
+        print(f", CTranslate2 {rows[-2][1] / rows[-1][1]:.2f}x; CTranslate2 int8 vs transformers in the cxrkit "
+              f"pipeline: {ours_s / rows[-1][1]:.2f}x")
     else:
         print()
 

@@ -16,7 +16,7 @@ Guarantees on every output sentence:
   meaning changed: the source sentence is kept (counted as ``number_fallback``);
 * inputs longer than the model's limit (``max_position_embeddings`` tokens) are truncated and counted.
 
-Backends: ``transformers`` (CPU, or CUDA in float16) and ``ct2`` (CTranslate2; int8 on CPU, float16 on
+Backends: ``transformers`` (CPU in float32 or bfloat16, or CUDA in float16) and ``ct2`` (CTranslate2; int8 on CPU, float16 on
 CUDA; the Marian folder is converted once into ``cache_dir/ct2/``). Greedy output is the same from both
 at the same precision.
 
@@ -41,7 +41,7 @@ from typing import Callable, Iterable, Sequence
 DEFAULT_MODELS = {"it": ("Helsinki-NLP/opus-mt-en-it", "Helsinki-NLP/opus-mt-it-en")}
 METHODS = ("greedy", "beam", "sample")
 BACKENDS = ("transformers", "ct2")
-COMPUTE_TYPES = ("auto", "float32", "float16", "int8")
+COMPUTE_TYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 SECTIONS = (("findings_sentences", "findings_bt"), ("impression_sentences", "impression_bt"))
 
 DEID = re.compile(r"_{3,}")
@@ -134,6 +134,8 @@ class AugmentConfig:
             raise ValueError(f"--compute-type must be one of {', '.join(COMPUTE_TYPES)}, got {self.compute_type!r}")
         if self.backend == "transformers" and self.compute_type == "int8":
             raise ValueError("--compute-type int8 needs --backend ct2")
+        if self.backend == "ct2" and self.compute_type == "bfloat16":
+            raise ValueError("--compute-type bfloat16 needs --backend transformers (CTranslate2: int8 on CPU)")
         if self.variants < 1:
             raise ValueError(f"--variants must be >= 1, got {self.variants}")
         if self.variants > 1 and self.decoding.method != "sample":
@@ -271,11 +273,12 @@ class TransformersBackend(Backend):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("--device cuda: no CUDA device is available to torch")
-        half = compute_type == "float16" or (compute_type == "auto" and device == "cuda")
+        if compute_type == "auto":
+            compute_type = "float16" if device == "cuda" else "float32"
         self.device = device
-        self.precision = "float16" if half else "float32"
+        self.precision = compute_type
         m = MarianMTModel.from_pretrained(str(model.path)).eval()
-        self.net = (m.half() if half else m).to(device)
+        self.net = m.to(device=device, dtype=getattr(torch, compute_type))
         self.limit = _model_limit(m.config)
 
     def translate(self, texts: Sequence[str], dec: Decoding, seed: int) -> list[str]:

@@ -263,3 +263,21 @@ def test_swap_without_renameat2(tiny, tmp_path, monkeypatch):
     T.run_augment(d, _cfg(tiny, tmp_path, decoding=T.Decoding(max_new_tokens=8)))
     assert ShardDataset(d, verify=True).manifest["augment"]["decoding"] == {"method": "greedy", "max_new_tokens": 8}
     assert [p.name for p in (tmp_path / "shards").iterdir()] == ["toy"]
+
+
+def test_bfloat16_transformers_backend(tiny, tmp_path):
+    """--compute-type bfloat16 runs the transformers model in bfloat16 (a faster CPU path without
+    CTranslate2); its cache entries are kept apart from float32's, and ct2 refuses it with a clear message."""
+    import torch
+
+    fwd, bwd = (T.resolve_model(str(p), "--model") for p in tiny)
+    f16, b16 = T.TransformersBackend(fwd, "cpu", "bfloat16"), T.TransformersBackend(bwd, "cpu", "bfloat16")
+    assert f16.precision == "bfloat16" and next(f16.net.parameters()).dtype == torch.bfloat16
+    out = f16.translate(SENTS[:3], T.Decoding(max_new_tokens=8), 0)
+    assert len(out) == 3 and all(isinstance(o, str) for o in out)
+    cache = T.TranslationCache(tmp_path / "c.sqlite")
+    tr16 = T.Translator(f16, b16, cache)
+    tr32 = T.Translator(T.TransformersBackend(fwd, "cpu"), T.TransformersBackend(bwd, "cpu"), cache)
+    assert tr16.setting != tr32.setting
+    with pytest.raises(ValueError, match="bfloat16 needs --backend transformers"):
+        _cfg(tiny, tmp_path, backend="ct2", compute_type="bfloat16")
