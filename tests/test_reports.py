@@ -264,6 +264,7 @@ def test_symlink_loops_are_rejects_not_crashes(tmp_path):
     pdir = sorted((root / "files/p10").iterdir())[0]
     (pdir / "s58888888.txt").symlink_to(pdir / "s58888888.txt")  # a report that links to itself
     (root / "files/p10/p10777777").symlink_to(root / "files/p10/p10777777")  # a patient folder loop
+    (pdir / "s57777777.txt").mkdir()  # a folder named like a report
     out = tmp_path / "o"
     r = runner.invoke(app, ["reports", str(root), "--out", str(out), "--no-images", "--workers", "2",
                             "--max-failed", "100%"])
@@ -274,6 +275,8 @@ def test_symlink_loops_are_rejects_not_crashes(tmp_path):
     loop = [s for s in reasons if s.endswith("s58888888.txt")]
     assert loop and "symbolic links" in reasons[loop[0]]
     assert any(s.endswith("p10777777") and "cannot follow" in v for s, v in reasons.items())
+    folder = [s for s in reasons if s.endswith("s57777777.txt")]
+    assert folder and "directory" in reasons[folder[0]].lower()
     c = ShardDataset(out / "mimic-cxr").manifest["counts"]
     assert c["inputs_seen"] == c["rows_written"] + c["skipped"] + c["failed"]
 
