@@ -16,6 +16,7 @@ extrapolated as time x (total items / sampled items). Throughput is reported as 
 second of (extrapolated) wall time.
 
     .venv/bin/python bench/bench_translate.py                  # CPU, transformers and CTranslate2
+    .venv/bin/python bench/bench_translate.py --bf16           # also cxrkit with the model in bfloat16 (CPU)
     .venv/bin/python bench/bench_translate.py --device cuda    # GPU (transformers, float16)
 """
 
