@@ -7,35 +7,14 @@ from pathlib import Path
 
 import typer
 
-from . import __version__
-from .cliutil import register_commands
-from .toplevel import SafeGroup
+from .cliutil import make_app, register_commands
 
-app = typer.Typer(
-    name="cxrprep",
-    help="Prepare chest X-ray datasets (MIMIC-CXR, CheXpert, ChestX-ray14, DICOM folders) as Parquet "
-    "study shards for CLIP-style pre-training.\n\nExample: cxrprep reports mimic-cxr-jpg/ --out shards/",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    cls=SafeGroup,  # an unhandled exception is one line (CXRKIT_DEBUG=1: the traceback), never a traceback
+app = make_app(
+    "cxrprep",
+    "Prepare chest X-ray datasets (MIMIC-CXR, CheXpert, ChestX-ray14, DICOM folders) as Parquet study shards "
+    "for CLIP-style pre-training.\n\nExample: cxrprep reports mimic-cxr-jpg/ --out shards/",
+    "Prepare chest X-ray datasets as Parquet study shards.",
 )
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"cxrprep {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-) -> None:
-    """Prepare chest X-ray datasets as Parquet study shards."""
-    from cxrprep.quiet import quiet_third_party
-
-    quiet_third_party()
 
 
 @app.command()

@@ -13,6 +13,31 @@ import typer
 T = TypeVar("T")
 
 
+def make_app(name: str, help: str, summary: str) -> typer.Typer:
+    """The Typer app of ``name`` (cxrprep, cxrtrain): one-line errors instead of tracebacks (SafeGroup;
+    CXRKIT_DEBUG=1 shows them), ``--version``, quiet third-party libraries; ``summary`` heads ``--help``."""
+    from . import __version__
+    from .toplevel import SafeGroup
+
+    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False, cls=SafeGroup)
+
+    def version(value: bool) -> None:
+        if value:
+            typer.echo(f"{name} {__version__}")
+            raise typer.Exit()
+
+    def main(version: bool = typer.Option(False, "--version", callback=version, is_eager=True,
+                                          help="Print the version.")) -> None:
+        from .quiet import quiet_third_party
+
+        quiet_third_party()
+
+    main.__doc__ = summary
+    app.callback()(main)
+    return app
+
+
 def register_commands(app: typer.Typer, package: str, order: list[str]) -> None:
     """Import every module of ``package`` (a commands/ folder) and call its ``register(app)``; modules
     named in ``order`` come first, in that order, the rest alphabetically."""
