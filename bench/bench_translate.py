@@ -178,14 +178,12 @@ def main() -> None:
     rows = [("naive (whole reports), transformers", naive_s), ("cxrkit, transformers", ours_s)]
     if a.bf16 and a.device == "cpu":  # the same pipeline with the model in bfloat16 (--compute-type bfloat16)
         fb, bb = TransformersBackend(fref, "cpu", "bfloat16"), TransformersBackend(bref, "cpu", "bfloat16")
-        bf16_s = run_cxrkit(fb, bb, sent_sample, 256, dec, tmp, a.batch_tokens) * scale_s
+        rows.append(("cxrkit, transformers bfloat16", run_cxrkit(fb, bb, sent_sample, 256, dec, tmp, a.batch_tokens) * scale_s))
         del fb, bb
     if not a.no_ct2 and a.device == "cpu":
         cf, cb = CT2Backend(fref, tmp, "cpu", "int8", a.threads), CT2Backend(bref, tmp, "cpu", "int8", a.threads)
         rows.append(("naive (whole reports), CTranslate2 int8", run_naive(cf, cb, rep_sample, a.batch_size, dec) * scale_r))
         rows.append(("cxrkit, CTranslate2 int8", run_cxrkit(cf, cb, sent_sample, 256, dec, tmp, a.batch_tokens) * scale_s))
-    if a.bf16 and a.device == "cpu":
-        rows.insert(2, ("cxrkit, transformers bfloat16", bf16_s))
     print(f"\n{'approach':<42}{'full-corpus s (extrap.)':>24}{'sentences/s':>14}{'vs naive transformers':>23}")
     for name, s in rows:
         print(f"{name:<42}{s:>24.1f}{len(occ) / s:>14.1f}{naive_s / s:>22.1f}x")

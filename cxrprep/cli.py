@@ -13,7 +13,6 @@ app = make_app(
     "cxrprep",
     "Prepare chest X-ray datasets (MIMIC-CXR, CheXpert, ChestX-ray14, DICOM folders) as Parquet study shards "
     "for CLIP-style pre-training.\n\nExample: cxrprep reports mimic-cxr-jpg/ --out shards/",
-    "Prepare chest X-ray datasets as Parquet study shards.",
 )
 
 

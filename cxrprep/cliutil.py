@@ -13,9 +13,9 @@ import typer
 T = TypeVar("T")
 
 
-def make_app(name: str, help: str, summary: str) -> typer.Typer:
+def make_app(name: str, help: str) -> typer.Typer:
     """The Typer app of ``name`` (cxrprep, cxrtrain): one-line errors instead of tracebacks (SafeGroup;
-    CXRKIT_DEBUG=1 shows them), ``--version``, quiet third-party libraries; ``summary`` heads ``--help``."""
+    CXRKIT_DEBUG=1 shows them), ``--version``, quiet third-party libraries; ``help`` heads ``--help``."""
     from . import __version__
     from .toplevel import SafeGroup
 
@@ -33,7 +33,6 @@ def make_app(name: str, help: str, summary: str) -> typer.Typer:
 
         quiet_third_party()
 
-    main.__doc__ = summary
     app.callback()(main)
     return app
 

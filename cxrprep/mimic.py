@@ -94,13 +94,9 @@ class Study:
 
 
 # -- discovery ------------------------------------------------------------------------------------
-def _sorted_names(path: str, pattern: re.Pattern, want_dir: bool | None, skipped: list) -> list[str]:
-    """Names in ``path`` matching ``pattern`` that are folders (``want_dir``), files (False) or either
-    (None: no check), sorted. An entry that cannot be checked (symlink loop, permission) is recorded in
-    ``skipped`` as (path, reason)."""
-    if want_dir is None:  # report files: a worker's open() tells a folder or a broken link apart (one reject)
-        # and the check would cost a stat() per report where the file system gives no entry types
-        return sorted(n for n in os.listdir(path) if pattern.match(n))
+def _sorted_names(path: str, pattern: re.Pattern, want_dir: bool, skipped: list) -> list[str]:
+    """Names in ``path`` matching ``pattern`` that are folders (``want_dir``) or files, sorted. An entry
+    that cannot be checked (symlink loop, permission) is recorded in ``skipped`` as (path, reason)."""
     out = []
     with os.scandir(path) as it:
         for e in it:
@@ -156,8 +152,9 @@ def iter_studies_dir(files: Path, part: tuple[int, int] | None, skipped: list | 
             if not in_part(subject, part):
                 continue
             pdir = f"{gpath}/{pname}"
-            try:
-                names = _sorted_names(pdir, _REPORT, None, skipped)
+            try:  # report files are not type-checked: where the file system gives no entry types that
+                # is a stat() per report, and a worker's open() rejects a folder or broken link all the same
+                names = sorted(n for n in os.listdir(pdir) if _REPORT.match(n))
             except OSError as e:
                 skipped.append((pdir, f"cannot list: {e.strerror or e}"))
                 continue

@@ -16,8 +16,8 @@ Guarantees on every output sentence:
   meaning changed: the source sentence is kept (counted as ``number_fallback``);
 * inputs longer than the model's limit (``max_position_embeddings`` tokens) are truncated and counted.
 
-Backends: ``transformers`` (CPU in float32 or bfloat16, or CUDA in float16) and ``ct2`` (CTranslate2; int8 on CPU, float16 on
-CUDA; the Marian folder is converted once into ``cache_dir/ct2/``). Greedy output is the same from both
+Backends: ``transformers`` (CPU in float32 or bfloat16, or CUDA in float16) and ``ct2`` (CTranslate2;
+int8 on CPU, float16 on CUDA; the Marian folder is converted once into ``cache_dir/ct2/``). Greedy output is the same from both
 at the same precision.
 
 ``run_augment`` rewrites a finished dataset folder with ``findings_bt`` / ``impression_bt`` filled: the

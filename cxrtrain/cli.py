@@ -8,7 +8,6 @@ app = make_app(
     "cxrtrain",
     "Train and evaluate CLIP-style chest X-ray models on cxrprep shards.\n\n"
     "Example: cxrtrain run shards/ --config examples/train_tiny.yaml --out runs/tiny",
-    "Train and evaluate CLIP-style chest X-ray models.",
 )
 
 ORDER = ["run", "batch", "eval", "fewshot", "export"]

@@ -393,12 +393,14 @@ class StudyStream(IterableDataset):
         # validation is the same every epoch: its randomness depends on the study only
         return random.Random("/".join(map(str, key)) if self.train else f"validate/{self.seed}/{row['study_id']}")
 
-    def _sample(self, row: dict, key: list[int]) -> dict | None:
+    def _texts(self, row: dict, key: list[int]) -> tuple[tuple[str, str] | None, random.Random]:
+        """(the two texts or None, the study's generator after drawing them: images are drawn next)"""
         rng = self._text_rng(row, key)
+        return pick_texts(row, rng, self.cfg, train=self.train), rng
+
+    def _sample(self, row: dict, key: list[int], texts: tuple[str, str], rng: random.Random) -> dict:
+        """Both views of ``row`` (``texts`` and ``rng`` from ``_texts``)."""
         nrng = np.random.default_rng(key)
-        texts = pick_texts(row, rng, self.cfg, train=self.train)
-        if texts is None:
-            return None
         im1, im2 = pick_images(row["images"], rng)
         out = []
         c = self.cfg
@@ -435,16 +437,17 @@ class StudyStream(IterableDataset):
         m = self.skip_batches
         skip = m // nw + (1 if wid < m % nw else 0)
 
-        def rows() -> Iterator[tuple[str, tuple[dict, list[int]]]]:
+        def rows() -> Iterator[tuple[str, tuple]]:
             for k, row in enumerate(self._shuffled(self._rows(stream_id, n_streams), rng), 1):
                 key = [self.seed, self.epoch, stream_id, k]  # k: rows consumed by this stream
-                if pick_texts(row, self._text_rng(row, key), self.cfg, self.train) is not None:
-                    yield row["study_id"], (row, key)
+                texts, trng = self._texts(row, key)
+                if texts is not None:
+                    yield row["study_id"], (row, key, texts, trng)
 
         for nbatch, batch in enumerate(distinct_batches(rows(), self.batch_size, distinct=self.train)):
             if nbatch < skip:  # resume: replay the stream without decoding images
                 continue
-            yield self._collate([self._sample(row, key) for row, key in batch])
+            yield self._collate([self._sample(*item) for item in batch])
 
 
 def distinct_batches(items: Iterable[tuple[str, object]], size: int, distinct: bool = True) -> Iterator[list]:

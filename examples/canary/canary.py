@@ -187,8 +187,8 @@ def null_aurocs(out: Path, n_dirs: int = 500, seed: int = 0) -> dict[str, np.nda
         labels = {r["Image Index"].rsplit(".", 1)[0]: r["Finding Labels"].split("|") for r in csv.DictReader(f)}
     dirs = np.random.default_rng(seed).normal(size=(n_dirs, emb.shape[1]))
     scores = emb @ dirs.T
-    return {f: np.array([_auroc(scores[:, k], np.array([f in labels[i] for i in ids], int)) for k in range(n_dirs)])
-            for f in FINDINGS}
+    ys = {f: np.array([f in labels[i] for i in ids], int) for f in FINDINGS}
+    return {f: np.array([_auroc(scores[:, k], y) for k in range(n_dirs)]) for f, y in ys.items()}
 
 
 #: what the issue asks (each finding) and the control's bound on the mean (see ``check``)
