@@ -6,7 +6,8 @@ Both produce two augmented 224x224 views per study from the same 512-px shard im
 CXR-CLIP-style loaders do per sample): PIL open of the JPEG, random resized crop with PIL, CLAHE computed
 online, colour jitter with PIL ImageEnhance, to tensor. cxrkit: OpenCV decode, the offline CLAHE copy
 chosen with p=0.5, a torchvision-style crop box inside the image + one resize, ColorJitter-style
-brightness/contrast as one lookup table, uint8 out (the trainer normalises whole batches on the device). Prints samples/s and the ratio, and cxrkit with CXR-CLIP's online CLAHE (p=0.5,
+brightness/contrast as one lookup table, uint8 out (the trainer normalises whole batches on the device). Prints
+samples/s and the ratio, and cxrkit with CXR-CLIP's online CLAHE (p=0.5,
 clip ~ U(1, 4), after the crop) instead of the offline copy.
 Also prints the share of step time spent waiting for data in a short tiny-preset training run on CPU.
 """
@@ -35,8 +36,12 @@ def make_images(n: int) -> list[tuple[bytes, bytes]]:
         a = cv2.imread(str(srcs[i % len(srcs)]), cv2.IMREAD_GRAYSCALE)
         a = cv2.resize(a, (512, 512), interpolation=cv2.INTER_CUBIC)
         c = cv2.createCLAHE(2.0, (8, 8)).apply(a)
-        out.append((cv2.imencode(".jpg", a, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes(),
-                    cv2.imencode(".jpg", c, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()))
+        out.append(
+            (
+                cv2.imencode(".jpg", a, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes(),
+                cv2.imencode(".jpg", c, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes(),
+            )
+        )
     return out
 
 
@@ -48,7 +53,7 @@ def baseline(img: bytes, rng: random.Random) -> torch.Tensor:
         im = Image.open(io.BytesIO(img)).convert("RGB")
         w, h = im.size
         s = rng.uniform(0.8, 1.0)
-        cw, ch = int(w * s ** 0.5), int(h * s ** 0.5)
+        cw, ch = int(w * s**0.5), int(h * s**0.5)
         x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
         im = im.crop((x, y, x + cw, y + ch)).resize((224, 224), Image.BILINEAR)
         if rng.random() < 0.5:
@@ -61,8 +66,9 @@ def baseline(img: bytes, rng: random.Random) -> torch.Tensor:
     return torch.stack(views)
 
 
-def ours(pair: tuple[bytes, bytes], rng: random.Random, nrng, cfg, online: bool = False,
-         normalize_here: bool = False) -> torch.Tensor:
+def ours(
+    pair: tuple[bytes, bytes], rng: random.Random, nrng, cfg, online: bool = False, normalize_here: bool = False
+) -> torch.Tensor:
     """Two views as the loader makes them: uint8 (the trainer normalises whole batches on the device);
     ``normalize_here`` adds the per-sample float normalisation on the CPU."""
     from cxrtrain.data import augment_u8, decode_gray, normalize
@@ -104,10 +110,12 @@ def main() -> None:
     for p in imgs:
         ours(p, rng, nrng, cfg, normalize_here=True)
     nh = a.n / (time.perf_counter() - t)
-    print(f"data pipeline (2 views of 224 px per study, 1 core): cxrkit {o:.1f} studies/s, "
-          f"CXR-CLIP-style online {b:.1f} studies/s, ratio {o / b:.2f}x; "
-          f"cxrkit with online CLAHE {on:.1f} studies/s ({1000 * (1 / on - 1 / o) / 2:.2f} ms more per view); "
-          f"cxrkit normalising per sample on the CPU {nh:.1f} studies/s ({nh / b:.2f}x)")
+    print(
+        f"data pipeline (2 views of 224 px per study, 1 core): cxrkit {o:.1f} studies/s, "
+        f"CXR-CLIP-style online {b:.1f} studies/s, ratio {o / b:.2f}x; "
+        f"cxrkit with online CLAHE {on:.1f} studies/s ({1000 * (1 / on - 1 / o) / 2:.2f} ms more per view); "
+        f"cxrkit normalising per sample on the CPU {nh:.1f} studies/s ({nh / b:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -37,9 +37,12 @@ def main() -> None:
         t = time.perf_counter()
         emb = embed_dataset(model, ds, "bench", Path(d) / "cache")
         ti = time.perf_counter() - t
-        prompts = [f"There is a {s} {c} in the {z} lung zone." for s in ("small", "moderate", "large", "mild", "new")
-                   for c in ("effusion", "opacity", "nodule", "consolidation", "pneumothorax")
-                   for z in ("left", "right", "upper", "lower")][:100]
+        prompts = [
+            f"There is a {s} {c} in the {z} lung zone."
+            for s in ("small", "moderate", "large", "mild", "new")
+            for c in ("effusion", "opacity", "nodule", "consolidation", "pneumothorax")
+            for z in ("left", "right", "upper", "lower")
+        ][:100]
         prompts = [f"{p} Case {i}." for i in range(5) for p in prompts]
         t = time.perf_counter()
         with torch.no_grad():
@@ -49,8 +52,10 @@ def main() -> None:
         t = time.perf_counter()
         embed_dataset(model, ds, "bench", Path(d) / "cache")
         tc = time.perf_counter() - t
-        print(f"{len(emb['emb'])} images: {len(emb['emb']) / ti:.1f} images/s; {len(prompts)} prompts: "
-              f"{len(prompts) / tt:.1f} prompts/s; similarity {sim.shape}; cached re-run {ti / tc:.0f}x faster")
+        print(
+            f"{len(emb['emb'])} images: {len(emb['emb']) / ti:.1f} images/s; {len(prompts)} prompts: "
+            f"{len(prompts) / tt:.1f} prompts/s; similarity {sim.shape}; cached re-run {ti / tc:.0f}x faster"
+        )
         assert np.isfinite(sim).all()
 
 

@@ -80,7 +80,7 @@ def naive(path: Path, size: int = 512) -> bytes:
 
 
 def ours(path: Path) -> dict:
-    from cxrprep.images import ImageSettings, process_image
+    from cxrprep.image.process import ImageSettings, process_image
 
     return process_image(path, path.stem, None, ImageSettings())
 

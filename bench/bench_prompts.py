@@ -21,15 +21,45 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-LABELS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-          "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-          "Fracture", "Support Devices"]
+LABELS = [
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
 # (pos, neg, uncertain) shares of 223,414 rows; the rest blank (FORMATS.md 2.1 where given, else typical)
-DIST = {"No Finding": (0.10, 0, 0), "Pleural Effusion": (86187 / 223414, 35396 / 223414, 11628 / 223414),
-        "Atelectasis": (33376 / 223414, 1328 / 223414, 33739 / 223414),
-        "Support Devices": (116001 / 223414, 6137 / 223414, 1079 / 223414)}
-NIH = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis", "Hernia",
-       "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax"]
+DIST = {
+    "No Finding": (0.10, 0, 0),
+    "Pleural Effusion": (86187 / 223414, 35396 / 223414, 11628 / 223414),
+    "Atelectasis": (33376 / 223414, 1328 / 223414, 33739 / 223414),
+    "Support Devices": (116001 / 223414, 6137 / 223414, 1079 / 223414),
+}
+NIH = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumonia",
+    "Pneumothorax",
+]
 
 
 def make_chexpert(path: Path, n: int = 223_414) -> None:
@@ -40,9 +70,13 @@ def make_chexpert(path: Path, n: int = 223_414) -> None:
         patient, study, view, k = 1, 1, 1, 0
         while k < n:
             lateral = view == 2
-            row = [f"CheXpert-v1.0-small/train/patient{patient:05d}/study{study}/view{view}_{'lateral' if lateral else 'frontal'}.jpg",
-                   rng.choice(["Male", "Female"]), rng.randint(18, 90), "Lateral" if lateral else "Frontal",
-                   "" if lateral else rng.choice(["AP", "PA"])]
+            row = [
+                f"CheXpert-v1.0-small/train/patient{patient:05d}/study{study}/view{view}_{'lateral' if lateral else 'frontal'}.jpg",  # noqa: E501
+                rng.choice(["Male", "Female"]),
+                rng.randint(18, 90),
+                "Lateral" if lateral else "Frontal",
+                "" if lateral else rng.choice(["AP", "PA"]),
+            ]
             for name in LABELS:
                 p, ng, u = DIST.get(name, (0.12, 0.08, 0.05))
                 r = rng.random()
@@ -59,14 +93,18 @@ def make_chexpert(path: Path, n: int = 223_414) -> None:
 def make_nih(path: Path, n: int = 112_120) -> None:
     rng = random.Random(1)
     with open(path, "w", newline="") as f:
-        f.write("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-                "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
+        f.write(
+            "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+            "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n"
+        )
         for i in range(n):
             pid = i // 4 + 1
             k = rng.choice([0, 0, 0, 1, 1, 2, 3])
             labels = "|".join(sorted(rng.sample(NIH, k))) if k else "No Finding"
-            f.write(f"{pid:08d}_{i % 4:03d}.png,{labels},{i % 4},{pid},{rng.randint(1, 95)},"
-                    f"{rng.choice('MF')},{rng.choice(['PA', 'AP'])},2500,2048,0.143,0.143\n")
+            f.write(
+                f"{pid:08d}_{i % 4:03d}.png,{labels},{i % 4},{pid},{rng.randint(1, 95)},"
+                f"{rng.choice('MF')},{rng.choice(['PA', 'AP'])},2500,2048,0.143,0.143\n"
+            )
 
 
 def naive(csv_path: Path, out: Path, variants: int = 8) -> int:
@@ -109,15 +147,32 @@ def main() -> None:
     for name, path, rows, goal in (("CheXpert", chex, 223_414, 8), ("ChestX-ray14", nih, 112_120, 5)):
         shutil.rmtree(d / "shards", ignore_errors=True)
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "cxrprep.cli", "prompts", str(path), "--no-images", "--out",
-                        str(d / "shards"), "--workers", str(a.workers), "--templates",
-                        str(HERE.parent / "prompts/default.yaml")], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cxrprep.cli.app",
+                "prompts",
+                str(path),
+                "--no-images",
+                "--out",
+                str(d / "shards"),
+                "--workers",
+                str(a.workers),
+                "--templates",
+                str(HERE.parent / "prompts/default.yaml"),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         ours = time.perf_counter() - t
         t = time.perf_counter()
         naive(path, d / "naive.jsonl")
         base = time.perf_counter() - t
-        print(f"{name}: {rows:,} rows  cxrkit {ours:.1f} s ({rows / ours:,.0f} rows/s, goal < {goal} s)  "
-              f"naive loop {base:.1f} s ({rows / base:,.0f} rows/s)  ratio {base / ours:.2f}x")
+        print(
+            f"{name}: {rows:,} rows  cxrkit {ours:.1f} s ({rows / ours:,.0f} rows/s, goal < {goal} s)  "
+            f"naive loop {base:.1f} s ({rows / base:,.0f} rows/s)  ratio {base / ours:.2f}x"
+        )
 
 
 if __name__ == "__main__":

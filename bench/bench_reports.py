@@ -57,8 +57,9 @@ def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, int]:
     """-> (seconds, peak tree RSS bytes); the tree's CPU seconds go to ``run.cpu``."""
     c0 = _children_cpu()
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    p = subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, HF_HUB_OFFLINE="1")
+    )
     peak = [0]
 
     def sample():
@@ -102,23 +103,53 @@ def main() -> None:
     cpu: dict[str, float] = {}
     for name, root in (("small", small), ("big", big)):
         shutil.rmtree(out, ignore_errors=True)
-        dt, rss = run([py, "-m", "cxrprep.cli", "reports", str(root), "--out", str(out), "--no-images",
-                       "--workers", str(a.workers), "--max-failed", "100%"])
+        dt, rss = run(
+            [
+                py,
+                "-m",
+                "cxrprep.cli.app",
+                "reports",
+                str(root),
+                "--out",
+                str(out),
+                "--no-images",
+                "--workers",
+                str(a.workers),
+                "--max-failed",
+                "100%",
+            ]
+        )
         n = a.n if name == "big" else a.n // 10
         res[name] = (n, dt, rss)
         cpu[name] = run.cpu
-        print(f"cxrkit  {n:>8,} reports: {dt:7.1f} s  {n / dt:8.0f} reports/s  peak RSS {rss / 2**20:7.0f} MiB "
-              f"({a.workers} workers)  CPU {run.cpu:6.1f} s")
+        print(
+            f"cxrkit  {n:>8,} reports: {dt:7.1f} s  {n / dt:8.0f} reports/s  peak RSS {rss / 2**20:7.0f} MiB "
+            f"({a.workers} workers)  CPU {run.cpu:6.1f} s"
+        )
     official = HERE / "out" / "official"
     if (official / "create_section_files.py").exists():
         shutil.rmtree(out, ignore_errors=True)
-        dt, rss = run([py, "create_section_files.py", "--reports_path", str(big / "files"), "--output_path", str(out),
-                       "--no_split"], cwd=official)
-        print(f"official {a.n:>7,} reports: {dt:7.1f} s  {a.n / dt:8.0f} reports/s  peak RSS {rss / 2**20:7.0f} MiB "
-              f"(1 process, sections only)  CPU {run.cpu:6.1f} s")
+        dt, rss = run(
+            [
+                py,
+                "create_section_files.py",
+                "--reports_path",
+                str(big / "files"),
+                "--output_path",
+                str(out),
+                "--no_split",
+            ],
+            cwd=official,
+        )
+        print(
+            f"official {a.n:>7,} reports: {dt:7.1f} s  {a.n / dt:8.0f} reports/s  peak RSS {rss / 2**20:7.0f} MiB "
+            f"(1 process, sections only)  CPU {run.cpu:6.1f} s"
+        )
         n, t, _ = res["big"]
-        print(f"ratio cxrkit / official throughput: {(n / t) / (a.n / dt):.2f}x; CPU time official / cxrkit: "
-              f"{run.cpu / cpu['big']:.2f}x")
+        print(
+            f"ratio cxrkit / official throughput: {(n / t) / (a.n / dt):.2f}x; CPU time official / cxrkit: "
+            f"{run.cpu / cpu['big']:.2f}x"
+        )
     else:
         print(f"official parser not found in {official}; see this script's docstring")
     (n1, _, r1), (n2, _, r2) = res["small"], res["big"]

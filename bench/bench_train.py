@@ -44,16 +44,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         n = max(64, a.batch_size * (a.steps + 2) // 6 * 8 // 6)
         root = make_demo_shards(Path(d) / "s", n_reports=n, n_labels=8, size=a.image_px)
-        cfg = build_config(dict(model={"preset": a.preset, "random_init": a.random_init}, epochs=1000,
-                                max_steps=a.steps, batch_size=a.batch_size, num_workers=a.workers,
-                                precision=a.precision, device=a.device, log_every=10 ** 6, warmup_steps=1))
+        cfg = build_config(
+            dict(
+                model={"preset": a.preset, "random_init": a.random_init},
+                epochs=1000,
+                max_steps=a.steps,
+                batch_size=a.batch_size,
+                num_workers=a.workers,
+                precision=a.precision,
+                device=a.device,
+                log_every=10**6,
+                warmup_steps=1,
+            )
+        )
         res = train([str(root)], Path(d) / "run", cfg, log=lambda *x: None)
         h = res["history"][3:]
         sps = sum(x["samples_per_s"] for x in h) / len(h)
         wait = sum(x["data_wait"] for x in h) / len(h)
         out = sum(x["outside_fwd_bwd"] for x in h) / len(h)
-        print(f"{a.preset} on {a.device}, batch {a.batch_size}, {a.workers} loader workers: {sps:.1f} samples/s, "
-              f"data wait {wait:.1%} of step time, outside forward/backward {out:.1%}")
+        print(
+            f"{a.preset} on {a.device}, batch {a.batch_size}, {a.workers} loader workers: {sps:.1f} samples/s, "
+            f"data wait {wait:.1%} of step time, outside forward/backward {out:.1%}"
+        )
 
 
 if __name__ == "__main__":

@@ -127,8 +127,9 @@ def ordered_map(
     import multiprocessing
 
     forked = multiprocessing.get_start_method(allow_none=False) == "fork"
-    ex = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
-                             initargs=(os.getpid() if forked else 0, initializer, initargs))
+    ex = ProcessPoolExecutor(
+        max_workers=workers, initializer=_worker_init, initargs=(os.getpid() if forked else 0, initializer, initargs)
+    )
     try:
         it = iter(items)
         try:
@@ -144,7 +145,8 @@ def ordered_map(
     except BrokenProcessPool as e:
         raise WorkerPoolError(
             f"a worker process died ({e}); it was killed (by the out-of-memory killer, or a signal) or "
-            f"crashed in native code. Try fewer --workers or a lower --max-image-pixels") from None
+            f"crashed in native code. Try fewer --workers or a lower --max-image-pixels"
+        ) from None
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
 

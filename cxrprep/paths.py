@@ -31,8 +31,7 @@ def outside_root(path: str | Path, root: str | Path, root_real: Path | None = No
         return f"{path}: cannot resolve the path ({type(e).__name__}: {e})"
     if target == base or base in target.parents:
         return None
-    return (f"{path}: outside --image-root {root} (resolves to {target}); "
-            f"pass {ALLOW_OPTION} to read files outside it")
+    return f"{path}: outside --image-root {root} (resolves to {target}); pass {ALLOW_OPTION} to read files outside it"
 
 
 def split_outside(items: Sequence[T], root: str | Path, allow: bool = False) -> tuple[list[T], list[tuple[str, str]]]:

@@ -169,8 +169,11 @@ def _file_type(name: str, t: pa.DataType, label_names: list[str]) -> pa.DataType
     if name == "labels" and label_names:
         return pa.struct([pa.field(n, pa.int8()) for n in label_names])
     if name == "images":
-        return pa.list_(pa.struct([pa.field(f.name, HF_IMAGE if f.name in ("image", "image_clahe")
-                                            else _nullable(f.type)) for f in IMAGE]))
+        return pa.list_(
+            pa.struct(
+                [pa.field(f.name, HF_IMAGE if f.name in ("image", "image_clahe") else _nullable(f.type)) for f in IMAGE]
+            )
+        )
     return _nullable(t)
 
 
@@ -182,8 +185,9 @@ def _hf_feature(t: pa.DataType, image: bool = False) -> object:
         return {f.name: _hf_feature(f.type, f.name in ("image", "image_clahe") and f.type == HF_IMAGE) for f in t}
     if pa.types.is_list(t):
         return [_hf_feature(t.value_type)]  # list form: read by every datasets version
-    dtype = {pa.string(): "string", pa.bool_(): "bool", pa.int8(): "int8", pa.int32(): "int32",
-             pa.binary(): "binary"}[t]
+    dtype = {pa.string(): "string", pa.bool_(): "bool", pa.int8(): "int8", pa.int32(): "int32", pa.binary(): "binary"}[
+        t
+    ]
     return {"dtype": dtype, "_type": "Value"}
 
 
@@ -197,8 +201,11 @@ def file_schema(label_names: list[str] | tuple[str, ...] = ()) -> pa.Schema:
     names = list(label_names)
     if len(set(names)) != len(names) or any(not n for n in names):
         raise ValueError(f"label names must be distinct and non-empty, got {names}")
-    meta = {VERSION_KEY: str(SCHEMA_VERSION).encode(), LABELS_KEY: json.dumps(names).encode(),
-            HF_KEY: json.dumps({"info": {"features": hf_features(names)}}).encode()}
+    meta = {
+        VERSION_KEY: str(SCHEMA_VERSION).encode(),
+        LABELS_KEY: json.dumps(names).encode(),
+        HF_KEY: json.dumps({"info": {"features": hf_features(names)}}).encode(),
+    }
     return pa.schema([pa.field(f.name, _file_type(f.name, f.type, names)) for f in STUDY_SCHEMA], metadata=meta)
 
 
@@ -258,20 +265,23 @@ def to_file_table(table: pa.Table, label_names: list[str]) -> pa.Table:
         bad = np.flatnonzero(valid & (np.nan_to_num(lengths.astype(float), nan=k) != k))
         if len(bad):
             i = int(bad[0])
-            raise ValueError(f"row {table['study_id'][i].as_py()!r}: {int(lengths[i])} labels, the dataset has "
-                             f"{k} label names")
+            raise ValueError(
+                f"row {table['study_id'][i].as_py()!r}: {int(lengths[i])} labels, the dataset has {k} label names"
+            )
         flat = pc.list_flatten(labels)  # respects slicing; null lists contribute nothing
         lens = np.where(valid, np.nan_to_num(lengths.astype(float), nan=0), 0).astype(np.int64)
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]]) if n else np.zeros(0, np.int64)
         # null lists: point at a valid position (masked anyway) so take() stays in range
         starts = np.where(valid, starts, 0)
         children = [flat.take(pa.array(starts + j)) if len(flat) else pa.nulls(n, pa.int8()) for j in range(k)]
-        cols["labels"] = pa.StructArray.from_arrays(children, fields=[pa.field(x, pa.int8()) for x in label_names],
-                                                     mask=labels.is_null())
+        cols["labels"] = pa.StructArray.from_arrays(
+            children, fields=[pa.field(x, pa.int8()) for x in label_names], mask=labels.is_null()
+        )
     images = table["images"].chunk(0) if table["images"].num_chunks else pa.nulls(n, pa.list_(IMAGE))
     img_lens = pc.fill_null(pc.list_value_length(images), 0).cast(pa.int32())
-    img_offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(img_lens)]) if n \
-        else pa.array([0], pa.int32())
+    img_offsets = (
+        pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(img_lens)]) if n else pa.array([0], pa.int32())
+    )
     flat = pc.list_flatten(images)
     for c in _IMAGE_NOT_NULL:
         if flat.field(c).null_count:
@@ -282,8 +292,9 @@ def to_file_table(table: pa.Table, label_names: list[str]) -> pa.Table:
     for f in IMAGE:
         child = flat.field(f.name)
         if f.name in ("image", "image_clahe"):
-            child = pa.StructArray.from_arrays([child, pa.nulls(len(child), pa.string())], fields=list(HF_IMAGE),
-                                               mask=child.is_null())
+            child = pa.StructArray.from_arrays(
+                [child, pa.nulls(len(child), pa.string())], fields=list(HF_IMAGE), mask=child.is_null()
+            )
         children.append(child)
     file_images_type = _file_type("images", STUDY_SCHEMA.field("images").type, list(label_names))
     values = pa.StructArray.from_arrays(children, fields=list(file_images_type.value_type))
@@ -308,8 +319,9 @@ def _labels_to_list(arr: pa.Array) -> pa.Array:
     fields = arr.flatten()
     values = pa.concat_arrays([f.cast(pa.int8()) for f in fields])
     order = np.arange(n * k).reshape(k, n).T.ravel()
-    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), values.take(order),
-                                    mask=arr.is_null())
+    return pa.ListArray.from_arrays(
+        pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), values.take(order), mask=arr.is_null()
+    )
 
 
 def _images_to_binary(arr: pa.Array) -> pa.Array:
@@ -317,8 +329,11 @@ def _images_to_binary(arr: pa.Array) -> pa.Array:
     import pyarrow.compute as pc
 
     lengths = pc.fill_null(pc.list_value_length(arr), 0).cast(pa.int32())
-    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(lengths)]) if len(arr) \
+    offsets = (
+        pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(lengths)])
+        if len(arr)
         else pa.array([0], pa.int32())
+    )
     flat = pc.list_flatten(arr)
     cols = []
     for f in IMAGE:
@@ -333,8 +348,11 @@ def _images_to_binary(arr: pa.Array) -> pa.Array:
 def from_file_batch(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
     """A batch read from a data file (any subset of columns) -> the STUDY_SCHEMA shape of those columns."""
     if isinstance(batch, pa.Table):
-        batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else \
-            pa.RecordBatch.from_pylist([], schema=batch.schema)
+        batch = (
+            batch.combine_chunks().to_batches()[0]
+            if batch.num_rows
+            else pa.RecordBatch.from_pylist([], schema=batch.schema)
+        )
     arrays, fields = [], []
     for name, arr in zip(batch.schema.names, batch.columns):
         want = STUDY_SCHEMA.field(name)
@@ -355,8 +373,15 @@ def empty_row(dataset: str, study_id: str, subject_id: str, split: str) -> dict:
     """A row with every column present and the optional ones empty/null."""
     row = {name: None for name in COLUMNS}
     row.update(dataset=dataset, study_id=study_id, subject_id=subject_id, split=split, fallback=False)
-    for name in ("findings_sentences", "impression_sentences", "findings_bt", "impression_bt",
-                 "sections", "prompts", "images"):
+    for name in (
+        "findings_sentences",
+        "impression_sentences",
+        "findings_bt",
+        "impression_bt",
+        "sections",
+        "prompts",
+        "images",
+    ):
         row[name] = []
     return row
 
@@ -383,8 +408,12 @@ def _describe_diff(found: pa.Schema, expected: pa.Schema) -> str:
     return "; ".join(diffs)
 
 
-def check_schema(schema: pa.Schema, path: str | Path = "<table>", expected: pa.Schema | None = None,
-                 label_names: list[str] | None = None) -> None:
+def check_schema(
+    schema: pa.Schema,
+    path: str | Path = "<table>",
+    expected: pa.Schema | None = None,
+    label_names: list[str] | None = None,
+) -> None:
     """Raise ShardSchemaError if the data file schema ``schema`` differs from the contract (columns, types,
     version, label names). ``expected`` defaults to ``file_schema`` of the label names in the file's
     metadata; ``label_names`` (from the manifest) must then match them."""
@@ -435,8 +464,11 @@ def read_manifest(dataset_dir: str | Path) -> dict:
     path = dataset_dir / MANIFEST
     if not path.exists():
         partial = sorted(dataset_dir.glob("manifest-*of*.json"))
-        hint = (f"; found {len(partial)} --part manifests: run `cxrprep merge {dataset_dir}` first"
-                if partial else "; the run that writes it was killed or has not finished: run it again")
+        hint = (
+            f"; found {len(partial)} --part manifests: run `cxrprep merge {dataset_dir}` first"
+            if partial
+            else "; the run that writes it was killed or has not finished: run it again"
+        )
         raise ShardSchemaError(f"{path}: missing; {dataset_dir} is not a finished cxrkit dataset folder{hint}")
     try:
         manifest = json.loads(path.read_text())

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import TrainConfig
-from .data import StudyStream
+from cxrtrain.config import TrainConfig
+from cxrtrain.data import StudyStream
 
 
 def draw_batch(cfg: TrainConfig, roots: list[str], n: int | None = None, epoch: int = 0) -> dict:
@@ -26,8 +26,9 @@ def draw_batch(cfg: TrainConfig, roots: list[str], n: int | None = None, epoch: 
     stream.set_epoch(epoch)
     b = next(iter(stream))
     images = np.stack([b["images1"][:, 0].numpy(), b["images2"][:, 0].numpy()], axis=1)
-    return dict(images=images.astype(np.uint8), text1=list(b["texts1"]), text2=list(b["texts2"]),
-                study_id=list(b["study_id"]))
+    return dict(
+        images=images.astype(np.uint8), text1=list(b["texts1"]), text2=list(b["texts2"]), study_id=list(b["study_id"])
+    )
 
 
 def _font(size: int):
@@ -85,8 +86,13 @@ def write_batch(batch: dict, out: Path) -> tuple[Path, Path]:
     npz = out / "batch.npz"
     tmp = out / ".tmp-batch.npz"
     with open(tmp, "wb") as f:
-        np.savez_compressed(f, images=batch["images"], text1=np.array(batch["text1"], dtype=str),
-                            text2=np.array(batch["text2"], dtype=str), study_id=np.array(batch["study_id"], dtype=str))
+        np.savez_compressed(
+            f,
+            images=batch["images"],
+            text1=np.array(batch["text1"], dtype=str),
+            text2=np.array(batch["text2"], dtype=str),
+            study_id=np.array(batch["study_id"], dtype=str),
+        )
     os.replace(tmp, npz)
     contact_sheet(batch, out / "batch.png")
     return out / "batch.png", npz

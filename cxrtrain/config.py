@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from .model import PRESETS, ModelConfig, model_config
+from cxrtrain.model import PRESETS, ModelConfig, model_config
 
 
 class ConfigError(ValueError):
@@ -92,12 +92,16 @@ class Check:
         elif base in (int, float):
             ok = _is_number(value) and (base is float or float(value).is_integer()) and self.in_range(float(value))
         elif base is tuple:
-            ok = (isinstance(value, (tuple, list)) and all(_is_number(v) and self.in_range(float(v)) for v in value)
-                  and (self.length is None or len(value) == self.length)
-                  and (not self.ordered or list(value) == sorted(value)))
+            ok = (
+                isinstance(value, (tuple, list))
+                and all(_is_number(v) and self.in_range(float(v)) for v in value)
+                and (self.length is None or len(value) == self.length)
+                and (not self.ordered or list(value) == sorted(value))
+            )
         elif base is dict:
-            ok = isinstance(value, dict) and all(isinstance(k, str) and _is_number(v) and self.in_range(float(v))
-                                                 for k, v in value.items())
+            ok = isinstance(value, dict) and all(
+                isinstance(k, str) and _is_number(v) and self.in_range(float(v)) for k, v in value.items()
+            )
         elif base is str:
             ok = isinstance(value, str)
             if ok and self.choices:
@@ -156,10 +160,13 @@ def check_fields(obj, prefix: str = "") -> None:
 class LogConfig:
     """Optional loggers beside metrics.jsonl (which stays the source of truth); keys ``log.*``."""
 
-    tensorboard: bool = opt(False, "write TensorBoard events to OUT/tensorboard/ (extra: pip install 'cxrkit[tensorboard]')")
+    tensorboard: bool = opt(
+        False, "write TensorBoard events to OUT/tensorboard/ (extra: pip install 'cxrkit[tensorboard]')"
+    )
     wandb: str | None = opt(None, "a Weights & Biases project name (extra: pip install 'cxrkit[wandb]')")
-    wandb_mode: str | None = opt(None, "online | offline (None: W&B's own default, WANDB_MODE)",
-                                 choices=("online", "offline", "disabled"))
+    wandb_mode: str | None = opt(
+        None, "online | offline (None: W&B's own default, WANDB_MODE)", choices=("online", "offline", "disabled")
+    )
 
 
 @dataclass(frozen=True)
@@ -168,21 +175,39 @@ class TrainConfig:
     dataset_weights: dict = opt({}, "dataset name -> share of its rows per epoch (1.0)", lo=0)
     shuffle_buffer: int = opt(512, "studies held for shuffling, per loader worker", lo=1)
     num_workers: int = opt(0, "DataLoader worker processes (0: in the training process)", lo=0, hi=256)
-    clahe: str = opt("offline", "offline: the shards' CLAHE copy (fast) | online: CXR-CLIP's, after the crop | off",
-                     choices=("offline", "online", "off"))
+    clahe: str = opt(
+        "offline",
+        "offline: the shards' CLAHE copy (fast) | online: CXR-CLIP's, after the crop | off",
+        choices=("offline", "online", "off"),
+    )
     clahe_prob: float = opt(0.5, "apply CLAHE to a view with this probability (CXR-CLIP: 0.5)", lo=0, hi=1)
-    clahe_clip: tuple = opt((1.0, 4.0), "online CLAHE clip limit ~ U(lo, hi) (CXR-CLIP: albumentations CLAHE(4.0))",
-                            lo=0, lo_open=True, hi=100, length=2, ordered=True)
+    clahe_clip: tuple = opt(
+        (1.0, 4.0),
+        "online CLAHE clip limit ~ U(lo, hi) (CXR-CLIP: albumentations CLAHE(4.0))",
+        lo=0,
+        lo_open=True,
+        hi=100,
+        length=2,
+        ordered=True,
+    )
     bt_prob: float = opt(0.5, "replace a report section by its back-translation with this probability", lo=0, hi=1)
-    crop_scale: tuple = opt((0.8, 1.1), "random resized crop: area fraction range (CXR-CLIP), box inside the image",
-                            lo=0, hi=4, lo_open=True, length=2, ordered=True)
+    crop_scale: tuple = opt(
+        (0.8, 1.1),
+        "random resized crop: area fraction range (CXR-CLIP), box inside the image",
+        lo=0,
+        hi=4,
+        lo_open=True,
+        length=2,
+        ordered=True,
+    )
     brightness: float = opt(0.1, "brightness factor ~ U(1-b, 1+b) (CXR-CLIP: 0.1)", lo=0, hi=1, hi_open=True)
     contrast: float = opt(0.2, "contrast factor ~ U(1-c, 1+c) (CXR-CLIP: 0.2)", lo=0, hi=1, hi_open=True)
     sentence_sampling: bool = opt(False, "Jang et al.: each text is a random subset of its sentences")
     sentences_min: int = opt(1, "fewest sentences sampled", lo=1)
     sentences_max: int = opt(3, "most sentences sampled", lo=1)
-    sentence_sections: str = opt("findings,impression", "sections the sampled sentences come from",
-                                 subset=("findings", "impression"))
+    sentence_sections: str = opt(
+        "findings,impression", "sections the sampled sentences come from", subset=("findings", "impression")
+    )
     shuffle_sentences: bool = opt(False, "shuffle the order of sentences within each text")
     # model
     model: ModelConfig = field(default_factory=lambda: model_config("tiny"))
@@ -195,8 +220,9 @@ class TrainConfig:
     relax_threshold: float | None = opt(None, "positive-pair loss relaxation (None: off)", lo=-1, hi=1)
     # optimisation
     epochs: int = opt(15, "passes over the train split", lo=1)
-    max_steps: int | None = opt(None, "stop after this many optimizer steps (the schedule still spans all epochs)",
-                                lo=1)
+    max_steps: int | None = opt(
+        None, "stop after this many optimizer steps (the schedule still spans all epochs)", lo=1
+    )
     batch_size: int = opt(64, "studies per optimizer step per rank (CXR-CLIP: 128 studies = 256 pairs)", lo=2)
     accum_steps: int = opt(1, "micro-batches per optimizer step", lo=1)
     lr: float = opt(5e-5, "peak learning rate", lo=0, lo_open=True, hi=10)
@@ -306,7 +332,7 @@ def _section(values: dict, name: str) -> dict:
     if not isinstance(nested, dict):
         hint = "a preset name (" + ", ".join(PRESETS) + ") or " if name == "model" else ""
         raise ConfigError(f"{name}={_show(nested)}: must be {hint}a mapping of {name}.* keys")
-    dotted = {k[len(name) + 1:]: values.pop(k) for k in list(values) if k.startswith(f"{name}.")}
+    dotted = {k[len(name) + 1 :]: values.pop(k) for k in list(values) if k.startswith(f"{name}.")}
     return {**nested, **dotted}
 
 
@@ -358,7 +384,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
         k = k.strip()
         sec = k.split(".", 1)[0]
         if sec in SECTIONS and "." in k and isinstance(values.get(sec), dict):
-            values[sec] = {**values[sec], k[len(sec) + 1:]: v}
+            values[sec] = {**values[sec], k[len(sec) + 1 :]: v}
         else:
             values[k] = v
     return build_config(values)
@@ -371,6 +397,7 @@ def config_to_dict(cfg: TrainConfig) -> dict:
 def config_to_yaml(cfg: TrainConfig) -> str:
     """The resolved config as YAML (``cxrtrain run --print-config``); feeding it back as ``--config`` gives
     the same config."""
+
     def plain(v):
         if isinstance(v, (tuple, list)):
             return [plain(x) for x in v]
@@ -380,13 +407,15 @@ def config_to_yaml(cfg: TrainConfig) -> str:
 
     d = plain(asdict(cfg))
     model = d.pop("model")
-    return ("# resolved cxrtrain config (cxrtrain run --print-config); use it as --config\n"
-            + yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
-            + yaml.safe_dump({"model": model}, sort_keys=False, default_flow_style=None))
+    return (
+        "# resolved cxrtrain config (cxrtrain run --print-config); use it as --config\n"
+        + yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
+        + yaml.safe_dump({"model": model}, sort_keys=False, default_flow_style=None)
+    )
 
 
 def config_from_dict(d: dict) -> TrainConfig:
-    from .model import config_from_dict as model_from
+    from cxrtrain.model import config_from_dict as model_from
 
     d = dict(d)
     m = model_from(d.pop("model"))
@@ -394,6 +423,9 @@ def config_from_dict(d: dict) -> TrainConfig:
     lg = LogConfig(**{k: v for k, v in lg.items() if k in {f.name for f in fields(LogConfig)}})
     names = {f.name for f in fields(TrainConfig)}
     types = _field_types(TrainConfig)
-    d = {k: (tuple(v) if _base_type(types[k])[0] is tuple and isinstance(v, list) else v)
-         for k, v in d.items() if k in names}
+    d = {
+        k: (tuple(v) if _base_type(types[k])[0] is tuple and isinstance(v, list) else v)
+        for k, v in d.items()
+        if k in names
+    }
     return replace(TrainConfig(model=m, log=lg), **d)

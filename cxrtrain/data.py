@@ -40,8 +40,18 @@ from cxrprep.shards import RowGroup, ShardDataset
 
 cv2.setNumThreads(1)
 
-COLUMNS = ["study_id", "split", "findings", "impression", "findings_sentences", "impression_sentences",
-           "findings_bt", "impression_bt", "prompts", "images"]
+COLUMNS = [
+    "study_id",
+    "split",
+    "findings",
+    "impression",
+    "findings_sentences",
+    "impression_sentences",
+    "findings_bt",
+    "impression_bt",
+    "prompts",
+    "images",
+]
 
 
 def decode_gray(data: bytes) -> np.ndarray:
@@ -71,11 +81,12 @@ def center_u8(gray: np.ndarray, cfg) -> np.ndarray:
     nh, nw = max(s, round(h * k)), max(s, round(w * k))
     a = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
     y, x = (nh - s) // 2, (nw - s) // 2
-    return np.ascontiguousarray(a[y:y + s, x:x + s])
+    return np.ascontiguousarray(a[y : y + s, x : x + s])
 
 
-def crop_box(h: int, w: int, rng: np.random.Generator, scale=(0.8, 1.1), ratio=(3 / 4, 4 / 3),
-             tries: int = 10) -> tuple[int, int, int, int]:
+def crop_box(
+    h: int, w: int, rng: np.random.Generator, scale=(0.8, 1.1), ratio=(3 / 4, 4 / 3), tries: int = 10
+) -> tuple[int, int, int, int]:
     """Random resized crop box (top, left, height, width), always inside an HxW image, by the algorithm of
     torchvision's ``RandomResizedCrop.get_params`` (which CXR-CLIP uses): up to ``tries`` draws of an area
     fraction from U(scale) and a log-uniform aspect ratio; the first box that fits (w <= W, h <= H, so a
@@ -133,16 +144,24 @@ def jitter_u8(a: np.ndarray, rng: np.random.Generator, brightness: float = 0.1, 
     return cv2.LUT(a, (lut + 0.5).astype(np.uint8))
 
 
-def augment_u8(gray: np.ndarray, cfg, rng: np.random.Generator, scale=(0.8, 1.1), brightness: float = 0.1,
-               contrast: float = 0.2, clahe_clip: tuple[float, float] | None = None, clahe_prob: float = 0.0
-               ) -> np.ndarray:
+def augment_u8(
+    gray: np.ndarray,
+    cfg,
+    rng: np.random.Generator,
+    scale=(0.8, 1.1),
+    brightness: float = 0.1,
+    contrast: float = 0.2,
+    clahe_clip: tuple[float, float] | None = None,
+    clahe_prob: float = 0.0,
+) -> np.ndarray:
     """CXR-CLIP's training transform on a grey uint8 image: random resized crop inside the image (``crop_box``)
-    resized to the input size (pyramid halving while the crop is >= 2x the output, then bilinear), optional online CLAHE (probability ``clahe_prob``, clip limit ~ U(clahe_clip)),
+    resized to the input size (pyramid halving while the crop is >= 2x the output, then bilinear), optional online
+    CLAHE (probability ``clahe_prob``, clip limit ~ U(clahe_clip)),
     brightness/contrast jitter (``jitter_u8``)."""
     s = cfg.image_size
     h, w = gray.shape
     top, left, ch, cw = crop_box(h, w, rng, scale)
-    crop = gray[top:top + ch, left:left + cw]
+    crop = gray[top : top + ch, left : left + cw]
     # antialiasing, cheaply: halve with a Gaussian pyramid step while the crop is at least twice the output,
     # then bilinear (INTER_AREA at non-integer factors costs ~8x more for a similar result)
     while min(crop.shape) >= 2 * s:
@@ -158,8 +177,9 @@ def eval_transform(gray: np.ndarray, cfg) -> torch.Tensor:
     return normalize(torch.from_numpy(center_u8(gray, cfg))[None], cfg)
 
 
-def train_transform(gray: np.ndarray, cfg, rng: np.random.Generator, scale=(0.8, 1.1), brightness: float = 0.1,
-                    contrast: float = 0.2) -> torch.Tensor:
+def train_transform(
+    gray: np.ndarray, cfg, rng: np.random.Generator, scale=(0.8, 1.1), brightness: float = 0.1, contrast: float = 0.2
+) -> torch.Tensor:
     """Augmented view -> [3,S,S] float."""
     return normalize(torch.from_numpy(augment_u8(gray, cfg, rng, scale, brightness, contrast))[None], cfg)
 
@@ -324,8 +344,18 @@ class StudyStream(IterableDataset):
     ``train=True``: infinite, shuffled, augmented; the trainer takes a fixed number of batches per epoch.
     ``train=False``: one deterministic pass over the split (validation), eval transform."""
 
-    def __init__(self, datasets: list[ShardDataset], split: str, cfg, tokenizer, batch_size: int,
-                 train: bool = True, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        datasets: list[ShardDataset],
+        split: str,
+        cfg,
+        tokenizer,
+        batch_size: int,
+        train: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ) -> None:
         self.datasets, self.split, self.cfg, self.tok = datasets, split, cfg, tokenizer
         self.batch_size, self.train, self.rank, self.world_size, self.seed = batch_size, train, rank, world_size, seed
         self.epoch = 0
@@ -371,8 +401,10 @@ class StudyStream(IterableDataset):
             if not self.train:
                 return
             if not any_row:
-                raise RuntimeError(f"no {self.split} rows with images in the shards for stream {stream_id}; "
-                                   f"check the split column and dataset_weights")
+                raise RuntimeError(
+                    f"no {self.split} rows with images in the shards for stream {stream_id}; "
+                    f"check the split column and dataset_weights"
+                )
             cycle += 1
 
     def _shuffled(self, rows: Iterator[dict], rng: random.Random) -> Iterator[dict]:
@@ -408,8 +440,16 @@ class StudyStream(IterableDataset):
             offline = self.train and c.clahe == "offline" and im.get("image_clahe") and rng.random() < c.clahe_prob
             g = decode_gray(im["image_clahe"] if offline else im["image"])
             if self.train:
-                a = augment_u8(g, c.model, nrng, c.crop_scale, c.brightness, c.contrast,
-                               c.clahe_clip if c.clahe == "online" else None, c.clahe_prob)
+                a = augment_u8(
+                    g,
+                    c.model,
+                    nrng,
+                    c.crop_scale,
+                    c.brightness,
+                    c.contrast,
+                    c.clahe_clip if c.clahe == "online" else None,
+                    c.clahe_prob,
+                )
             else:
                 a = center_u8(g, c.model)
             out.append(torch.from_numpy(a)[None])  # uint8 [1,S,S]; normalised on the training device
@@ -417,13 +457,25 @@ class StudyStream(IterableDataset):
 
     def _collate(self, samples: list[dict]) -> dict:
         m = self.cfg.model
-        tok = lambda texts: {k: v for k, v in self.tok(texts, padding=True, truncation=True,  # noqa: E731
-                                                         max_length=m.max_text_len, return_tensors="pt").items()
-                             if k in ("input_ids", "attention_mask")}
+        tok = lambda texts: {
+            k: v
+            for k, v in self.tok(
+                texts,
+                padding=True,
+                truncation=True,  # noqa: E731
+                max_length=m.max_text_len,
+                return_tensors="pt",
+            ).items()
+            if k in ("input_ids", "attention_mask")
+        }
         t1, t2 = [s["text1"] for s in samples], [s["text2"] for s in samples]
-        out = dict(images1=torch.stack([s["image1"] for s in samples]),
-                   images2=torch.stack([s["image2"] for s in samples]),
-                   study_id=[s["study_id"] for s in samples], texts1=t1, texts2=t2)
+        out = dict(
+            images1=torch.stack([s["image1"] for s in samples]),
+            images2=torch.stack([s["image2"] for s in samples]),
+            study_id=[s["study_id"] for s in samples],
+            texts1=t1,
+            texts2=t2,
+        )
         if self.tok is not None:  # no tokenizer: raw texts only (cxrtrain batch)
             out.update(text1=tok(t1), text2=tok(t2))
         return out

@@ -41,9 +41,8 @@ import torch
 
 from cxrprep.labels import canonical
 from cxrprep.shards import ShardDataset
-
-from .data import decode_gray, eval_transform
-from .metrics import auroc, best_threshold, bootstrap_ci, f1_score, mcc, recall_at_k, roc_curve
+from cxrtrain.data import decode_gray, eval_transform
+from cxrtrain.metrics import auroc, best_threshold, bootstrap_ci, f1_score, mcc, recall_at_k, roc_curve
 
 SPLITS = ("test", "validate", "train", "all")
 ENSEMBLES = ("mean-similarity", "mean-embedding")
@@ -56,7 +55,7 @@ class EvalUsageError(ValueError):
 
 @dataclass(frozen=True)
 class EvalConfig:
-    prompts: str = "eval"  # a packaged name (cxrprep/promptfiles.py) or a path
+    prompts: str = "eval"  # a packaged name (cxrprep/text/promptfiles.py) or a path
     uncertain: str = "exclude"  # exclude | positive | negative
     text_section: str = "impression"  # findings | impression | both (retrieval texts)
     batch_size: int = 64
@@ -152,27 +151,39 @@ def check_split(name: str, emb: dict, split: str) -> None:
         return
     present = ", ".join(f"{k} {v}" for k, v in split_counts(emb).items()) or "none"
     others = [s for s in SPLITS if s != split and (s == "all" or s in split_counts(emb))]
-    raise EvalUsageError(f"dataset {name!r} has no rows in split {split!r} (rows per split: {present}); "
-                         f"choose another with --split {'|'.join(others)}, or leave this dataset out")
+    raise EvalUsageError(
+        f"dataset {name!r} has no rows in split {split!r} (rows per split: {present}); "
+        f"choose another with --split {'|'.join(others)}, or leave this dataset out"
+    )
 
 
 @torch.no_grad()
 def encode_texts(model, texts: list[str], batch_size: int = 256, device: str = "cpu") -> np.ndarray:
     out = []
     for i in range(0, len(texts), batch_size):
-        tok = {k: v.to(device) for k, v in model.tokenize(texts[i:i + batch_size]).items()}
+        tok = {k: v.to(device) for k, v in model.tokenize(texts[i : i + batch_size]).items()}
         out.append(model.encode_text(**tok).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.embed_dim), np.float32)
 
 
 @torch.no_grad()
-def embed_dataset(model, ds: ShardDataset, ck_hash: str, cache_dir: Path | None, batch_size: int = 64,
-                  device: str = "cpu", progress=lambda it: it) -> dict:
+def embed_dataset(
+    model,
+    ds: ShardDataset,
+    ck_hash: str,
+    cache_dir: Path | None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress=lambda it: it,
+) -> dict:
     """-> {"study_id", "split", "labels" [N,L] float (nan = null), "emb" [N,D] (projected, L2-normalised),
     "feat" [N,F] (the frozen image tower's pooled features, for linear probes), "findings", "impression"};
     cached by (checkpoint hash, manifest part hashes, image size/normalisation)."""
-    key = hashlib.sha256(json.dumps(["v2", ck_hash, [p["sha256"] for p in ds.manifest["parts"]],
-                                     asdict(model.config)], default=list).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps(
+            ["v2", ck_hash, [p["sha256"] for p in ds.manifest["parts"]], asdict(model.config)], default=list
+        ).encode()
+    ).hexdigest()[:24]
     cache = cache_dir / f"{ds.name}-{key}.npz" if cache_dir else None
     if cache and cache.exists():
         z = np.load(cache, allow_pickle=False)
@@ -202,11 +213,15 @@ def embed_dataset(model, ds: ShardDataset, ck_hash: str, cache_dir: Path | None,
         if len(buf) >= batch_size:
             flush()
     flush()
-    out = dict(study_id=np.array(ids, dtype=str), split=np.array(splits, dtype=str),
-               labels=np.array(labels, np.float64).reshape(len(ids), nl),
-               emb=np.concatenate(embs) if embs else np.zeros((0, model.config.embed_dim), np.float32),
-               feat=np.concatenate(feats) if feats else np.zeros((0, 0), np.float32),
-               findings=np.array(fnd, dtype=str), impression=np.array(imp, dtype=str))
+    out = dict(
+        study_id=np.array(ids, dtype=str),
+        split=np.array(splits, dtype=str),
+        labels=np.array(labels, np.float64).reshape(len(ids), nl),
+        emb=np.concatenate(embs) if embs else np.zeros((0, model.config.embed_dim), np.float32),
+        feat=np.concatenate(feats) if feats else np.zeros((0, 0), np.float32),
+        findings=np.array(fnd, dtype=str),
+        impression=np.array(imp, dtype=str),
+    )
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".tmp-{cache.name}")
@@ -260,8 +275,9 @@ def _threshold_split(split: str) -> str | None:
     return {"test": "validate", "validate": "train"}.get(split)
 
 
-def zero_shot_binary(emb: dict, label_names: list[str], sets: dict, scale: float, text_emb, cfg: EvalConfig,
-                     dataset: str = "") -> dict:
+def zero_shot_binary(
+    emb: dict, label_names: list[str], sets: dict, scale: float, text_emb, cfg: EvalConfig, dataset: str = ""
+) -> dict:
     """Per-label AUROC (+CI) on ``cfg.split``; F1/MCC at a threshold chosen on another split; skipped labels
     with reasons; a macro AUROC that says how many classes went in."""
     res, skipped = {}, []
@@ -283,8 +299,15 @@ def zero_shot_binary(emb: dict, label_names: list[str], sets: dict, scale: float
         sel = mask & scope
         npos = int((y[sel] == 1).sum())
         r = dict(label=name, prompts=key, split=sp, n=int(sel.sum()), positives=npos, negatives=int(sel.sum()) - npos)
-        reason = (f"no labelled rows in {sp}" if not sel.any() else f"no positives in {sp}" if npos == 0
-                  else f"no negatives in {sp}" if npos == sel.sum() else None)
+        reason = (
+            f"no labelled rows in {sp}"
+            if not sel.any()
+            else f"no positives in {sp}"
+            if npos == 0
+            else f"no negatives in {sp}"
+            if npos == sel.sum()
+            else None
+        )
         if reason:
             r.update(auroc=None, auroc_reason=reason, auroc_ci95=None, auroc_ci95_reason=reason)
         else:
@@ -299,29 +322,53 @@ def zero_shot_binary(emb: dict, label_names: list[str], sets: dict, scale: float
                     r.update(auroc_ci95=None, auroc_ci95_reason="every bootstrap resample had one class only")
         tmask = mask & split_mask(emb, thr_split) if thr_split else None
         if thr_split is None:
-            r.update(threshold=None, threshold_from=None, f1=None, mcc=None,
-                     f1_reason=f"no held-out split to choose a threshold on when scoring {sp}")
+            r.update(
+                threshold=None,
+                threshold_from=None,
+                f1=None,
+                mcc=None,
+                f1_reason=f"no held-out split to choose a threshold on when scoring {sp}",
+            )
         elif not (tmask.any() and 0 < (y[tmask] == 1).sum() < tmask.sum()):
-            r.update(threshold=None, threshold_from=thr_split, f1=None, mcc=None,
-                     f1_reason=f"{thr_split} split has no positives or no negatives for this label")
+            r.update(
+                threshold=None,
+                threshold_from=thr_split,
+                f1=None,
+                mcc=None,
+                f1_reason=f"{thr_split} split has no positives or no negatives for this label",
+            )
         elif reason:
             r.update(threshold=None, threshold_from=thr_split, f1=None, mcc=None, f1_reason=reason)
         else:
             t = best_threshold(y[tmask], prob[tmask])
-            r.update(threshold=t, threshold_from=thr_split, f1=f1_score(y[sel], prob[sel] >= t),
-                     mcc=mcc(y[sel], prob[sel] >= t))
+            r.update(
+                threshold=t,
+                threshold_from=thr_split,
+                f1=f1_score(y[sel], prob[sel] >= t),
+                mcc=mcc(y[sel], prob[sel] >= t),
+            )
         r["_roc"] = [a.tolist() for a in roc_curve(y[sel], prob[sel])] if r["auroc"] is not None else None
-        res[canonical(name)] = r  # keyed by the canonical class name (Effusion -> Pleural Effusion); "label" keeps the spelling
+        res[canonical(name)] = (
+            r  # keyed by the canonical class name (Effusion -> Pleural Effusion); "label" keeps the spelling
+        )
     vals = [r["auroc"] for r in res.values() if r["auroc"] is not None]
-    out = dict(split=sp, ensemble=cfg.ensemble, classes=res, skipped=skipped,
-               macro_auroc=float(np.mean(vals)) if vals else None, macro_classes=len(vals), macro_of=len(res))
+    out = dict(
+        split=sp,
+        ensemble=cfg.ensemble,
+        classes=res,
+        skipped=skipped,
+        macro_auroc=float(np.mean(vals)) if vals else None,
+        macro_classes=len(vals),
+        macro_of=len(res),
+    )
     if not vals:
         out["macro_auroc_reason"] = f"no class has both positives and negatives in {sp}"
     return out
 
 
-def zero_shot_multiclass(emb: dict, label_names: list[str], classes: dict, text_emb,
-                         ensemble: str = "mean-similarity", split: str = "all") -> dict:
+def zero_shot_multiclass(
+    emb: dict, label_names: list[str], classes: dict, text_emb, ensemble: str = "mean-similarity", split: str = "all"
+) -> dict:
     """Argmax over class prompt sets on the rows of ``split`` with exactly one positive among the set's
     classes (CheXpert/MIMIC 5x200). Accuracy (micro), per-class accuracy and their mean (macro)."""
     canon = [canonical(n) for n in label_names]
@@ -337,15 +384,28 @@ def zero_shot_multiclass(emb: dict, label_names: list[str], classes: dict, text_
     for k, c in enumerate(names):
         m = one & (truth == k)
         per[c] = dict(n=int(m.sum()), accuracy=float((pred[m] == k).mean()) if m.any() else None)
-    r = dict(split=split, ensemble=ensemble, classes=names, n=int(one.sum()),
-             prompts_per_class={c: len(classes[c]) for c in names}, per_class=per)
+    r = dict(
+        split=split,
+        ensemble=ensemble,
+        classes=names,
+        n=int(one.sum()),
+        prompts_per_class={c: len(classes[c]) for c in names},
+        per_class=per,
+    )
     if one.any():
         accs = [v["accuracy"] for v in per.values() if v["accuracy"] is not None]
-        r.update(accuracy=float((pred[one] == truth[one]).mean()), macro_accuracy=float(np.mean(accs)),
-                 macro_classes=len(accs))
+        r.update(
+            accuracy=float((pred[one] == truth[one]).mean()),
+            macro_accuracy=float(np.mean(accs)),
+            macro_classes=len(accs),
+        )
     else:
-        r.update(accuracy=None, macro_accuracy=None, macro_classes=0,
-                 accuracy_reason=f"no row in {split} has exactly one positive among {names}")
+        r.update(
+            accuracy=None,
+            macro_accuracy=None,
+            macro_classes=0,
+            accuracy_reason=f"no row in {split} has exactly one positive among {names}",
+        )
     return r
 
 
@@ -369,8 +429,15 @@ def retrieval(emb: dict, text_emb, section: str, split: str = "all") -> dict:
     for row, k in enumerate(keep):
         owners.setdefault(index[texts[k]], set()).add(row)
     t2i = recall_at_k(sim.T, [owners[n] for n in range(len(uniq))])
-    return dict(split=split, section=section, images=len(keep), unique_texts=len(uniq), image_to_text=i2t,
-                text_to_image=t2i, rsum=float(sum(i2t.values()) + sum(t2i.values())))
+    return dict(
+        split=split,
+        section=section,
+        images=len(keep),
+        unique_texts=len(uniq),
+        image_to_text=i2t,
+        text_to_image=t2i,
+        rsum=float(sum(i2t.values()) + sum(t2i.values())),
+    )
 
 
 _STYLES = ["-", "--", "-.", ":"]
@@ -393,10 +460,19 @@ def plot_rocs(results: dict, png: Path, title: str, baseline: dict | None = None
         if True:
             off = step * (k - (len(curves) - 1) / 2)
             fpr, tpr = np.asarray(r["_roc"][0]) + off, np.asarray(r["_roc"][1]) + off
-            ax.plot(fpr, tpr, ls=_STYLES[k % 4], marker=_MARKERS[k % len(_MARKERS)], markevery=max(1, len(fpr) // 6),
-                    ms=4, lw=1.6, color=cmap(k % cmap.N), alpha=0.85,
-                    label=f"{cls}: {r['auroc']:.3f} (n={r['n']}, pos={r['positives']})")
-    for cls, r in (baseline or {}).items():
+            ax.plot(
+                fpr,
+                tpr,
+                ls=_STYLES[k % 4],
+                marker=_MARKERS[k % len(_MARKERS)],
+                markevery=max(1, len(fpr) // 6),
+                ms=4,
+                lw=1.6,
+                color=cmap(k % cmap.N),
+                alpha=0.85,
+                label=f"{cls}: {r['auroc']:.3f} (n={r['n']}, pos={r['positives']})",
+            )
+    for _cls, r in (baseline or {}).items():
         if r.get("_roc"):
             ax.plot(*r["_roc"], color="0.6", lw=0.8, ls=":")
     if baseline:
@@ -408,8 +484,12 @@ def plot_rocs(results: dict, png: Path, title: str, baseline: dict | None = None
     ax.set_ylabel("true positive rate")
     ax.set_title(title, fontsize=10)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower right", title_fontsize=7,
-                  title=f"class: AUROC (curves offset by up to ±{step * (len(curves) - 1) / 2:.3f} to stay visible)")
+        ax.legend(
+            fontsize=7,
+            loc="lower right",
+            title_fontsize=7,
+            title=f"class: AUROC (curves offset by up to ±{step * (len(curves) - 1) / 2:.3f} to stay visible)",
+        )
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
@@ -428,40 +508,83 @@ def markdown_table(metrics: dict) -> str:
     """One row per number: dataset, split, task, n, positives, metric, value (+ untrained baseline)."""
     base = (metrics.get("baseline") or {}).get("datasets")
     head = "| dataset | split | task | n | positives | metric | value |" + (" untrained |" if base else "")
-    lines = [f"Split scored: **{metrics['config']['split']}**; prompt ensemble: {metrics['config']['ensemble']}; "
-             f"prompts: {metrics['config']['prompts']}", "", head, "|---" * (8 if base else 7) + "|"]
+    lines = [
+        f"Split scored: **{metrics['config']['split']}**; prompt ensemble: {metrics['config']['ensemble']}; "
+        f"prompts: {metrics['config']['prompts']}",
+        "",
+        head,
+        "|---" * (8 if base else 7) + "|",
+    ]
 
     def row(name, split, task, n, pos, metric, value, bval=None):
-        lines.append(f"| {name} | {split} | {task} | {n} | {pos} | {metric} | {value} |"
-                     + (f" {bval if bval is not None else ''} |" if base else ""))
+        lines.append(
+            f"| {name} | {split} | {task} | {n} | {pos} | {metric} | {value} |"
+            + (f" {bval if bval is not None else ''} |" if base else "")
+        )
 
     for name, d in metrics["datasets"].items():
         bd = (base or {}).get(name, {})
         b = d.get("binary", {})
         for cls, r in b.get("classes", {}).items():
             br = bd.get("binary", {}).get("classes", {}).get(cls)
-            row(name, r["split"], cls, r["n"], r["positives"], "AUROC [95% CI]",
+            row(
+                name,
+                r["split"],
+                cls,
+                r["n"],
+                r["positives"],
+                "AUROC [95% CI]",
                 f"{fmt(r['auroc'])}{_ci(r)}" + (f" ({r['auroc_reason']})" if r.get("auroc_reason") else ""),
-                f"{fmt(br['auroc'])}{_ci(br)}" if br else None)
-            row(name, r["split"], cls, r["n"], r["positives"], f"F1 / MCC (threshold from {r['threshold_from']})",
-                f"{fmt(r['f1'])} / {fmt(r['mcc'])}" + (f" ({r['f1_reason']})" if r.get("f1_reason") else ""))
+                f"{fmt(br['auroc'])}{_ci(br)}" if br else None,
+            )
+            row(
+                name,
+                r["split"],
+                cls,
+                r["n"],
+                r["positives"],
+                f"F1 / MCC (threshold from {r['threshold_from']})",
+                f"{fmt(r['f1'])} / {fmt(r['mcc'])}" + (f" ({r['f1_reason']})" if r.get("f1_reason") else ""),
+            )
         if b.get("classes"):
-            row(name, b["split"], f"macro over {b['macro_classes']} of {b['macro_of']} classes", "", "", "AUROC",
-                fmt(b["macro_auroc"]), fmt(bd["binary"]["macro_auroc"]) if bd.get("binary") else None)
+            row(
+                name,
+                b["split"],
+                f"macro over {b['macro_classes']} of {b['macro_of']} classes",
+                "",
+                "",
+                "AUROC",
+                fmt(b["macro_auroc"]),
+                fmt(bd["binary"]["macro_auroc"]) if bd.get("binary") else None,
+            )
         for s in b.get("skipped", []):
             row(name, b["split"], s["label"], "", "", "skipped", s["reason"])
         for set_name, r in d.get("multiclass", {}).items():
             br = bd.get("multiclass", {}).get(set_name)
-            row(name, r["split"], f"{set_name} ({len(r['classes'])}-way)", r["n"], "", "accuracy (macro)",
+            row(
+                name,
+                r["split"],
+                f"{set_name} ({len(r['classes'])}-way)",
+                r["n"],
+                "",
+                "accuracy (macro)",
                 f"{fmt(r['accuracy'])} ({fmt(r['macro_accuracy'])})",
-                f"{fmt(br['accuracy'])} ({fmt(br['macro_accuracy'])})" if br else None)
+                f"{fmt(br['accuracy'])} ({fmt(br['macro_accuracy'])})" if br else None,
+            )
         if d.get("retrieval"):
             r = d["retrieval"]
             br = bd.get("retrieval")
             for direction in ("image_to_text", "text_to_image"):
-                row(name, r["split"], f"retrieval {direction.replace('_to_', '->')} ({r['section']})", r["images"],
-                    "", "R@1 / R@5 / R@10", " / ".join(fmt(r[direction][k]) for k in ("R@1", "R@5", "R@10")),
-                    " / ".join(fmt(br[direction][k]) for k in ("R@1", "R@5", "R@10")) if br else None)
+                row(
+                    name,
+                    r["split"],
+                    f"retrieval {direction.replace('_to_', '->')} ({r['section']})",
+                    r["images"],
+                    "",
+                    "R@1 / R@5 / R@10",
+                    " / ".join(fmt(r[direction][k]) for k in ("R@1", "R@5", "R@10")),
+                    " / ".join(fmt(br[direction][k]) for k in ("R@1", "R@5", "R@10")) if br else None,
+                )
         if d.get("note"):
             row(name, d.get("split", ""), "-", d.get("studies", ""), "", "not evaluated", d["note"])
     return "\n".join(lines) + "\n"
@@ -469,28 +592,31 @@ def markdown_table(metrics: dict) -> str:
 
 def open_checkpoint(checkpoint: str | Path):
     """(model, config, checkpoint dir, weights sha256); unreadable files are EvalUsageError (exit 2)."""
-    from .train import load_checkpoint, resolve_checkpoint
+    from cxrtrain.train import load_checkpoint, resolve_checkpoint
 
     ck = resolve_checkpoint(checkpoint)
     try:
         model, conf = load_checkpoint(ck)
     except (OSError, json.JSONDecodeError) as e:
-        raise EvalUsageError(f"{ck}: cannot read the checkpoint ({e}); point at a finished cxrtrain run or "
-                             f"checkpoint folder") from None
+        raise EvalUsageError(
+            f"{ck}: cannot read the checkpoint ({e}); point at a finished cxrtrain run or checkpoint folder"
+        ) from None
     except ValueError as e:  # load_checkpoint: a truncated/corrupt safetensors file, a foreign config.json
         raise EvalUsageError(f"{e}; copy the checkpoint again or use another one") from None
     except Exception as e:  # safetensors raises SafetensorError (not an OSError) for truncated files
         if type(e).__name__ != "SafetensorError":
             raise
-        raise EvalUsageError(f"{ck / 'model.safetensors'}: not a readable safetensors file ({e}); it is probably "
-                             f"truncated (an interrupted copy or save): copy it again or use another checkpoint") from None
+        raise EvalUsageError(
+            f"{ck / 'model.safetensors'}: not a readable safetensors file ({e}); it is probably "
+            f"truncated (an interrupted copy or save): copy it again or use another checkpoint"
+        ) from None
     return model, conf, ck, file_sha256(ck / "model.safetensors")
 
 
 def untrained_like(model, seed: int, ck: Path | None = None):
     """A randomly initialised model of the same architecture (seeded), built from the checkpoint's
     saved tower configs (``ck/towers``) when present; every submodule's parameters are reset."""
-    from .model import create_model
+    from cxrtrain.model import create_model
 
     towers = ck / "towers" if ck is not None and (ck / "towers" / "image" / "config.json").exists() else None
     torch.manual_seed(seed)
@@ -501,8 +627,18 @@ def untrained_like(model, seed: int, ck: Path | None = None):
     return m.eval()
 
 
-def _evaluate_model(model, datasets, cfg: EvalConfig, sets: dict, out: Path, ck_hash: str, device: str,
-                    progress, checked: bool, missing_split: str = "error") -> dict:
+def _evaluate_model(
+    model,
+    datasets,
+    cfg: EvalConfig,
+    sets: dict,
+    out: Path,
+    ck_hash: str,
+    device: str,
+    progress,
+    checked: bool,
+    missing_split: str = "error",
+) -> dict:
     scale = float(model.scale().detach())
     text_cache: dict[str, np.ndarray] = {}
 
@@ -517,9 +653,14 @@ def _evaluate_model(model, datasets, cfg: EvalConfig, sets: dict, out: Path, ck_
     for ds in datasets:
         emb = embed_dataset(model, ds, ck_hash, out / "cache", cfg.batch_size, device, progress)
         has_text = bool((emb["findings"] != "").any() or (emb["impression"] != "").any())
-        d = dict(split=cfg.split, manifest_sha256=hashlib.sha256(json.dumps(ds.manifest["parts"]).encode()).hexdigest(),
-                 studies=int(len(emb["study_id"])), rows_per_split=split_counts(emb),
-                 studies_scored=int(split_mask(emb, cfg.split).sum()), embeddings_cached=bool(emb["cached"]))
+        d = dict(
+            split=cfg.split,
+            manifest_sha256=hashlib.sha256(json.dumps(ds.manifest["parts"]).encode()).hexdigest(),
+            studies=int(len(emb["study_id"])),
+            rows_per_split=split_counts(emb),
+            studies_scored=int(split_mask(emb, cfg.split).sum()),
+            embeddings_cached=bool(emb["cached"]),
+        )
         if not (ds.label_names or has_text) or not len(emb["study_id"]):
             d["note"] = "no labels and no report text: nothing to evaluate" if len(emb["study_id"]) else "no images"
             result[ds.name] = d
@@ -548,12 +689,19 @@ def _evaluate_model(model, datasets, cfg: EvalConfig, sets: dict, out: Path, ck_
     return result
 
 
-def run_eval(checkpoint: str | Path, shard_roots: list[str], out: Path, cfg: EvalConfig, progress=lambda it: it,
-             only: set[str] | None = None, missing_split: str = "error") -> dict:
+def run_eval(
+    checkpoint: str | Path,
+    shard_roots: list[str],
+    out: Path,
+    cfg: EvalConfig,
+    progress=lambda it: it,
+    only: set[str] | None = None,
+    missing_split: str = "error",
+) -> dict:
     """Evaluate every dataset under ``shard_roots`` (or those named in ``only``). ``missing_split``:
     ``error`` (a dataset without rows in cfg.split is an EvalUsageError) or ``note`` (recorded, skipped)."""
     from cxrprep.shards import open_datasets
-    from cxrprep.templates import eval_prompt_sets
+    from cxrprep.text.templates import eval_prompt_sets
 
     sets = eval_prompt_sets(cfg.prompts)
     model, conf, ck, ck_hash = open_checkpoint(checkpoint)
@@ -563,26 +711,44 @@ def run_eval(checkpoint: str | Path, shard_roots: list[str], out: Path, cfg: Eva
     if not datasets and only is None:
         raise EvalUsageError(f"no dataset folders (with manifest.json) under {', '.join(shard_roots)}")
     out.mkdir(parents=True, exist_ok=True)
-    from cxrprep.promptfiles import resolve_prompt_file
+    from cxrprep.text.promptfiles import resolve_prompt_file
 
     pfile = resolve_prompt_file(cfg.prompts, "--prompts")
-    metrics = dict(checkpoint=str(ck), checkpoint_sha256=ck_hash, config=asdict(cfg) | {"device_used": device},
-                   prompts_file=str(pfile), prompts_sha256=file_sha256(pfile),
-                   protocol=dict(split=cfg.split, ensemble=cfg.ensemble, uncertain=cfg.uncertain,
-                                 threshold_from=_threshold_split(cfg.split), retrieval_text=cfg.text_section),
-                   prompts=sets, model=conf["model"], datasets={})
-    metrics["datasets"] = _evaluate_model(model, datasets, cfg, sets, out, ck_hash, device, progress, False,
-                                          missing_split)
+    metrics = dict(
+        checkpoint=str(ck),
+        checkpoint_sha256=ck_hash,
+        config=asdict(cfg) | {"device_used": device},
+        prompts_file=str(pfile),
+        prompts_sha256=file_sha256(pfile),
+        protocol=dict(
+            split=cfg.split,
+            ensemble=cfg.ensemble,
+            uncertain=cfg.uncertain,
+            threshold_from=_threshold_split(cfg.split),
+            retrieval_text=cfg.text_section,
+        ),
+        prompts=sets,
+        model=conf["model"],
+        datasets={},
+    )
+    metrics["datasets"] = _evaluate_model(
+        model, datasets, cfg, sets, out, ck_hash, device, progress, False, missing_split
+    )
     if cfg.baseline == "untrained":
         base = untrained_like(model, cfg.seed, ck).to(device)
-        bd = _evaluate_model(base, datasets, cfg, sets, out, f"untrained-seed{cfg.seed}-{ck_hash}", device,
-                             progress, False, "note")
+        bd = _evaluate_model(
+            base, datasets, cfg, sets, out, f"untrained-seed{cfg.seed}-{ck_hash}", device, progress, False, "note"
+        )
         metrics["baseline"] = dict(kind="untrained", seed=cfg.seed, datasets=bd)
     for name, d in metrics["datasets"].items():
         if d.get("binary", {}).get("classes"):
             bcls = metrics.get("baseline", {}).get("datasets", {}).get(name, {}).get("binary", {}).get("classes")
-            plot_rocs(d["binary"]["classes"], out / f"roc_{name}.png",
-                      f"{name} zero-shot ROC ({cfg.split} split, {cfg.ensemble})", bcls)
+            plot_rocs(
+                d["binary"]["classes"],
+                out / f"roc_{name}.png",
+                f"{name} zero-shot ROC ({cfg.split} split, {cfg.ensemble})",
+                bcls,
+            )
     for part in (metrics["datasets"], metrics.get("baseline", {}).get("datasets", {})):
         for d in part.values():
             for r in d.get("binary", {}).get("classes", {}).values():

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-README = '''# cxrkit export
+README = """# cxrkit export
 
 Exported by `cxrtrain export` from `{checkpoint}` (preset `{preset}`). Load without cxrkit:
 
@@ -67,13 +67,13 @@ with torch.no_grad():
     probs = (proj["logit_scale"].exp() * img @ txt.T).softmax(-1)
 print(probs)   # P(effusion), P(no effusion)
 ```
-'''
+"""
 
 
 def export(checkpoint: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save_file
 
-    from .train import load_checkpoint, resolve_checkpoint
+    from cxrtrain.train import load_checkpoint, resolve_checkpoint
 
     ck = resolve_checkpoint(checkpoint)
     model, conf = load_checkpoint(ck)
@@ -82,14 +82,22 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
     model.image_tower.save_pretrained(out / "image_encoder")
     model.text_tower.save_pretrained(out / "text_encoder")
     model.tokenizer.save_pretrained(out / "text_encoder")
-    proj = {"image_proj.weight": model.image_proj.weight, "text_proj.weight": model.text_proj.weight,
-            "logit_scale": model.logit_scale.reshape(1)}
+    proj = {
+        "image_proj.weight": model.image_proj.weight,
+        "text_proj.weight": model.text_proj.weight,
+        "logit_scale": model.logit_scale.reshape(1),
+    }
     if model.config.proj_bias:
         proj.update({"image_proj.bias": model.image_proj.bias, "text_proj.bias": model.text_proj.bias})
     save_file({k: v.detach().contiguous() for k, v in proj.items()}, str(out / "projections.safetensors"))
-    (out / "cxrkit.json").write_text(json.dumps(dict(asdict(model.config), image_kind=model.image_kind,
-                                                     text_kind=model.text_kind, source=str(ck)),
-                                                indent=2, default=list) + "\n")
+    (out / "cxrkit.json").write_text(
+        json.dumps(
+            dict(asdict(model.config), image_kind=model.image_kind, text_kind=model.text_kind, source=str(ck)),
+            indent=2,
+            default=list,
+        )
+        + "\n"
+    )
     (out / "README.md").write_text(README.format(checkpoint=ck, preset=model.config.preset, out=out))
     return out
 
@@ -112,7 +120,7 @@ class ExportedModel:
 
     @torch.no_grad()
     def embed_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        from .model import pool_image
+        from cxrtrain.model import pool_image
 
         f = pool_image(self.image_tower(pixel_values=pixels), self.cfg.get("image_pooling", "pooler"))
         return F.normalize(f @ self.proj["image_proj.weight"].T + self.proj.get("image_proj.bias", 0), dim=-1)
@@ -121,7 +129,7 @@ class ExportedModel:
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         t = self.tok(texts, padding=True, truncation=True, max_length=self.cfg["max_text_len"], return_tensors="pt")
         o = self.text_tower(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
-        from .model import pool_text
+        from cxrtrain.model import pool_text
 
         f = pool_text(o.last_hidden_state, t["attention_mask"], self.cfg["text_pooling"])
         return F.normalize(f @ self.proj["text_proj.weight"].T + self.proj.get("text_proj.bias", 0), dim=-1)

@@ -39,12 +39,20 @@ import torch
 import torch.nn.functional as F
 
 from cxrprep.shards import ShardDataset
-
-from .data import decode_gray, eval_transform, train_transform
-from .evaluate import (EvalConfig, EvalUsageError, _pick_image, embed_dataset, encode_texts, open_checkpoint,
-                       resolve_device, strict_json, zero_shot_binary)
-from .metrics import auroc
-from .model import set_trainable
+from cxrtrain.data import decode_gray, eval_transform, train_transform
+from cxrtrain.evaluate import (
+    EvalConfig,
+    EvalUsageError,
+    _pick_image,
+    embed_dataset,
+    encode_texts,
+    open_checkpoint,
+    resolve_device,
+    strict_json,
+    zero_shot_binary,
+)
+from cxrtrain.metrics import auroc
+from cxrtrain.model import set_trainable
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,10 @@ class FewshotConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_epochs < max(self.epochs, self.probe_epochs, self.probe_epochs_full):
-            raise ValueError(f"--max-epochs ({self.max_epochs}) must be at least the first caps (--epochs "
-                             f"{self.epochs}, --probe-epochs {self.probe_epochs}, --probe-epochs-full {self.probe_epochs_full})")
+            raise ValueError(
+                f"--max-epochs ({self.max_epochs}) must be at least the first caps (--epochs "
+                f"{self.epochs}, --probe-epochs {self.probe_epochs}, --probe-epochs-full {self.probe_epochs_full})"
+            )
         resolve_device(self.device)
 
 
@@ -124,8 +134,21 @@ def _masked_bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits[m], y[m].float()) if m.any() else logits.sum() * 0
 
 
-def _train_head_once(x_tr, y_tr, x_va, y_va, cap: int, *, lr: float, wd: float, batch: int, patience: int,
-                     select: str, seed: int, warmup: float | None) -> tuple[torch.nn.Linear, int, int, str]:
+def _train_head_once(
+    x_tr,
+    y_tr,
+    x_va,
+    y_va,
+    cap: int,
+    *,
+    lr: float,
+    wd: float,
+    batch: int,
+    patience: int,
+    select: str,
+    seed: int,
+    warmup: float | None,
+) -> tuple[torch.nn.Linear, int, int, str]:
     """-> (head at its best validate epoch, best epoch, last epoch run, criterion used)."""
     torch.manual_seed(seed)
     head = torch.nn.Linear(x_tr.shape[1], y_tr.shape[1])
@@ -150,14 +173,18 @@ def _train_head_once(x_tr, y_tr, x_va, y_va, cap: int, *, lr: float, wd: float, 
     for ep in range(1, cap + 1):
         perm = torch.randperm(len(xt), generator=g)
         for i in range(0, len(xt), batch):
-            idx = perm[i:i + batch]
+            idx = perm[i : i + batch]
             opt.zero_grad()
             _masked_bce(head(xt[idx]), yt[idx]).backward()
             opt.step()
             sched.step()
         with torch.no_grad():
             out = head(xv)
-            crit = float(_masked_bce(out, yv)) if use == "loss" else -_macro(y_va, out.numpy(), list(range(y_va.shape[1])))[0]
+            crit = (
+                float(_masked_bce(out, yv))
+                if use == "loss"
+                else -_macro(y_va, out.numpy(), list(range(y_va.shape[1])))[0]
+            )
         if crit < best:
             best, best_state, best_ep = crit, copy.deepcopy(head.state_dict()), ep
         elif ep - best_ep >= patience:
@@ -166,20 +193,51 @@ def _train_head_once(x_tr, y_tr, x_va, y_va, cap: int, *, lr: float, wd: float, 
     return head, best_ep, ep, use
 
 
-def train_head(x_tr, y_tr, x_va, y_va, *, cap: int, max_epochs: int, patience: int, select: str, seed: int,
-               lr: float, wd: float = 1e-4, batch: int = 1 << 30, warmup: float | None = None) -> tuple[torch.nn.Linear, dict]:
+def train_head(
+    x_tr,
+    y_tr,
+    x_va,
+    y_va,
+    *,
+    cap: int,
+    max_epochs: int,
+    patience: int,
+    select: str,
+    seed: int,
+    lr: float,
+    wd: float = 1e-4,
+    batch: int = 1 << 30,
+    warmup: float | None = None,
+) -> tuple[torch.nn.Linear, dict]:
     """A linear head with early stopping on validate; the cap is doubled while it binds (see module doc)."""
     caps = []
     while True:
-        head, best_ep, last_ep, used = _train_head_once(x_tr, y_tr, x_va, y_va, cap, lr=lr, wd=wd, batch=batch,
-                                                        patience=patience, select=select, seed=seed, warmup=warmup)
+        head, best_ep, last_ep, used = _train_head_once(
+            x_tr,
+            y_tr,
+            x_va,
+            y_va,
+            cap,
+            lr=lr,
+            wd=wd,
+            batch=batch,
+            patience=patience,
+            select=select,
+            seed=seed,
+            warmup=warmup,
+        )
         caps.append(cap)
         binding = last_ep == cap and best_ep > cap - patience
         if not binding or cap * 2 > max_epochs:
             break
         cap *= 2
-    return head, dict(best_epoch=best_ep, stopped_epoch=last_ep, caps_tried=caps, cap_binding=binding,
-                      selected_by=f"validate {'macro AUROC' if used == 'auroc' else 'loss'}")
+    return head, dict(
+        best_epoch=best_ep,
+        stopped_epoch=last_ep,
+        caps_tried=caps,
+        cap_binding=binding,
+        selected_by=f"validate {'macro AUROC' if used == 'auroc' else 'loss'}",
+    )
 
 
 def partial_finetune(model, imgs_tr, y_tr, imgs_va, y_va, imgs_te, cols, cfg: FewshotConfig, seed: int, device: str):
@@ -196,8 +254,9 @@ def partial_finetune(model, imgs_tr, y_tr, imgs_va, y_va, imgs_te, cols, cfg: Fe
     def scores(imgs):
         m.eval()
         with torch.no_grad():
-            out = [head(m.encode_image(torch.stack(imgs[i:i + 64]).to(device))).cpu()
-                   for i in range(0, len(imgs), 64)]
+            out = [
+                head(m.encode_image(torch.stack(imgs[i : i + 64]).to(device))).cpu() for i in range(0, len(imgs), 64)
+            ]
         m.train()
         return torch.cat(out).numpy()
 
@@ -218,8 +277,13 @@ def partial_finetune(model, imgs_tr, y_tr, imgs_va, y_va, imgs_te, cols, cfg: Fe
         head.load_state_dict(best_state[1])
     else:  # validate has no class with both labels: nothing to select on, the last epoch is used
         best_ep = ep
-    info = dict(best_epoch=best_ep, stopped_epoch=ep, caps_tried=[cfg.epochs],
-                cap_binding=ep == cfg.epochs and best_ep > cfg.epochs - cfg.patience, selected_by="validate macro AUROC")
+    info = dict(
+        best_epoch=best_ep,
+        stopped_epoch=ep,
+        caps_tried=[cfg.epochs],
+        cap_binding=ep == cfg.epochs and best_ep > cfg.epochs - cfg.patience,
+        selected_by="validate macro AUROC",
+    )
     return scores(imgs_te), info
 
 
@@ -234,8 +298,13 @@ def _load_grays(ds: ShardDataset, ids: set[str]) -> dict[str, np.ndarray]:
 def _summary(runs: list[dict]) -> dict:
     ms = np.array([np.nan if r["macro"] is None else r["macro"] for r in runs], float)
     ok = ~np.isnan(ms)
-    out = dict(mean=float(ms[ok].mean()) if ok.any() else None, std=float(ms[ok].std()) if ok.any() else None,
-               seeds_scored=int(ok.sum()), cap_binding_runs=sum(bool(r["cap_binding"]) for r in runs), runs=runs)
+    out = dict(
+        mean=float(ms[ok].mean()) if ok.any() else None,
+        std=float(ms[ok].std()) if ok.any() else None,
+        seeds_scored=int(ok.sum()),
+        cap_binding_runs=sum(bool(r["cap_binding"]) for r in runs),
+        runs=runs,
+    )
     if not ok.any():
         out["reason"] = "no run had a test class with both labels"
     return out
@@ -243,22 +312,33 @@ def _summary(runs: list[dict]) -> dict:
 
 def _run_record(seed, n_train, info, y_te, s_te, cols_local):
     macro, per = _macro(y_te, s_te, cols_local)
-    return dict(seed=seed, n_train=int(n_train), **info, macro=None if np.isnan(macro) else macro,
-                macro_classes=int(sum(not np.isnan(v) for v in per)),
-                per_class=[None if np.isnan(v) else v for v in per])
+    return dict(
+        seed=seed,
+        n_train=int(n_train),
+        **info,
+        macro=None if np.isnan(macro) else macro,
+        macro_classes=int(sum(not np.isnan(v) for v in per)),
+        per_class=[None if np.isnan(v) else v for v in per],
+    )
 
 
 def run_fewshot(checkpoint, shard_roots: list[str], out: Path, cfg: FewshotConfig, log=print) -> dict:
     from cxrprep.shards import open_datasets
-    from cxrprep.templates import eval_prompt_sets
+    from cxrprep.text.templates import eval_prompt_sets
 
     model, _, ck, ck_hash = open_checkpoint(checkpoint)
     device = resolve_device(cfg.device)
     model.to(device)
     out.mkdir(parents=True, exist_ok=True)
     sets = eval_prompt_sets(cfg.prompts)["binary"]
-    results = dict(checkpoint=str(ck), checkpoint_sha256=ck_hash, config=asdict(cfg) | {"device_used": device},
-                   selection_split="validate", report_split="test", datasets={})
+    results = dict(
+        checkpoint=str(ck),
+        checkpoint_sha256=ck_hash,
+        config=asdict(cfg) | {"device_used": device},
+        selection_split="validate",
+        report_split="test",
+        datasets={},
+    )
     for ds in open_datasets(shard_roots):
         if not ds.label_names:
             continue
@@ -268,21 +348,40 @@ def run_fewshot(checkpoint, shard_roots: list[str], out: Path, cfg: FewshotConfi
         tr, va, te = (np.where(split == s)[0] for s in ("train", "validate", "test"))
         for name, idx in (("train", tr), ("validate", va), ("test", te)):
             if not len(idx):
-                raise EvalUsageError(f"dataset {ds.name!r} has no {name} rows (few-shot trains on train, selects on "
-                                     f"validate and reports on test); leave it out of the shard arguments")
+                raise EvalUsageError(
+                    f"dataset {ds.name!r} has no {name} rows (few-shot trains on train, selects on "
+                    f"validate and reports on test); leave it out of the shard arguments"
+                )
         cols = [j for j in range(y.shape[1]) if (y[te, j] == 1).any() and (y[te, j] == 0).any()]
         if not cols:
             raise EvalUsageError(f"dataset {ds.name!r}: no label has both positives and negatives in its test split")
         yc = y[:, cols]
-        zs = zero_shot_binary(emb, ds.label_names, sets, float(model.scale().detach()),
-                              lambda t: encode_texts(model, t, device=device),
-                              EvalConfig(prompts=cfg.prompts, bootstrap=0, device=device), ds.name)
-        d = dict(classes=[ds.label_names[j] for j in cols], selection_split="validate", report_split="test",
-                 studies=dict(train=len(tr), validate=len(va), test=len(te)),
-                 zero_shot={c: r["auroc"] for c, r in zs["classes"].items()}, zero_shot_macro=zs["macro_auroc"],
-                 zero_shot_macro_classes=zs["macro_classes"], shots={}, linear_probe={})
+        zs = zero_shot_binary(
+            emb,
+            ds.label_names,
+            sets,
+            float(model.scale().detach()),
+            lambda t: encode_texts(model, t, device=device),
+            EvalConfig(prompts=cfg.prompts, bootstrap=0, device=device),
+            ds.name,
+        )
+        d = dict(
+            classes=[ds.label_names[j] for j in cols],
+            selection_split="validate",
+            report_split="test",
+            studies=dict(train=len(tr), validate=len(va), test=len(te)),
+            zero_shot={c: r["auroc"] for c, r in zs["classes"].items()},
+            zero_shot_macro=zs["macro_auroc"],
+            zero_shot_macro_classes=zs["macro_classes"],
+            shots={},
+            linear_probe={},
+        )
         local = list(range(len(cols)))
-        grays = _load_grays(ds, set(emb["study_id"][np.concatenate([tr, va, te])])) if "partial" in cfg.modes and cfg.shots else {}
+        grays = (
+            _load_grays(ds, set(emb["study_id"][np.concatenate([tr, va, te])]))
+            if "partial" in cfg.modes and cfg.shots
+            else {}
+        )
         for k in cfg.shots:
             for mode in cfg.modes:
                 runs, notes = [], set()
@@ -292,36 +391,71 @@ def run_fewshot(checkpoint, shard_roots: list[str], out: Path, cfg: FewshotConfi
                         idx = np.union1d(idx, sample_kshot(y, tr, k, seed)[0])
                     notes.update(nt)
                     if mode == "linear":
-                        head, info = train_head(emb["emb"][idx], yc[idx], emb["emb"][va], yc[va], cap=cfg.epochs,
-                                                max_epochs=cfg.max_epochs, patience=cfg.patience, select="auroc",
-                                                seed=seed, lr=cfg.lr_linear)
+                        head, info = train_head(
+                            emb["emb"][idx],
+                            yc[idx],
+                            emb["emb"][va],
+                            yc[va],
+                            cap=cfg.epochs,
+                            max_epochs=cfg.max_epochs,
+                            patience=cfg.patience,
+                            select="auroc",
+                            seed=seed,
+                            lr=cfg.lr_linear,
+                        )
                         with torch.no_grad():
                             s_te = head(torch.from_numpy(emb["emb"][te]).float()).numpy()
                     else:
-                        g = lambda ii: [eval_transform(grays[emb["study_id"][i]], model.config) for i in ii]  # noqa: E731
-                        s_te, info = partial_finetune(model, [grays[emb["study_id"][i]] for i in idx], yc[idx], g(va),
-                                                      yc[va], g(te), cols, cfg, seed, device)
+                        g = lambda ii: [eval_transform(grays[emb["study_id"][i]], model.config) for i in ii]  # noqa: E731, B023 - used at once, in this iteration
+                        s_te, info = partial_finetune(
+                            model,
+                            [grays[emb["study_id"][i]] for i in idx],
+                            yc[idx],
+                            g(va),
+                            yc[va],
+                            g(te),
+                            cols,
+                            cfg,
+                            seed,
+                            device,
+                        )
                     runs.append(_run_record(seed, len(idx), info, yc[te], s_te, local))
                 r = _summary(runs) | dict(notes=sorted(notes))
                 d["shots"].setdefault(str(k), {})[mode] = r
-                log(f"{ds.name} k={k} {mode}: macro AUROC (test) {_pm(r)} over {cfg.seeds} seeds; best epochs "
-                    f"{[x['best_epoch'] for x in runs]}{' (CAP BINDING)' if r['cap_binding_runs'] else ''}")
+                log(
+                    f"{ds.name} k={k} {mode}: macro AUROC (test) {_pm(r)} over {cfg.seeds} seeds; best epochs "
+                    f"{[x['best_epoch'] for x in runs]}{' (CAP BINDING)' if r['cap_binding_runs'] else ''}"
+                )
         for frac in cfg.fractions:
             cap = cfg.probe_epochs_full if frac >= 1 else cfg.probe_epochs
             runs = []
             for seed in range(cfg.seeds):
                 idx = sample_fraction(tr, frac, seed)
-                head, info = train_head(emb["feat"][idx], yc[idx], emb["feat"][va], yc[va], cap=cap,
-                                        max_epochs=cfg.max_epochs, patience=cfg.patience, select="loss", seed=seed,
-                                        lr=cfg.probe_lr, wd=cfg.probe_weight_decay, batch=cfg.probe_batch, warmup=0.1)
+                head, info = train_head(
+                    emb["feat"][idx],
+                    yc[idx],
+                    emb["feat"][va],
+                    yc[va],
+                    cap=cap,
+                    max_epochs=cfg.max_epochs,
+                    patience=cfg.patience,
+                    select="loss",
+                    seed=seed,
+                    lr=cfg.probe_lr,
+                    wd=cfg.probe_weight_decay,
+                    batch=cfg.probe_batch,
+                    warmup=0.1,
+                )
                 with torch.no_grad():
                     s_te = head(torch.from_numpy(emb["feat"][te]).float()).numpy()
                 runs.append(_run_record(seed, len(idx), info, yc[te], s_te, local))
             key = f"{frac * 100:g}%"
             d["linear_probe"][key] = _summary(runs) | dict(fraction=frac, first_cap=cap)
             r = d["linear_probe"][key]
-            log(f"{ds.name} linear probe {key} of train: macro AUROC (test) {_pm(r)}; best epochs "
-                f"{[x['best_epoch'] for x in runs]}{' (CAP BINDING)' if r['cap_binding_runs'] else ''}")
+            log(
+                f"{ds.name} linear probe {key} of train: macro AUROC (test) {_pm(r)}; best epochs "
+                f"{[x['best_epoch'] for x in runs]}{' (CAP BINDING)' if r['cap_binding_runs'] else ''}"
+            )
         results["datasets"][ds.name] = d
     if not results["datasets"]:
         raise EvalUsageError(f"no labelled dataset under {', '.join(shard_roots)}")
@@ -340,21 +474,28 @@ def _pm(r: dict) -> str:
 
 
 def _table(res: dict) -> str:
-    lines = ["Model selection on **validate**, numbers on **test**.", "",
-             "| dataset | split | protocol | train studies | macro AUROC (mean ± std over seeds) | best epochs | cap binding | zero-shot macro AUROC |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "Model selection on **validate**, numbers on **test**.",
+        "",
+        "| dataset | split | protocol | train studies | macro AUROC (mean ± std over seeds) | best epochs | cap binding | zero-shot macro AUROC |",  # noqa: E501
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, d in res["datasets"].items():
         zs = f"{_f(d['zero_shot_macro'])} ({d['zero_shot_macro_classes']} classes)"
         for k, modes in d["shots"].items():
             for mode, r in modes.items():
                 nt = sorted({x["n_train"] for x in r["runs"]})
-                lines.append(f"| {name} | test | {k}-shot {mode} | {nt[0]}{f'-{nt[-1]}' if len(nt) > 1 else ''} | {_pm(r)} | "
-                             f"{', '.join(str(x['best_epoch']) for x in r['runs'])} | {r['cap_binding_runs']} of "
-                             f"{len(r['runs'])} | {zs} |")
+                lines.append(
+                    f"| {name} | test | {k}-shot {mode} | {nt[0]}{f'-{nt[-1]}' if len(nt) > 1 else ''} | {_pm(r)} | "
+                    f"{', '.join(str(x['best_epoch']) for x in r['runs'])} | {r['cap_binding_runs']} of "
+                    f"{len(r['runs'])} | {zs} |"
+                )
         for key, r in d["linear_probe"].items():
-            lines.append(f"| {name} | test | linear probe {key} | {r['runs'][0]['n_train']} | {_pm(r)} | "
-                         f"{', '.join(str(x['best_epoch']) for x in r['runs'])} | {r['cap_binding_runs']} of "
-                         f"{len(r['runs'])} | {zs} |")
+            lines.append(
+                f"| {name} | test | linear probe {key} | {r['runs'][0]['n_train']} | {_pm(r)} | "
+                f"{', '.join(str(x['best_epoch']) for x in r['runs'])} | {r['cap_binding_runs']} of "
+                f"{len(r['runs'])} | {zs} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -370,8 +511,14 @@ def _plot(res: dict, png: Path) -> None:
         for mode in next(iter(d["shots"].values()), {}):
             pts = [(k, d["shots"][str(k)][mode]) for k in ks if d["shots"][str(k)][mode]["mean"] is not None]
             if pts:
-                ax.errorbar([p[0] for p in pts], [p[1]["mean"] for p in pts], yerr=[p[1]["std"] for p in pts],
-                            marker="o", capsize=3, label=f"{name} {mode}")
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1]["mean"] for p in pts],
+                    yerr=[p[1]["std"] for p in pts],
+                    marker="o",
+                    capsize=3,
+                    label=f"{name} {mode}",
+                )
         if d["zero_shot_macro"] is not None:
             ax.axhline(d["zero_shot_macro"], ls=":", color="gray")
     ax.set_xscale("log", base=2)

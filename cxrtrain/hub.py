@@ -23,12 +23,16 @@ class HubUnreachable(RuntimeError):
 
 def hub_names(names) -> list[str]:
     """The names that ``from_pretrained`` would fetch from the hub (not local folders, not built-in configs)."""
-    return [n for n in names if n and "/" in n and not n.startswith(("config:", ".", "/", "~")) and not Path(n).exists()]
+    return [
+        n for n in names if n and "/" in n and not n.startswith(("config:", ".", "/", "~")) and not Path(n).exists()
+    ]
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE or \
-        os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in _TRUE
+    return (
+        os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
+        or os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in _TRUE
+    )
 
 
 def _reachable(endpoint: str, timeout: float) -> str | None:
@@ -74,8 +78,10 @@ def hub_preflight(names, log=print, timeout: float = 3.0) -> None:
     missing = [r for r in repos if not _cached(r)]
     if not missing:
         go_offline()
-        log(f"the Hugging Face hub ({endpoint}) cannot be reached ({why}); using the cached copies of "
-            f"{', '.join(repos)} (set HF_HUB_OFFLINE=1 to skip this check)")
+        log(
+            f"the Hugging Face hub ({endpoint}) cannot be reached ({why}); using the cached copies of "
+            f"{', '.join(repos)} (set HF_HUB_OFFLINE=1 to skip this check)"
+        )
         return
     raise HubUnreachable(
         f"the Hugging Face hub ({endpoint}) cannot be reached ({why}) and {', '.join(missing)} is not in the "
@@ -83,4 +89,5 @@ def hub_preflight(names, log=print, timeout: float = 3.0) -> None:
         f"download it where there is network (huggingface-cli download {missing[0]}), copy the cache folder "
         f"here and set HF_HUB_OFFLINE=1, or point at a local folder with --set model.image_encoder=DIR / "
         f"--set model.text_encoder=DIR. Behind a proxy: set HTTPS_PROXY. Or use --set model.preset=tiny, which "
-        f"needs no download.")
+        f"needs no download."
+    )

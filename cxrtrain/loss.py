@@ -30,8 +30,15 @@ def gather(x: torch.Tensor, world_size: int) -> torch.Tensor:
     return torch.cat(dnn.all_gather(x), dim=0)
 
 
-def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, relax_threshold: float | None = None,
-              rank: int = 0, world_size: int = 1, stats: dict | None = None) -> torch.Tensor:
+def clip_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor,
+    relax_threshold: float | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    stats: dict | None = None,
+) -> torch.Tensor:
     """Symmetric InfoNCE between rows of ``a`` and ``b`` (row i of a matches row i of b). ``stats`` (a dict)
     accumulates ``pairs``, ``pos_cos_sum`` and ``relaxed`` counts of the matched pairs."""
     all_a, all_b = gather(a, world_size), gather(b, world_size)
@@ -61,21 +68,37 @@ def _relax(sim: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.T
     return sim
 
 
-def cxr_clip_loss(img1: torch.Tensor, img2: torch.Tensor, txt1: torch.Tensor, txt2: torch.Tensor,
-                  scale: torch.Tensor, icl_weight: float = 1.0, tcl_weight: float = 0.5,
-                  relax_threshold: float | None = None, rank: int = 0, world_size: int = 1) -> dict[str, torch.Tensor]:
+def cxr_clip_loss(
+    img1: torch.Tensor,
+    img2: torch.Tensor,
+    txt1: torch.Tensor,
+    txt2: torch.Tensor,
+    scale: torch.Tensor,
+    icl_weight: float = 1.0,
+    tcl_weight: float = 0.5,
+    relax_threshold: float | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, torch.Tensor]:
     """CXR-CLIP (seed 003): MVS = mean CLIP loss over (i1,t1), (i1,t2), (i2,t1), (i2,t2); ICL = CLIP loss
     between the two images of each study; TCL = between the two texts. total = MVS + w_icl ICL + w_tcl TCL."""
     kw = dict(rank=rank, world_size=world_size)
     st: dict = {}
-    mvs = (clip_loss(img1, txt1, scale, relax_threshold, stats=st, **kw)
-           + clip_loss(img1, txt2, scale, relax_threshold, stats=st, **kw)
-           + clip_loss(img2, txt1, scale, relax_threshold, stats=st, **kw)
-           + clip_loss(img2, txt2, scale, relax_threshold, stats=st, **kw)) / 4
+    mvs = (
+        clip_loss(img1, txt1, scale, relax_threshold, stats=st, **kw)
+        + clip_loss(img1, txt2, scale, relax_threshold, stats=st, **kw)
+        + clip_loss(img2, txt1, scale, relax_threshold, stats=st, **kw)
+        + clip_loss(img2, txt2, scale, relax_threshold, stats=st, **kw)
+    ) / 4
     icl = clip_loss(img1, img2, scale, **kw)
     tcl = clip_loss(txt1, txt2, scale, **kw)
-    return {"loss": mvs + icl_weight * icl + tcl_weight * tcl, "mvs": mvs.detach(), "icl": icl.detach(),
-            "tcl": tcl.detach(), **_stats(st, relax_threshold, mvs)}
+    return {
+        "loss": mvs + icl_weight * icl + tcl_weight * tcl,
+        "mvs": mvs.detach(),
+        "icl": icl.detach(),
+        "tcl": tcl.detach(),
+        **_stats(st, relax_threshold, mvs),
+    }
 
 
 def _stats(st: dict, relax_threshold: float | None, like: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -87,8 +110,9 @@ def _stats(st: dict, relax_threshold: float | None, like: torch.Tensor) -> dict[
     return out
 
 
-def compute_loss(kind: str, img1, img2, txt1, txt2, scale, icl_weight=1.0, tcl_weight=0.5, relax_threshold=None,
-                 rank=0, world_size=1) -> dict[str, torch.Tensor]:
+def compute_loss(
+    kind: str, img1, img2, txt1, txt2, scale, icl_weight=1.0, tcl_weight=0.5, relax_threshold=None, rank=0, world_size=1
+) -> dict[str, torch.Tensor]:
     """``clip``: one pair per study (first image, first text); ``cxr-clip``: all of the above."""
     if kind == "clip":
         st: dict = {}

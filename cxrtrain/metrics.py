@@ -15,7 +15,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
         j = i
         while j + 1 < len(x) and xs[j + 1] == xs[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return ranks
 
@@ -93,5 +93,7 @@ def recall_at_k(sim: np.ndarray, gt: list[set[int]], ks=(1, 5, 10)) -> dict[str,
     out = {}
     for k in ks:
         top = order[:, :k]
-        out[f"R@{k}"] = float(np.mean([bool(set(top[i].tolist()) & gt[i]) for i in range(len(gt))])) if gt else float("nan")
+        out[f"R@{k}"] = (
+            float(np.mean([bool(set(top[i].tolist()) & gt[i]) for i in range(len(gt))])) if gt else float("nan")
+        )
     return out

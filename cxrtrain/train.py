@@ -27,11 +27,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from cxrprep.shards import open_datasets
-
-from .config import TrainConfig, config_from_dict
-from .data import StudyStream, count_rows, normalize
-from .loss import compute_loss
-from .model import CLIPModel, create_model, set_trainable
+from cxrtrain.config import TrainConfig, config_from_dict
+from cxrtrain.data import StudyStream, count_rows, normalize
+from cxrtrain.loss import compute_loss
+from cxrtrain.model import CLIPModel, create_model, set_trainable
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -81,8 +80,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     for sub in ("best", "last"):
         if (p / sub / "model.safetensors").exists():
             return p / sub
-    raise FileNotFoundError(f"{p}: no model.safetensors here or in {p}/best or {p}/last; give a cxrtrain run "
-                            f"folder or one of its checkpoint folders")
+    raise FileNotFoundError(
+        f"{p}: no model.safetensors here or in {p}/best or {p}/last; give a cxrtrain run "
+        f"folder or one of its checkpoint folders"
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[CLIPModel, dict]:
@@ -106,8 +107,9 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[CLIPMo
         raise ValueError(f"{ck}/model.safetensors: truncated or corrupt ({e})") from None
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or [k for k in missing if "position_ids" not in k]:
-        raise ValueError(f"{ck}: weights do not match the model in config.json (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+        raise ValueError(
+            f"{ck}: weights do not match the model in config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model.eval(), conf
 
 
@@ -120,7 +122,7 @@ def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
     if cfg.device == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        from .runlog import UsageError
+        from cxrtrain.runlog import UsageError
 
         raise UsageError(f"device={cfg.device} but CUDA is not available; use --set device=cpu")
     return torch.device(cfg.device)
@@ -131,7 +133,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = 
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if not decay_all and (p.ndim < 2 or "norm" in name.lower() or name.endswith("logit_scale") or name.endswith(".bias")):
+        if not decay_all and (
+            p.ndim < 2 or "norm" in name.lower() or name.endswith("logit_scale") or name.endswith(".bias")
+        ):
             no_decay.append(p)
         else:
             decay.append(p)
@@ -144,6 +148,7 @@ def lr_lambda(warmup: int, total: int):
             return (step + 1) / max(1, warmup)
         t = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
     return f
 
 
@@ -167,8 +172,18 @@ def _split(batch: dict, n: int) -> list[dict]:
     out = []
     for i in range(n):
         sl = slice(i * size, (i + 1) * size)
-        out.append({k: (v[sl] if isinstance(v, torch.Tensor) else {kk: vv[sl] for kk, vv in v.items()}
-                        if isinstance(v, dict) else v[sl]) for k, v in batch.items()})
+        out.append(
+            {
+                k: (
+                    v[sl]
+                    if isinstance(v, torch.Tensor)
+                    else {kk: vv[sl] for kk, vv in v.items()}
+                    if isinstance(v, dict)
+                    else v[sl]
+                )
+                for k, v in batch.items()
+            }
+        )
     return out
 
 
@@ -178,8 +193,9 @@ def forward_loss(model, batch: dict, cfg: TrainConfig, rank: int, world: int) ->
     i2 = raw.encode_image(normalize(batch["images2"], cfg.model)) if cfg.loss == "cxr-clip" else i1
     t1 = raw.encode_text(**batch["text1"])
     t2 = raw.encode_text(**batch["text2"]) if cfg.loss == "cxr-clip" else t1
-    return compute_loss(cfg.loss, i1, i2, t1, t2, raw.scale(), cfg.icl_weight, cfg.tcl_weight, cfg.relax_threshold,
-                        rank, world)
+    return compute_loss(
+        cfg.loss, i1, i2, t1, t2, raw.scale(), cfg.icl_weight, cfg.tcl_weight, cfg.relax_threshold, rank, world
+    )
 
 
 class _DDPForward(torch.nn.Module):
@@ -239,15 +255,25 @@ class _Stop:
         self.old = {}
 
 
-def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = False, log=print,
-          overwrite: bool = False) -> dict:
+def train(
+    roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = False
+) -> dict:
     """Train; returns a summary dict (steps, best validation loss, stopped_by, history, checkpoints written).
 
     Raises RunFolderError (a ValueError; the CLI exits 2) when ``out`` already holds a run and neither
     ``resume`` nor ``overwrite`` is set, ValueError for data that cannot train, DiskFullError when the disk
     fills. The run folder is created only once the run can start."""
-    from .runlog import (RunLog, UsageError, check_loggers, check_run_folder, comparable_key, disk_guard, plot_losses,
-                         prepare_run_folder, truncate_metrics)
+    from cxrtrain.runlog import (
+        RunLog,
+        UsageError,
+        check_loggers,
+        check_run_folder,
+        comparable_key,
+        disk_guard,
+        prepare_run_folder,
+        progress_bar,
+        truncate_metrics,
+    )
 
     rank, world, local_rank = _ddp_env()
     ddp = world > 1
@@ -264,25 +290,28 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
     datasets = open_datasets(roots)
     unknown = sorted(set(cfg.dataset_weights) - {d.name for d in datasets})
     if unknown:
-        raise UsageError(f"dataset_weights names {unknown}, not among the datasets found: "
-                         f"{', '.join(d.name for d in datasets)}")
+        raise UsageError(
+            f"dataset_weights names {unknown}, not among the datasets found: {', '.join(d.name for d in datasets)}"
+        )
     # an epoch is the weighted number of train studies (dataset_weights scale each dataset's share)
     n_train = int(sum(count_rows([d], "train") * float(cfg.dataset_weights.get(d.name, 1.0)) for d in datasets))
     n_val = count_rows(datasets, "validate")
     if n_train < cfg.batch_size * world:
         fit = suggest_batch_size(n_train, world, cfg.accum_steps)
-        advice = (f"use --set batch_size={fit}" if fit else
-                  f"at least {2 * world} train studies with images are needed")
-        raise UsageError(f"batch_size {cfg.batch_size}" + (f" x {world} ranks" if world > 1 else "")
-                         + f" is more than the {n_train} train studies with images under {', '.join(map(str, roots))}"
-                         f"; {advice}")
+        advice = f"use --set batch_size={fit}" if fit else f"at least {2 * world} train studies with images are needed"
+        raise UsageError(
+            f"batch_size {cfg.batch_size}"
+            + (f" x {world} ranks" if world > 1 else "")
+            + f" is more than the {n_train} train studies with images under {', '.join(map(str, roots))}"
+            f"; {advice}"
+        )
     steps_per_epoch = max(1, n_train // (cfg.batch_size * world))
     total_steps = steps_per_epoch * cfg.epochs
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else steps_per_epoch
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UsageError("precision=fp16 needs CUDA; use --set precision=bf16 on CPU")
 
-    from .hub import hub_preflight
+    from cxrtrain.hub import hub_preflight
 
     hub_preflight([cfg.model.image_encoder, cfg.model.text_encoder], log if master else (lambda *_: None))
     model = create_model(cfg.model).to(device)
@@ -290,7 +319,8 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
     runner = _DDPForward(model, cfg).to(device)
     if ddp:
         runner = torch.nn.parallel.DistributedDataParallel(
-            runner, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+            runner, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     # fused AdamW: one kernel over all parameters (CPU and CUDA); the per-tensor loop was ~20% of a tiny step
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.decay_norms_biases), lr=cfg.lr, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total_steps))
@@ -305,12 +335,16 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
         torch.distributed.barrier()  # the master has recovered/cleaned the folder before any rank reads it
         resume_from = out / "last" if resume and (out / "last" / "state.pt").exists() else None
     if master:
-        log(f"datasets: {', '.join(f'{d.name} ({d.num_rows:,} rows)' for d in datasets)}; train {n_train:,}, "
-            f"validate {n_val:,} studies; {steps_per_epoch} steps/epoch x {cfg.epochs} epochs; world {world}")
+        log(
+            f"datasets: {', '.join(f'{d.name} ({d.num_rows:,} rows)' for d in datasets)}; train {n_train:,}, "
+            f"validate {n_val:,} studies; {steps_per_epoch} steps/epoch x {cfg.epochs} epochs; world {world}"
+        )
         log(f"model {cfg.model.preset}: trainable parameters {trainable:,} of {total:,} ({trainable / total:.1%})")
         if n_val < 2:
-            log(f"no validate rows ({n_val} validate studies with images): no validation loss, no early stopping "
-                f"and no best-model selection; best/ is the final epoch's model")
+            log(
+                f"no validate rows ({n_val} validate studies with images): no validation loss, no early stopping "
+                f"and no best-model selection; best/ is the final epoch's model"
+            )
 
     step, epoch0, step_in_epoch, best_val, bad_epochs = 0, 0, 0, float("inf"), 0
     if resume_from is not None:
@@ -326,16 +360,26 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
         torch.set_rng_state(st["rng_cpu"])
         if master:
             dropped = truncate_metrics(out / "metrics.jsonl", step)
-            log(f"resumed from {resume_from} at step {step} (epoch {epoch0}, batch {step_in_epoch})"
-                + (f"; {dropped} metrics rows after that step dropped" if dropped else ""))
+            log(
+                f"resumed from {resume_from} at step {step} (epoch {epoch0}, batch {step_in_epoch})"
+                + (f"; {dropped} metrics rows after that step dropped" if dropped else "")
+            )
 
     stop = _Stop()
     stop.install()
 
     def state() -> dict:
-        return dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(), step=step,
-                    epoch=epoch, step_in_epoch=step_in_epoch, best_val=best_val, bad_epochs=bad_epochs,
-                    rng_cpu=torch.get_rng_state())
+        return dict(
+            optimizer=opt.state_dict(),
+            scheduler=sched.state_dict(),
+            scaler=scaler.state_dict(),
+            step=step,
+            epoch=epoch,
+            step_in_epoch=step_in_epoch,
+            best_val=best_val,
+            bad_epochs=bad_epochs,
+            rng_cpu=torch.get_rng_state(),
+        )
 
     def save(name: str, st: dict | None) -> None:
         with disk_guard(out / name, out):
@@ -349,14 +393,26 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
             tmp.write_text(json.dumps(asdict(cfg), indent=2, default=list) + "\n")
             tmp.replace(out / "config.json")
     runlog = RunLog(out, cfg, enabled=master, log=log)
-    train_ds = StudyStream(datasets, "train", cfg, model.tokenizer, cfg.batch_size // cfg.accum_steps, train=True,
-                           rank=rank, world_size=world, seed=cfg.seed)
+    train_ds = StudyStream(
+        datasets,
+        "train",
+        cfg,
+        model.tokenizer,
+        cfg.batch_size // cfg.accum_steps,
+        train=True,
+        rank=rank,
+        world_size=world,
+        seed=cfg.seed,
+    )
     history = []
     epoch = epoch0
-    from cxrprep.cliutil import progress
-
-    bar = progress(None, total=min(total_steps, cfg.max_steps or total_steps), desc="train", unit="step",
-                   disable=None if master else True)
+    bar = progress_bar(
+        None,
+        total=min(total_steps, cfg.max_steps or total_steps),
+        desc="train",
+        unit="step",
+        disable=None if master else True,
+    )
     bar.update(step)
 
     def say(msg: str) -> None:  # log lines go above the progress bar, never through it
@@ -368,14 +424,21 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
     try:
         for epoch in range(epoch0, cfg.epochs):
             train_ds.set_epoch(epoch, skip_batches=step_in_epoch * cfg.accum_steps)
-            loader = iter(DataLoader(train_ds, batch_size=None, num_workers=cfg.num_workers,
-                                     pin_memory=device.type == "cuda",
-                                     persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None,
-                                     # its own generator: creating the iterator must not consume the global RNG
-                                     # (dropout), or a resumed run would diverge from an uninterrupted one
-                                     generator=torch.Generator().manual_seed(cfg.seed + epoch),
-                                     # Ctrl-C reaches the whole process group: only the trainer handles it
-                                     worker_init_fn=_ignore_sigint if cfg.num_workers else None))
+            loader = iter(
+                DataLoader(
+                    train_ds,
+                    batch_size=None,
+                    num_workers=cfg.num_workers,
+                    pin_memory=device.type == "cuda",
+                    persistent_workers=False,
+                    prefetch_factor=4 if cfg.num_workers else None,
+                    # its own generator: creating the iterator must not consume the global RNG
+                    # (dropout), or a resumed run would diverge from an uninterrupted one
+                    generator=torch.Generator().manual_seed(cfg.seed + epoch),
+                    # Ctrl-C reaches the whole process group: only the trainer handles it
+                    worker_init_fn=_ignore_sigint if cfg.num_workers else None,
+                )
+            )
             model.train()
             t_epoch = t_last = time.perf_counter()
             epoch_sum: dict[str, float] = {}
@@ -393,8 +456,10 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                     loss = res["loss"] / cfg.accum_steps
                     scaler.scale(loss).backward()
                     for k, v in res.items():
-                        parts[k] = parts.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) \
-                            / cfg.accum_steps
+                        parts[k] = (
+                            parts.get(k, 0.0)
+                            + float(v.detach() if isinstance(v, torch.Tensor) else v) / cfg.accum_steps
+                        )
                 t_fb = time.perf_counter() - t_fb  # host-to-device copies, forward and backward
                 if ddp:  # log the mean over ranks (each rank's loss covers its own rows of the global batch)
                     vals = torch.tensor(list(parts.values()), dtype=torch.float64)
@@ -414,32 +479,48 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
                 dt = now - t_last
                 t_last = now
                 # every number the loss returns is logged (loss parts, and any per-step statistic)
-                rec = dict(step=step, epoch=epoch, time=round(time.time(), 3),
-                           **{k: round(v, 6) for k, v in parts.items()},
-                           lr=sched.get_last_lr()[0], temperature=float(1 / model.scale().detach()),
-                           samples_per_s=cfg.batch_size * world / dt, data_wait=t_data / dt,
-                           outside_fwd_bwd=1 - t_fb / dt, step_s=round(dt, 4))
+                rec = dict(
+                    step=step,
+                    epoch=epoch,
+                    time=round(time.time(), 3),
+                    **{k: round(v, 6) for k, v in parts.items()},
+                    lr=sched.get_last_lr()[0],
+                    temperature=float(1 / model.scale().detach()),
+                    samples_per_s=cfg.batch_size * world / dt,
+                    data_wait=t_data / dt,
+                    outside_fwd_bwd=1 - t_fb / dt,
+                    step_s=round(dt, 4),
+                )
                 for k, v in parts.items():
                     epoch_sum[k] = epoch_sum.get(k, 0.0) + v
                 epoch_n += 1
                 history.append(rec)
                 bar.update(1)
-                bar.set_postfix(loss=f"{parts['loss']:.3f}", lr=f"{rec['lr']:.1e}", T=f"{rec['temperature']:.3f}",
-                                sps=f"{rec['samples_per_s']:.0f}", wait=f"{rec['data_wait']:.0%}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{parts['loss']:.3f}",
+                    lr=f"{rec['lr']:.1e}",
+                    T=f"{rec['temperature']:.3f}",
+                    sps=f"{rec['samples_per_s']:.0f}",
+                    wait=f"{rec['data_wait']:.0%}",
+                    refresh=False,
+                )
                 if master:
                     runlog.write(rec, "train")
                     if step % cfg.log_every == 0 or step == 1:
-                        say(f"step {step} epoch {epoch} loss {parts['loss']:.4f} lr {rec['lr']:.2e} "
+                        say(
+                            f"step {step} epoch {epoch} loss {parts['loss']:.4f} lr {rec['lr']:.2e} "
                             f"T {rec['temperature']:.4f} {rec['samples_per_s']:.1f} samples/s "
-                            f"data wait {rec['data_wait']:.0%}")
+                            f"data wait {rec['data_wait']:.0%}"
+                        )
                 if stop.by or (cfg.max_steps is not None and step >= cfg.max_steps):
                     stopped_by = stop.by or "max_steps"
                     break
             if stopped_by != "epochs":
                 if master:
                     save("last", state())
-                    say(f"stopped by {stopped_by} at step {step}; checkpoint in {out / 'last'} (continue with "
-                        f"--resume)")
+                    say(
+                        f"stopped by {stopped_by} at step {step}; checkpoint in {out / 'last'} (continue with --resume)"
+                    )
                 break
             step_in_epoch = 0
             t_train = time.perf_counter() - t_epoch
@@ -453,19 +534,34 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
             elif vloss is not None:
                 bad_epochs += 1
             if master:
-                erec = dict(step=step, epoch=epoch, time=round(time.time(), 3), epoch_s=round(t_train, 3),
-                            val_s=round(t_val, 3) if val else None,
-                            **{f"train_{k}": round(v / max(1, epoch_n), 6) for k, v in epoch_sum.items()},
-                            train_batch=cfg.batch_size // cfg.accum_steps * world, val_loss=vloss, **{f"val_{k}": round(v, 6) for k, v in (val or {}).items() if k != "loss"})
+                erec = dict(
+                    step=step,
+                    epoch=epoch,
+                    time=round(time.time(), 3),
+                    epoch_s=round(t_train, 3),
+                    val_s=round(t_val, 3) if val else None,
+                    **{f"train_{k}": round(v / max(1, epoch_n), 6) for k, v in epoch_sum.items()},
+                    train_batch=cfg.batch_size // cfg.accum_steps * world,
+                    val_loss=vloss,
+                    **{f"val_{k}": round(v, 6) for k, v in (val or {}).items() if k != "loss"},
+                )
                 runlog.write(erec, "epoch")
                 if val:
-                    cmp = (f"; {key}: validation {val[key]:.4f} vs train {erec[f'train_{key}']:.4f}"
-                           if key in val and f"train_{key}" in erec else "")
+                    cmp = (
+                        f"; {key}: validation {val[key]:.4f} vs train {erec[f'train_{key}']:.4f}"
+                        if key in val and f"train_{key}" in erec
+                        else ""
+                    )
                     if cmp and round(val["batch"]) != erec["train_batch"]:  # contrastive losses scale with ln(batch)
-                        cmp += (f" (batches of {val['batch']:.0f} vs {erec['train_batch']}: chance level "
-                                f"{math.log(val['batch']):.2f} vs {math.log(erec['train_batch']):.2f})")
-                    say(f"epoch {epoch} done in {t_train:.1f} s: validation loss {vloss:.4f}"
-                        + (" (best)" if improved else "") + f"{cmp} (validation {t_val:.1f} s)")
+                        cmp += (
+                            f" (batches of {val['batch']:.0f} vs {erec['train_batch']}: chance level "
+                            f"{math.log(val['batch']):.2f} vs {math.log(erec['train_batch']):.2f})"
+                        )
+                    say(
+                        f"epoch {epoch} done in {t_train:.1f} s: validation loss {vloss:.4f}"
+                        + (" (best)" if improved else "")
+                        + f"{cmp} (validation {t_val:.1f} s)"
+                    )
                 else:
                     say(f"epoch {epoch} done in {t_train:.1f} s: train loss {erec['train_loss']:.4f}")
                 save("last", dict(state(), epoch=epoch + 1, step_in_epoch=0))
@@ -479,8 +575,9 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
             if stop.by:  # a signal during validation: last/ was just written
                 stopped_by = stop.by
                 if master:
-                    say(f"stopped by {stopped_by} at step {step}; checkpoint in {out / 'last'} (continue with "
-                        f"--resume)")
+                    say(
+                        f"stopped by {stopped_by} at step {step}; checkpoint in {out / 'last'} (continue with --resume)"
+                    )
                 break
     finally:
         bar.close()
@@ -489,8 +586,13 @@ def train(roots: list[str], out: str | Path, cfg: TrainConfig, resume: bool = Fa
     if master:
         with disk_guard(out / "loss.png", out):
             plot_losses(out / "metrics.jsonl", out / "loss.png", cfg.loss)
-    return dict(steps=step, best_val=best_val, stopped_by=stopped_by, history=history,
-                checkpoints=sorted(n for n in ("last", "best") if (out / n / "model.safetensors").exists()))
+    return dict(
+        steps=step,
+        best_val=best_val,
+        stopped_by=stopped_by,
+        history=history,
+        checkpoints=sorted(n for n in ("last", "best") if (out / n / "model.safetensors").exists()),
+    )
 
 
 @torch.no_grad()
@@ -500,8 +602,17 @@ def validate(model: CLIPModel, datasets, cfg: TrainConfig, device, ctx, rank: in
     Both views of a validation study are the same un-augmented image, so cxr-clip's image-image term (icl)
     is near 0 here: compare the image-text term (``mvs``) with training's, not the totals."""
     model.eval()
-    ds = StudyStream(datasets, "validate", cfg, model.tokenizer, cfg.batch_size, train=False, rank=rank,
-                     world_size=world, seed=cfg.seed)
+    ds = StudyStream(
+        datasets,
+        "validate",
+        cfg,
+        model.tokenizer,
+        cfg.batch_size,
+        train=False,
+        rank=rank,
+        world_size=world,
+        seed=cfg.seed,
+    )
     tot: dict[str, float] = {}
     n = 0
     for batch in ds:
@@ -524,4 +635,4 @@ def validate(model: CLIPModel, datasets, cfg: TrainConfig, device, ctx, rank: in
     return {k: v / n for k, v in tot.items()} if n else None
 
 
-from .runlog import plot_losses  # noqa: E402,F401  (kept importable from here)
+from cxrtrain.runlog import plot_losses  # noqa: E402,F401  (kept importable from here)

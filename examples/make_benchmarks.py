@@ -31,11 +31,36 @@ OUT = HERE / "benchmarks"
 SIDE = 64
 sys.path.insert(0, str(HERE.parent))
 
-VINDR = ["Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture", "Consolidation",
-         "Edema", "Emphysema", "Enlarged PA", "ILD", "Infiltration", "Lung Opacity", "Lung cavity", "Lung cyst",
-         "Mediastinal shift", "Nodule/Mass", "Pleural effusion", "Pleural thickening", "Pneumothorax",
-         "Pulmonary fibrosis", "Rib fracture", "Other lesion", "COPD", "Lung tumor", "Pneumonia", "Tuberculosis",
-         "Other diseases", "No finding"]
+VINDR = [
+    "Aortic enlargement",
+    "Atelectasis",
+    "Calcification",
+    "Cardiomegaly",
+    "Clavicle fracture",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Enlarged PA",
+    "ILD",
+    "Infiltration",
+    "Lung Opacity",
+    "Lung cavity",
+    "Lung cyst",
+    "Mediastinal shift",
+    "Nodule/Mass",
+    "Pleural effusion",
+    "Pleural thickening",
+    "Pneumothorax",
+    "Pulmonary fibrosis",
+    "Rib fracture",
+    "Other lesion",
+    "COPD",
+    "Lung tumor",
+    "Pneumonia",
+    "Tuberculosis",
+    "Other diseases",
+    "No finding",
+]
 
 
 def _images() -> list[np.ndarray]:
@@ -57,7 +82,9 @@ def _img(imgs, k: int, positive: bool) -> np.ndarray:
 
 
 def _uid(*parts) -> str:
-    return "1.2.826.0.1.3680043.8.498." + str(int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest(), 16) % 10**20)
+    return "1.2.826.0.1.3680043.8.498." + str(
+        int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest(), 16) % 10**20
+    )
 
 
 def _dicom(path: Path, a: np.ndarray, mono1: bool = False, bits: int = 8, view: str = "PA", jpeg: bool = False) -> None:
@@ -114,9 +141,10 @@ def _quota_ids(make_id, quotas: dict[str, int], split_of) -> list[tuple[str, str
 
 
 def make_rsna(imgs, rng: random.Random) -> None:
-    from cxrprep.benchmarks import hash_split
+    from cxrprep.datasets.benchmarks import hash_split
 
     root = OUT / "rsna"
+
     def pid_of(i: int) -> str:
         h = hashlib.md5(f"rsna{i}".encode()).hexdigest()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
@@ -135,11 +163,14 @@ def make_rsna(imgs, rng: random.Random) -> None:
 
 
 def make_siim(imgs, rng: random.Random) -> None:
-    from cxrprep.benchmarks import hash_split
+    from cxrprep.datasets.benchmarks import hash_split
 
     root = OUT / "siim"
-    ids = _quota_ids(lambda i: f"1.2.276.0.7230010.3.1.4.8323329.{1000 + i}.1517875{160 + i}.{900000 + 37 * i}",
-                     {"train": 5, "validate": 2, "test": 4}, hash_split)
+    ids = _quota_ids(
+        lambda i: f"1.2.276.0.7230010.3.1.4.8323329.{1000 + i}.1517875{160 + i}.{900000 + 37 * i}",
+        {"train": 5, "validate": 2, "test": 4},
+        hash_split,
+    )
     lines = ["ImageId, EncodedPixels"]  # the real stage-1 header: leading space before EncodedPixels
     for k, (iid, _, lab) in enumerate(ids):
         study, series = _uid("study", iid), _uid("series", iid)
@@ -156,21 +187,28 @@ def make_siim(imgs, rng: random.Random) -> None:
 
 
 def make_vindr(imgs, rng: random.Random) -> None:
-    from cxrprep.benchmarks import hash_split
+    from cxrprep.datasets.benchmarks import hash_split
 
     root = OUT / "vindr"
     ann = root / "annotations"
     ann.mkdir(parents=True, exist_ok=True)
     head = "image_id,rad_id," + ",".join(VINDR)
-    train = _quota_ids(lambda i: hashlib.md5(f"vindr-train{i}".encode()).hexdigest(), {"train": 4, "validate": 2},
-                       lambda x: "validate" if hash_split(x, 80, 20) == "validate" else "train")
+    train = _quota_ids(
+        lambda i: hashlib.md5(f"vindr-train{i}".encode()).hexdigest(),
+        {"train": 4, "validate": 2},
+        lambda x: "validate" if hash_split(x, 80, 20) == "validate" else "train",
+    )
     test = [(hashlib.md5(f"vindr-test{i}".encode()).hexdigest(), "test", i % 2) for i in range(10)]
     cols = {c: k for k, c in enumerate(VINDR)}
     tr_lines, te_lines = [head], [head]
     for k, (iid, split, lab) in enumerate(train + test):
         is_test = split == "test"
-        _dicom(root / ("test" if is_test else "train") / f"{iid}.dicom", _img(imgs, k + 5, bool(lab)), mono1=k % 2 == 0,
-               bits=16)
+        _dicom(
+            root / ("test" if is_test else "train") / f"{iid}.dicom",
+            _img(imgs, k + 5, bool(lab)),
+            mono1=k % 2 == 0,
+            bits=16,
+        )
         truth = [0] * len(VINDR)
         if lab:
             for c in ("Cardiomegaly", "Aortic enlargement") if k % 4 == 1 else ("Pleural effusion", "Lung Opacity"):
@@ -192,36 +230,67 @@ def make_vindr(imgs, rng: random.Random) -> None:
 
 
 _OPENI = [  # (findings, impression, mesh major)
-    ("The cardiac silhouette and mediastinum size are within normal limits. There is no pulmonary edema. "
-     "There is no focal consolidation. There are no XXXX of a pleural effusion. There is no evidence of pneumothorax.",
-     "Normal chest x-XXXX.", ["normal"]),
-    ("Borderline cardiomegaly. Midline sternotomy XXXX. Enlarged pulmonary arteries. Clear lungs. Inferior XXXX XXXX XXXX.",
-     "No acute pulmonary findings.", ["Cardiomegaly/borderline", "Pulmonary Artery/enlarged"]),
-    ("", "No displaced rib fractures, pneumothorax, or pleural effusion identified. Well-expanded and clear lungs.",
-     ["normal"]),
-    ("The heart is normal in size. The mediastinum is unremarkable. The lungs are clear.", "No acute disease.",
-     ["normal"]),
-    ("There is a small right pleural effusion. Mild cardiomegaly. No pneumothorax.",
-     "Small right pleural effusion with mild cardiomegaly.", ["Pleural Effusion/right/small", "Cardiomegaly/mild"]),
-    ("Patchy opacity in the left lower lobe may represent atelectasis or pneumonia. Heart size normal.",
-     "Left basilar opacity, atelectasis versus pneumonia.", ["Opacity/lung/base/left/patchy", "Pneumonia"]),
+    (
+        "The cardiac silhouette and mediastinum size are within normal limits. There is no pulmonary edema. "
+        "There is no focal consolidation. There are no XXXX of a pleural effusion. There is no evidence of pneumothorax.",  # noqa: E501
+        "Normal chest x-XXXX.",
+        ["normal"],
+    ),
+    (
+        "Borderline cardiomegaly. Midline sternotomy XXXX. Enlarged pulmonary arteries. Clear lungs. Inferior XXXX XXXX XXXX.",  # noqa: E501
+        "No acute pulmonary findings.",
+        ["Cardiomegaly/borderline", "Pulmonary Artery/enlarged"],
+    ),
+    (
+        "",
+        "No displaced rib fractures, pneumothorax, or pleural effusion identified. Well-expanded and clear lungs.",
+        ["normal"],
+    ),
+    (
+        "The heart is normal in size. The mediastinum is unremarkable. The lungs are clear.",
+        "No acute disease.",
+        ["normal"],
+    ),
+    (
+        "There is a small right pleural effusion. Mild cardiomegaly. No pneumothorax.",
+        "Small right pleural effusion with mild cardiomegaly.",
+        ["Pleural Effusion/right/small", "Cardiomegaly/mild"],
+    ),
+    (
+        "Patchy opacity in the left lower lobe may represent atelectasis or pneumonia. Heart size normal.",
+        "Left basilar opacity, atelectasis versus pneumonia.",
+        ["Opacity/lung/base/left/patchy", "Pneumonia"],
+    ),
     ("", "", []),  # a report with no findings and no impression text: rejected (skipped)
-    ("Hyperexpanded lungs with flattened diaphragms, consistent with emphysema. No focal airspace disease.",
-     "Emphysema. No acute cardiopulmonary abnormality.", ["Pulmonary Emphysema"]),
-    ("Stable calcified granuloma in the right upper lobe. No pleural effusion or pneumothorax. Normal heart size.",
-     "No active disease.", ["Calcified Granuloma/lung/upper lobe/right"]),
-    ("Interval placement of a right-sided XXXX catheter with tip in the SVC. Lungs are clear.",
-     "Right-sided catheter in good position.", ["Catheters, Indwelling"]),
+    (
+        "Hyperexpanded lungs with flattened diaphragms, consistent with emphysema. No focal airspace disease.",
+        "Emphysema. No acute cardiopulmonary abnormality.",
+        ["Pulmonary Emphysema"],
+    ),
+    (
+        "Stable calcified granuloma in the right upper lobe. No pleural effusion or pneumothorax. Normal heart size.",
+        "No active disease.",
+        ["Calcified Granuloma/lung/upper lobe/right"],
+    ),
+    (
+        "Interval placement of a right-sided XXXX catheter with tip in the SVC. Lungs are clear.",
+        "Right-sided catheter in good position.",
+        ["Catheters, Indwelling"],
+    ),
 ]
 
 
 def _xml(n: int, findings: str, impression: str, mesh: list[str], images: list[str]) -> str:
     def at(label, text):
-        return f'            <AbstractText Label="{label}">{text}</AbstractText>' if text else \
-            f'            <AbstractText Label="{label}"/>'
+        return (
+            f'            <AbstractText Label="{label}">{text}</AbstractText>'
+            if text
+            else f'            <AbstractText Label="{label}"/>'
+        )
 
     mesh_xml = "".join(f"\n      <major>{m}</major>" for m in mesh) or "\n      <automatic>normal</automatic>"
-    imgs = "".join(f"""
+    imgs = "".join(
+        f"""
    <parentImage id="{i}">
       <figureId>F{k + 1}</figureId>
       <caption>Xray Chest PA and Lateral</caption>
@@ -229,7 +298,9 @@ def _xml(n: int, findings: str, impression: str, mesh: list[str], images: list[s
          <url>/hadoop/storage/radiology/extract/{i}.jpg</url>
          <imgModality>7</imgModality>
       </panel>
-   </parentImage>""" for k, i in enumerate(images))
+   </parentImage>"""
+        for k, i in enumerate(images)
+    )
     return f"""<?xml version="1.0" encoding="utf-8"?>
 <eCitation>
    <meta type="rr"/>
@@ -274,7 +345,9 @@ def make_openi(imgs) -> None:
             p.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(p), _img(imgs, n + k, "effusion" in (f + i).lower()))
         (root / "ecgen-radiology" / f"{n}.xml").write_text(_xml(n, f, i, mesh, ids))
-    (root / "ecgen-radiology" / f"{len(_OPENI) + 1}.xml").write_text('<?xml version="1.0"?>\n<eCitation><uId id="CXR11"/>\n')
+    (root / "ecgen-radiology" / f"{len(_OPENI) + 1}.xml").write_text(
+        '<?xml version="1.0"?>\n<eCitation><uId id="CXR11"/>\n'
+    )
 
 
 def main() -> None:

@@ -35,12 +35,43 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from synth_reports import make_report  # noqa: E402
 
-CHEXPERT_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Enlarged Cardiomediastinum",
-                   "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia",
-                   "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices"]
-MIMIC_LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-                "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-                "Pneumothorax", "Support Devices"]
+CHEXPERT_HEADER = [
+    "Path",
+    "Sex",
+    "Age",
+    "Frontal/Lateral",
+    "AP/PA",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
+MIMIC_LABELS = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+]
 SHORT = 256  # demo images: shorter side in pixels
 
 
@@ -60,7 +91,7 @@ def _variant(a: np.ndarray, rng: random.Random, lateral: bool = False) -> np.nda
     """A different-looking copy of a real image (flip/crop/gamma), so studies do not share pixels."""
     if lateral:  # not a real lateral, but a visibly different second view
         a = cv2.flip(a, 1)
-        a = a[:, a.shape[1] // 8: -a.shape[1] // 8]
+        a = a[:, a.shape[1] // 8 : -a.shape[1] // 8]
     g = rng.uniform(0.8, 1.25)
     return np.clip(255 * (a / 255.0) ** g, 0, 255).astype(np.uint8)
 
@@ -137,21 +168,47 @@ def make_mimic(root: Path, imgs: dict[str, np.ndarray], rng: random.Random) -> N
                 else:
                     _jpg(ipath, a)
                 time = rng.choice([213014.531, 80556.875, 101500.0])
-                meta.append([dicom_id, subject, study, "CHEST (PA AND LAT)", view, a.shape[0], a.shape[1],
-                             21800506 + st, time, "CHEST (PA AND LAT)",
-                             {"PA": "postero-anterior", "AP": "antero-posterior", "LATERAL": "lateral"}.get(view, ""),
-                             "Erect" if view else ""])
+                meta.append(
+                    [
+                        dicom_id,
+                        subject,
+                        study,
+                        "CHEST (PA AND LAT)",
+                        view,
+                        a.shape[0],
+                        a.shape[1],
+                        21800506 + st,
+                        time,
+                        "CHEST (PA AND LAT)",
+                        {"PA": "postero-anterior", "AP": "antero-posterior", "LATERAL": "lateral"}.get(view, ""),
+                        "Erect" if view else "",
+                    ]
+                )
                 split.append([dicom_id, study, subject, sp])
             vals = []
-            for name in shuffled:
+            for _name in shuffled:
                 r = rng.random()
                 vals.append("1.0" if r < 0.2 else "0.0" if r < 0.35 else "-1.0" if r < 0.42 else "")
             labels.append([subject, study] + vals)
     # one report whose images are missing on disk (the metadata lists it): a reject in the demo
-    _gz_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz",
-            ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
-             "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
-             "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning"], meta)
+    _gz_csv(
+        root / "mimic-cxr-2.0.0-metadata.csv.gz",
+        [
+            "dicom_id",
+            "subject_id",
+            "study_id",
+            "PerformedProcedureStepDescription",
+            "ViewPosition",
+            "Rows",
+            "Columns",
+            "StudyDate",
+            "StudyTime",
+            "ProcedureCodeSequence_CodeMeaning",
+            "ViewCodeSequence_CodeMeaning",
+            "PatientOrientationCodeSequence_CodeMeaning",
+        ],
+        meta,
+    )
     _gz_csv(root / "mimic-cxr-2.0.0-split.csv.gz", ["dicom_id", "study_id", "subject_id", "split"], split)
     _gz_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz", ["subject_id", "study_id"] + shuffled, labels)
     # an empty report file: real corpora have them; it must become a reject, not vanish
@@ -194,8 +251,10 @@ def make_chexpert(root: Path, imgs: dict[str, np.ndarray], rng: random.Random) -
         labs = ["" if n == "No Finding" else "1.0" if n == task else "0.0" for n in CHEXPERT_HEADER[5:]]
         rows["train"].append([rel, "Female", 60 + ti, "Frontal", "PA"] + labs)
     # a row whose image file does not exist: a counted reject, never silently dropped
-    rows["train"].append([f"{base}/train/patient00099/study1/view1_frontal.jpg", "Male", 50, "Frontal", "PA"]
-                         + ["" for _ in CHEXPERT_HEADER[5:]])
+    rows["train"].append(
+        [f"{base}/train/patient00099/study1/view1_frontal.jpg", "Male", 50, "Frontal", "PA"]
+        + ["" for _ in CHEXPERT_HEADER[5:]]
+    )
     for part, rs in rows.items():
         with open(root / f"{part}.csv", "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
@@ -221,8 +280,12 @@ def make_nih(root: Path, src: Path, imgs: dict[str, np.ndarray]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", type=Path, default=HERE.parent.parent / "shared" / "fixtures" / "nih_cxr14",
-                    help="folder with the 12 NIH PNGs and Data_Entry_2017_v2020_subset.csv")
+    ap.add_argument(
+        "--src",
+        type=Path,
+        default=HERE.parent.parent / "shared" / "fixtures" / "nih_cxr14",
+        help="folder with the 12 NIH PNGs and Data_Entry_2017_v2020_subset.csv",
+    )
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -54,13 +54,24 @@ def _train_spm(text: str, vocab_size: int, seed: int, model_type: str = "unigram
     unused: with one thread and no shuffling the trainer is already deterministic)."""
     import sentencepiece as spm
 
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     # Repeat lines so the trainer has enough sentences; shuffling off + one thread = deterministic.
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines * 8), model_writer=buf, vocab_size=vocab_size, model_type=model_type,
-        character_coverage=1.0, num_threads=1, shuffle_input_sentence=False, seed_sentencepiece_size=10000,
-        hard_vocab_limit=False, minloglevel=2, bos_id=-1, eos_id=2, unk_id=1, pad_id=-1,
+        sentence_iterator=iter(lines * 8),
+        model_writer=buf,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=1.0,
+        num_threads=1,
+        shuffle_input_sentence=False,
+        seed_sentencepiece_size=10000,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        bos_id=-1,
+        eos_id=2,
+        unk_id=1,
+        pad_id=-1,
     )
     return buf.getvalue()
 
@@ -72,8 +83,18 @@ def _pieces(model: bytes) -> list[str]:
     return [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
 
 
-def _build_one(out: Path, src_spm: bytes, tgt_spm: bytes, vocab: dict[str, int], seed: int,
-               d_model: int, layers: int, ffn: int, heads: int, max_len: int) -> Path:
+def _build_one(
+    out: Path,
+    src_spm: bytes,
+    tgt_spm: bytes,
+    vocab: dict[str, int],
+    seed: int,
+    d_model: int,
+    layers: int,
+    ffn: int,
+    heads: int,
+    max_len: int,
+) -> Path:
     import torch
     from transformers import MarianConfig, MarianMTModel, MarianTokenizer
 
@@ -82,16 +103,34 @@ def _build_one(out: Path, src_spm: bytes, tgt_spm: bytes, vocab: dict[str, int],
     (out / "target.spm").write_bytes(tgt_spm)
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=1) + "\n")
     pad = vocab["<pad>"]
-    tok = MarianTokenizer(vocab=str(out / "vocab.json"), source_spm=str(out / "source.spm"),
-                          target_spm=str(out / "target.spm"), source_lang="en", target_lang="it",
-                          model_max_length=max_len)
+    tok = MarianTokenizer(
+        vocab=str(out / "vocab.json"),
+        source_spm=str(out / "source.spm"),
+        target_spm=str(out / "target.spm"),
+        source_lang="en",
+        target_lang="it",
+        model_max_length=max_len,
+    )
     tok.save_pretrained(out)
     cfg = MarianConfig(
-        vocab_size=len(vocab), decoder_vocab_size=len(vocab), d_model=d_model, encoder_layers=layers,
-        decoder_layers=layers, encoder_attention_heads=heads, decoder_attention_heads=heads,
-        encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, max_position_embeddings=max_len, pad_token_id=pad,
-        eos_token_id=0, decoder_start_token_id=pad, forced_eos_token_id=0, scale_embedding=True,
-        share_encoder_decoder_embeddings=True, activation_function="swish", static_position_embeddings=True,
+        vocab_size=len(vocab),
+        decoder_vocab_size=len(vocab),
+        d_model=d_model,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=ffn,
+        decoder_ffn_dim=ffn,
+        max_position_embeddings=max_len,
+        pad_token_id=pad,
+        eos_token_id=0,
+        decoder_start_token_id=pad,
+        forced_eos_token_id=0,
+        scale_embedding=True,
+        share_encoder_decoder_embeddings=True,
+        activation_function="swish",
+        static_position_embeddings=True,
     )
     torch.manual_seed(seed)
     model = MarianMTModel(cfg).eval()
@@ -107,8 +146,16 @@ def _build_one(out: Path, src_spm: bytes, tgt_spm: bytes, vocab: dict[str, int],
     return out
 
 
-def build_tiny_marian(out_dir: Path, seed: int = 0, *, d_model: int = 32, layers: int = 2, ffn: int = 64,
-                      heads: int = 4, max_len: int = 64) -> tuple[Path, Path]:
+def build_tiny_marian(
+    out_dir: Path,
+    seed: int = 0,
+    *,
+    d_model: int = 32,
+    layers: int = 2,
+    ffn: int = 64,
+    heads: int = 4,
+    max_len: int = 64,
+) -> tuple[Path, Path]:
     """Write ``out_dir/en-it`` and ``out_dir/it-en`` (tiny random Marian models); return both paths.
 
     ``max_len`` is the model's input limit in tokens (max_position_embeddings), kept small so tests
@@ -129,7 +176,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     try:
-        from cxrprep.quiet import quiet_third_party
+        from cxrprep.cli.quiet import quiet_third_party
 
         quiet_third_party()  # no sacremoses advice or "Writing model shards" bars in logs
     except ImportError:  # run without cxrkit on the path

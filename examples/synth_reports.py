@@ -27,29 +27,52 @@ INDICATIONS = [
     "Evaluate endotracheal tube position.",
 ]
 FINDINGS = [
-    "The lungs are clear without focal consolidation.", "There is no pleural effusion or pneumothorax.",
-    "The cardiomediastinal silhouette is within normal limits.", "Heart size is normal.",
-    "The heart is mildly enlarged.", "Moderate cardiomegaly is unchanged.",
-    "Small left pleural effusion is new.", "Large right pleural effusion has increased since ___.",
-    "Mild pulmonary vascular congestion is present.", "There is mild interstitial pulmonary edema.",
+    "The lungs are clear without focal consolidation.",
+    "There is no pleural effusion or pneumothorax.",
+    "The cardiomediastinal silhouette is within normal limits.",
+    "Heart size is normal.",
+    "The heart is mildly enlarged.",
+    "Moderate cardiomegaly is unchanged.",
+    "Small left pleural effusion is new.",
+    "Large right pleural effusion has increased since ___.",
+    "Mild pulmonary vascular congestion is present.",
+    "There is mild interstitial pulmonary edema.",
     "Right lower lobe opacity may reflect atelectasis or pneumonia.",
-    "Bibasilar atelectasis is seen.", "A 2.5 cm nodular opacity projects over the left upper lobe.",
+    "Bibasilar atelectasis is seen.",
+    "A 2.5 cm nodular opacity projects over the left upper lobe.",
     "Endotracheal tube terminates approx. 4.5 cm above the carina.",
-    "A right PICC line ends in the mid SVC.", "Median sternotomy wires are intact.",
-    "No acute osseous abnormality is identified.", "There are mild degenerative changes in the thoracic spine.",
-    "Hilar contours are normal.", "There is no focal consolidation, effusion, or pneumothorax.",
-    "Compared to the prior study from ___, there is little change.", "Pt. is rotated to the right.",
+    "A right PICC line ends in the mid SVC.",
+    "Median sternotomy wires are intact.",
+    "No acute osseous abnormality is identified.",
+    "There are mild degenerative changes in the thoracic spine.",
+    "Hilar contours are normal.",
+    "There is no focal consolidation, effusion, or pneumothorax.",
+    "Compared to the prior study from ___, there is little change.",
+    "Pt. is rotated to the right.",
 ]
 IMPRESSIONS = [
-    "No acute cardiopulmonary process.", "Small left pleural effusion.", "Mild pulmonary edema.",
-    "Right lower lobe pneumonia.", "Stable cardiomegaly without edema.", "No pneumothorax.",
+    "No acute cardiopulmonary process.",
+    "Small left pleural effusion.",
+    "Mild pulmonary edema.",
+    "Right lower lobe pneumonia.",
+    "Stable cardiomegaly without edema.",
+    "No pneumothorax.",
     "Findings suggestive of early pneumonia in the appropriate clinical setting.",
-    "Interval improvement in bibasilar atelectasis.", "Lines and tubes in standard position.",
+    "Interval improvement in bibasilar atelectasis.",
+    "Lines and tubes in standard position.",
 ]
 HEADER_VARIANTS = {
     "FINDINGS": ["FINDINGS", "FINDINGS", "FINDINGS", "FINDINGS", "FINDINGS", "FINDINGS", "FINDNGS", "Findings"],
-    "IMPRESSION": ["IMPRESSION", "IMPRESSION", "IMPRESSION", "IMPRESSION", "IMPRESSION", "CONCLUSION",
-                   "IMPRESSON", "impression"],
+    "IMPRESSION": [
+        "IMPRESSION",
+        "IMPRESSION",
+        "IMPRESSION",
+        "IMPRESSION",
+        "IMPRESSION",
+        "CONCLUSION",
+        "IMPRESSON",
+        "impression",
+    ],
     "INDICATION": ["INDICATION", "INDICATION", "INDICATION", "REASON FOR EXAMINATION", "CLINICAL HISTORY", "HISTORY"],
     "COMPARISON": ["COMPARISON", "COMPARISON", "COMPARISONS", "COMPARISON EXAM"],
 }
@@ -69,10 +92,19 @@ def make_report(rng: random.Random) -> str:
     """One report file's text, in the MIMIC-CXR layout."""
     out = [" " * 33 + "FINAL REPORT"]
     if rng.random() < 0.03:  # addendum at the top, then a line of underscores
-        out = [" " * 33 + "FINAL REPORT", " ADDENDUM:  ", " ",
-               *_wrap(f"Findings were discussed with Dr. ___ at {rng.randint(1, 12)}:{rng.randint(10, 59)} "
-                      f"{rng.choice(['a.m.', 'p.m.'])} on ___."), " ", " " + "_" * 78, " ",
-               " " * 33 + "FINAL REPORT"]
+        out = [
+            " " * 33 + "FINAL REPORT",
+            " ADDENDUM:  ",
+            " ",
+            *_wrap(
+                f"Findings were discussed with Dr. ___ at {rng.randint(1, 12)}:{rng.randint(10, 59)} "
+                f"{rng.choice(['a.m.', 'p.m.'])} on ___."
+            ),
+            " ",
+            " " + "_" * 78,
+            " ",
+            " " * 33 + "FINAL REPORT",
+        ]
     if rng.random() < 0.8:
         out += _inline("EXAMINATION", rng.choice(EXAMS)) + [" "]
     out += _inline(rng.choice(HEADER_VARIANTS["INDICATION"]), rng.choice(INDICATIONS)) + [" "]
@@ -106,8 +138,14 @@ def make_report(rng: random.Random) -> str:
     else:
         out += _wrap("  ".join(imps))
     if rng.random() < 0.1:
-        out += [" ", *_inline("NOTIFICATION", f"The findings were discussed with Dr. ___ by telephone at "
-                                             f"{rng.randint(1, 12)}:{rng.randint(10, 59)} p.m. on ___.")]
+        out += [
+            " ",
+            *_inline(
+                "NOTIFICATION",
+                f"The findings were discussed with Dr. ___ by telephone at "
+                f"{rng.randint(1, 12)}:{rng.randint(10, 59)} p.m. on ___.",
+            ),
+        ]
     return "\n".join(out) + "\n"
 
 

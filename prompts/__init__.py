@@ -1,1 +1,1 @@
-"""Packaged prompt files (installed as ``cxrprep.prompt_files``); see cxrprep/promptfiles.py."""
+"""Packaged prompt files (installed as ``cxrprep.prompt_files``); see cxrprep/text/promptfiles.py."""

@@ -49,8 +49,9 @@ def _synthetic_cxr(rng, h: int, w: int):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_demo_shards(root: Path, n_reports: int = 24, n_labels: int = 16, size: int = 64, seed: int = 0,
-                     splits: list[str] | None = None) -> Path:
+def make_demo_shards(
+    root: Path, n_reports: int = 24, n_labels: int = 16, size: int = 64, seed: int = 0, splits: list[str] | None = None
+) -> Path:
     """Write two small datasets under ``root`` with the real writer: ``mimic-cxr`` (report rows, two
     views per study, 14 CheXpert labels) and ``chexpert`` (label rows with prompts, one view)."""
     import cv2
@@ -61,9 +62,14 @@ def make_demo_shards(root: Path, n_reports: int = 24, n_labels: int = 16, size: 
     from cxrprep.shards import ShardWriter
 
     rng = np.random.default_rng(seed)
-    findings_bank = ["The heart size is normal.", "There is a small left pleural effusion.",
-                     "No pneumothorax is seen.", "Mild pulmonary edema is present.",
-                     "Lungs are clear.", "There is right lower lobe consolidation."]
+    findings_bank = [
+        "The heart size is normal.",
+        "There is a small left pleural effusion.",
+        "No pneumothorax is seen.",
+        "Mild pulmonary edema is present.",
+        "Lungs are clear.",
+        "There is right lower lobe consolidation.",
+    ]
 
     def enc(a):
         return cv2.imencode(".jpg", a, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
@@ -71,7 +77,9 @@ def make_demo_shards(root: Path, n_reports: int = 24, n_labels: int = 16, size: 
     def image(i, k, view):
         a = _synthetic_cxr(rng, size, int(size * 1.2))
         c = cv2.createCLAHE(2.0, (8, 8)).apply(a)
-        return dict(image_id=f"img{i}_{k}", view=view, image=enc(a), image_clahe=enc(c), height=a.shape[0], width=a.shape[1])
+        return dict(
+            image_id=f"img{i}_{k}", view=view, image=enc(a), image_clahe=enc(c), height=a.shape[0], width=a.shape[1]
+        )
 
     splits = splits or ["train"] * 6 + ["validate", "test"]
     with ShardWriter(root, "mimic-cxr", label_names=CHEXPERT_LABELS, row_group_rows=8) as w:

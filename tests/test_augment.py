@@ -40,9 +40,15 @@ def _stats(boxes, H, W):
     b = np.array(boxes, float)
     top, left, h, w = b.T
     full = (h == H) & (w == W)
-    return dict(area=(h * w / (H * W)).mean(), area_sd=(h * w / (H * W)).std(), aspect=np.log(w / h).mean(),
-                cx=((left + w / 2) / W).mean(), cy=((top + h / 2) / H).mean(), full=full.mean(),
-                left_sd=(left / W).std())
+    return dict(
+        area=(h * w / (H * W)).mean(),
+        area_sd=(h * w / (H * W)).std(),
+        aspect=np.log(w / h).mean(),
+        cx=((left + w / 2) / W).mean(),
+        cy=((top + h / 2) / H).mean(),
+        full=full.mean(),
+        left_sd=(left / W).std(),
+    )
 
 
 @pytest.mark.parametrize("H,W", [(512, 512), (400, 600), (600, 300)])
@@ -52,8 +58,8 @@ def test_crop_box_matches_torchvision_distribution(H, W):
     ours = [crop_box(H, W, rng, (0.8, 1.1)) for _ in range(n)]
     r = random.Random(2)
     ref = [torchvision_rrc(H, W, (0.8, 1.1), (3 / 4, 4 / 3), r) for _ in range(n)]
-    for t, l, h, w in ours:  # always inside the image: nothing to pad
-        assert 0 <= t and 0 <= l and t + h <= H and l + w <= W and h > 0 and w > 0
+    for t, lf, h, w in ours:  # always inside the image: nothing to pad
+        assert 0 <= t and 0 <= lf and t + h <= H and lf + w <= W and h > 0 and w > 0
     a, b = _stats(ours, H, W), _stats(ref, H, W)
     for k in a:
         assert abs(a[k] - b[k]) < 0.02, (k, a[k], b[k])

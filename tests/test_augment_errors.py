@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from make_tiny_marian import build_tiny_marian  # noqa: E402
 
 from cxrprep import translate as T  # noqa: E402
-from cxrprep.cli import app  # noqa: E402
+from cxrprep.cli.app import app  # noqa: E402
 
 runner = CliRunner()
 
@@ -42,9 +42,21 @@ def setup(tmp_path_factory):
 
 def _run(setup, tmp_path, forward=None, cache=None):
     base, fwd, bwd = setup
-    r = runner.invoke(app, ["augment", str(base / "shards" / "mimic-cxr"), "--forward-model", str(forward or fwd),
-                            "--backward-model", str(bwd), "--cache-dir", str(cache or tmp_path / "cache"),
-                            "--max-new-tokens", "4"])
+    r = runner.invoke(
+        app,
+        [
+            "augment",
+            str(base / "shards" / "mimic-cxr"),
+            "--forward-model",
+            str(forward or fwd),
+            "--backward-model",
+            str(bwd),
+            "--cache-dir",
+            str(cache or tmp_path / "cache"),
+            "--max-new-tokens",
+            "4",
+        ],
+    )
     assert "Traceback" not in r.output and isinstance(r.exception, (SystemExit, type(None))), r.output
     return r
 

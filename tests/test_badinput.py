@@ -4,7 +4,6 @@ escape to the top-level handler as an "internal error" (issue 13)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cxrprep.cli import app as prep
-from cxrtrain.cli import app as train
+from cxrprep.cli.app import app as prep
+from cxrtrain.cli.app import app as train
 
 runner = CliRunner()
 
@@ -45,7 +44,7 @@ def bad(tmp_path_factory, demo_shards):
     # checkpoint folders: empty, truncated weights, config that is not JSON
     ck = d / "ck"
     ck.mkdir()
-    (ck / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": ")
+    (ck / "model.safetensors").write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": ')
     (ck / "config.json").write_text("{}")
     ck2 = d / "ck2"
     ck2.mkdir()
@@ -61,8 +60,16 @@ def checkpoint(demo_shards, tmp_path_factory):
     from cxrtrain.train import train
 
     out = tmp_path_factory.mktemp("run")
-    cfg = build_config(dict(model={"preset": "tiny", "image_size": 32, "embed_dim": 32}, epochs=1, batch_size=4,
-                            log_every=100, warmup_steps=1, max_steps=2))
+    cfg = build_config(
+        dict(
+            model={"preset": "tiny", "image_size": 32, "embed_dim": 32},
+            epochs=1,
+            batch_size=4,
+            log_every=100,
+            warmup_steps=1,
+            max_steps=2,
+        )
+    )
     train([str(demo_shards)], out, cfg, log=lambda *_: None)
     return out
 
@@ -70,14 +77,28 @@ def checkpoint(demo_shards, tmp_path_factory):
 def _good_checkpoint_cases(d: Path, shards: Path, ck: Path) -> list[tuple[str, list[str]]]:
     c, s, out = str(ck), str(shards), ["--out", str(d / "o2")]
     tiny = ["--set", "model.preset=tiny", "--set", "model.image_size=32", "--set", "max_steps=1"]
-    cases = [["eval", c, s, "--bootstrap", "-5", *out], ["eval", c, s, "--batch-size", "0", *out],
-             ["eval", c, s, "--text", "poems", *out], ["eval", c, s, "--device", "quantum", *out],
-             ["eval", c, s, "--uncertain", "sometimes", *out],
-             ["fewshot", c, s, "--shots", "0", *out], ["fewshot", c, s, "--epochs", "0", *out],
-             ["fewshot", c, s, "--image-blocks", "-1", *out], ["fewshot", c, s, "--shots", "1,,2", *out],
-             ["export", c, "--out", str(d / "afile")]]
-    for kv in ("crop_scale=5", "accum_steps=0", "model=5", "image_mean=0.5", "log_every=0", "lr=-1", "batch_size=0",
-               "epochs=-1"):
+    cases = [
+        ["eval", c, s, "--bootstrap", "-5", *out],
+        ["eval", c, s, "--batch-size", "0", *out],
+        ["eval", c, s, "--text", "poems", *out],
+        ["eval", c, s, "--device", "quantum", *out],
+        ["eval", c, s, "--uncertain", "sometimes", *out],
+        ["fewshot", c, s, "--shots", "0", *out],
+        ["fewshot", c, s, "--epochs", "0", *out],
+        ["fewshot", c, s, "--image-blocks", "-1", *out],
+        ["fewshot", c, s, "--shots", "1,,2", *out],
+        ["export", c, "--out", str(d / "afile")],
+    ]
+    for kv in (
+        "crop_scale=5",
+        "accum_steps=0",
+        "model=5",
+        "image_mean=0.5",
+        "log_every=0",
+        "lr=-1",
+        "batch_size=0",
+        "epochs=-1",
+    ):
         cases.append(["run", s, *tiny, "--set", kv, *out])
     return [("cxrtrain", a) for a in cases]
 
@@ -88,49 +109,132 @@ def _cases(d: Path, shards: Path) -> list[tuple[str, list[str]]]:
     ok_ds = str(shards / "chexpert")
     out = ["--out", str(d / "out")]
     cases = {
-        "reports": [[m], [e], [g], [ed, *out, "--workers", "1"], [af, *out], [ed, "--size", "-5"],
-                    [ed, "--workers", "-1"], [ed, "--part", "3/2"], [ed, "--max-failed", "lots"],
-                    [ed, "--chunk-size", "0"], [ed, "--quality", "500"], [ed, "--format", "gif"]],
-        "prompts": [[m], [e], [g], [ed], [str(d / "latin1.csv"), *out], [str(d / "nul.csv"), *out],
-                    [str(d / "header_only.csv"), *out], [e, "--variants", "0"], [e, "--templates", str(d / "empty.yaml")],
-                    [e, "--templates", ed], [e, "--uncertain", "maybe"], [e, "--negatives", "-1"],
-                    [str(d / "header_only.csv"), "--templates", str(d / "list.yaml"), *out]],
-        "images": [[m], [e, *out], [g, *out], [str(d / "latin1.csv"), *out], [str(d / "nul.csv"), *out],
-                   [ed, "--size", "0"], [ed, "--quality", "0"], [ed, "--format", "gif"], [ed, "--image-root", af],
-                   [ed, "--max-image-pixels", "0"], [ed, "--out", af], [ed, "--clahe-tiles", "0"],
-                   [ed, "--workers", "x"]],
-        "augment": [[m], [ed], [af], [ok_ds, "--variants", "0"], [ok_ds, "--batch-size", "0"],
-                    [ok_ds, "--decoding", "foo"], [ok_ds, "--backend", "nope"], [ok_ds, "--beams", "0"],
-                    [str(d / "broken" / "ds")]],
-        "inspect": [[m], [ed], [af], [ok_ds, "--samples", "-1"], [ok_ds, "--tiles", "-3"],
-                    [str(d / "broken" / "ds")], [str(d / "trunc" / "ds"), "--sheet", str(d / "s.png")],
-                    [ok_ds, "--sheet", str(d / "afile" / "x.png")]],
+        "reports": [
+            [m],
+            [e],
+            [g],
+            [ed, *out, "--workers", "1"],
+            [af, *out],
+            [ed, "--size", "-5"],
+            [ed, "--workers", "-1"],
+            [ed, "--part", "3/2"],
+            [ed, "--max-failed", "lots"],
+            [ed, "--chunk-size", "0"],
+            [ed, "--quality", "500"],
+            [ed, "--format", "gif"],
+        ],
+        "prompts": [
+            [m],
+            [e],
+            [g],
+            [ed],
+            [str(d / "latin1.csv"), *out],
+            [str(d / "nul.csv"), *out],
+            [str(d / "header_only.csv"), *out],
+            [e, "--variants", "0"],
+            [e, "--templates", str(d / "empty.yaml")],
+            [e, "--templates", ed],
+            [e, "--uncertain", "maybe"],
+            [e, "--negatives", "-1"],
+            [str(d / "header_only.csv"), "--templates", str(d / "list.yaml"), *out],
+        ],
+        "images": [
+            [m],
+            [e, *out],
+            [g, *out],
+            [str(d / "latin1.csv"), *out],
+            [str(d / "nul.csv"), *out],
+            [ed, "--size", "0"],
+            [ed, "--quality", "0"],
+            [ed, "--format", "gif"],
+            [ed, "--image-root", af],
+            [ed, "--max-image-pixels", "0"],
+            [ed, "--out", af],
+            [ed, "--clahe-tiles", "0"],
+            [ed, "--workers", "x"],
+        ],
+        "augment": [
+            [m],
+            [ed],
+            [af],
+            [ok_ds, "--variants", "0"],
+            [ok_ds, "--batch-size", "0"],
+            [ok_ds, "--decoding", "foo"],
+            [ok_ds, "--backend", "nope"],
+            [ok_ds, "--beams", "0"],
+            [str(d / "broken" / "ds")],
+        ],
+        "inspect": [
+            [m],
+            [ed],
+            [af],
+            [ok_ds, "--samples", "-1"],
+            [ok_ds, "--tiles", "-3"],
+            [str(d / "broken" / "ds")],
+            [str(d / "trunc" / "ds"), "--sheet", str(d / "s.png")],
+            [ok_ds, "--sheet", str(d / "afile" / "x.png")],
+        ],
         "templates check": [[m], [e], [g], [ed], [str(d / "list.yaml")]],
         "templates preview": [[m], [e], [g], [ed], [str(d / "list.yaml")]],
         "merge": [[m], [ed], [af], [str(d / "broken" / "ds")]],
-        "chexpert-5x200": [[m], [e, *out], [g, *out], [ed], [str(d / "latin1.csv"), *out],
-                           [str(d / "header_only.csv"), *out], [e, "--per-class", "0"]],
+        "chexpert-5x200": [
+            [m],
+            [e, *out],
+            [g, *out],
+            [ed],
+            [str(d / "latin1.csv"), *out],
+            [str(d / "header_only.csv"), *out],
+            [e, "--per-class", "0"],
+        ],
     }
     tr = {
-        "run": [[m], [ed, *out], [af, *out], [str(shards), "--config", e, *out], [str(shards), "--config", g, *out],
-                [str(shards), "--config", str(d / "list.yaml"), *out], [str(shards), "--set", "lr=abc", *out],
-                [str(shards), "--set", "no_such_key=1", *out], [str(shards), "--set", "lr", *out],
-                [str(shards), "--out", af], [str(d / "broken"), *out], [str(d / "trunc"), *out]],
-        "eval": [[m, str(shards)], [ed, str(shards)], [af, str(shards)], [str(d / "ck"), str(shards)],
-                 [str(d / "ck2"), str(shards)], [str(d / "ck"), m], [str(d / "ck"), str(shards), "--bootstrap", "-5"],
-                 [str(d / "ck"), str(shards), "--prompts", e], [str(d / "ck"), str(shards), "--uncertain", "x"]],
-        "fewshot": [[m, str(shards)], [ed, str(shards)], [str(d / "ck"), str(shards)], [str(d / "ck2"), str(shards)],
-                    [str(d / "ck"), str(shards), "--shots", "a,b"], [str(d / "ck"), str(shards), "--seeds", "0"],
-                    [str(d / "ck"), str(shards), "--modes", "magic"]],
+        "run": [
+            [m],
+            [ed, *out],
+            [af, *out],
+            [str(shards), "--config", e, *out],
+            [str(shards), "--config", g, *out],
+            [str(shards), "--config", str(d / "list.yaml"), *out],
+            [str(shards), "--set", "lr=abc", *out],
+            [str(shards), "--set", "no_such_key=1", *out],
+            [str(shards), "--set", "lr", *out],
+            [str(shards), "--out", af],
+            [str(d / "broken"), *out],
+            [str(d / "trunc"), *out],
+        ],
+        "eval": [
+            [m, str(shards)],
+            [ed, str(shards)],
+            [af, str(shards)],
+            [str(d / "ck"), str(shards)],
+            [str(d / "ck2"), str(shards)],
+            [str(d / "ck"), m],
+            [str(d / "ck"), str(shards), "--bootstrap", "-5"],
+            [str(d / "ck"), str(shards), "--prompts", e],
+            [str(d / "ck"), str(shards), "--uncertain", "x"],
+        ],
+        "fewshot": [
+            [m, str(shards)],
+            [ed, str(shards)],
+            [str(d / "ck"), str(shards)],
+            [str(d / "ck2"), str(shards)],
+            [str(d / "ck"), str(shards), "--shots", "a,b"],
+            [str(d / "ck"), str(shards), "--seeds", "0"],
+            [str(d / "ck"), str(shards), "--modes", "magic"],
+        ],
         "export": [[m, *out], [ed, *out], [af, *out], [str(d / "ck"), *out], [str(d / "ck2"), *out]],
     }
     # good inputs, unusable output (--out is a file) and inconsistent sources
     ex = Path(__file__).resolve().parents[1] / "examples"
-    cases["reports"] += [[str(ex / "mimic"), "--no-images", "--workers", "1", "--out", af],
-                         [str(ex / "mimic"), "--no-images", "--metadata", g, *out],
-                         [str(ex / "mimic"), "--no-images", "--split", e, *out]]
-    cases["prompts"] += [[str(ex / "chexpert" / "train.csv"), "--no-images", "--workers", "1", "--out", af],
-                         [str(ex / "chexpert" / "train.csv"), "--templates", g, *out]]
+    cases["reports"] += [
+        [str(ex / "mimic"), "--no-images", "--workers", "1", "--out", af],
+        [str(ex / "mimic"), "--no-images", "--metadata", g, *out],
+        [str(ex / "mimic"), "--no-images", "--split", e, *out],
+    ]
+    cases["prompts"] += [
+        [str(ex / "chexpert" / "train.csv"), "--no-images", "--workers", "1", "--out", af],
+        [str(ex / "chexpert" / "train.csv"), "--templates", g, *out],
+    ]
     cases["chexpert-5x200"] += [[str(ex / "chexpert" / "train.csv"), "--no-images", "--out", af]]
     out_cases = [("cxrprep", [*c.split(), *a]) for c, args in cases.items() for a in args]
     out_cases += [("cxrtrain", [c, *a]) for c, args in tr.items() for a in args]
@@ -156,9 +260,10 @@ def test_every_command_on_bad_inputs(bad, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("CXRKIT_DEBUG", raising=False)
     problems, seen_commands = _check(_cases(d, shards))
-    expected = {("cxrprep", c) for c in ("reports", "prompts", "images", "augment", "inspect", "templates", "merge",
-                                         "chexpert-5x200")} | {("cxrtrain", c) for c in ("run", "eval", "fewshot",
-                                                                                         "export")}
+    expected = {
+        ("cxrprep", c)
+        for c in ("reports", "prompts", "images", "augment", "inspect", "templates", "merge", "chexpert-5x200")
+    } | {("cxrtrain", c) for c in ("run", "eval", "fewshot", "export")}
     assert expected <= seen_commands
     assert not problems, "\n".join(problems)
 
@@ -175,7 +280,7 @@ def test_bad_options_with_a_real_checkpoint(bad, checkpoint, monkeypatch):
 @pytest.mark.parametrize("debug", [False, True])
 def test_top_level_handler(tmp_path, monkeypatch, debug):
     """An exception no command handled: one line and exit 1; CXRKIT_DEBUG=1 shows the traceback."""
-    import cxrprep.imagesrc as imagesrc
+    import cxrprep.datasets.folder as imagesrc
 
     def bug(*a, **k):
         raise KeyError("oops")
@@ -199,9 +304,11 @@ def test_real_entry_points_print_no_traceback(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     env.pop("CXRKIT_DEBUG", None)
     (tmp_path / "afile").write_text("x")
-    for mod, args in (("cxrprep.cli", ["images", str(tmp_path / "missing")]),
-                      ("cxrprep.cli", ["templates", "check", str(tmp_path / "afile")]),
-                      ("cxrtrain.cli", ["export", str(tmp_path / "afile"), "--out", str(tmp_path / "o")])):
+    for mod, args in (
+        ("cxrprep.cli.app", ["images", str(tmp_path / "missing")]),
+        ("cxrprep.cli.app", ["templates", "check", str(tmp_path / "afile")]),
+        ("cxrtrain.cli.app", ["export", str(tmp_path / "afile"), "--out", str(tmp_path / "o")]),
+    ):
         p = subprocess.run([sys.executable, "-m", mod, *args], capture_output=True, text=True, env=env, timeout=120)
         assert p.returncode in (1, 2), (args, p.stdout, p.stderr)
         assert "Traceback" not in p.stdout + p.stderr, (args, p.stderr)

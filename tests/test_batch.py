@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cxrprep.cli import app as prep_app
-from cxrtrain.cli import app as train_app
+from cxrprep.cli.app import app as prep_app
+from cxrtrain.cli.app import app as train_app
 
 ROOT = Path(__file__).parent.parent
 runner = CliRunner()
@@ -34,8 +34,10 @@ def white_shards(tmp_path_factory):
         img = np.full((90, 140), 255, np.uint8)
         img[45, 70] = 254  # one pixel off white: a blank (single-value) image is a reject in cxrprep
         cv2.imwrite(str(p), img)
-    r = runner.invoke(prep_app, ["prompts", str(csv), "--image-root", str(d / "data/images"), "--out",
-                                 str(d / "shards"), "--size", "128"])
+    r = runner.invoke(
+        prep_app,
+        ["prompts", str(csv), "--image-root", str(d / "data/images"), "--out", str(d / "shards"), "--size", "128"],
+    )
     assert r.exit_code == 0, r.output
     return d / "shards"
 
@@ -43,8 +45,23 @@ def white_shards(tmp_path_factory):
 @pytest.mark.parametrize("clahe", ["offline", "online"])
 def test_batch_on_white_images_has_no_dark_pixel(white_shards, tmp_path, clahe):
     out = tmp_path / "look"
-    r = runner.invoke(train_app, ["batch", str(white_shards), "--config", str(ROOT / "examples/train_tiny.yaml"),
-                                  "--out", str(out), "--n", "6", "--set", f"clahe={clahe}", "--set", "clahe_prob=1.0"])
+    r = runner.invoke(
+        train_app,
+        [
+            "batch",
+            str(white_shards),
+            "--config",
+            str(ROOT / "examples/train_tiny.yaml"),
+            "--out",
+            str(out),
+            "--n",
+            "6",
+            "--set",
+            f"clahe={clahe}",
+            "--set",
+            "clahe_prob=1.0",
+        ],
+    )
     assert r.exit_code == 0, r.output
     z = np.load(out / "batch.npz")
     assert z["images"].dtype == np.uint8 and z["images"].shape == (6, 2, 64, 64)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from cxrprep.cli import app as prep
+from cxrprep.cli.app import app as prep
 from cxrprep.shards import ShardDataset
 
 ROOT = Path(__file__).parent.parent
@@ -20,8 +20,22 @@ runner = CliRunner()
 
 
 def _rows(ds_dir: Path) -> list[dict]:
-    return list(ShardDataset(ds_dir).iter_rows(["study_id", "subject_id", "split", "labels", "findings", "impression",
-                                                "impression_sentences", "sections", "images", "source"]))
+    return list(
+        ShardDataset(ds_dir).iter_rows(
+            [
+                "study_id",
+                "subject_id",
+                "split",
+                "labels",
+                "findings",
+                "impression",
+                "impression_sentences",
+                "sections",
+                "images",
+                "source",
+            ]
+        )
+    )
 
 
 def _rejects(ds_dir: Path) -> list[dict]:
@@ -45,10 +59,12 @@ def _check_counts(ds_dir: Path) -> dict:
 def bench_shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     common = ["--out", str(out), "--size", "32", "--workers", "1", "--no-clahe"]
-    for args in (["rsna", str(B / "rsna/stage_2_train_labels.csv")], ["siim", str(B / "siim/train-rle.csv")],
-                 ["vindr", str(B / "vindr/annotations/image_labels_train.csv")],
-                 ["openi", str(B / "openi/ecgen-radiology"), "--image-root", str(B / "openi/NLMCXR_png"),
-                  "--max-failed", "1"]):
+    for args in (
+        ["rsna", str(B / "rsna/stage_2_train_labels.csv")],
+        ["siim", str(B / "siim/train-rle.csv")],
+        ["vindr", str(B / "vindr/annotations/image_labels_train.csv")],
+        ["openi", str(B / "openi/ecgen-radiology"), "--image-root", str(B / "openi/NLMCXR_png"), "--max-failed", "1"],
+    ):
         r = runner.invoke(prep, args + common)
         assert r.exit_code == 0, r.output
     return out
@@ -99,8 +115,9 @@ def test_siim_leading_space_header_minus_one_and_components(bench_shards, tmp_pa
     assert r.exit_code == 2 and f"{bad}:2" in r.output and "start/length" in r.output
     ok = tmp_path / "ok.csv"  # a listed image that is not on disk: a reject with the reason, not a crash
     ok.write_text("ImageId, EncodedPixels\n1.2.3, -1\n")
-    r = runner.invoke(prep, ["siim", str(ok), "--out", str(tmp_path / "o2"), "--image-root", str(tmp_path),
-                             "--max-failed", "1"])
+    r = runner.invoke(
+        prep, ["siim", str(ok), "--out", str(tmp_path / "o2"), "--image-root", str(tmp_path), "--max-failed", "1"]
+    )
     assert r.exit_code == 0, r.output
     rej = _rejects(tmp_path / "o2/siim-acr-pneumothorax")
     assert len(rej) == 1 and "1.2.3.dcm" in rej[0]["reason"]
@@ -124,8 +141,22 @@ def test_vindr_readers_combined_by_rule(bench_shards, tmp_path):
     for iid in split_votes:  # majority (default): 2 of 3 say a finding -> No finding 0
         assert rows[iid]["labels"][nf] == 0 and rows[iid]["split"] in ("train", "validate")
     assert sum(r["split"] == "test" for r in rows.values()) == 10
-    r = runner.invoke(prep, ["vindr", str(B / "vindr/annotations/image_labels_train.csv"), "--readers", "any",
-                             "--out", str(tmp_path), "--size", "32", "--workers", "1", "--no-clahe"])
+    r = runner.invoke(
+        prep,
+        [
+            "vindr",
+            str(B / "vindr/annotations/image_labels_train.csv"),
+            "--readers",
+            "any",
+            "--out",
+            str(tmp_path),
+            "--size",
+            "32",
+            "--workers",
+            "1",
+            "--no-clahe",
+        ],
+    )
     assert r.exit_code == 0, r.output
     anyr = {x["study_id"]: x for x in _rows(tmp_path / "vindr-cxr")}
     for iid in split_votes:  # any reader: No finding 1 as well
@@ -141,7 +172,9 @@ def test_openi_xml_sections_rejects_and_split(bench_shards, tmp_path):
     assert len(rows) == 9 and m["counts"]["skipped"] == 1 and m["counts"]["failed"] == 1
     assert all(r["split"] == "test" for r in rows.values())
     assert rows["CXR1"]["impression"] == "Normal chest x-XXXX." and "XXXX" in rows["CXR1"]["findings"]
-    assert rows["CXR3"]["findings"] is None and rows["CXR3"]["impression"].startswith("No displaced rib")  # empty element
+    assert rows["CXR3"]["findings"] is None and rows["CXR3"]["impression"].startswith(
+        "No displaced rib"
+    )  # empty element
     secs = {s["name"]: s["text"] for s in rows["CXR2"]["sections"]}
     assert secs["mesh_major"] == "Cardiomegaly/borderline; Pulmonary Artery/enlarged" and "indication" in secs
     assert rows["CXR5"]["impression_sentences"] == ["Small right pleural effusion with mild cardiomegaly."]
@@ -150,13 +183,27 @@ def test_openi_xml_sections_rejects_and_split(bench_shards, tmp_path):
     assert rej["CXR5"]["level"] == "image" and len(rows["CXR5"]["images"]) == 1
     # --split hash is deterministic and --part pieces add up to the whole
     for i in range(2):
-        r = runner.invoke(prep, ["openi", str(B / "openi/ecgen-radiology"), "--no-images", "--split", "hash",
-                                 "--part", f"{i}/2", "--out", str(tmp_path), "--max-failed", "1"])
+        r = runner.invoke(
+            prep,
+            [
+                "openi",
+                str(B / "openi/ecgen-radiology"),
+                "--no-images",
+                "--split",
+                "hash",
+                "--part",
+                f"{i}/2",
+                "--out",
+                str(tmp_path),
+                "--max-failed",
+                "1",
+            ],
+        )
         assert r.exit_code == 0, r.output
     r = runner.invoke(prep, ["merge", str(tmp_path / "openi")])
     assert r.exit_code == 0, r.output
     merged = {x["study_id"]: x["split"] for x in _rows(tmp_path / "openi")}
-    from cxrprep.benchmarks import hash_split
+    from cxrprep.datasets.benchmarks import hash_split
 
     assert set(merged) == set(rows) and all(s == hash_split(k) for k, s in merged.items())
 
@@ -173,8 +220,22 @@ def test_chexpert_5x200_from_a_released_list(tmp_path):
     assert one
     lst = tmp_path / "list.csv"
     lst.write_text("Path,Atelectasis\n" + "".join(f"{r['Path']},1\n" for r in one))
-    r = runner.invoke(prep, ["chexpert-5x200", str(src), "--image-root", str(src.parent), "--list", str(lst),
-                             "--out", str(tmp_path / "o"), "--size", "32", "--no-clahe"])
+    r = runner.invoke(
+        prep,
+        [
+            "chexpert-5x200",
+            str(src),
+            "--image-root",
+            str(src.parent),
+            "--list",
+            str(lst),
+            "--out",
+            str(tmp_path / "o"),
+            "--size",
+            "32",
+            "--no-clahe",
+        ],
+    )
     assert r.exit_code == 0, r.output
     m = ShardDataset(tmp_path / "o/chexpert-5x200").manifest
     assert m["selection"] == f"list {lst}" and m["counts"]["rows_written"] == len(one)
@@ -195,19 +256,41 @@ def tiny_checkpoint(demo_shards, tmp_path_factory):
     from cxrtrain.train import train
 
     out = tmp_path_factory.mktemp("run")
-    cfg = build_config(dict(model={"preset": "tiny", "image_size": 32, "embed_dim": 32}, epochs=1, batch_size=4,
-                            log_every=100, warmup_steps=1, max_steps=2))
+    cfg = build_config(
+        dict(
+            model={"preset": "tiny", "image_size": 32, "embed_dim": 32},
+            epochs=1,
+            batch_size=4,
+            log_every=100,
+            warmup_steps=1,
+            max_steps=2,
+        )
+    )
     train([str(demo_shards)], out, cfg, log=lambda *_: None)
     return out
 
 
 @pytest.mark.slow
 def test_bench_suite_on_the_sample_benchmarks(tiny_checkpoint, bench_shards, tmp_path):
-    from cxrtrain.cli import app as trn
+    from cxrtrain.cli.app import app as trn
 
     out = tmp_path / "suite"
-    r = runner.invoke(trn, ["bench-suite", str(tiny_checkpoint), str(bench_shards), "--out", str(out),
-                            "--bootstrap", "20", "--probe-seeds", "1", "--probe-max-epochs", "300"])
+    r = runner.invoke(
+        trn,
+        [
+            "bench-suite",
+            str(tiny_checkpoint),
+            str(bench_shards),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "20",
+            "--probe-seeds",
+            "1",
+            "--probe-max-epochs",
+            "300",
+        ],
+    )
     assert r.exit_code == 0, r.output
 
     def strict(p):
@@ -233,13 +316,19 @@ def test_bench_suite_on_the_sample_benchmarks(tiny_checkpoint, bench_shards, tmp
 
 def test_eval_prompts_cover_every_class_of_every_supported_dataset():
     from cxrprep.labels import CHEXPERT_LABELS, NIH_LABELS
-    from cxrprep.templates import eval_prompt_sets
+    from cxrprep.text.templates import eval_prompt_sets
     from cxrtrain.evaluate import find_prompts
 
     sets = eval_prompt_sets(ROOT / "prompts/eval.yaml")["binary"]
     vindr = (B / "vindr/annotations/image_labels_train.csv").read_text().splitlines()[0].split(",")[2:]
-    datasets = {"mimic-cxr": CHEXPERT_LABELS, "chexpert": CHEXPERT_LABELS, "chestx-ray14": NIH_LABELS,
-                "vindr-cxr": vindr, "rsna-pneumonia": ["Pneumonia"], "siim-acr-pneumothorax": ["Pneumothorax"]}
+    datasets = {
+        "mimic-cxr": CHEXPERT_LABELS,
+        "chexpert": CHEXPERT_LABELS,
+        "chestx-ray14": NIH_LABELS,
+        "vindr-cxr": vindr,
+        "rsna-pneumonia": ["Pneumonia"],
+        "siim-acr-pneumothorax": ["Pneumothorax"],
+    }
     missing = [(d, c) for d, names in datasets.items() for c in names if find_prompts(sets, d, c) is None]
     assert missing == []
     assert find_prompts(sets, "vindr-cxr", "Pleural effusion") == "Pleural Effusion"  # case-insensitive
@@ -262,9 +351,22 @@ def test_mimic_5x200_draw_and_list(tmp_path):
         meta = list(csv.DictReader(f))
     frontal = sorted({(r["subject_id"], r["study_id"]) for r in meta if r["ViewPosition"] in ("PA", "AP")})
     assert len(frontal) >= 6
-    labels = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-              "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-              "Pneumothorax", "Support Devices"]
+    labels = [
+        "Atelectasis",
+        "Cardiomegaly",
+        "Consolidation",
+        "Edema",
+        "Enlarged Cardiomediastinum",
+        "Fracture",
+        "Lung Lesion",
+        "Lung Opacity",
+        "No Finding",
+        "Pleural Effusion",
+        "Pleural Other",
+        "Pneumonia",
+        "Pneumothorax",
+        "Support Devices",
+    ]
     tasks = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
     rows = []
     for k, (subj, study) in enumerate(frontal):
@@ -286,7 +388,7 @@ def test_mimic_5x200_draw_and_list(tmp_path):
     assert len(got) == 5 and all(x["split"] == "test" and x["images"] for x in got)
     assert all(x["impression"] or x["findings"] for x in got)  # the study's report rides along for retrieval
     by_study = {x["study_id"]: x for x in got}
-    for k, (subj, study) in enumerate(frontal[:5]):
+    for k, (_subj, study) in enumerate(frontal[:5]):
         lab = by_study[f"s{study}"]["labels"]
         assert lab[labels.index(tasks[k])] == 1
     r = runner.invoke(prep, args + ["--out", str(tmp_path / "b")])
@@ -297,7 +399,9 @@ def test_mimic_5x200_draw_and_list(tmp_path):
     dicom = next(m["dicom_id"] for m in meta if m["study_id"] == study and m["ViewPosition"] in ("PA", "AP"))
     lst = tmp_path / "list.txt"
     lst.write_text(f"files/p{subj[:2]}/p{subj}/s{study}/{dicom}.jpg\n")
-    r = runner.invoke(prep, ["mimic-5x200", str(root), "--list", str(lst), "--out", str(tmp_path / "d"), "--size", "32"])
+    r = runner.invoke(
+        prep, ["mimic-5x200", str(root), "--list", str(lst), "--out", str(tmp_path / "d"), "--size", "32"]
+    )
     assert r.exit_code == 0, r.output
     one = _rows(tmp_path / "d/mimic-5x200")
     assert [x["study_id"] for x in one] == [f"s{study}"]

@@ -45,8 +45,12 @@ def test_canary_images_show_their_findings():
     s = 128
     base = c.draw({}, np.random.default_rng(0), s).astype(float)
     rows = np.arange(s)[:, None] / s
-    for f, sign, where in [("Cardiomegaly", 1, (0.4, 0.9)), ("Effusion", 1, (0.55, 1.0)),
-                           ("Pneumothorax", -1, (0.0, 0.55)), ("Consolidation", 1, (0.2, 0.8))]:
+    for f, sign, where in [
+        ("Cardiomegaly", 1, (0.4, 0.9)),
+        ("Effusion", 1, (0.55, 1.0)),
+        ("Pneumothorax", -1, (0.0, 0.55)),
+        ("Consolidation", 1, (0.2, 0.8)),
+    ]:
         img = c.draw({f: 1}, np.random.default_rng(0), s).astype(float)
         changed = sign * (img - base) > 40
         assert changed.sum() > 40, (f, changed.sum())

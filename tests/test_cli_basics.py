@@ -1,7 +1,7 @@
 from typer.testing import CliRunner
 
-from cxrprep.cli import app as prep_app
-from cxrtrain.cli import app as train_app
+from cxrprep.cli.app import app as prep_app
+from cxrtrain.cli.app import app as train_app
 
 runner = CliRunner()
 

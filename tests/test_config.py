@@ -7,7 +7,7 @@ from dataclasses import fields
 import pytest
 from typer.testing import CliRunner
 
-from cxrtrain.cli import app
+from cxrtrain.cli.app import app
 from cxrtrain.config import CHECKS, ConfigError, LogConfig, TrainConfig, build_config, field_check, load_config
 from cxrtrain.model import ModelConfig
 
@@ -43,9 +43,15 @@ def test_bad_value_names_key_value_and_range(tmp_path, text, shown, allowed):
     assert not (tmp_path / "run").exists()  # a failed start leaves no run folder
 
 
-@pytest.mark.parametrize("override,shown", [("crop_scale=5", "crop_scale=5"), ("accum_steps=0", "accum_steps=0"),
-                                            ("model.image_mean=0.5", "model.image_mean=0.5"),
-                                            ("log_every=0", "log_every=0")])
+@pytest.mark.parametrize(
+    "override,shown",
+    [
+        ("crop_scale=5", "crop_scale=5"),
+        ("accum_steps=0", "accum_steps=0"),
+        ("model.image_mean=0.5", "model.image_mean=0.5"),
+        ("log_every=0", "log_every=0"),
+    ],
+)
 def test_bad_set_override_exits_2(tmp_path, override, shown):
     r = CliRunner().invoke(app, ["run", str(tmp_path), "--set", override, "--out", str(tmp_path / "run")])
     assert r.exit_code == 2 and shown in r.output, r.output
@@ -59,13 +65,22 @@ def test_every_field_declares_a_check():
                 continue
             assert field_check(cls, f.name) is not None, (
                 f"{cls.__name__}.{f.name} declares no Check: write it as `{f.name}: T = opt(default, 'help', lo=.., "
-                f"hi=..)`" + (" or add it to CHECKS['ModelConfig'] in cxrtrain/config.py" if cls is ModelConfig else ""))
+                f"hi=..)`" + (" or add it to CHECKS['ModelConfig'] in cxrtrain/config.py" if cls is ModelConfig else "")
+            )
     assert set(CHECKS["ModelConfig"]) == {f.name for f in fields(ModelConfig)}
 
 
 def test_good_values_and_direct_construction():
-    c = build_config({"crop_scale": [0.9, 1.0], "model.image_mean": [0.4, 0.4, 0.4], "log.tensorboard": "true",
-                      "dataset_weights": {"chexpert": 0}, "relax_threshold": "null", "lr": "1e-3"})
+    c = build_config(
+        {
+            "crop_scale": [0.9, 1.0],
+            "model.image_mean": [0.4, 0.4, 0.4],
+            "log.tensorboard": "true",
+            "dataset_weights": {"chexpert": 0},
+            "relax_threshold": "null",
+            "lr": "1e-3",
+        }
+    )
     assert c.crop_scale == (0.9, 1.0) and c.model.image_mean == (0.4, 0.4, 0.4) and c.log.tensorboard
     assert c.lr == 1e-3 and c.relax_threshold is None
     with pytest.raises(ConfigError, match="accum_steps=0"):

@@ -1,7 +1,7 @@
-"""The shard contract: schema, folder layout, writer, manifest, rejects, card, reader, merge, lock,\nfaults, determinism."""
+"""The shard contract: schema, folder layout, writer, manifest, rejects, card, reader, merge, lock,\nfaults,
+determinism."""
 
 from __future__ import annotations
-
 
 import errno
 import hashlib
@@ -12,15 +12,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cxrprep.parallel import in_part, ordered_map, parse_part
 from cxrprep.schema import (
-    COLUMNS, LABELS_KEY, SCHEMA_VERSION, STUDY_SCHEMA, VERSION_KEY, ShardSchemaError, check_shard, empty_row,
-    file_schema, read_manifest,
+    COLUMNS,
+    LABELS_KEY,
+    SCHEMA_VERSION,
+    STUDY_SCHEMA,
+    VERSION_KEY,
+    ShardSchemaError,
+    check_shard,
+    empty_row,
+    file_schema,
+    read_manifest,
 )
 from cxrprep.shards import (
-    DatasetBusy, IncompleteDataset, ShardDataset, ShardWriteError, ShardWriter, find_datasets, merge_parts,
-    open_datasets, scan_datasets, sha256_file,
+    DatasetBusy,
+    IncompleteDataset,
+    ShardDataset,
+    ShardWriteError,
+    ShardWriter,
+    find_datasets,
+    merge_parts,
+    open_datasets,
+    scan_datasets,
+    sha256_file,
 )
-from cxrprep.parallel import in_part, parse_part, ordered_map
 
 
 def _row(i: int, dataset="demo", split="train") -> dict:
@@ -28,8 +44,9 @@ def _row(i: int, dataset="demo", split="train") -> dict:
     r["findings"] = f"Finding number {i}."
     r["findings_sentences"] = [r["findings"]]
     r["labels"] = [1, 0, -1, None]
-    r["images"] = [dict(image_id=f"img{i}", view="PA", image=bytes([i % 256]) * 1000, image_clahe=None,
-                        height=10, width=12)]
+    r["images"] = [
+        dict(image_id=f"img{i}", view="PA", image=bytes([i % 256]) * 1000, image_clahe=None, height=10, width=12)
+    ]
     return r
 
 
@@ -45,9 +62,24 @@ def _write(out, n=50, **kw):
 
 def test_schema_columns_and_version():
     assert SCHEMA_VERSION == 2
-    assert COLUMNS == ("dataset", "study_id", "subject_id", "split", "source", "findings", "impression",
-                       "findings_sentences", "impression_sentences", "findings_bt", "impression_bt",
-                       "sections", "fallback", "labels", "prompts", "images")
+    assert COLUMNS == (
+        "dataset",
+        "study_id",
+        "subject_id",
+        "split",
+        "source",
+        "findings",
+        "impression",
+        "findings_sentences",
+        "impression_sentences",
+        "findings_bt",
+        "impression_bt",
+        "sections",
+        "fallback",
+        "labels",
+        "prompts",
+        "images",
+    )
     assert STUDY_SCHEMA.field("labels").type == pa.list_(pa.int8())
     img = STUDY_SCHEMA.field("images").type.value_type
     assert [f.name for f in img] == ["image_id", "view", "image", "image_clahe", "height", "width"]
@@ -93,10 +125,11 @@ def test_roundtrip_manifest_rejects_card(tmp_path):
     assert raw["images"][0]["image"] == {"bytes": bytes([3]) * 1000, "path": None}
     rej = ds.rejects()
     assert len(rej) == 2 and {r["kind"] for r in rej} == {"failed", "skipped"}
-    assert rej[0] == dict(source="x/bad.txt", study_id="s99999", stage="read", kind="failed", level="study",
-                          reason="empty file")
+    assert rej[0] == dict(
+        source="x/bad.txt", study_id="s99999", stage="read", kind="failed", level="study", reason="empty file"
+    )
     card = (d / "README.md").read_text()
-    assert "- split: train" in card and "path: \"data/train-*.parquet\"" in card
+    assert "- split: train" in card and 'path: "data/train-*.parquet"' in card
     assert "| train | 50 |" in card
     assert "Inputs seen 52 = rows written 50 + rejects 2" in card
     assert hashlib.sha256((d / "manifest.json").read_bytes()).hexdigest() in card
@@ -114,7 +147,12 @@ def test_one_file_set_per_split(tmp_path):
     assert names == [f"{s}-{k:05d}-of-00002.parquet" for s in ("test", "train", "validate") for k in range(2)]
     ds = ShardDataset(d)
     assert ds.splits == {"train": 4, "validate": 4, "test": 4}
-    assert [r["study_id"] for r in ds.iter_rows(["study_id"], split="validate")] == ["s00001", "s00004", "s00007", "s00010"]
+    assert [r["study_id"] for r in ds.iter_rows(["study_id"], split="validate")] == [
+        "s00001",
+        "s00004",
+        "s00007",
+        "s00010",
+    ]
     assert all(g.path.name.startswith("test-") for g in ds.row_groups("test"))
     assert ds.read_table(["study_id", "labels"], split="test").num_rows == 4
     with pytest.raises(ValueError, match="split"):
@@ -266,8 +304,16 @@ def test_part_merge_equals_single(tmp_path):
     # a whole run into the folder replaces the pieces' files, manifests and rejects
     with ShardWriter(tmp_path / "split", "demo", config={"x": 1}) as w:
         w.write_many(rows[:3])
-    assert sorted(p.name for p in d.iterdir()) == [".lock", ".lock-0of3", ".lock-1of3", ".lock-2of3", "README.md",
-                                                   "data", "manifest.json", "rejects.jsonl"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        ".lock",
+        ".lock-0of3",
+        ".lock-1of3",
+        ".lock-2of3",
+        "README.md",
+        "data",
+        "manifest.json",
+        "rejects.jsonl",
+    ]
     assert ShardDataset(d).num_rows == 3 and len(list((d / "data").iterdir())) == 2
 
 
@@ -389,8 +435,9 @@ def test_write_table_gives_the_same_bytes_as_write(tmp_path):
         r["impression_sentences"] = [f"Sentence {i}."]
         r["labels"] = None if i % 4 == 0 else [i % 3 - 1, 1, 0]
         if i % 2:
-            r["images"] = [dict(image_id=f"im{i}", view="PA", image=bytes([i]) * (100 + i), image_clahe=None,
-                                height=4, width=5)]
+            r["images"] = [
+                dict(image_id=f"im{i}", view="PA", image=bytes([i]) * (100 + i), image_clahe=None, height=4, width=5)
+            ]
         rows.append(r)
     kw = dict(label_names=["A", "B", "C"], row_group_rows=5, max_part_bytes=2000)
     with ShardWriter(tmp_path / "one", "ds", **kw) as w:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cxrtrain.cli import app
+from cxrtrain.cli.app import app
 from cxrtrain.metrics import auroc, best_threshold, bootstrap_ci, f1_score, mcc, recall_at_k
 
 ROOT = Path(__file__).parent.parent
@@ -62,16 +62,33 @@ def checkpoint(demo_shards, tmp_path_factory):
     from cxrtrain.train import train
 
     out = tmp_path_factory.mktemp("run")
-    cfg = build_config(dict(model={"preset": "tiny", "image_size": 32, "embed_dim": 32}, epochs=1, batch_size=4,
-                            log_every=100, warmup_steps=1, max_steps=2))
+    cfg = build_config(
+        dict(
+            model={"preset": "tiny", "image_size": 32, "embed_dim": 32},
+            epochs=1,
+            batch_size=4,
+            log_every=100,
+            warmup_steps=1,
+            max_steps=2,
+        )
+    )
     train([str(demo_shards)], out, cfg, log=lambda *_: None)
     return out
 
 
 def test_eval_end_to_end_and_cache(checkpoint, demo_shards, tmp_path):
     out = tmp_path / "ev"
-    args = ["eval", str(checkpoint), str(demo_shards), "--prompts", str(ROOT / "prompts/eval.yaml"), "--out", str(out),
-            "--bootstrap", "50"]
+    args = [
+        "eval",
+        str(checkpoint),
+        str(demo_shards),
+        "--prompts",
+        str(ROOT / "prompts/eval.yaml"),
+        "--out",
+        str(out),
+        "--bootstrap",
+        "50",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     m = strict_load(out / "metrics.json")
@@ -95,9 +112,26 @@ def test_fewshot_sampling_and_run(checkpoint, demo_shards, tmp_path):
     assert all(((y[idx, j] == 1).sum() >= 1 and (y[idx, j] == 0).sum() >= 1) for j in range(2))
     assert np.array_equal(idx, sample_kshot(y, np.arange(6), 1, 0)[0])
     out = tmp_path / "fs"
-    r = runner.invoke(app, ["fewshot", str(checkpoint), str(demo_shards / "mimic-cxr"), "--shots", "1,2", "--seeds", "2",
-                            "--epochs", "2", "--modes", "linear,partial", "--out", str(out),
-                            "--prompts", str(ROOT / "prompts/eval.yaml")])
+    r = runner.invoke(
+        app,
+        [
+            "fewshot",
+            str(checkpoint),
+            str(demo_shards / "mimic-cxr"),
+            "--shots",
+            "1,2",
+            "--seeds",
+            "2",
+            "--epochs",
+            "2",
+            "--modes",
+            "linear,partial",
+            "--out",
+            str(out),
+            "--prompts",
+            str(ROOT / "prompts/eval.yaml"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = strict_load(out / "fewshot.json")
     d = res["datasets"]["mimic-cxr"]
@@ -143,15 +177,24 @@ def test_multiclass_and_binary_on_known_embeddings():
 
     # images point at the class they show; the 4th is labelled Cardiomegaly but looks like an effusion
     e = np.array([[1, 0.1, 0], [0, 1, 0.1], [0.1, 0, 1], [0, 0.2, 1]], float)
-    emb = dict(emb=e / np.linalg.norm(e, axis=1, keepdims=True),
-               labels=np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]], float),
-               split=np.array(["test"] * 4), findings=np.array(["atelectasis", "cardiomegaly", "effusion", "cardiomegaly"]),
-               impression=np.array([""] * 4))
+    emb = dict(
+        emb=e / np.linalg.norm(e, axis=1, keepdims=True),
+        labels=np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]], float),
+        split=np.array(["test"] * 4),
+        findings=np.array(["atelectasis", "cardiomegaly", "effusion", "cardiomegaly"]),
+        impression=np.array([""] * 4),
+    )
     sets = {c: [c.lower()] for c in names}
     r = zero_shot_multiclass(emb, names, sets, text_emb)
     assert r["n"] == 4 and r["accuracy"] == pytest.approx(3 / 4)
-    b = zero_shot_binary(emb, names, {"Pleural Effusion": {"positive": ["effusion"], "negative": ["normal"]}}, 10.0,
-                         text_emb, EvalConfig(bootstrap=20))
+    b = zero_shot_binary(
+        emb,
+        names,
+        {"Pleural Effusion": {"positive": ["effusion"], "negative": ["normal"]}},
+        10.0,
+        text_emb,
+        EvalConfig(bootstrap=20),
+    )
     # P(effusion) grows with the cosine to the effusion prompt: image 3 (0.995, positive) > image 4 (0.981) > others
     assert b["classes"]["Pleural Effusion"]["auroc"] == pytest.approx(1.0)
     rr = retrieval(emb, text_emb, "findings")
@@ -161,6 +204,7 @@ def test_multiclass_and_binary_on_known_embeddings():
 # -- issue 12: honest splits, strict metrics, CXR-CLIP protocol ------------------------------------------
 def strict_load(path: Path) -> dict:
     """json.loads that rejects NaN/Infinity tokens (as JavaScript, jq and strict parsers do)."""
+
     def bad(tok):
         raise ValueError(f"{path}: non-standard JSON token {tok}")
 
@@ -210,6 +254,7 @@ def test_mean_similarity_is_cxrclip_averaging_loop():
 def no_test_shards(tmp_path_factory):
     """A labelled dataset with train and validate rows only (like the demo's CheXpert prompt shards)."""
     from conftest import make_demo_shards
+
     from cxrprep.shards import ShardDataset, ShardWriter
 
     src = make_demo_shards(tmp_path_factory.mktemp("src"), n_reports=8, n_labels=14)
@@ -224,8 +269,17 @@ def no_test_shards(tmp_path_factory):
 
 def test_eval_split_is_explicit_and_never_falls_back(checkpoint, no_test_shards, tmp_path):
     out = tmp_path / "ev"
-    base = ["eval", str(checkpoint), str(no_test_shards), "--out", str(out), "--bootstrap", "20",
-            "--prompts", str(ROOT / "prompts/eval.yaml")]
+    base = [
+        "eval",
+        str(checkpoint),
+        str(no_test_shards),
+        "--out",
+        str(out),
+        "--bootstrap",
+        "20",
+        "--prompts",
+        str(ROOT / "prompts/eval.yaml"),
+    ]
     r = runner.invoke(app, base)
     assert r.exit_code == 2, r.output
     assert "--split" in r.output and "'chexpert'" in r.output and "'test'" in r.output and "Traceback" not in r.output
@@ -253,11 +307,29 @@ def test_eval_split_is_explicit_and_never_falls_back(checkpoint, no_test_shards,
 
 def test_eval_strict_json_skipped_baseline_and_bad_input(checkpoint, demo_shards, tmp_path):
     prompts = tmp_path / "few.yaml"  # prompts for two classes only: the others must be listed as skipped
-    prompts.write_text("version: 1\nbinary:\n  Pleural Effusion:\n    positive: [Pleural effusion.]\n"
-                       "    negative: [No pleural effusion.]\n  Edema:\n    positive: [Edema.]\n    negative: [No edema.]\n")
+    prompts.write_text(
+        "version: 1\nbinary:\n  Pleural Effusion:\n    positive: [Pleural effusion.]\n"
+        "    negative: [No pleural effusion.]\n  Edema:\n    positive: [Edema.]\n    negative: [No edema.]\n"
+    )
     out = tmp_path / "ev"
-    r = runner.invoke(app, ["eval", str(checkpoint), str(demo_shards / "mimic-cxr"), "--prompts", str(prompts),
-                            "--out", str(out), "--bootstrap", "20", "--baseline", "untrained", "--device", "auto"])
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            str(checkpoint),
+            str(demo_shards / "mimic-cxr"),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "20",
+            "--baseline",
+            "untrained",
+            "--device",
+            "auto",
+        ],
+    )
     assert r.exit_code == 0, r.output
     m = strict_load(out / "metrics.json")
     d = m["datasets"]["mimic-cxr"]

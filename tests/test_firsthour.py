@@ -18,8 +18,8 @@ EXAMPLES = ROOT / "examples"
 
 
 def test_resolver_names_paths_and_errors(tmp_path):
-    from cxrprep.promptfiles import packaged_names, resolve_prompt_file
-    from cxrprep.templates import TemplateError, load_templates
+    from cxrprep.text.promptfiles import packaged_names, resolve_prompt_file
+    from cxrprep.text.templates import TemplateError, load_templates
 
     assert {"default", "eval"} <= set(packaged_names())
     assert resolve_prompt_file("default").read_text() == (ROOT / "prompts/default.yaml").read_text()
@@ -37,8 +37,8 @@ def test_resolver_names_paths_and_errors(tmp_path):
 
 
 def test_bad_prompt_names_exit_2_in_every_command(tmp_path):
-    from cxrprep.cli import app as prep
-    from cxrtrain.cli import app as trainapp
+    from cxrprep.cli.app import app as prep
+    from cxrtrain.cli.app import app as trainapp
 
     csv = EXAMPLES / "chexpert/train.csv"
     r = CliRunner().invoke(prep, ["prompts", str(csv), "--templates", "defualt", "--out", str(tmp_path / "s")])
@@ -62,12 +62,14 @@ def test_pyproject_ships_every_package_and_the_prompt_files():
 
 
 def test_help_examples_name_files_that_exist():
-    from cxrprep.cli import app as prep
-    from cxrtrain.cli import app as trainapp
+    from cxrprep.cli.app import app as prep
+    from cxrtrain.cli.app import app as trainapp
 
     texts = []
-    for app, cmds in ((prep, ["reports", "prompts", "templates", "images", "augment", "inspect", "merge",
-                              "chexpert-5x200"]), (trainapp, ["run", "eval", "fewshot", "export"])):
+    for app, cmds in (
+        (prep, ["reports", "prompts", "templates", "images", "augment", "inspect", "merge", "chexpert-5x200"]),
+        (trainapp, ["run", "eval", "fewshot", "export"]),
+    ):
         texts.append(CliRunner().invoke(app, ["--help"], terminal_width=200).output)
         for c in cmds:
             r = CliRunner().invoke(app, [c, "--help"], terminal_width=200)
@@ -81,7 +83,7 @@ def test_help_examples_name_files_that_exist():
 
 
 def test_images_help_documents_csv_columns():
-    from cxrprep.cli import app
+    from cxrprep.cli.app import app
 
     out = CliRunner().invoke(app, ["images", "--help"], terminal_width=200).output
     for col in ("path", "study_id", "subject_id", "split", "view", "label"):
@@ -95,21 +97,48 @@ def test_prompts_and_eval_from_an_empty_folder(demo_shards, tmp_path):
     from cxrtrain.train import train
 
     run = tmp_path / "run"
-    train([str(demo_shards)], run, build_config(dict(model={"preset": "tiny", "image_size": 32, "embed_dim": 32},
-                                                     batch_size=4, max_steps=1, warmup_steps=1)), log=lambda *_: None)
+    train(
+        [str(demo_shards)],
+        run,
+        build_config(
+            dict(model={"preset": "tiny", "image_size": 32, "embed_dim": 32}, batch_size=4, max_steps=1, warmup_steps=1)
+        ),
+        log=lambda *_: None,
+    )
     work = tmp_path / "empty"
     work.mkdir()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+    )
 
     def cli(mod, *args):
-        p = subprocess.run([sys.executable, "-m", f"{mod}.cli", *map(str, args)], cwd=work, env=env,
-                           capture_output=True, text=True, timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-m", f"{mod}.cli", *map(str, args)],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert "Traceback" not in p.stdout + p.stderr, p.stderr[-3000:]
         return p
 
-    p = cli("cxrprep", "prompts", EXAMPLES / "nih/Data_Entry_2017_v2020.csv", "--image-root", EXAMPLES / "nih/images",
-            "--out", "s/", "--size", "64", "--workers", "1")
+    p = cli(
+        "cxrprep",
+        "prompts",
+        EXAMPLES / "nih/Data_Entry_2017_v2020.csv",
+        "--image-root",
+        EXAMPLES / "nih/images",
+        "--out",
+        "s/",
+        "--size",
+        "64",
+        "--workers",
+        "1",
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     man = json.loads((work / "s/chestx-ray14/manifest.json").read_text())
     assert man["counts"]["rows_written"] > 0
@@ -120,22 +149,26 @@ def test_prompts_and_eval_from_an_empty_folder(demo_shards, tmp_path):
 
 
 def test_empty_inputs_and_bad_templates_exit_2_everywhere(tmp_path):
-    from cxrprep.cli import app as prep
-    from cxrtrain.cli import app as trainapp
+    from cxrprep.cli.app import app as prep
+    from cxrtrain.cli.app import app as trainapp
 
     empty = tmp_path / "empty"
     empty.mkdir()
     bad = tmp_path / "bad.yaml"
     bad.write_text("classes:\n  Foo: [\n")
-    cases = [(prep, ["reports", str(empty), "--out", str(tmp_path / "o")]),
-             (prep, ["images", str(empty), "--out", str(tmp_path / "o")]),
-             (trainapp, ["run", str(empty), "--out", str(tmp_path / "r")]),
-             (prep, ["templates", "check", str(bad)]),
-             (prep, ["templates", "preview", str(bad)]),
-             (prep, ["prompts", str(EXAMPLES / "chexpert/train.csv"), "--templates", str(bad), "--out",
-                     str(tmp_path / "o")]),
-             (trainapp, ["eval", str(empty), str(empty), "--prompts", str(bad)]),
-             (trainapp, ["fewshot", str(empty), str(empty), "--prompts", str(bad)])]
+    cases = [
+        (prep, ["reports", str(empty), "--out", str(tmp_path / "o")]),
+        (prep, ["images", str(empty), "--out", str(tmp_path / "o")]),
+        (trainapp, ["run", str(empty), "--out", str(tmp_path / "r")]),
+        (prep, ["templates", "check", str(bad)]),
+        (prep, ["templates", "preview", str(bad)]),
+        (
+            prep,
+            ["prompts", str(EXAMPLES / "chexpert/train.csv"), "--templates", str(bad), "--out", str(tmp_path / "o")],
+        ),
+        (trainapp, ["eval", str(empty), str(empty), "--prompts", str(bad)]),
+        (trainapp, ["fewshot", str(empty), str(empty), "--prompts", str(bad)]),
+    ]
     for app, args in cases:
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 2, (args, r.output)
@@ -144,7 +177,7 @@ def test_empty_inputs_and_bad_templates_exit_2_everywhere(tmp_path):
 
 
 def test_report_count_for_the_progress_total():
-    from cxrprep.mimic import count_reports, iter_studies_dir, resolve_root
+    from cxrprep.datasets.mimic import count_reports, iter_studies_dir, resolve_root
 
     _, files, z = resolve_root(EXAMPLES / "mimic")
     for part in (None, (0, 2), (1, 2)):
@@ -152,12 +185,26 @@ def test_report_count_for_the_progress_total():
 
 
 def test_max_failed_error_names_the_rejects_file(tmp_path):
-    from cxrprep.cli import app
+    from cxrprep.cli.app import app
 
     out = tmp_path / "s"
-    r = CliRunner().invoke(app, ["prompts", str(EXAMPLES / "chexpert/train.csv"), "--image-root",
-                                 str(EXAMPLES / "chexpert"), "--size", "32", "--out", str(out), "--workers", "1",
-                                 "--max-failed", "0"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "prompts",
+            str(EXAMPLES / "chexpert/train.csv"),
+            "--image-root",
+            str(EXAMPLES / "chexpert"),
+            "--size",
+            "32",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--max-failed",
+            "0",
+        ],
+    )
     assert r.exit_code == 1, r.output
     line = [x for x in r.output.splitlines() if "--max-failed" in x][0]
     path = line.split("see ", 1)[1].split(" for each reason")[0]

@@ -14,15 +14,22 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 from typer.testing import CliRunner
 
-from cxrprep.cli import app
-from cxrprep.images import ImageError, ImageSettings, process_image, process_study_images, read_gray, resize_short
+from cxrprep.cli.app import app
+from cxrprep.image.process import (
+    ImageError,
+    ImageSettings,
+    process_image,
+    process_study_images,
+    read_gray,
+    resize_short,
+)
 from cxrprep.shards import ShardDataset
 
 
 def _phantom(h=64, w=64) -> np.ndarray:
     """Dark lungs left/right, bright 'spine' column in the centre: intensity in 'bone is bright' terms."""
     a = np.full((h, w), 0.2, np.float32)
-    a[:, w // 2 - 6: w // 2 + 6] = 0.9
+    a[:, w // 2 - 6 : w // 2 + 6] = 0.9
     return a
 
 
@@ -30,8 +37,8 @@ def _bone_bright(a: np.ndarray) -> bool:
     h, w = a.shape
     a = a.astype(np.int32)
     rows = slice(h * 2 // 5, h * 3 // 5)
-    spine = a[rows, w * 9 // 20: w * 11 // 20].mean()
-    lungs = (a[rows, w // 5: w * 3 // 10].mean() + a[rows, w * 7 // 10: w * 4 // 5].mean()) / 2
+    spine = a[rows, w * 9 // 20 : w * 11 // 20].mean()
+    lungs = (a[rows, w // 5 : w * 3 // 10].mean() + a[rows, w * 7 // 10 : w * 4 // 5].mean()) / 2
     return spine > lungs + 30
 
 
@@ -63,10 +70,13 @@ def _dicom(path, px, photometric="MONOCHROME2", bits=12, signed=False, extra=Non
 def test_real_fixtures_right_way_up(data_dir):
     from pydicom.data import get_testdata_file
 
-    files = [data_dir / "dicom" / "barre_CR_MONO1_10bit_no_preamble.dcm",  # MONOCHROME1, no preamble
-             data_dir / "dicom" / "nih_cxr14_DX_uncompressed.dcm",
-             data_dir / "nih_cxr14" / "00001369_000.png",  # RGBA
-             get_testdata_file("RG1_UNCR.dcm"), get_testdata_file("RG1_J2KI.dcm")]
+    files = [
+        data_dir / "dicom" / "barre_CR_MONO1_10bit_no_preamble.dcm",  # MONOCHROME1, no preamble
+        data_dir / "dicom" / "nih_cxr14_DX_uncompressed.dcm",
+        data_dir / "nih_cxr14" / "00001369_000.png",  # RGBA
+        get_testdata_file("RG1_UNCR.dcm"),
+        get_testdata_file("RG1_J2KI.dcm"),
+    ]
     for f in files:
         a, _ = read_gray(f)
         assert a.dtype == np.uint8 and a.ndim == 2 and a.max() > 200 and a.min() < 30, f
@@ -146,8 +156,9 @@ def test_process_resize_never_upscales(tmp_path, data_dir):
     assert img["image_clahe"] is not None and img["image_clahe"] != img["image"]
     small = resize_short(np.zeros((100, 50), np.uint8), 512)
     assert small.shape == (100, 50)
-    png = process_image(data_dir / "nih_cxr14" / "00001369_000.png", "x", "PA",
-                        ImageSettings(size=128, format="png", clahe=False))
+    png = process_image(
+        data_dir / "nih_cxr14" / "00001369_000.png", "x", "PA", ImageSettings(size=128, format="png", clahe=False)
+    )
     assert png["image"][:4] == b"\x89PNG" and png["image_clahe"] is None and png["view"] == "PA"
     assert (png["height"], png["width"]) == (128, 128)
 
@@ -174,13 +185,32 @@ def test_bad_inputs(tmp_path, data_dir):
 def test_images_command_folder_csv_privacy_and_rejects(tmp_path, data_dir):
     src = tmp_path / "src"
     src.mkdir()
-    _dicom(src / "mono1.dcm", (4095 - _phantom() * 4095).astype(np.uint16), "MONOCHROME1",
-           extra=dict(WindowCenter=2048, WindowWidth=4096, ViewPosition="AP"))
+    _dicom(
+        src / "mono1.dcm",
+        (4095 - _phantom() * 4095).astype(np.uint16),
+        "MONOCHROME1",
+        extra=dict(WindowCenter=2048, WindowWidth=4096, ViewPosition="AP"),
+    )
     (src / "zero.dcm").write_bytes(b"")
     cv2.imwrite(str(src / "c.png"), (_phantom() * 255).astype(np.uint8))
     out = tmp_path / "shards"
-    r = CliRunner().invoke(app, ["images", str(src), "--out", str(out), "--dataset", "ev", "--workers", "1",
-                                 "--size", "32", "--max-failed", "5"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "images",
+            str(src),
+            "--out",
+            str(out),
+            "--dataset",
+            "ev",
+            "--workers",
+            "1",
+            "--size",
+            "32",
+            "--max-failed",
+            "5",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "inputs seen 3 = rows written 2 + rejects 1" in r.output
     ds = ShardDataset(out / "ev")
@@ -209,8 +239,19 @@ def test_images_command_folder_csv_privacy_and_rejects(tmp_path, data_dir):
 
 
 # -- robustness (issue 13): every odd file is a row or a clean reject -----------------------------------
-def _raw_dicom(path, pixel_bytes, rows, cols, photometric="MONOCHROME2", samples=1, frames=1, bits=8, ts=None,
-               extra=None, raw_elements=()):
+def _raw_dicom(
+    path,
+    pixel_bytes,
+    rows,
+    cols,
+    photometric="MONOCHROME2",
+    samples=1,
+    frames=1,
+    bits=8,
+    ts=None,
+    extra=None,
+    raw_elements=(),
+):
     """A DICOM written element by element, so that headers can lie (text Rows, wrong samples, ...)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
@@ -277,8 +318,9 @@ def test_multiframe_colour_first_frame(tmp_path):
     p = _raw_dicom(tmp_path / "mf.dcm", rgb.tobytes(), 32, 48, "RGB", samples=3, frames=2)
     a, _ = read_gray(p)
     assert a.shape == (32, 48) and a[:, :24].min() > 50 and a[:, 24:].max() == 0
-    p16 = _raw_dicom(tmp_path / "mf16.dcm", (rgb.astype(np.uint16) * 257).tobytes(), 32, 48, "RGB",
-                     samples=3, frames=2, bits=16)
+    p16 = _raw_dicom(
+        tmp_path / "mf16.dcm", (rgb.astype(np.uint16) * 257).tobytes(), 32, 48, "RGB", samples=3, frames=2, bits=16
+    )
     a16, _ = read_gray(p16)  # 16-bit is min-max scaled, 8-bit kept: same structure, other levels
     assert a16.shape == (32, 48) and a16[:, :24].min() > 50 and a16[:, 24:].max() == 0
     one = process_image(p, "mf", None, ImageSettings(size=32))
@@ -297,17 +339,32 @@ def test_inconsistent_and_text_headers(tmp_path):
     assert "Rows 'sixty' is not an integer" in _reject_or_image(p)
     # WindowWidth 0 or text: the window is unusable and ignored (full range), never a crash
     for ww in ("0", "wide", "-5"):
-        p = _raw_dicom(tmp_path / f"w{ww}.dcm", ph.tobytes(), 64, 64,
-                       raw_elements=[(0x00281050, "DS", "100"), (0x00281051, "LO", ww)])
+        p = _raw_dicom(
+            tmp_path / f"w{ww}.dcm",
+            ph.tobytes(),
+            64,
+            64,
+            raw_elements=[(0x00281050, "DS", "100"), (0x00281051, "LO", ww)],
+        )
         a = _reject_or_image(p)
         assert not isinstance(a, str) and _bone_bright(a), (ww, a)
     # the same as real DS/IS elements holding text (as some modalities write them)
-    for tag, vr, text, expect in ((0x00281051, "DS", "abc", None), (0x00281051, "DS", "0", None),
-                                  (0x00281050, "DS", "nan", None), (0x00281053, "DS", "x", "RescaleSlope 'x'"),
-                                  (0x00280008, "IS", "1.5", "NumberOfFrames 1.5 is not an integer"),
-                                  (0x00280008, "IS", "-3", "no pixels"), (0x00280008, "IS", "0", None)):
-        p = _raw_dicom(tmp_path / "t.dcm", ph.tobytes(), 64, 64, raw_elements=[
-            (0x00281050, "DS", "100"), (0x00281051, "DS", "100"), (tag, "LO", text)])
+    for tag, vr, text, expect in (
+        (0x00281051, "DS", "abc", None),
+        (0x00281051, "DS", "0", None),
+        (0x00281050, "DS", "nan", None),
+        (0x00281053, "DS", "x", "RescaleSlope 'x'"),
+        (0x00280008, "IS", "1.5", "NumberOfFrames 1.5 is not an integer"),
+        (0x00280008, "IS", "-3", "no pixels"),
+        (0x00280008, "IS", "0", None),
+    ):
+        p = _raw_dicom(
+            tmp_path / "t.dcm",
+            ph.tobytes(),
+            64,
+            64,
+            raw_elements=[(0x00281050, "DS", "100"), (0x00281051, "DS", "100"), (tag, "LO", text)],
+        )
         r = _reject_or_image(_patch_vr(p, tag, vr))
         if expect is None:
             assert not isinstance(r, str) and _bone_bright(r), (tag, text, r)
@@ -324,12 +381,14 @@ def test_inconsistent_and_text_headers(tmp_path):
 @pytest.mark.parametrize("bad", ["two_values", "no_data", "no_descriptor", "short_data", "bits99", "text"])
 def test_malformed_lut_sequences(tmp_path, seq, bad):
     ph = (_phantom() * 4095).astype(np.uint16)
-    item = {"two_values": lambda: _lut_item([4096, 0], b"\0\0" * 4096),
-            "no_data": lambda: _lut_item([4096, 0, 16], None),
-            "no_descriptor": lambda: _lut_item(None, b"\0\0" * 4096),
-            "short_data": lambda: _lut_item([4096, 0, 16], b"\1\0" * 3),
-            "bits99": lambda: _lut_item([4096, 0, 99], b"\1\0" * 4096),
-            "text": lambda: _lut_item(None, b"\0\0" * 8)}[bad]()
+    item = {
+        "two_values": lambda: _lut_item([4096, 0], b"\0\0" * 4096),
+        "no_data": lambda: _lut_item([4096, 0, 16], None),
+        "no_descriptor": lambda: _lut_item(None, b"\0\0" * 4096),
+        "short_data": lambda: _lut_item([4096, 0, 16], b"\1\0" * 3),
+        "bits99": lambda: _lut_item([4096, 0, 99], b"\1\0" * 4096),
+        "text": lambda: _lut_item(None, b"\0\0" * 8),
+    }[bad]()
     if bad == "text":
         item.add_new(0x00283002, "LO", "many")  # LUTDescriptor as text
     p = _raw_dicom(tmp_path / "lut.dcm", ph.tobytes(), 64, 64, bits=16, extra={seq: [item]})
@@ -341,8 +400,14 @@ def test_malformed_lut_sequences(tmp_path, seq, bad):
 @pytest.mark.parametrize("slope", ["NaN", "1e308", "inf", "abc", "0"])
 def test_non_finite_rescale_is_a_reject(tmp_path, slope):
     ph = (_phantom() * 4095).astype(np.uint16)
-    p = _raw_dicom(tmp_path / "s.dcm", ph.tobytes(), 64, 64, bits=16,
-                   raw_elements=[(0x00281053, "LO", slope), (0x00281052, "DS", "0")])
+    p = _raw_dicom(
+        tmp_path / "s.dcm",
+        ph.tobytes(),
+        64,
+        64,
+        bits=16,
+        raw_elements=[(0x00281053, "LO", slope), (0x00281052, "DS", "0")],
+    )
     r = _reject_or_image(p)
     assert isinstance(r, str) and "RescaleSlope" in r, r
     # the same through the command: a reject, never an all-black good row
@@ -394,8 +459,11 @@ def test_frame_bomb_rejected_from_header_without_decoding(tmp_path, monkeypatch)
 
 def test_special_and_oversized_files_are_rejects(tmp_path):
     os.mkfifo(tmp_path / "fifo.png")  # reading it would block for ever
-    for p, msg in ((tmp_path / "fifo.png", "not a regular file"), (Path("/dev/zero"), "not a regular file"),
-                   (tmp_path, "not a regular file")):
+    for p, msg in (
+        (tmp_path / "fifo.png", "not a regular file"),
+        (Path("/dev/zero"), "not a regular file"),
+        (tmp_path, "not a regular file"),
+    ):
         with pytest.raises(ImageError, match=msg):
             read_gray(p)
     big = tmp_path / "big.dcm"
@@ -406,7 +474,7 @@ def test_special_and_oversized_files_are_rejects(tmp_path):
 
 
 def test_any_exception_is_a_reject(tmp_path, monkeypatch):
-    import cxrprep.images as images
+    import cxrprep.image.process as images
 
     def boom(*a, **k):
         raise RuntimeError("decoder exploded\nsecond line")
@@ -436,19 +504,33 @@ def test_paths_stay_inside_image_root(tmp_path):
     (root / "dirlink").symlink_to(elsewhere, target_is_directory=True)
     (root / "loop.png").symlink_to(root / "loop.png")  # a loop: a reject, not a hang
     csv_path = tmp_path / "list.csv"
-    csv_path.write_text("path,study_id\n"
-                        "sub/in.png,a\n"
-                        "../elsewhere/secret.png,b\n"
-                        f"{elsewhere / 'secret.png'},c\n"
-                        "link.png,d\n"
-                        "ok_link.png,e\n"
-                        "dirlink/secret.png,f\n"
-                        "sub/../sub/in.png,g\n"
-                        "loop.png,h\n"
-                        "/etc/passwd,i\n")
+    csv_path.write_text(
+        "path,study_id\n"
+        "sub/in.png,a\n"
+        "../elsewhere/secret.png,b\n"
+        f"{elsewhere / 'secret.png'},c\n"
+        "link.png,d\n"
+        "ok_link.png,e\n"
+        "dirlink/secret.png,f\n"
+        "sub/../sub/in.png,g\n"
+        "loop.png,h\n"
+        "/etc/passwd,i\n"
+    )
     out = tmp_path / "out"
-    args = ["images", str(csv_path), "--image-root", str(root), "--out", str(out), "--workers", "1",
-            "--size", "32", "--max-failed", "100%"]
+    args = [
+        "images",
+        str(csv_path),
+        "--image-root",
+        str(root),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--size",
+        "32",
+        "--max-failed",
+        "100%",
+    ]
     r = CliRunner().invoke(app, args + ["--dataset", "strict"])
     assert r.exit_code == 0, r.output
     assert "inputs seen 9 = rows written 3 + rejects 6" in r.output
@@ -465,8 +547,23 @@ def test_paths_stay_inside_image_root(tmp_path):
     assert rows == ["a", "b", "c", "d", "e", "f", "g"]  # /etc/passwd and the loop are still not images
     assert {x["study_id"] for x in rejects} == {"h", "i"}
     # a folder SRC is its own root: symlinks out of it are rejects, symlinked folders are not descended
-    r = CliRunner().invoke(app, ["images", str(root), "--out", str(out), "--dataset", "folder", "--workers", "1",
-                                 "--size", "32", "--max-failed", "100%"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "images",
+            str(root),
+            "--out",
+            str(out),
+            "--dataset",
+            "folder",
+            "--workers",
+            "1",
+            "--size",
+            "32",
+            "--max-failed",
+            "100%",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows, rejects = _image_rows(out, "folder")
     assert rows == ["ok_link", "sub/in"]
@@ -506,8 +603,22 @@ def test_prompts_paths_stay_inside_image_root(tmp_path, examples_dir):
     csv_path = tmp_path / "train.csv"
     csv_path.write_text("\n".join([header, first, f"{escaped},{rest}", f"{absolute},{rest}"]) + "\n")
     out = tmp_path / "out"
-    args = ["prompts", str(csv_path), "--image-root", str(root), "--out", str(out), "--size", "32",
-            "--variants", "1", "--workers", "1", "--max-failed", "100%"]
+    args = [
+        "prompts",
+        str(csv_path),
+        "--image-root",
+        str(root),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--variants",
+        "1",
+        "--workers",
+        "1",
+        "--max-failed",
+        "100%",
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     ds = ShardDataset(out / "chexpert")
@@ -525,7 +636,7 @@ def _kill_worker(args):
 
 
 def test_dead_worker_pool_stops_the_run_with_a_message(tmp_path, monkeypatch):
-    import cxrprep.imagesrc as imagesrc
+    import cxrprep.datasets.folder as imagesrc
 
     src = tmp_path / "src"
     src.mkdir()
@@ -556,8 +667,23 @@ def test_every_pydicom_test_file_in_one_folder(tmp_path):
     for i, f in enumerate(files):
         shutil.copy(f, src / f"{i:03d}_{Path(f).name.replace('.dcm', '')}.dcm")
     out = tmp_path / "out"
-    r = CliRunner().invoke(app, ["images", str(src), "--out", str(out), "--dataset", "pydicom", "--workers", "2",
-                                 "--size", "32", "--max-failed", "100%"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "images",
+            str(src),
+            "--out",
+            str(out),
+            "--dataset",
+            "pydicom",
+            "--workers",
+            "2",
+            "--size",
+            "32",
+            "--max-failed",
+            "100%",
+        ],
+    )
     assert r.exit_code == 0 and r.exception is None, r.output
     c = ShardDataset(out / "pydicom").manifest["counts"]
     assert c["inputs_seen"] == len(files) == c["rows_written"] + c["failed"] + c["skipped"]
@@ -611,8 +737,9 @@ def test_real_full_disk(tmp_path, tiny_disk):
     rng = np.random.default_rng(0)
     for i in range(30):  # incompressible noise: ~30 x 2 x 64 KiB of PNG, far more than the 1 MiB disk
         cv2.imwrite(str(src / f"{i:02d}.png"), rng.integers(0, 256, (256, 256), dtype=np.uint8))
-    r = CliRunner().invoke(app, ["images", str(src), "--out", str(tiny_disk), "--workers", "1", "--size", "256",
-                                 "--format", "png"])
+    r = CliRunner().invoke(
+        app, ["images", str(src), "--out", str(tiny_disk), "--workers", "1", "--size", "256", "--format", "png"]
+    )
     assert r.exit_code == 1 and isinstance(r.exception, (SystemExit, type(None))), r.output
     assert "disk full" in r.output and "Traceback" not in r.output and "internal error" not in r.output
     assert not (tiny_disk / "images" / "manifest.json").exists()

@@ -1,13 +1,14 @@
 import cv2
 from typer.testing import CliRunner
 
-from cxrprep.cli import app
+from cxrprep.cli.app import app
 
 
 def test_inspect_counts_labels_and_sheet(demo_shards, tmp_path):
     png = tmp_path / "sheet.png"
-    r = CliRunner().invoke(app, ["inspect", str(demo_shards / "mimic-cxr"), "--sheet", str(png), "--tiles", "5",
-                                 "--verify"])
+    r = CliRunner().invoke(
+        app, ["inspect", str(demo_shards / "mimic-cxr"), "--sheet", str(png), "--tiles", "5", "--verify"]
+    )
     assert r.exit_code == 0, r.output
     assert "rows 24" in r.output and "Pleural Effusion" in r.output and "sample " in r.output
     sheet = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
@@ -17,15 +18,17 @@ def test_inspect_counts_labels_and_sheet(demo_shards, tmp_path):
 
 
 def test_captions_wrap_at_words_and_keep_ids():
-    from cxrprep.inspect import _width, shorten, wrap_text
+    from cxrprep.shards.inspect import _width, shorten, wrap_text
 
-    text = ("Interval improvement in bibasilar atelectasis. Lines and tubes in standard position. Findings suggest "
-            "a small left pleural effusion without pneumothorax.")
+    text = (
+        "Interval improvement in bibasilar atelectasis. Lines and tubes in standard position. Findings suggest "
+        "a small left pleural effusion without pneumothorax."
+    )
     words = text.split()
     lines = wrap_text(text, 216, 0.36, 3)
     assert len(lines) == 3 and lines[-1].endswith(" ...")
     got = " ".join(lines)[:-4].split()
-    assert got == words[:len(got)]  # whole words only, in order: nothing cut mid-word
+    assert got == words[: len(got)]  # whole words only, in order: nothing cut mid-word
     assert all(_width(x, 0.36) <= 216 for x in lines)
     full = wrap_text(text, 216, 0.36, 20)
     assert " ".join(full).split() == words  # enough lines: every word, nothing lost

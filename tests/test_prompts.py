@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cxrprep.cli import app
+from cxrprep.cli.app import app
+from cxrprep.datasets.prompts import chexpert_states, nih_states, render_prompts, study_rng
 from cxrprep.labels import CHEXPERT_LABELS, NIH_LABELS
-from cxrprep.prompts import chexpert_states, nih_states, render_prompts, study_rng
 from cxrprep.shards import ShardDataset
-from cxrprep.templates import TemplateError, eval_prompt_sets, expand, load_templates
+from cxrprep.text.templates import TemplateError, eval_prompt_sets, expand, load_templates
 
 ROOT = Path(__file__).parent.parent
 runner = CliRunner()
@@ -21,31 +21,45 @@ runner = CliRunner()
 
 def test_grammar_expands_combinatorially():
     assert expand("[( ) , pulmonary] + [nodule, nodular opacity, nodular density]") == [
-        "nodule", "nodular opacity", "nodular density", "pulmonary nodule", "pulmonary nodular opacity",
-        "pulmonary nodular density"]
+        "nodule",
+        "nodular opacity",
+        "nodular density",
+        "pulmonary nodule",
+        "pulmonary nodular opacity",
+        "pulmonary nodular density",
+    ]
     assert expand("[There is, ( )] + [no {}., no [visible, definite] {}.]") == [
-        "There is no {}.", "There is no visible {}.", "There is no definite {}.", "no {}.", "no visible {}.",
-        "no definite {}."]
+        "There is no {}.",
+        "There is no visible {}.",
+        "There is no definite {}.",
+        "no {}.",
+        "no visible {}.",
+        "no definite {}.",
+    ]
     assert expand("Heart size is normal, no cardiomegaly.") == ["Heart size is normal, no cardiomegaly."]
 
 
-@pytest.mark.parametrize("text,msg", [("[a, b", "'[' is never closed"), ("a ] b", "']' without '['"),
-                                      ("[( )]", "expands to nothing")])
+@pytest.mark.parametrize(
+    "text,msg", [("[a, b", "'[' is never closed"), ("a ] b", "']' without '['"), ("[( )]", "expands to nothing")]
+)
 def test_grammar_errors_have_position(text, msg):
     with pytest.raises(TemplateError, match=re.escape(msg)) as e:
         expand(text)
     assert e.value.line == 1 and e.value.column >= 1
 
 
-@pytest.mark.parametrize("body,msg", [
-    ("classes:\n  Nodle:\n    expressions: [a]\n", "3:3: unknown class 'Nodle' (did you mean 'Nodule'?)"),
-    ("classes:\n  Nodule:\n    expressions: ['[a, b']\n", "4:19: unbalanced brackets"),
-    ("defaults:\n  positive: ['There is pneumonia.']\n", "default sentence has no {} slot"),
-    ("classes:\n  Mass:\n    expressions: ['a {} mass']\n", "slot {} cannot appear in an expression"),
-    ("classes:\n  Mass:\n    expressions: [mass]\n    positive: ['{} and {}']\n", "one {} slot, found 2"),
-    ("classes: [\n", "YAML error"),
-    ("colour: red\n", "unknown key 'colour'"),
-])
+@pytest.mark.parametrize(
+    "body,msg",
+    [
+        ("classes:\n  Nodle:\n    expressions: [a]\n", "3:3: unknown class 'Nodle' (did you mean 'Nodule'?)"),
+        ("classes:\n  Nodule:\n    expressions: ['[a, b']\n", "4:19: unbalanced brackets"),
+        ("defaults:\n  positive: ['There is pneumonia.']\n", "default sentence has no {} slot"),
+        ("classes:\n  Mass:\n    expressions: ['a {} mass']\n", "slot {} cannot appear in an expression"),
+        ("classes:\n  Mass:\n    expressions: [mass]\n    positive: ['{} and {}']\n", "one {} slot, found 2"),
+        ("classes: [\n", "YAML error"),
+        ("colour: red\n", "unknown key 'colour'"),
+    ],
+)
 def test_template_file_errors(tmp_path, body, msg):
     p = tmp_path / "t.yaml"
     p.write_text("version: 1\n" + body)
@@ -66,10 +80,17 @@ def test_shipped_templates_check_clean():
     for name in set(CHEXPERT_LABELS) | {t.canonical(n) for n in NIH_LABELS}:
         assert name in t.classes, name
     ev = eval_prompt_sets(ROOT / "prompts/eval.yaml")
-    assert set(ev["multiclass"]["chexpert-5x200"]) == {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema",
-                                                       "Pleural Effusion"}
-    assert ev["binary"]["Pneumonia"] == {"positive": ["Findings suggesting pneumonia."],
-                                         "negative": ["No evidence of pneumonia."]}
+    assert set(ev["multiclass"]["chexpert-5x200"]) == {
+        "Atelectasis",
+        "Cardiomegaly",
+        "Consolidation",
+        "Edema",
+        "Pleural Effusion",
+    }
+    assert ev["binary"]["Pneumonia"] == {
+        "positive": ["Findings suggesting pneumonia."],
+        "negative": ["No evidence of pneumonia."],
+    }
     r = runner.invoke(app, ["templates", "preview", str(ROOT / "prompts/default.yaml"), "--class", "Effusion"])
     assert r.exit_code == 0 and "Pleural Effusion: 1 expressions (every state), 8 qualified" in r.output
 
@@ -88,8 +109,9 @@ def test_positive_sentences_contain_an_expression_and_no_double_negation():
             assert "no no " not in low and "not no " not in low and "no finding" not in low, s
     assert t.sentences("No Finding", "negative") == []  # never "no No Finding"
     assert "Heart size is normal." in t.sentences("Cardiomegaly", "negative")
-    assert "The cardiomediastinal silhouette is within normal limits." in \
-        t.sentences("Enlarged Cardiomediastinum", "negative")
+    assert "The cardiomediastinal silhouette is within normal limits." in t.sentences(
+        "Enlarged Cardiomediastinum", "negative"
+    )
 
 
 def test_uncertain_policy_and_sampling():
@@ -123,9 +145,25 @@ def _nih_csv(tmp_path, examples_dir, extra_row=None):
 
 def test_prompts_chexpert_and_nih(tmp_path, examples_dir):
     out = tmp_path / "shards"
-    r = runner.invoke(app, ["prompts", str(examples_dir / "chexpert/train.csv"), "--image-root",
-                            str(examples_dir / "chexpert"), "--out", str(out), "--size", "48", "--variants", "4",
-                            "--workers", "1", "--max-failed", "1"])
+    r = runner.invoke(
+        app,
+        [
+            "prompts",
+            str(examples_dir / "chexpert/train.csv"),
+            "--image-root",
+            str(examples_dir / "chexpert"),
+            "--out",
+            str(out),
+            "--size",
+            "48",
+            "--variants",
+            "4",
+            "--workers",
+            "1",
+            "--max-failed",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     ds = ShardDataset(out / "chexpert")
     c = ds.manifest["counts"]
@@ -144,7 +182,9 @@ def test_prompts_chexpert_and_nih(tmp_path, examples_dir):
     assert len(rows) == 12 and all(r["images"] == [] for r in rows)
     test_ids = set((examples_dir / "nih/test_list.txt").read_text().split())
     assert {r["study_id"] + ".png" for r in rows if r["split"] == "test"} == test_ids
-    r0 = next(r for r in rows if r["study_id"] == "00000404_000")  # Atelectasis|Consolidation|Effusion|Mass|Pleural_Thickening
+    r0 = next(
+        r for r in rows if r["study_id"] == "00000404_000"
+    )  # Atelectasis|Consolidation|Effusion|Mass|Pleural_Thickening
     assert sum(r0["labels"]) == 5 and r0["labels"][NIH_LABELS.index("Pleural_Thickening")] == 1
     # deterministic
     out2 = tmp_path / "again"
@@ -171,21 +211,43 @@ def test_prompts_bad_input(tmp_path, examples_dir):
 
 def test_chexpert_5x200_and_exclusion(tmp_path, examples_dir):
     out = tmp_path / "s"
-    args = ["chexpert-5x200", str(examples_dir / "chexpert/train.csv"), "--image-root", str(examples_dir / "chexpert"),
-            "--out", str(out), "--per-class", "1", "--size", "32"]
+    args = [
+        "chexpert-5x200",
+        str(examples_dir / "chexpert/train.csv"),
+        "--image-root",
+        str(examples_dir / "chexpert"),
+        "--out",
+        str(out),
+        "--per-class",
+        "1",
+        "--size",
+        "32",
+    ]
     assert runner.invoke(app, args).exit_code == 0
     rows = list(ShardDataset(out / "chexpert-5x200").iter_rows())
     assert len(rows) == 5 and all(r["split"] == "test" for r in rows)
     for r in rows:
-        comp = [r["labels"][CHEXPERT_LABELS.index(t)] for t in
-                ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")]
+        comp = [
+            r["labels"][CHEXPERT_LABELS.index(t)]
+            for t in ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+        ]
         assert sorted(v or 0 for v in comp) == [0, 0, 0, 0, 1]
     first = (out / "chexpert-5x200/patients.txt").read_text()
     assert runner.invoke(app, args).exit_code == 0 and (out / "chexpert-5x200/patients.txt").read_text() == first
     r = runner.invoke(app, args[:-4] + ["--per-class", "50", "--no-images"])
     assert r.exit_code == 2 and "--per-class" in r.output
-    r = runner.invoke(app, ["prompts", str(examples_dir / "chexpert/train.csv"), "--out", str(out), "--no-images",
-                            "--exclude-patients", str(out / "chexpert-5x200/patients.txt")])
+    r = runner.invoke(
+        app,
+        [
+            "prompts",
+            str(examples_dir / "chexpert/train.csv"),
+            "--out",
+            str(out),
+            "--no-images",
+            "--exclude-patients",
+            str(out / "chexpert-5x200/patients.txt"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     kept = {r["subject_id"] for r in ShardDataset(out / "chexpert").iter_rows()}
     assert not kept & set(first.split())
@@ -214,8 +276,9 @@ def test_duplicate_rows_are_rejects_naming_both_lines(tmp_path, examples_dir):
     with open(bad, "w", newline="") as f:
         csv.writer(f).writerows(rows + [rows[1]])
     out = tmp_path / "c"
-    r = runner.invoke(app, ["prompts", str(bad), "--out", str(out), "--no-images", "--workers", "1",
-                            "--max-failed", "100%"])
+    r = runner.invoke(
+        app, ["prompts", str(bad), "--out", str(out), "--no-images", "--workers", "1", "--max-failed", "100%"]
+    )
     assert r.exit_code == 0, r.output
     rej = ShardDataset(out / "chexpert").rejects()
     dup = [x for x in rej if x["source"] == rows[1][0] and "duplicate image" in x["reason"]]
@@ -230,8 +293,22 @@ def test_prompts_do_not_depend_on_part_or_workers(tmp_path, examples_dir):
     assert runner.invoke(app, ["prompts", str(nih), "--out", str(single), "--no-images", "--seed", "3"]).exit_code == 0
     multi = tmp_path / "m"
     for i in range(2):
-        r = runner.invoke(app, ["prompts", str(nih), "--out", str(multi), "--no-images", "--seed", "3",
-                                "--part", f"{i}/2", "--workers", "2"])
+        r = runner.invoke(
+            app,
+            [
+                "prompts",
+                str(nih),
+                "--out",
+                str(multi),
+                "--no-images",
+                "--seed",
+                "3",
+                "--part",
+                f"{i}/2",
+                "--workers",
+                "2",
+            ],
+        )
         assert r.exit_code == 0, r.output
     assert runner.invoke(app, ["merge", str(multi / "chestx-ray14")]).exit_code == 0
     cols = ["study_id", "labels", "prompts", "split"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pyarrow.dataset as pds
 import polars as pl
+import pyarrow.dataset as pds
 import pytest
 
 from cxrprep.schema import empty_row
@@ -28,8 +28,9 @@ def folder(tmp_path_factory):
             r = empty_row("toy", f"s{i:03d}", f"p{i}", SPLIT[i % 4])
             r["findings"] = f"finding {i}"
             r["labels"] = [1 if i % 2 else 0, None, -1]
-            r["images"] = [dict(image_id=f"i{i}", view="PA", image=_jpeg(10 * i), image_clahe=_jpeg(5 * i),
-                                height=20, width=24)]
+            r["images"] = [
+                dict(image_id=f"i{i}", view="PA", image=_jpeg(10 * i), image_clahe=_jpeg(5 * i), height=20, width=24)
+            ]
             w.write(r)
         w.reject("bad.dcm", None, stage="image", kind="failed", reason="not a DICOM")
         w.counts.inputs_seen = 15
@@ -62,9 +63,12 @@ def test_duckdb(folder):
     con = duckdb.connect()
     q = f"read_parquet('{folder}/**/*.parquet')"
     assert con.execute(f"SELECT count(*) FROM {q}").fetchone()[0] == 14  # the reject is not a row
-    assert con.execute(f"SELECT count(*) FROM {q} WHERE labels.\"Pleural Effusion\" IS NULL").fetchone()[0] == 14
+    assert con.execute(f'SELECT count(*) FROM {q} WHERE labels."Pleural Effusion" IS NULL').fetchone()[0] == 14
     assert con.execute(f"SELECT split, count(*) FROM {q} GROUP BY split ORDER BY split").fetchall() == [
-        ("test", 3), ("train", 8), ("validate", 3)]
+        ("test", 3),
+        ("train", 8),
+        ("validate", 3),
+    ]
     rejects = con.execute(f"SELECT count(*) FROM read_json_auto('{folder}/rejects.jsonl')").fetchone()[0]
     assert rejects == 1
 
@@ -75,8 +79,10 @@ def test_hf_datasets(folder, tmp_path):
     assert {k: v.num_rows for k, v in ds.items()} == {"train": 8, "validate": 3, "test": 3}
     feats = ds["train"].features
     assert list(feats["labels"]) == LABELS  # named labels
-    assert isinstance(feats["images"][0]["image"] if isinstance(feats["images"], list)
-                      else feats["images"].feature["image"], datasets.Image)
+    assert isinstance(
+        feats["images"][0]["image"] if isinstance(feats["images"], list) else feats["images"].feature["image"],
+        datasets.Image,
+    )
     row = ds["train"][1]
     assert row["labels"] == {"No Finding": 1, "Pleural Effusion": None, "Cardiomegaly": -1}
     im = row["images"][0]["image"]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cxrtrain.cli import app
+from cxrtrain.cli.app import app
 from cxrtrain.config import config_to_yaml, load_config
 
 ROOT = Path(__file__).parent.parent

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cxrprep.cli import app
-from cxrprep.sections import header_name, normalize_ws, parse_report
-from cxrprep.sentences import split_sentences
+from cxrprep.cli.app import app
 from cxrprep.shards import ShardDataset
+from cxrprep.text.sections import header_name, normalize_ws, parse_report
+from cxrprep.text.sentences import split_sentences
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
 from synth_reports import write_corpus  # noqa: E402
@@ -52,17 +52,32 @@ def test_chexpert_labeler_snippets(data_dir):
     rows = list(csv.reader(open(data_dir / "reports/chexpert_labeler/sample_reports.csv")))
     got = [split_sentences(r[0]) for r in rows]
     assert got[0] == ["Heart size normal and lungs are clear.", "No edema or pneumonia.", "No effusion"]
-    assert got[1] == ["1. Left pleural effusion with adjacent atelectasis.", "Right effusion is also present.",
-                      "2. Cardiomegaly without overt edema."]
+    assert got[1] == [
+        "1. Left pleural effusion with adjacent atelectasis.",
+        "Right effusion is also present.",
+        "2. Cardiomegaly without overt edema.",
+    ]
     assert got[2] == ["Minimal patchy airspace disease within the lingula, may reflect atelectasis or consolidation."]
     assert got[3] == ["1. Stable mild cardiomegaly.", "2. Hyperexpanded but clear lungs."]
 
 
-@pytest.mark.parametrize("raw,name", [("FINDINGS", "findings"), ("IMPRESSON", "impression"), ("CONCLUSION", "impression"),
-                                      ("FINDINGS AND IMPRESSION", "impression"), ("findings", "findings"),
-                                      ("Impression", "impression"), ("REASON FOR EXAM", "indication"),
-                                      ("CLINICAL HISTORY", "history"), ("WET READ", "wet read"),
-                                      ("FINDNIGS", "findings"), ("Heart size", None), ("RECOMMENDATION(S)", "recommendations")])
+@pytest.mark.parametrize(
+    "raw,name",
+    [
+        ("FINDINGS", "findings"),
+        ("IMPRESSON", "impression"),
+        ("CONCLUSION", "impression"),
+        ("FINDINGS AND IMPRESSION", "impression"),
+        ("findings", "findings"),
+        ("Impression", "impression"),
+        ("REASON FOR EXAM", "indication"),
+        ("CLINICAL HISTORY", "history"),
+        ("WET READ", "wet read"),
+        ("FINDNIGS", "findings"),
+        ("Heart size", None),
+        ("RECOMMENDATION(S)", "recommendations"),
+    ],
+)
 def test_header_variants(raw, name):
     assert header_name(raw) == name
 
@@ -74,31 +89,58 @@ def test_header_first_line_no_leading_space_and_last_wins():
 
 
 def test_fallback_last_paragraph_and_addendum():
-    text = (" " * 33 + "FINAL REPORT\n ADDENDUM:  Called Dr. ___.\n " + "_" * 70 + "\n"
-            " INDICATION:  cough\n \n Heart is normal.  Lungs are clear.\n \n No acute process.\n")
+    text = (
+        " " * 33 + "FINAL REPORT\n ADDENDUM:  Called Dr. ___.\n " + "_" * 70 + "\n"
+        " INDICATION:  cough\n \n Heart is normal.  Lungs are clear.\n \n No acute process.\n"
+    )
     r = parse_report(text)
     assert r.fallback and normalize_ws(r.impression) == "No acute process." and r.findings is None
     assert r.sections[0] == ("addendum", " ADDENDUM:  Called Dr. ___.") or r.sections[0][0] == "addendum"
 
 
 def test_sentence_rules():
-    assert split_sentences("Nodule measures approx. 2.5 cm. Pt. is rotated.") == \
-        ["Nodule measures approx. 2.5 cm.", "Pt. is rotated."]
-    assert split_sentences("Compare with No. 3 from ___. Seen at 3:15 p.m. by phone. Ok") == \
-        ["Compare with No. 3 from ___.", "Seen at 3:15 p.m. by phone.", "Ok"]
-    assert split_sentences("Tubes:\n- ET tube 4 cm above carina\n- NG tube in stomach\nNo pneumothorax") == \
-        ["Tubes:", "- ET tube 4 cm above carina", "- NG tube in stomach", "No pneumothorax"]
-    wrapped = (" 1. Left pleural effusion with adjacent atelectasis which has increased since the\n"
-               " prior study.\n 2. Cardiomegaly.")
-    assert split_sentences(wrapped) == ["1. Left pleural effusion with adjacent atelectasis which has increased "
-                                        "since the prior study.", "2. Cardiomegaly."]
+    assert split_sentences("Nodule measures approx. 2.5 cm. Pt. is rotated.") == [
+        "Nodule measures approx. 2.5 cm.",
+        "Pt. is rotated.",
+    ]
+    assert split_sentences("Compare with No. 3 from ___. Seen at 3:15 p.m. by phone. Ok") == [
+        "Compare with No. 3 from ___.",
+        "Seen at 3:15 p.m. by phone.",
+        "Ok",
+    ]
+    assert split_sentences("Tubes:\n- ET tube 4 cm above carina\n- NG tube in stomach\nNo pneumothorax") == [
+        "Tubes:",
+        "- ET tube 4 cm above carina",
+        "- NG tube in stomach",
+        "No pneumothorax",
+    ]
+    wrapped = (
+        " 1. Left pleural effusion with adjacent atelectasis which has increased since the\n"
+        " prior study.\n 2. Cardiomegaly."
+    )
+    assert split_sentences(wrapped) == [
+        "1. Left pleural effusion with adjacent atelectasis which has increased since the prior study.",
+        "2. Cardiomegaly.",
+    ]
     assert split_sentences(None) == [] and split_sentences("   ") == []
 
 
 # -- the command ------------------------------------------------------------------------------------
 def _rows(d: Path) -> list[dict]:
-    return list(ShardDataset(d).iter_rows(columns=["study_id", "subject_id", "split", "findings", "impression",
-                                                     "findings_sentences", "labels", "fallback"]))
+    return list(
+        ShardDataset(d).iter_rows(
+            columns=[
+                "study_id",
+                "subject_id",
+                "split",
+                "findings",
+                "impression",
+                "findings_sentences",
+                "labels",
+                "fallback",
+            ]
+        )
+    )
 
 
 def _synth_root(tmp_path: Path, n: int = 60) -> Path:
@@ -113,7 +155,9 @@ def _synth_root(tmp_path: Path, n: int = 60) -> Path:
 
 def test_reports_examples_with_images(tmp_path, examples_dir):
     out = tmp_path / "shards"
-    r = runner.invoke(app, ["reports", str(examples_dir / "mimic"), "--out", str(out), "--workers", "1", "--size", "64"])
+    r = runner.invoke(
+        app, ["reports", str(examples_dir / "mimic"), "--out", str(out), "--workers", "1", "--size", "64"]
+    )
     assert r.exit_code == 0, r.output
     m = ShardDataset(out / "mimic-cxr").manifest
     c = m["counts"]
@@ -137,8 +181,22 @@ def test_rejects_counts_and_determinism(tmp_path):
     outs = []
     for k, workers in enumerate(("1", "2")):
         out = tmp_path / f"o{k}"
-        r = runner.invoke(app, ["reports", str(root), "--out", str(out), "--no-images", "--workers", workers,
-                                "--chunk-size", "7", "--max-failed", "5"])
+        r = runner.invoke(
+            app,
+            [
+                "reports",
+                str(root),
+                "--out",
+                str(out),
+                "--no-images",
+                "--workers",
+                workers,
+                "--chunk-size",
+                "7",
+                "--max-failed",
+                "5",
+            ],
+        )
         assert r.exit_code == 0, r.output
         assert "inputs seen 62 = rows written 60 + rejects 2" in r.output
         outs.append(out / "mimic-cxr")
@@ -160,8 +218,22 @@ def test_part_merge_equals_single_run(tmp_path):
     assert r.exit_code == 0, r.output
     multi = tmp_path / "multi"
     for i in range(3):
-        r = runner.invoke(app, ["reports", str(root), "--out", str(multi), "--no-images", "--workers", "1",
-                                "--part", f"{i}/3", "--max-failed", "5"])
+        r = runner.invoke(
+            app,
+            [
+                "reports",
+                str(root),
+                "--out",
+                str(multi),
+                "--no-images",
+                "--workers",
+                "1",
+                "--part",
+                f"{i}/3",
+                "--max-failed",
+                "5",
+            ],
+        )
         assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["merge", str(multi / "mimic-cxr")])
     assert r.exit_code == 0, r.output
@@ -208,26 +280,80 @@ def test_fast_sentence_path_matches_spacy_reference():
     the fixture reports."""
     import random
 
-    from cxrprep.sentences import _LazyNLP, _sentences_of_block, _sentences_of_doc, get_nlp
+    from cxrprep.text.sentences import _LazyNLP, _sentences_of_block, _sentences_of_doc, get_nlp
 
     nlp = get_nlp()
     lazy = _LazyNLP(nlp)
-    vocab = ["the", "lungs", "are", "clear", "1.", "2)", "3", ".", "..", "?", "!", "?!", "No.", "no.", "2.5",
-             "cm.", "p.m..", "a.m.", '"', "'", ")", "(", '."', ".)", "word.)", '"Word."', "(1.", "e.g.", "i.e.,",
-             "...", "Dr.", "x.", "A.", "effusion.", "___.", "3:15", "R/O", "pt.", "above).", "1.5.", "etc.)",
-             "it's.", "10.", "[1].", "no.3", ".word", "?)", "')", "Hello?", "ABC.", "approx.", "):", ":)", "!.):"]
+    vocab = [
+        "the",
+        "lungs",
+        "are",
+        "clear",
+        "1.",
+        "2)",
+        "3",
+        ".",
+        "..",
+        "?",
+        "!",
+        "?!",
+        "No.",
+        "no.",
+        "2.5",
+        "cm.",
+        "p.m..",
+        "a.m.",
+        '"',
+        "'",
+        ")",
+        "(",
+        '."',
+        ".)",
+        "word.)",
+        '"Word."',
+        "(1.",
+        "e.g.",
+        "i.e.,",
+        "...",
+        "Dr.",
+        "x.",
+        "A.",
+        "effusion.",
+        "___.",
+        "3:15",
+        "R/O",
+        "pt.",
+        "above).",
+        "1.5.",
+        "etc.)",
+        "it's.",
+        "10.",
+        "[1].",
+        "no.3",
+        ".word",
+        "?)",
+        "')",
+        "Hello?",
+        "ABC.",
+        "approx.",
+        "):",
+        ":)",
+        "!.):",
+    ]
     r = random.Random(0)
     blocks_ = ["!.): ))1 . it's.", "cm. 10. .word .a 1.): ') \". ?! - word.)", "1. Stable. 2. Clear lungs."]
     for _ in range(3000):
-        words = [r.choice(vocab) if r.random() < 0.6 else
-                 "".join(r.choice("ab.?!\"')(1:-,") for _ in range(r.randint(1, 4))) for _ in range(r.randint(1, 12))]
+        words = [
+            r.choice(vocab) if r.random() < 0.6 else "".join(r.choice("ab.?!\"')(1:-,") for _ in range(r.randint(1, 4)))
+            for _ in range(r.randint(1, 12))
+        ]
         blocks_.append(" ".join(words).strip())
     for text in blocks_:
         assert _sentences_of_block(text, lazy) == _sentences_of_doc(nlp.tokenizer(text)), text
 
 
 def test_split_sections_matches_reference_on_fixtures(data_dir, tmp_path):
-    from cxrprep.sentences import split_sections, split_sections_reference
+    from cxrprep.text.sentences import split_sections, split_sections_reference
 
     write_corpus(tmp_path, 300, seed=3)
     secs = []
@@ -266,8 +392,9 @@ def test_symlink_loops_are_rejects_not_crashes(tmp_path):
     (root / "files/p10/p10777777").symlink_to(root / "files/p10/p10777777")  # a patient folder loop
     (pdir / "s57777777.txt").mkdir()  # a folder named like a report
     out = tmp_path / "o"
-    r = runner.invoke(app, ["reports", str(root), "--out", str(out), "--no-images", "--workers", "2",
-                            "--max-failed", "100%"])
+    r = runner.invoke(
+        app, ["reports", str(root), "--out", str(out), "--no-images", "--workers", "2", "--max-failed", "100%"]
+    )
     assert r.exit_code == 0, r.output
     assert "Traceback" not in r.output
     rej = ShardDataset(out / "mimic-cxr").rejects()
@@ -298,8 +425,9 @@ def test_zip_member_over_the_limit_is_streamed_and_rejected(tmp_path):
     assert z.stat().st_size < 2 << 20
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = tmp_path / "o"
-    r = runner.invoke(app, ["reports", str(z), "--out", str(out), "--no-images", "--workers", "1",
-                            "--max-failed", "100%"])
+    r = runner.invoke(
+        app, ["reports", str(z), "--out", str(out), "--no-images", "--workers", "1", "--max-failed", "100%"]
+    )
     assert r.exit_code == 0, r.output
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
     assert grown < 128 << 20  # the 256 MiB member was never held in memory
@@ -307,8 +435,22 @@ def test_zip_member_over_the_limit_is_streamed_and_rejected(tmp_path):
     big = [x for x in rej if x["study_id"] == "55555555"]
     assert big and "--max-report-bytes" in big[0]["reason"]
     # a smaller limit rejects the ordinary reports too, by their size
-    r = runner.invoke(app, ["reports", str(z), "--out", str(tmp_path / "o2"), "--no-images", "--workers", "1",
-                            "--max-report-bytes", "10", "--max-failed", "100%"])
+    r = runner.invoke(
+        app,
+        [
+            "reports",
+            str(z),
+            "--out",
+            str(tmp_path / "o2"),
+            "--no-images",
+            "--workers",
+            "1",
+            "--max-report-bytes",
+            "10",
+            "--max-failed",
+            "100%",
+        ],
+    )
     assert r.exit_code == 0, r.output
     c = ShardDataset(tmp_path / "o2/mimic-cxr").manifest["counts"]
     assert c["rows_written"] == 0 and c["failed"] == 6

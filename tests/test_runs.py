@@ -17,10 +17,20 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cxrtrain.cli import app
+from cxrtrain.cli.app import app
 
-TINY = ["--set", "batch_size=4", "--set", "model.image_size=32", "--set", "model.embed_dim=32",
-        "--set", "warmup_steps=1", "--set", "log_every=100"]
+TINY = [
+    "--set",
+    "batch_size=4",
+    "--set",
+    "model.image_size=32",
+    "--set",
+    "model.embed_dim=32",
+    "--set",
+    "warmup_steps=1",
+    "--set",
+    "log_every=100",
+]
 
 
 def _run(*args):
@@ -28,8 +38,11 @@ def _run(*args):
 
 
 def _snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _metric_rows(out: Path) -> list[dict]:
@@ -113,9 +126,26 @@ def test_no_validate_rows_said_once(tmp_path):
 def test_sigint_saves_last_like_sigterm(demo_shards, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    p = subprocess.Popen([sys.executable, "-m", "cxrtrain.cli", "run", str(demo_shards), "--out", str(out), *TINY,
-                          "--set", "epochs=50", "--set", "num_workers=1"],  # a loader worker gets Ctrl-C too
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cxrtrain.cli.app",
+            "run",
+            str(demo_shards),
+            "--out",
+            str(out),
+            *TINY,
+            "--set",
+            "epochs=50",
+            "--set",
+            "num_workers=1",
+        ],  # a loader worker gets Ctrl-C too
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
         time.sleep(0.2)
@@ -145,8 +175,11 @@ def test_interrupted_checkpoint_swap_is_recovered_not_restarted(demo_shards, tmp
 
     monkeypatch.setattr(T, "_between_renames", kill)
     with pytest.raises(_Killed):  # the second save dies with last/ renamed away and .tmp-last not yet in place
-        CliRunner().invoke(app, ["run", str(demo_shards), "--out", str(out), *TINY, "--set", "max_steps=4",
-                                 "--resume"], catch_exceptions=False)
+        CliRunner().invoke(
+            app,
+            ["run", str(demo_shards), "--out", str(out), *TINY, "--set", "max_steps=4", "--resume"],
+            catch_exceptions=False,
+        )
     assert not (out / "last").exists() and (out / ".old-last/state.pt").exists() and (out / ".tmp-last").exists()
     monkeypatch.undo()
     r = _run(demo_shards, "--out", out, *TINY, "--set", "max_steps=4", "--resume")
@@ -203,8 +236,18 @@ def test_wandb_offline(demo_shards, tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="wandb is an optional extra (pip install 'cxrkit[wandb]')")
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "run"
-    r = _run(demo_shards, "--out", out, *TINY, "--set", "max_steps=2", "--set", "log.wandb=cxrkit-test",
-             "--set", "log.wandb_mode=offline")
+    r = _run(
+        demo_shards,
+        "--out",
+        out,
+        *TINY,
+        "--set",
+        "max_steps=2",
+        "--set",
+        "log.wandb=cxrkit-test",
+        "--set",
+        "log.wandb_mode=offline",
+    )
     assert r.exit_code == 0, r.output
     runs = list((out / "wandb").glob("offline-run-*"))
     assert runs and any(runs[0].glob("*.wandb"))

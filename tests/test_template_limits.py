@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrprep import templates as tm
-from cxrprep.cli import app
-from cxrprep.templates import TemplateError, load_templates
+from cxrprep.cli.app import app
+from cxrprep.text.templates import TemplateError, load_templates
 
 runner = CliRunner()
 GOOD = """version: 1
@@ -50,14 +50,20 @@ def test_alias_bomb_fails_fast(tmp_path):
 
 
 def test_recursive_alias(tmp_path):
-    _expect(tmp_path, "version: 1\nclasses: &c {Nodule: {expressions: [nodule], x: *c}}\n",
-            "nested more than 32 levels deep|alias bomb|unknown key")
+    _expect(
+        tmp_path,
+        "version: 1\nclasses: &c {Nodule: {expressions: [nodule], x: *c}}\n",
+        "nested more than 32 levels deep|alias bomb|unknown key",
+    )
 
 
 def test_expression_expansion_counted_before_it_is_built(tmp_path, monkeypatch):
     alts = "[" + ", ".join(f"w{i}" for i in range(10)) + "]"
-    e = _expect(tmp_path, GOOD.replace('["nodule"]', '["' + " ".join([alts] * 9) + '"]'),
-                r"expands to more than 100,000 strings")
+    e = _expect(
+        tmp_path,
+        GOOD.replace('["nodule"]', '["' + " ".join([alts] * 9) + '"]'),
+        r"expands to more than 100,000 strings",
+    )
     assert e.line == 6  # the line of the expression
     assert tm.MAX_EXPANSIONS == 100_000
 
@@ -74,7 +80,7 @@ def test_sentence_product_capped_with_class_and_line(tmp_path):
 def test_total_budget(tmp_path, monkeypatch):
     monkeypatch.setattr(tm, "MAX_TOTAL_SENTENCES", 50)
     alts = "[" + ", ".join(f"a{i}" for i in range(10)) + "]"
-    _expect(tmp_path, GOOD.replace('["nodule"]', '["' + f'{alts} {alts}' + ' nodule"]'), "pass the cap of 50")
+    _expect(tmp_path, GOOD.replace('["nodule"]', '["' + f"{alts} {alts}" + ' nodule"]'), "pass the cap of 50")
 
 
 @pytest.mark.parametrize("value", ["0x1", '"1"', "1.0", "2", "[1]", "true"])
@@ -104,12 +110,25 @@ def test_deep_yaml_nesting(tmp_path, depth):
 
 
 def test_deep_bracket_nesting(tmp_path):
-    _expect(tmp_path, GOOD.replace('["nodule"]', '["' + "[" * 5000 + "nodule" + "]" * 5000 + '"]'),
-            "brackets nested more than 32 deep")
+    _expect(
+        tmp_path,
+        GOOD.replace('["nodule"]', '["' + "[" * 5000 + "nodule" + "]" * 5000 + '"]'),
+        "brackets nested more than 32 deep",
+    )
 
 
 def test_prompts_command_exits_2_on_bad_templates(tmp_path, examples_dir):
     p = _write(tmp_path / "bomb.yaml", _billion_laughs())
-    r = runner.invoke(app, ["prompts", str(examples_dir / "chexpert/train.csv"), "--templates", str(p),
-                            "--out", str(tmp_path / "out"), "--no-images"])
+    r = runner.invoke(
+        app,
+        [
+            "prompts",
+            str(examples_dir / "chexpert/train.csv"),
+            "--templates",
+            str(p),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-images",
+        ],
+    )
     assert r.exit_code == 2 and "alias bomb" in r.output and "Traceback" not in r.output

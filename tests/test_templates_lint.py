@@ -9,36 +9,39 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cxrprep.cli import app
+from cxrprep.cli.app import app
+from cxrprep.datasets.prompts import chexpert_states, nih_states, render_prompts
 from cxrprep.labels import CHEXPERT_LABELS, NIH_LABELS
-from cxrprep.prompts import chexpert_states, nih_states, render_prompts
-from cxrprep.templates import STATES, QUALIFIERS, lint, load_templates, sentence_defects
+from cxrprep.text.templates import QUALIFIERS, STATES, lint, load_templates, sentence_defects
 
 ROOT = Path(__file__).parent.parent
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("sentence,negative,kinds", [
-    ("There is acute fracture is seen.", False, ["double-verb"]),
-    ("There is evidence of patchy infiltrate is present.", False, ["double-verb"]),
-    ("No apical left pneumothorax is noted.", True, ["qualified-negative"]),
-    ("No lobar pneumonia.", True, ["qualified-negative"]),
-    ("Possible a PICC line.", False, ["article-after-modifier"]),
-    ("Support devices is seen.", False, ["agreement"]),
-    ("There is no convincing signs of pneumonia.", True, ["agreement"]),
-    ("There are no convincing signs of pneumonia.", True, []),
-    ("no pneumothorax.", True, ["malformed"]),
-    ("No pneumothorax", True, ["malformed"]),
-    ("No no pneumothorax.", True, ["malformed"]),
-    # well formed
-    ("Heart size is normal and the lungs are clear.", False, []),
-    ("No pneumothorax.", True, []),
-    ("There is no radiographic evidence for pleural effusion.", True, []),
-    ("Possible PICC line.", False, []),
-    ("A PICC line may be present.", False, []),
-    ("Atelectasis is seen.", False, []),
-    ("Small left pleural effusion cannot be excluded.", False, []),
-])
+@pytest.mark.parametrize(
+    "sentence,negative,kinds",
+    [
+        ("There is acute fracture is seen.", False, ["double-verb"]),
+        ("There is evidence of patchy infiltrate is present.", False, ["double-verb"]),
+        ("No apical left pneumothorax is noted.", True, ["qualified-negative"]),
+        ("No lobar pneumonia.", True, ["qualified-negative"]),
+        ("Possible a PICC line.", False, ["article-after-modifier"]),
+        ("Support devices is seen.", False, ["agreement"]),
+        ("There is no convincing signs of pneumonia.", True, ["agreement"]),
+        ("There are no convincing signs of pneumonia.", True, []),
+        ("no pneumothorax.", True, ["malformed"]),
+        ("No pneumothorax", True, ["malformed"]),
+        ("No no pneumothorax.", True, ["malformed"]),
+        # well formed
+        ("Heart size is normal and the lungs are clear.", False, []),
+        ("No pneumothorax.", True, []),
+        ("There is no radiographic evidence for pleural effusion.", True, []),
+        ("Possible PICC line.", False, []),
+        ("A PICC line may be present.", False, []),
+        ("Atelectasis is seen.", False, []),
+        ("Small left pleural effusion cannot be excluded.", False, []),
+    ],
+)
 def test_sentence_defects(sentence, negative, kinds):
     assert sentence_defects(sentence, negative) == kinds
 

@@ -46,8 +46,17 @@ def test_eos_equals_clip_pooled_output():
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
-    m = CLIPTextModel(CLIPTextConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                     num_attention_heads=2, max_position_embeddings=12, eos_token_id=49)).eval()
+    m = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=50,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=12,
+            eos_token_id=49,
+        )
+    ).eval()
     ids = torch.tensor([[1, 5, 7, 49, 0, 0], [1, 3, 4, 8, 9, 49]])
     mask = (torch.arange(6) < torch.tensor([[4], [6]])).long()
     with torch.no_grad():
@@ -59,8 +68,9 @@ def test_image_pooling_by_hand():
     from transformers import SwinConfig, SwinModel
 
     torch.manual_seed(0)
-    swin = SwinModel(SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 1],
-                                window_size=2)).eval()
+    swin = SwinModel(
+        SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 1], window_size=2)
+    ).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         o = swin(pixel_values=x)
@@ -78,8 +88,13 @@ def test_image_pooling_by_hand():
 def test_presets_projection_bias_and_temperature_cap():
     for p in ("cxr-clip-r50", "cxr-clip-swin"):
         c = model_config(p)
-        assert (c.text_pooling, c.proj_bias, c.min_temperature, c.image_mean, c.image_std) == \
-            ("eos", True, None, (0.5,) * 3, (0.5,) * 3)
+        assert (c.text_pooling, c.proj_bias, c.min_temperature, c.image_mean, c.image_std) == (
+            "eos",
+            True,
+            None,
+            (0.5,) * 3,
+            (0.5,) * 3,
+        )
     assert model_config("cxr-clip-swin").image_pooling == "first"
     assert model_config("cxr-clip-r50").image_pooling == "pooler"
     assert model_config("clip-b32").proj_bias is False
@@ -114,19 +129,35 @@ def test_loss_reports_matched_cosine_and_relaxed_share():
 
 # -- text pairing ----------------------------------------------------------------------------------
 def _row(**kw):
-    base = dict(findings=None, impression=None, findings_sentences=[], impression_sentences=[], findings_bt=[],
-                impression_bt=[], prompts=[])
+    base = dict(
+        findings=None,
+        impression=None,
+        findings_sentences=[],
+        impression_sentences=[],
+        findings_bt=[],
+        impression_bt=[],
+        prompts=[],
+    )
     return {**base, **kw}
 
 
 def test_two_texts_differ_whenever_an_alternative_exists():
     cfg = TrainConfig()
     cases = [
-        _row(impression="No acute process.", impression_sentences=["No acute process."],
-             impression_bt=["No acute disease."]),
+        _row(
+            impression="No acute process.",
+            impression_sentences=["No acute process."],
+            impression_bt=["No acute disease."],
+        ),
         _row(findings="Lungs clear. Heart normal.", findings_sentences=["Lungs clear.", "Heart normal."]),
-        _row(findings="A.", findings_sentences=["A."], impression="B.", impression_sentences=["B."],
-             findings_bt=["B."], impression_bt=["A."]),
+        _row(
+            findings="A.",
+            findings_sentences=["A."],
+            impression="B.",
+            impression_sentences=["B."],
+            findings_bt=["B."],
+            impression_bt=["A."],
+        ),
         _row(prompts=["No pneumothorax.", "No pneumothorax.", "There is no pneumothorax."]),
     ]
     for row in cases:
@@ -143,8 +174,12 @@ def test_two_texts_differ_whenever_an_alternative_exists():
 
 
 def test_sentence_sampling_and_shuffle_apply_to_prompt_reports():
-    row = _row(prompts=["Cardiomegaly. No pneumothorax. No pleural effusion. Possible atelectasis.",
-                        "Heart size is enlarged. No pneumothorax is seen. No effusion is seen. Atelectasis is not excluded."])
+    row = _row(
+        prompts=[
+            "Cardiomegaly. No pneumothorax. No pleural effusion. Possible atelectasis.",
+            "Heart size is enlarged. No pneumothorax is seen. No effusion is seen. Atelectasis is not excluded.",
+        ]
+    )
     samp = TrainConfig(sentence_sampling=True, sentences_min=1, sentences_max=2)
     lens = set()
     for s in range(100):
@@ -159,8 +194,14 @@ def test_sentence_sampling_and_shuffle_apply_to_prompt_reports():
 
 def test_validation_texts_are_deterministic():
     cfg = TrainConfig(bt_prob=1.0, shuffle_sentences=True, sentence_sampling=True)
-    rep = _row(findings="F1. F2.", findings_sentences=["F1.", "F2."], impression="I.", impression_sentences=["I."],
-               findings_bt=["Fb."], impression_bt=["Ib."])
+    rep = _row(
+        findings="F1. F2.",
+        findings_sentences=["F1.", "F2."],
+        impression="I.",
+        impression_sentences=["I."],
+        findings_bt=["Fb."],
+        impression_bt=["Ib."],
+    )
     prm = _row(prompts=["P1.", "P2.", "P3."])
     for row, want in ((rep, ("F1. F2.", "I.")), (prm, ("P1.", "P2."))):
         assert {pick_texts(row, random.Random(s), cfg, train=False) for s in range(20)} == {want}

@@ -68,8 +68,9 @@ def test_relaxation_stops_pull_above_threshold():
     assert float(g_relaxed @ b[0]) > float(g_plain @ b[0])
     # pairs below the threshold are untouched
     a2, b2, _, _ = _feats(4, 8, 2)
-    assert float(clip_loss(a2, b2, torch.tensor(5.0), relax_threshold=0.99)) == \
-        pytest.approx(float(clip_loss(a2, b2, torch.tensor(5.0))))
+    assert float(clip_loss(a2, b2, torch.tensor(5.0), relax_threshold=0.99)) == pytest.approx(
+        float(clip_loss(a2, b2, torch.tensor(5.0)))
+    )
 
 
 def test_sampler_views_and_texts():
@@ -80,15 +81,23 @@ def test_sampler_views_and_texts():
         assert a["view"] != b["view"]
     one = [dict(view="AP", n=0)]
     assert pick_images(one, random.Random(0)) == (one[0], one[0])
-    row = dict(findings="A. B.", impression="C.", findings_sentences=["A.", "B."], impression_sentences=["C."],
-               findings_bt=[], impression_bt=[], prompts=[])
+    row = dict(
+        findings="A. B.",
+        impression="C.",
+        findings_sentences=["A.", "B."],
+        impression_sentences=["C."],
+        findings_bt=[],
+        impression_bt=[],
+        prompts=[],
+    )
     assert set(pick_texts(row, random.Random(0), cfg)) == {"A. B.", "C."}
     samp = TrainConfig(sentence_sampling=True, sentences_min=1, sentences_max=1)
     got = {pick_texts(row, random.Random(s), samp)[0] for s in range(30)}
     assert got == {"A.", "B.", "C."}  # one random sentence from either section
     shuf = TrainConfig(shuffle_sentences=True, bt_prob=0.0)
-    orders = {pick_texts(dict(row, impression=None, impression_sentences=[]), random.Random(s), shuf)[0]
-              for s in range(30)}
+    orders = {
+        pick_texts(dict(row, impression=None, impression_sentences=[]), random.Random(s), shuf)[0] for s in range(30)
+    }
     assert orders == {"A. B.", "B. A."}  # shuffling really changes the text
     bt = TrainConfig(bt_prob=1.0)
     r2 = dict(row, findings_bt=["Back-translated."])
@@ -142,8 +151,14 @@ def test_config_unknown_key_and_types(tmp_path):
 
 
 def _cfg(**kw):
-    base = dict(model={"preset": "tiny", "image_size": 32, "embed_dim": 32}, epochs=2, batch_size=4,
-                shuffle_buffer=8, log_every=100, warmup_steps=1)
+    base = dict(
+        model={"preset": "tiny", "image_size": 32, "embed_dim": 32},
+        epochs=2,
+        batch_size=4,
+        shuffle_buffer=8,
+        log_every=100,
+        warmup_steps=1,
+    )
     base.update(kw)
     return build_config(base)
 
@@ -190,11 +205,27 @@ def test_exact_resume_and_sigterm(demo_shards, tmp_path):
 def test_full_run_validation_best_and_plot(demo_shards, tmp_path):
     from typer.testing import CliRunner
 
-    from cxrtrain.cli import app
+    from cxrtrain.cli.app import app
 
-    r = CliRunner().invoke(app, ["run", str(demo_shards), "--out", str(tmp_path / "r"), "--set", "epochs=2",
-                                 "--set", "batch_size=4", "--set", "model.image_size=32", "--set", "model.embed_dim=32",
-                                 "--set", "warmup_steps=1"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(demo_shards),
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "epochs=2",
+            "--set",
+            "batch_size=4",
+            "--set",
+            "model.image_size=32",
+            "--set",
+            "model.embed_dim=32",
+            "--set",
+            "warmup_steps=1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "trainable parameters" in r.output
     rows = [json.loads(x) for x in (tmp_path / "r/metrics.jsonl").read_text().splitlines()]
@@ -242,10 +273,10 @@ def test_ddp_gloo_two_processes_match_one():
         p.join(30)
     # each rank's loss covers its own rows against the gathered global batch; their mean is the global loss
     assert sum(loss for _, loss, _ in res) / 2 == pytest.approx(float(ref["loss"]), rel=1e-5)
-    for rank, loss, grad in res:
+    for rank, _loss, grad in res:
         # all_gather's backward sums every rank's gradient for these rows (= world x the gradient of the
         # global mean loss); DDP then averages parameter gradients over the world, so / 2 matches one process
-        assert torch.allclose(torch.tensor(grad) / 2, ref_feats[0].grad[rank * 4:(rank + 1) * 4], atol=1e-5)
+        assert torch.allclose(torch.tensor(grad) / 2, ref_feats[0].grad[rank * 4 : (rank + 1) * 4], atol=1e-5)
 
 
 def test_sigterm_writes_checkpoint(demo_shards, tmp_path):
@@ -255,9 +286,28 @@ def test_sigterm_writes_checkpoint(demo_shards, tmp_path):
 
     out = tmp_path / "run"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    p = subprocess.Popen([sys.executable, "-m", "cxrtrain.cli", "run", str(demo_shards), "--out", str(out),
-                          "--set", "epochs=50", "--set", "batch_size=4", "--set", "model.image_size=32",
-                          "--set", "model.embed_dim=32"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cxrtrain.cli.app",
+            "run",
+            str(demo_shards),
+            "--out",
+            str(out),
+            "--set",
+            "epochs=50",
+            "--set",
+            "batch_size=4",
+            "--set",
+            "model.image_size=32",
+            "--set",
+            "model.embed_dim=32",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
         time.sleep(0.2)
@@ -276,9 +326,29 @@ def test_torchrun_two_process_training(demo_shards, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "cxrtrain.cli", "run",
-           str(demo_shards), "--out", str(out), "--set", "epochs=1", "--set", "batch_size=4", "--set", "max_steps=2",
-           "--set", "model.image_size=32", "--set", "model.embed_dim=32"]
+    cmd = [
+        str(torchrun),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "cxrtrain.cli.app",
+        "run",
+        str(demo_shards),
+        "--out",
+        str(out),
+        "--set",
+        "epochs=1",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "max_steps=2",
+        "--set",
+        "model.image_size=32",
+        "--set",
+        "model.embed_dim=32",
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "world 2" in p.stdout and p.stdout.count("done:") == 1
@@ -290,8 +360,9 @@ def test_torchrun_two_process_training(demo_shards, tmp_path):
 def test_bf16_autocast_and_accumulation(demo_shards, tmp_path):
     from cxrtrain.train import train
 
-    res = train([str(demo_shards)], tmp_path / "bf16", _cfg(max_steps=2, precision="bf16", accum_steps=2),
-                log=lambda *_: None)
+    res = train(
+        [str(demo_shards)], tmp_path / "bf16", _cfg(max_steps=2, precision="bf16", accum_steps=2), log=lambda *_: None
+    )
     assert res["steps"] == 2 and all(math.isfinite(h["loss"]) for h in res["history"])
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
         train([str(demo_shards)], tmp_path / "fp16", _cfg(max_steps=1, precision="fp16"), log=lambda *_: None)

@@ -1,4 +1,4 @@
-"""cxrprep augment / cxrprep.translate on a tiny random Marian pair built here (both backends, real
+"""cxrprep augment / cxrprep.text.translate on a tiny random Marian pair built here (both backends, real
 loading code). Asserts shapes, determinism, cache behaviour, ___ survival, resume and atomic rewrite;
 not translation quality (the weights are random)."""
 
@@ -15,14 +15,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 from make_tiny_marian import build_tiny_marian  # noqa: E402
 
+from cxrprep import translate as T  # noqa: E402
 from cxrprep.schema import empty_row  # noqa: E402
 from cxrprep.shards import ShardDataset, ShardWriter, find_datasets  # noqa: E402
-from cxrprep import translate as T  # noqa: E402
 
 LONG = " ".join(["The cardiomediastinal silhouette is within normal limits"] * 12) + "."
-SENTS = ["The heart size is normal.", "No pneumothorax is seen.", "A 2.5 cm nodule is seen in the right upper lobe.",
-         "Moderate cardiomegaly is stable compared to ___.", "Lungs are clear.", LONG,
-         "Endotracheal tube terminates 4.5 cm above the carina.", "Small bilateral effusions."]
+SENTS = [
+    "The heart size is normal.",
+    "No pneumothorax is seen.",
+    "A 2.5 cm nodule is seen in the right upper lobe.",
+    "Moderate cardiomegaly is stable compared to ___.",
+    "Lungs are clear.",
+    LONG,
+    "Endotracheal tube terminates 4.5 cm above the carina.",
+    "Small bilateral effusions.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +48,22 @@ def _sha(p: Path) -> str:
 
 
 def _cfg(tiny, tmp: Path, **kw) -> T.AugmentConfig:
-    return T.AugmentConfig(forward_model=str(tiny[0]), backward_model=str(tiny[1]), cache_dir=tmp / "cache",
-                           device="cpu", batch_size=kw.pop("batch_size", 3), **kw)
+    return T.AugmentConfig(
+        forward_model=str(tiny[0]),
+        backward_model=str(tiny[1]),
+        cache_dir=tmp / "cache",
+        device="cpu",
+        batch_size=kw.pop("batch_size", 3),
+        **kw,
+    )
 
 
 def _dataset(root: Path) -> Path:
     """A small finished dataset with repeats, a ___ sentence, numbers, an over-long sentence, a row with
     no impression and one reject."""
-    with ShardWriter(root, "toy", label_names=["A"], row_group_rows=4, config={"x": 1},
-                     extra_manifest={"notes": {"a": 1}}) as w:
+    with ShardWriter(
+        root, "toy", label_names=["A"], row_group_rows=4, config={"x": 1}, extra_manifest={"notes": {"a": 1}}
+    ) as w:
         for i in range(10):
             r = empty_row("toy", f"s{i:02d}", f"p{i // 2}", "train")
             f = [SENTS[i % len(SENTS)], SENTS[(i + 3) % len(SENTS)]]
@@ -174,8 +188,9 @@ def test_run_augment_rewrites_dataset(tiny, tmp_path):
     after = ds.read_table().to_pylist()
     assert len(after) == len(before)
     for b, a in zip(before, after):
-        assert {k: v for k, v in a.items() if not k.endswith("_bt")} == {k: v for k, v in b.items()
-                                                                        if not k.endswith("_bt")}
+        assert {k: v for k, v in a.items() if not k.endswith("_bt")} == {
+            k: v for k, v in b.items() if not k.endswith("_bt")
+        }
         assert len(a["findings_bt"]) == 1
         assert len(a["impression_bt"]) == (1 if a["impression_sentences"] else 0)
         if "___" in a["findings"]:
@@ -236,13 +251,23 @@ def test_missing_model_and_ct2_messages(tmp_path, monkeypatch):
 def test_cli(tiny, demo_shards, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cxrprep.cli import app
+    from cxrprep.cli.app import app
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     root = tmp_path / "shards"
     shutil.copytree(demo_shards, root)
-    args = ["augment", str(root / "mimic-cxr"), "--forward-model", str(tiny[0]), "--backward-model", str(tiny[1]),
-            "--cache-dir", str(tmp_path / "cache"), "--max-new-tokens", "8"]
+    args = [
+        "augment",
+        str(root / "mimic-cxr"),
+        "--forward-model",
+        str(tiny[0]),
+        "--backward-model",
+        str(tiny[1]),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--max-new-tokens",
+        "8",
+    ]
     r = CliRunner().invoke(app, [*args, "--backend", "ct2", "--decoding", "sample", "--variants", "2"])
     assert r.exit_code == 0, r.output
     assert "de-dup ratio" in r.output and "inputs seen 24" in r.output
@@ -250,8 +275,17 @@ def test_cli(tiny, demo_shards, tmp_path, monkeypatch):
     assert all(len(x["findings_bt"]) == 2 and len(x["impression_bt"]) == 2 for x in rows)
     r = CliRunner().invoke(app, [*args, "--variants", "2"])
     assert r.exit_code == 2 and "--variants" in r.output
-    r = CliRunner().invoke(app, ["augment", str(root / "mimic-cxr"), "--forward-model", "Helsinki-NLP/opus-mt-en-zz",
-                                 "--cache-dir", str(tmp_path / "cache")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "augment",
+            str(root / "mimic-cxr"),
+            "--forward-model",
+            "Helsinki-NLP/opus-mt-en-zz",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+    )
     assert r.exit_code == 2 and "--forward-model" in r.output
     r = CliRunner().invoke(app, ["augment", str(tmp_path), *args[2:]])
     assert r.exit_code == 2 and "manifest.json" in r.output

@@ -1,6 +1,6 @@
 """cxrprep writers under concurrency and faults (issue 13): one writer per dataset folder, --part pieces
 in parallel then merge, Ctrl-C, --out a file, a full disk, and cxrtrain refusing incomplete folders.
-Real processes: the commands run as `python -m cxrprep.cli` subprocesses."""
+Real processes: the commands run as `python -m cxrprep.cli.app` subprocesses."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from cxrprep.cli import app
+from cxrprep.cli.app import app
 from cxrprep.shards import DatasetLock, ShardDataset
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
@@ -33,8 +33,14 @@ def _env() -> dict:
 
 
 def _cxrprep(*args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cxrprep.cli", *map(str, args)], env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cxrprep.cli.app", *map(str, args)],
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
 
 
 def _reports(root: Path, out: Path, *extra) -> subprocess.Popen:
@@ -52,8 +58,9 @@ def corpora(tmp_path_factory):
     write_corpus(base / "b", 200, seed=2)
     refs = {}
     for k in ("a", "b"):
-        r = runner.invoke(app, ["reports", str(base / k), "--out", str(base / f"ref-{k}"), "--no-images",
-                                "--workers", "1"])
+        r = runner.invoke(
+            app, ["reports", str(base / k), "--out", str(base / f"ref-{k}"), "--no-images", "--workers", "1"]
+        )
         assert r.exit_code == 0, r.output
         refs[k] = _rows(base / f"ref-{k}" / "mimic-cxr")
     return base, refs
@@ -62,9 +69,17 @@ def corpora(tmp_path_factory):
 def test_second_writer_exits_2_naming_the_holder(corpora, tmp_path):
     base, _ = corpora
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from cxrprep.shards import DatasetLock; "
-         f"l = DatasetLock({str(tmp_path / 'mimic-cxr')!r}).acquire(); print('held', flush=True); time.sleep(60)",
-         "fake-writer"], env=_env(), stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from cxrprep.shards import DatasetLock; "
+            f"l = DatasetLock({str(tmp_path / 'mimic-cxr')!r}).acquire(); print('held', flush=True); time.sleep(60)",
+            "fake-writer",
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         r = runner.invoke(app, ["reports", str(base / "a"), "--out", str(tmp_path), "--no-images"])
@@ -151,9 +166,10 @@ def test_disk_full_exits_1_naming_the_cause(corpora, tmp_path, monkeypatch, caps
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
-    monkeypatch.setattr(sys, "argv", ["cxrprep", "reports", str(base / "b"), "--out", str(tmp_path), "--no-images",
-                                      "--workers", "1"])
-    from cxrprep.cli import main
+    monkeypatch.setattr(
+        sys, "argv", ["cxrprep", "reports", str(base / "b"), "--out", str(tmp_path), "--no-images", "--workers", "1"]
+    )
+    from cxrprep.cli.app import main
 
     old = signal.getsignal(signal.SIGINT)
     try:
@@ -175,7 +191,7 @@ def test_merge_while_a_piece_runs_exits_2(tmp_path):
 def test_cxrtrain_refuses_incomplete_dataset(demo_shards, tmp_path, monkeypatch):
     import shutil
 
-    from cxrtrain.cli import app as train_app
+    from cxrtrain.cli.app import app as train_app
 
     root = tmp_path / "shards"
     shutil.copytree(demo_shards, root)
@@ -206,6 +222,17 @@ def test_augment_waits_for_no_writer(demo_shards, tmp_path):
     d = tmp_path / "mimic-cxr"
     shutil.copytree(demo_shards / "mimic-cxr", d)
     with DatasetLock(d):  # a cxrprep run is writing this folder
-        r = runner.invoke(app, ["augment", str(d), "--forward-model", str(tmp_path / "none"),
-                                "--backward-model", str(tmp_path / "none"), "--cache-dir", str(tmp_path / "c")])
+        r = runner.invoke(
+            app,
+            [
+                "augment",
+                str(d),
+                "--forward-model",
+                str(tmp_path / "none"),
+                "--backward-model",
+                str(tmp_path / "none"),
+                "--cache-dir",
+                str(tmp_path / "c"),
+            ],
+        )
     assert r.exit_code == 2 and "locked by another cxrprep run" in r.output and "augment" in r.output, r.output

@@ -12,21 +12,49 @@
 The contract itself (columns, types, folder layout, version) is cxrprep/schema.py.
 """
 
-from .card import card_text
-from .files import (
-    MiB, ShardWriteError, atomic_write_json, invocation, read_rejects, sha256_file,
+from cxrprep.shards.card import card_text
+from cxrprep.shards.files import (
+    MiB,
+    ShardWriteError,
+    atomic_write_json,
+    invocation,
+    read_rejects,
+    sha256_file,
 )
-from .lock import DatasetBusy, DatasetLock
-from .merge import merge_parts
-from .reader import (
-    IncompleteDataset, RowGroup, ShardDataset, find_datasets, finished_datasets, open_datasets, scan_datasets,
+from cxrprep.shards.lock import DatasetBusy, DatasetLock
+from cxrprep.shards.merge import merge_parts
+from cxrprep.shards.reader import (
+    IncompleteDataset,
+    RowGroup,
+    ShardDataset,
+    find_datasets,
+    finished_datasets,
+    open_datasets,
+    scan_datasets,
     summary_lines,
 )
-from .writer import Counts, ShardWriter, part_tag
+from cxrprep.shards.writer import Counts, ShardWriter, part_tag
 
 __all__ = [
-    "Counts", "DatasetBusy", "DatasetLock", "IncompleteDataset", "MiB", "RowGroup", "ShardDataset",
-    "ShardWriteError", "ShardWriter", "atomic_write_json", "card_text", "find_datasets", "finished_datasets",
+    "Counts",
+    "DatasetBusy",
+    "DatasetLock",
+    "IncompleteDataset",
+    "MiB",
+    "RowGroup",
+    "ShardDataset",
+    "ShardWriteError",
+    "ShardWriter",
+    "atomic_write_json",
+    "card_text",
+    "find_datasets",
+    "finished_datasets",
     "invocation",
-    "merge_parts", "open_datasets", "part_tag", "read_rejects", "scan_datasets", "sha256_file", "summary_lines",
+    "merge_parts",
+    "open_datasets",
+    "part_tag",
+    "read_rejects",
+    "scan_datasets",
+    "sha256_file",
+    "summary_lines",
 ]

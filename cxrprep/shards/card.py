@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ..schema import DATA_DIR, SCHEMA_VERSION, SPLITS
+from cxrprep.schema import DATA_DIR, SCHEMA_VERSION, SPLITS
 
 
 def split_order(splits) -> list[str]:
@@ -26,8 +26,17 @@ def card_text(manifest: dict, manifest_bytes: bytes) -> str:
     rows = manifest.get("splits") or {}
     splits = split_order(rows)
     c = manifest["counts"]
-    yaml = ["---", f"pretty_name: {_q(name + ' (cxrkit study shards)')}", "tags:", "- medical", "- chest-x-ray",
-            "- cxrkit", "configs:", "- config_name: default", "  data_files:"]
+    yaml = [
+        "---",
+        f"pretty_name: {_q(name + ' (cxrkit study shards)')}",
+        "tags:",
+        "- medical",
+        "- chest-x-ray",
+        "- cxrkit",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+    ]
     for s in splits:
         yaml += [f"  - split: {s}", f"    path: {_q(f'{DATA_DIR}/{s}-*.parquet')}"]
     # no dataset_info.splits: datasets wants num_bytes (the decoded Arrow size) beside num_examples and
@@ -53,8 +62,12 @@ def card_text(manifest: dict, manifest_bytes: bytes) -> str:
     ]
     names = manifest.get("label_names") or []
     if names:
-        body += ["Labels (`labels.<name>`: 1 positive, 0 negative, -1 uncertain, null not mentioned): "
-                 + ", ".join(f"`{n}`" for n in names) + ".", ""]
+        body += [
+            "Labels (`labels.<name>`: 1 positive, 0 negative, -1 uncertain, null not mentioned): "
+            + ", ".join(f"`{n}`" for n in names)
+            + ".",
+            "",
+        ]
     built = manifest.get("invocation") or manifest.get("command") or ""
     body += ["Built by:", "", "```", built, "```", ""]
     if manifest.get("merged_from"):

@@ -37,7 +37,10 @@ def invocation() -> str:
     """The command line of this process, e.g. ``cxrprep reports mimic/ --out shards/``."""
     argv = list(sys.argv) or ["python"]
     prog = Path(argv[0])
-    name = prog.parent.name if prog.name in ("cli.py", "__main__.py") else prog.name  # python -m cxrprep.cli
+    if prog.name in ("app.py", "__main__.py") and prog.parent.name == "cli":  # python -m cxrprep.cli.app
+        name = prog.parent.parent.name
+    else:
+        name = prog.parent.name if prog.name == "__main__.py" else prog.name
     return shlex.join([name] + argv[1:])
 
 
@@ -80,8 +83,7 @@ def atomic_write_json(path: Path, obj: dict, owner: str = "") -> None:
 def rejects_bytes(rejects: Iterable[dict]) -> bytes:
     """JSON Lines, one reject per line, keys in a fixed order (deterministic bytes)."""
     keys = ("source", "study_id", "stage", "kind", "level", "reason")
-    return b"".join((json.dumps({k: r.get(k) for k in keys}, ensure_ascii=False) + "\n").encode()
-                    for r in rejects)
+    return b"".join((json.dumps({k: r.get(k) for k in keys}, ensure_ascii=False) + "\n").encode() for r in rejects)
 
 
 def read_rejects(path: str | Path) -> list[dict]:
@@ -94,7 +96,7 @@ def read_rejects(path: str | Path) -> list[dict]:
                 try:
                     out.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    from ..schema import ShardSchemaError
+                    from cxrprep.schema import ShardSchemaError
 
                     raise ShardSchemaError(f"{path}:{i}: not a JSON line ({e})") from e
     return out

@@ -16,8 +16,8 @@ import json
 import os
 from pathlib import Path
 
-from ..schema import LOCK
-from .files import invocation
+from cxrprep.schema import LOCK
+from cxrprep.shards.files import invocation
 
 
 class DatasetBusy(ValueError):
@@ -69,13 +69,16 @@ class DatasetLock:
 
     def holders(self) -> list[str]:
         """Who holds the folder now: pieces (their lock files), else the exclusive holder of ``.lock``."""
-        pieces = [f"piece {p.name[len(LOCK) + 1:]} ({_describe(p)})"
-                  for p in sorted(self.dir.glob(f"{LOCK}-*")) if _held(p)]
+        pieces = [
+            f"piece {p.name[len(LOCK) + 1 :]} ({_describe(p)})" for p in sorted(self.dir.glob(f"{LOCK}-*")) if _held(p)
+        ]
         return pieces or [_describe(self.path)]
 
     def _refuse(self, what: list[str]) -> DatasetBusy:
-        return DatasetBusy(f"{self.dir} is locked by another cxrprep run ({'; '.join(what)}); wait for it to "
-                           f"finish or write elsewhere with --out (refusing to start {self.action})")
+        return DatasetBusy(
+            f"{self.dir} is locked by another cxrprep run ({'; '.join(what)}); wait for it to "
+            f"finish or write elsewhere with --out (refusing to start {self.action})"
+        )
 
     def acquire(self) -> "DatasetLock":
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -6,10 +6,10 @@ import json
 import re
 from pathlib import Path
 
-from ..schema import CARD, DATA_DIR, DATA_FILE_RE, MANIFEST, REJECTS, ShardSchemaError
-from .card import card_text, split_order
-from .files import atomic_write_bytes, manifest_bytes, read_rejects, rejects_bytes, sha256_file
-from .lock import DatasetLock
+from cxrprep.schema import CARD, DATA_DIR, DATA_FILE_RE, MANIFEST, REJECTS, ShardSchemaError
+from cxrprep.shards.card import card_text, split_order
+from cxrprep.shards.files import atomic_write_bytes, manifest_bytes, read_rejects, rejects_bytes, sha256_file
+from cxrprep.shards.lock import DatasetLock
 
 
 def merge_parts(dataset_dir: str | Path) -> dict:
@@ -36,8 +36,10 @@ def _merge(d: Path) -> dict:
             raise ShardSchemaError(f"{p}: not valid JSON ({e})") from e
     totals = {m["part"][1] for m in mans}
     if len(totals) != 1:
-        raise ShardSchemaError(f"{d}: part manifests disagree on N: {sorted(totals)}; remove the stale "
-                               f"manifest-*of*.json files of the other N")
+        raise ShardSchemaError(
+            f"{d}: part manifests disagree on N: {sorted(totals)}; remove the stale "
+            f"manifest-*of*.json files of the other N"
+        )
     n = totals.pop()
     have = sorted(m["part"][0] for m in mans)
     missing = sorted(set(range(n)) - set(have))
@@ -67,9 +69,14 @@ def _merge(d: Path) -> dict:
         if re.fullmatch(DATA_FILE_RE, f.name) and f"{DATA_DIR}/{f.name}" not in listed:
             f.unlink()
     merged = dict(mans[0])
-    merged.update(part=None, merged_from=[p.name for p in found], counts=counts,
-                  splits={k: splits[k] for k in split_order(splits)},
-                  parts=parts, rejects=dict(file=REJECTS, rows=len(rejects)))
+    merged.update(
+        part=None,
+        merged_from=[p.name for p in found],
+        counts=counts,
+        splits={k: splits[k] for k in split_order(splits)},
+        parts=parts,
+        rejects=dict(file=REJECTS, rows=len(rejects)),
+    )
     merged["config"] = dict(cfg0, part=None)
     (d / MANIFEST).unlink(missing_ok=True)
     atomic_write_bytes(d / REJECTS, rejects_bytes(rejects))

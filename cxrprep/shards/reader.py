@@ -10,11 +10,18 @@ from typing import Iterable, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..schema import (
-    COLUMNS, DATA_DIR, LOCK, MANIFEST, STUDY_SCHEMA, ShardSchemaError, check_shard, from_file_batch,
+from cxrprep.schema import (
+    COLUMNS,
+    DATA_DIR,
+    LOCK,
+    MANIFEST,
+    STUDY_SCHEMA,
+    ShardSchemaError,
+    check_shard,
+    from_file_batch,
     read_manifest,
 )
-from .files import read_rejects, sha256_file
+from cxrprep.shards.files import read_rejects, sha256_file
 
 
 class IncompleteDataset(ShardSchemaError):
@@ -23,7 +30,9 @@ class IncompleteDataset(ShardSchemaError):
     def __init__(self, folders: list[Path]) -> None:
         self.folders = folders
         super().__init__(
-            "incomplete dataset folder" + ("s " if len(folders) > 1 else " ") + ", ".join(map(str, folders))
+            "incomplete dataset folder"
+            + ("s " if len(folders) > 1 else " ")
+            + ", ".join(map(str, folders))
             + f": no {MANIFEST} (a cxrprep run was killed or is still writing, or --part pieces were not"
             " merged with `cxrprep merge`); re-run the command that writes it"
         )
@@ -31,8 +40,9 @@ class IncompleteDataset(ShardSchemaError):
 
 def _is_dataset_folder(d: Path) -> bool:
     """A folder a cxrprep writer made or is making (finished or not)."""
-    return ((d / MANIFEST).exists() or (d / LOCK).exists() or (d / DATA_DIR).is_dir()
-            or any(d.glob("manifest-*of*.json")))
+    return (
+        (d / MANIFEST).exists() or (d / LOCK).exists() or (d / DATA_DIR).is_dir() or any(d.glob("manifest-*of*.json"))
+    )
 
 
 def scan_datasets(root: str | Path) -> tuple[list[Path], list[Path]]:
@@ -48,8 +58,7 @@ def scan_datasets(root: str | Path) -> tuple[list[Path], list[Path]]:
     else:
         marks = {p.parent for name in (MANIFEST, LOCK, "manifest-*of*.json") for p in root.rglob(name)}
         marks |= {p.parent for p in root.rglob(DATA_DIR) if p.is_dir() and any(p.glob("*.parquet"))}
-        found = sorted(d for d in marks
-                       if not any(part.startswith(".") for part in d.relative_to(root).parts))
+        found = sorted(d for d in marks if not any(part.startswith(".") for part in d.relative_to(root).parts))
         # a data/ folder inside a dataset folder is not a dataset of its own
         found = [d for d in found if not (d.name == DATA_DIR and d.parent in found)]
     done = [d for d in found if (d / MANIFEST).exists()]
@@ -133,8 +142,12 @@ class ShardDataset:
             out.extend(RowGroup(p, i, md.row_group(i).num_rows) for i in range(md.num_row_groups))
         return out
 
-    def iter_batches(self, columns: Sequence[str] | None = None, row_groups: Sequence[RowGroup] | None = None,
-                     split: str | None = None) -> Iterator[pa.RecordBatch]:
+    def iter_batches(
+        self,
+        columns: Sequence[str] | None = None,
+        row_groups: Sequence[RowGroup] | None = None,
+        split: str | None = None,
+    ) -> Iterator[pa.RecordBatch]:
         """Stream record batches, one row group at a time (memory bounded by the largest row group)."""
         cols = list(columns) if columns else None
         if cols and split and "split" not in cols:
@@ -170,7 +183,9 @@ class ShardDataset:
         return pa.Table.from_batches(batches)
 
 
-def open_datasets(roots: Iterable[str | Path], verify: bool = False, skip_incomplete: bool = False) -> list[ShardDataset]:
+def open_datasets(
+    roots: Iterable[str | Path], verify: bool = False, skip_incomplete: bool = False
+) -> list[ShardDataset]:
     """All finished dataset folders under the given shard roots, checked. A folder without a manifest
     raises IncompleteDataset naming it, unless ``skip_incomplete``."""
     out: list[ShardDataset] = []
@@ -194,8 +209,11 @@ def summary_lines(manifest: dict, out_dir: Path | None = None) -> list[str]:
         + (" (rows per split: " + ", ".join(f"{k} {v:,}" for k, v in splits.items()) + ")" if splits else "")
         + f", rejects in {manifest['rejects']['file']}",
     ]
-    extra = {k: v for k, v in c.items() if k not in
-             ("inputs_seen", "rows_written", "images_written", "skipped", "failed", "images_failed")}
+    extra = {
+        k: v
+        for k, v in c.items()
+        if k not in ("inputs_seen", "rows_written", "images_written", "skipped", "failed", "images_failed")
+    }
     if extra:
         lines.append("  " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in extra.items()))
     return lines

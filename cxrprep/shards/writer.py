@@ -30,22 +30,39 @@ from typing import Iterable, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..schema import (
-    CARD, DATA_DIR, DATA_FILE_RE, MANIFEST, REJECT_KINDS, REJECT_LEVELS, REJECTS, SCHEMA_VERSION, STUDY_SCHEMA,
-    data_file_name, file_schema, to_file_rows, to_file_table,
+from cxrprep.schema import (
+    CARD,
+    DATA_DIR,
+    DATA_FILE_RE,
+    MANIFEST,
+    REJECT_KINDS,
+    REJECT_LEVELS,
+    REJECTS,
+    SCHEMA_VERSION,
+    STUDY_SCHEMA,
+    data_file_name,
+    file_schema,
+    to_file_rows,
+    to_file_table,
 )
-from .card import card_text, split_order
-from .files import (
-    MiB, PARQUET_OPTS, ShardWriteError, atomic_write_bytes, invocation, manifest_bytes, rejects_bytes,
-    sha256_file, write_failure,
+from cxrprep.shards.card import card_text, split_order
+from cxrprep.shards.files import (
+    PARQUET_OPTS,
+    MiB,
+    atomic_write_bytes,
+    invocation,
+    manifest_bytes,
+    rejects_bytes,
+    sha256_file,
+    write_failure,
 )
-from .lock import DatasetLock
+from cxrprep.shards.lock import DatasetLock
 
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _version() -> str:
-    from .. import __version__
+    from cxrprep import __version__
 
     return __version__
 
@@ -89,8 +106,10 @@ def table_row_bytes(table: pa.Table) -> list[int]:
     images = table["images"]
     if pc.sum(pc.list_value_length(images)).as_py():
         flat = pc.list_flatten(images.combine_chunks())
-        size = sum(pc.fill_null(pc.binary_length(pc.struct_field(flat, k)), 0).to_numpy(zero_copy_only=False)
-                   for k in ("image", "image_clahe"))
+        size = sum(
+            pc.fill_null(pc.binary_length(pc.struct_field(flat, k)), 0).to_numpy(zero_copy_only=False)
+            for k in ("image", "image_clahe")
+        )
         out += per_row(images, size)
     return out.tolist()
 
@@ -108,8 +127,10 @@ class Counts:
     extra: dict = field(default_factory=dict)  # command-specific counters (e.g. fallback sections)
 
     def as_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in
-             ("inputs_seen", "rows_written", "images_written", "skipped", "failed", "images_failed")}
+        d = {
+            k: getattr(self, k)
+            for k in ("inputs_seen", "rows_written", "images_written", "skipped", "failed", "images_failed")
+        }
         d.update(sorted(self.extra.items()))
         return d
 
@@ -292,16 +313,18 @@ class ShardWriter:
         for r in rows:
             self.write(r)
 
-    def reject(self, source: str, study_id: str | None, *, stage: str, kind: str, reason: str,
-               level: str = "study") -> None:
+    def reject(
+        self, source: str, study_id: str | None, *, stage: str, kind: str, reason: str, level: str = "study"
+    ) -> None:
         """Record an input (level='study') or one image of a kept study (level='image') that did not
         make it, with a readable reason."""
         if kind not in REJECT_KINDS:
             raise ValueError(f"reject kind must be one of {REJECT_KINDS}, got {kind!r}")
         if level not in REJECT_LEVELS:
             raise ValueError(f"reject level must be one of {REJECT_LEVELS}, got {level!r}")
-        self._rejects.append(dict(source=str(source), study_id=study_id, stage=stage, kind=kind,
-                                  level=level, reason=str(reason)))
+        self._rejects.append(
+            dict(source=str(source), study_id=study_id, stage=stage, kind=kind, level=level, reason=str(reason))
+        )
         if level == "image":
             self.counts.images_failed += 1
         elif kind == "skipped":
@@ -322,8 +345,9 @@ class ShardWriter:
         st = self._splits[split]
         if not st.nbuf:
             return
-        pieces = st.pieces + ([pa.Table.from_pylist(to_file_rows(st.buf, self.label_names), schema=self.schema)]
-                              if st.buf else [])
+        pieces = st.pieces + (
+            [pa.Table.from_pylist(to_file_rows(st.buf, self.label_names), schema=self.schema)] if st.buf else []
+        )
         table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
         table = table.combine_chunks()  # one chunk per column: the same bytes however the rows arrived
         if st.writer is None:

@@ -33,13 +33,27 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 FINDINGS = ("Cardiomegaly", "Effusion", "Pneumothorax", "Consolidation")  # ChestX-ray14 spellings
 #: ChestX-ray14 spelling -> CheXpert column / the class name in canary_eval.yaml and metrics.json
-EVAL_NAME = {"Cardiomegaly": "Cardiomegaly", "Effusion": "Pleural Effusion", "Pneumothorax": "Pneumothorax",
-             "Consolidation": "Consolidation"}
+EVAL_NAME = {
+    "Cardiomegaly": "Cardiomegaly",
+    "Effusion": "Pleural Effusion",
+    "Pneumothorax": "Pneumothorax",
+    "Consolidation": "Consolidation",
+}
 TRAIN = {  # tiny preset on CPU, its text tower a 2-layer BERT trained from scratch (MiniLM's forward pass
     # alone takes seconds per step on a loaded CPU); 12 epochs of ~2,100 images: about 160 s per run on one core
     "model": {"preset": "tiny", "image_size": 64, "text_encoder": "config:tiny-bert", "embed_dim": 64},
-    "tcl_weight": 1.0, "loss": "cxr-clip", "epochs": 12, "batch_size": 32, "lr": 2.0e-3, "warmup_steps": 5,
-    "shuffle_buffer": 256, "num_workers": 0, "precision": "fp32", "log_every": 20, "patience": 20, "threads": 1,
+    "tcl_weight": 1.0,
+    "loss": "cxr-clip",
+    "epochs": 12,
+    "batch_size": 32,
+    "lr": 2.0e-3,
+    "warmup_steps": 5,
+    "shuffle_buffer": 256,
+    "num_workers": 0,
+    "precision": "fp32",
+    "log_every": 20,
+    "patience": 20,
+    "threads": 1,
     "seed": 0,
 }
 
@@ -80,7 +94,7 @@ def draw(labels: dict[str, int], rng: np.random.Generator, size: int = 128, whit
     if labels.get("Consolidation"):  # a bright disc inside a lung
         m, lx = lungs[int(rng.integers(2))]
         ny, nx = cy + rng.uniform(-0.12, 0.1), lx + rng.uniform(-0.04, 0.04)
-        img[m & ((xx - nx) ** 2 + (yy - ny) ** 2 < 0.09 ** 2)] = 235.0
+        img[m & ((xx - nx) ** 2 + (yy - ny) ** 2 < 0.09**2)] = 235.0
     px = lambda x, y: (int(x * s), int(y * s))  # noqa: E731
     for _ in range(int(rng.integers(0, 4))):  # wires and tubes: thin bright curves
         pts = np.array([px(rng.uniform(0.1, 0.9), t) for t in np.linspace(rng.uniform(0, 0.3), rng.uniform(0.6, 1), 4)])
@@ -89,22 +103,35 @@ def draw(labels: dict[str, int], rng: np.random.Generator, size: int = 128, whit
         cv2.circle(img, px(rng.uniform(0.05, 0.95), rng.uniform(0.05, 0.95)), max(2, s // 40), 245.0, max(1, s // 128))
     cx, cyy = (0.06, 0.1) if rng.random() < 0.5 else (0.86, 0.1)  # side marker
     mark = np.zeros((s, s), np.uint8)
-    cv2.putText(mark, "L" if rng.random() < 0.5 else "R", px(cx, cyy), cv2.FONT_HERSHEY_SIMPLEX, s / 256, 255,
-                max(1, s // 128))
+    cv2.putText(
+        mark, "L" if rng.random() < 0.5 else "R", px(cx, cyy), cv2.FONT_HERSHEY_SIMPLEX, s / 256, 255, max(1, s // 128)
+    )
     img[mark > 0] = 250.0
-    img = cv2.warpAffine(img, cv2.getRotationMatrix2D((s / 2, s / 2), rng.uniform(-6, 6), 1.0), (s, s),
-                         borderMode=cv2.BORDER_REPLICATE)
-    t, b, l, r = (int(rng.uniform(0, 0.08) * s) for _ in range(4))  # collimation: dark borders
-    img[:t], img[s - b:], img[:, :l], img[:, s - r:] = 20.0, 20.0, 20.0, 20.0
+    img = cv2.warpAffine(
+        img, cv2.getRotationMatrix2D((s / 2, s / 2), rng.uniform(-6, 6), 1.0), (s, s), borderMode=cv2.BORDER_REPLICATE
+    )
+    t, b, left, r = (int(rng.uniform(0, 0.08) * s) for _ in range(4))  # collimation: dark borders
+    img[:t], img[s - b :], img[:, :left], img[:, s - r :] = 20.0, 20.0, 20.0, 20.0
     img = cv2.GaussianBlur(img, (0, 0), 0.8) + rng.normal(0, 6, (s, s))
     img = (img - 128) * rng.uniform(0.8, 1.2) + 128 + rng.uniform(-20, 20)  # exposure
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
-def make_dataset(out: Path, n: int = 1000, seed: int = 0, prevalence: float = 0.35, white: bool = False,
-                 size: int = 128, shuffle_labels: bool = False) -> tuple[Path, list[dict[str, int]]]:
+NIH_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
+
+
+def make_dataset(
+    out: Path,
+    n: int = 1000,
+    seed: int = 0,
+    prevalence: float = 0.35,
+    white: bool = False,
+    size: int = 128,
+    shuffle_labels: bool = False,
+) -> tuple[Path, list[dict[str, int]]]:
     """Images and a ChestX-ray14-style CSV (``Data_Entry_2017_v2020.csv``) under ``out``; -> (CSV path, labels
     per image as drawn). One image per patient, so cxrprep's patient-hash split gives about 70/10/20.
     ``shuffle_labels`` permutes the CSV's label strings across the images (the images stay as drawn)."""
@@ -115,8 +142,21 @@ def make_dataset(out: Path, n: int = 1000, seed: int = 0, prevalence: float = 0.
         labels = {f: int(rng.random() < prevalence) for f in FINDINGS}
         name = f"{i + 1:08d}_000.png"
         cv2.imwrite(str(out / "images" / name), draw(labels, rng, size, white))
-        rows.append([name, "|".join(f for f in FINDINGS if labels[f]) or "No Finding", "0", str(i + 1), "50", "M",
-                     "PA", str(size), str(size), "0.143", "0.143"])
+        rows.append(
+            [
+                name,
+                "|".join(f for f in FINDINGS if labels[f]) or "No Finding",
+                "0",
+                str(i + 1),
+                "50",
+                "M",
+                "PA",
+                str(size),
+                str(size),
+                "0.143",
+                "0.143",
+            ]
+        )
         all_labels.append(labels)
     if shuffle_labels:
         texts = [r[1] for r in rows]
@@ -147,19 +187,47 @@ def run(out: Path, shuffle_labels: bool = False, n: int = 3000, seed: int = 0, t
 
     out = Path(out)
     csv, _ = make_dataset(out / "data", n, seed)
-    _cli("cxrprep.cli", "prompts", str(csv), "--image-root", str(out / "data/images"), "--out",
-         str(out / "shards"), "--size", "128")
+    _cli(
+        "cxrprep.cli.app",
+        "prompts",
+        str(csv),
+        "--image-root",
+        str(out / "data/images"),
+        "--out",
+        str(out / "shards"),
+        "--size",
+        "128",
+    )
     train_root = out / "shards"
     if shuffle_labels:  # same images, same patients (so the same split), labels permuted: train on these
         sh_csv, _ = make_dataset(out / "data-shuffled", n, seed, shuffle_labels=True)
-        _cli("cxrprep.cli", "prompts", str(sh_csv), "--image-root", str(out / "data-shuffled/images"), "--out",
-             str(out / "shards-shuffled"), "--size", "128")
+        _cli(
+            "cxrprep.cli.app",
+            "prompts",
+            str(sh_csv),
+            "--image-root",
+            str(out / "data-shuffled/images"),
+            "--out",
+            str(out / "shards-shuffled"),
+            "--size",
+            "128",
+        )
         train_root = out / "shards-shuffled"
     cfg = out / "train.yaml"
     cfg.write_text(yaml.safe_dump({**TRAIN, **(train or {})}, sort_keys=False))
-    _cli("cxrtrain.cli", "run", str(train_root), "--config", str(cfg), "--out", str(out / "run"))
-    _cli("cxrtrain.cli", "eval", str(out / "run"), str(out / "shards"), "--prompts",
-         str(HERE / "canary_eval.yaml"), "--out", str(out / "eval"), "--bootstrap", "0")
+    _cli("cxrtrain.cli.app", "run", str(train_root), "--config", str(cfg), "--out", str(out / "run"))
+    _cli(
+        "cxrtrain.cli.app",
+        "eval",
+        str(out / "run"),
+        str(out / "shards"),
+        "--prompts",
+        str(HERE / "canary_eval.yaml"),
+        "--out",
+        str(out / "eval"),
+        "--bootstrap",
+        "0",
+    )
     return auroc_per_finding(out / "eval" / "metrics.json")
 
 
@@ -229,21 +297,40 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("canary-out"))
     ap.add_argument("--n", type=int, default=3000, help="images (one per patient); about 70%% train, 20%% test")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--strict", action="store_true",
-                    help="exit 1 unless the issue's spec holds (also every shuffled finding <= 0.6)")
+    ap.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 unless the issue's spec holds (also every shuffled finding <= 0.6)",
+    )
     a = ap.parse_args()
     true, shuffled = run_both(a.out, a.n, a.seed)
     print("true labels (want >= 0.9 each): test AUROC " + ", ".join(f"{k} {v:.3f}" for k, v in true.items()))
     null = null_aurocs(a.out / "shuffled")
-    print("shuffled-label control (want <= 0.6 each, mean <= 0.7): test AUROC "
-          + ", ".join(f"{k} {v:.3f} (random directions: {np.mean(null[k] >= v):.0%} as high)" for k, v in shuffled.items())
-          + f"; mean {np.mean(list(shuffled.values())):.3f}")
+    print(
+        "shuffled-label control (want <= 0.6 each, mean <= 0.7): test AUROC "
+        + ", ".join(
+            f"{k} {v:.3f} (random directions: {np.mean(null[k] >= v):.0%} as high)" for k, v in shuffled.items()
+        )
+        + f"; mean {np.mean(list(shuffled.values())):.3f}"
+    )
     spec, asserted = check(true, shuffled)
-    print("canary: " + ("every finding meets the issue's thresholds" if spec else
-                        "passes (true >= 0.9 each, control mean <= 0.7)" if asserted else "FAILED")
-          + ("" if spec or not asserted else f"; not every control finding is <= 0.6, which random text "
-             f"directions also miss {1 - np.mean(np.all([a <= SPEC_SHUFFLED for a in null.values()], 0)):.0%} of "
-             "the time on these embeddings (see canary.check)"))
+    print(
+        "canary: "
+        + (
+            "every finding meets the issue's thresholds"
+            if spec
+            else "passes (true >= 0.9 each, control mean <= 0.7)"
+            if asserted
+            else "FAILED"
+        )
+        + (
+            ""
+            if spec or not asserted
+            else f"; not every control finding is <= 0.6, which random text "
+            f"directions also miss {1 - np.mean(np.all([a <= SPEC_SHUFFLED for a in null.values()], 0)):.0%} of "
+            "the time on these embeddings (see canary.check)"
+        )
+    )
     return 0 if (spec if a.strict else asserted) else 1
 
 

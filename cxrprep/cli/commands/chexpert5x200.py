@@ -1,0 +1,61 @@
+"""`cxrprep chexpert-5x200`: a seeded, rebuildable CheXpert 5x200 evaluation set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cxrprep.cli.edge import make_config
+from cxrprep.cli.options import image_settings
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("chexpert-5x200")
+    def chexpert_5x200(
+        # fmt: off
+        train_csv: Path = typer.Argument(..., exists=True, dir_okay=False, help="CheXpert train.csv"),
+        out: Path = typer.Option(Path("shards"), "--out", help="Shard root; writes OUT/chexpert-5x200/"),
+        image_root: Path = typer.Option(None, "--image-root", help="Folder the Path column is relative to"),
+        per_class: int = typer.Option(200, "--per-class", help="Images per competition class"),
+        seed: int = typer.Option(0, "--seed"),
+        list_file: Path = typer.Option(
+            None,
+            "--list",
+            exists=True,
+            dir_okay=False,
+            help="Use a released list of image paths (CSV with a Path column, or one per line) instead of the "
+            "seeded draw",
+        ),
+        images: bool = typer.Option(True, "--images/--no-images"),
+        size: int = typer.Option(512, "--size"),
+        clahe: bool = typer.Option(True, "--clahe/--no-clahe"),
+        # fmt: on
+    ) -> None:
+        """Build CheXpert 5x200 (frontal, exactly one competition finding positive, the rest 0) with a seed,
+        plus patients.txt for `cxrprep prompts --exclude-patients`.
+
+        Example: cxrprep chexpert-5x200 CheXpert-v1.0/train.csv --image-root /data --out shards/ --seed 0
+        """
+        from cxrprep.datasets.chexpert5x200 import FiveX200Config, run_5x200
+        from cxrprep.shards import summary_lines
+
+        settings = image_settings(size, clahe, 2.0, 8, "jpeg", 95, 178_956_970)
+        cfg = make_config(
+            FiveX200Config,
+            per_class=per_class,
+            seed=seed,
+            images=images,
+            image_root=str(image_root) if image_root else None,
+            image_settings=settings,
+            list_path=str(list_file) if list_file else None,
+        )
+        try:
+            m = run_5x200(train_csv, out, cfg)
+        except ValueError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        for line in summary_lines(m, out / "chexpert-5x200"):
+            typer.echo(line)
+        if m["counts"]["failed"]:
+            raise typer.Exit(1)

@@ -1,0 +1,114 @@
+"""`cxrprep images`: a folder or CSV of DICOM/PNG/JPG files as one-image studies."""
+
+from __future__ import annotations
+
+import errno
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+
+from cxrprep.cli.edge import finish, make_config, progress
+from cxrprep.cli.options import image_settings, run_options  # noqa: F401 (also re-exported for old imports)
+
+
+@contextmanager
+def run_errors(target: Path):
+    """The errors that stop a whole run, as one-line messages: a bad input list (ValueError, exit 2), a
+    dead worker pool or an output that cannot be written (disk full, folder removed: exit 1)."""
+    from cxrprep.parallel import WorkerPoolError
+    from cxrprep.shards import ShardWriteError
+
+    try:
+        yield
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    except (WorkerPoolError, ShardWriteError) as e:
+        typer.echo(f"error: the run stopped: {e}", err=True)
+        raise typer.Exit(1)
+    except OSError as e:
+        where = e.filename or target
+        why = e.strerror or str(e)
+        hint = " (the disk is full)" if e.errno == errno.ENOSPC else ""
+        typer.echo(f"error: the run stopped: {where}: {why}{hint}", err=True)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def images(
+        # fmt: off
+        src: Path = typer.Argument(
+            ...,
+            exists=True,
+            help="A folder of .dcm/.png/.jpg files, or a CSV (columns: path, then optional study_id, subject_id, "
+            "split, view and label columns; see above)",
+        ),
+        out: Path = typer.Option(Path("shards"), "--out", help="Shard root; writes OUT/DATASET/"),
+        dataset: str = typer.Option("images", "--dataset", help="Dataset folder name, e.g. rsna-pneumonia"),
+        image_root: Path = typer.Option(
+            None,
+            "--image-root",
+            exists=True,
+            file_okay=False,
+            help="Base of relative CSV paths (default: the CSV's folder); every path must resolve inside it",
+        ),
+        allow_outside_root: bool = typer.Option(
+            False,
+            "--allow-outside-root",
+            help="Read CSV paths that resolve outside --image-root (default: they are rejects)",
+        ),
+        size: int = typer.Option(512, "--size", help="Shorter side in pixels (never upscaled)"),
+        clahe: bool = typer.Option(True, "--clahe/--no-clahe", help="Also store a CLAHE copy"),
+        clahe_clip: float = typer.Option(2.0, "--clahe-clip"),
+        clahe_tiles: int = typer.Option(8, "--clahe-tiles"),
+        fmt: str = typer.Option("jpeg", "--format", help="jpeg or png"),
+        quality: int = typer.Option(95, "--quality", help="JPEG quality"),
+        max_image_pixels: int = typer.Option(
+            178_956_970, "--max-image-pixels", help="Reject larger images (decompression bombs)"
+        ),
+        workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all cores)"),
+        part: str = typer.Option(None, "--part", help="i/N: process a deterministic 1/N of the subjects"),
+        max_failed: str = typer.Option(
+            "1%", "--max-failed", help="Exit 1 if more inputs fail (count, or percent like 1%)"
+        ),
+        # fmt: on
+    ) -> None:
+        """Write DICOM/PNG/JPG files as one-image studies (evaluation sets such as RSNA Pneumonia, SIIM).
+
+        SRC: a folder (every .dcm/.png/.jpg below it, split test) or a CSV
+        with a header row. CSV columns (only path is required):
+
+          path:       image file, absolute or relative to --image-root
+          study_id:   default: the file name without suffix
+          subject_id: patient id (default: study_id)
+          split:      train | validate | test (default: test)
+          view:       PA, AP, LATERAL... (default: DICOM ViewPosition)
+          any other:  a label named after its finding: 1, 0, -1 or blank
+
+        Example CSV (RSNA Pneumonia):
+
+          path,study_id,split,Pneumonia
+          stage_2_train_images/0004cfab.dcm,0004cfab,test,0
+
+        Example: cxrprep images rsna.csv --dataset rsna-pneumonia --image-root /data/rsna --out shards/
+        """
+        from cxrprep.datasets.folder import ImagesConfig, run_images
+        from cxrprep.shards import summary_lines
+
+        mf, part_t, nworkers = run_options(max_failed, part, workers)
+        settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
+        cfg = make_config(
+            ImagesConfig,
+            dataset=dataset,
+            image_root=str(image_root) if image_root else None,
+            allow_outside_root=allow_outside_root,
+            workers=nworkers,
+            part=part_t,
+            images=settings,
+        )
+        with run_errors(out / dataset):
+            m = run_images(src, out, cfg, progress=lambda it, n: progress(it, n, "images", "img"))
+        c = m["counts"]
+        finish(summary_lines(m, out / dataset), c["failed"], c["inputs_seen"], mf, dataset_dir=out / dataset)

@@ -1,0 +1,153 @@
+"""Small helpers shared by the Typer commands of cxrprep and cxrtrain (no logic of their own)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import typer
+
+T = TypeVar("T")
+
+
+def make_app(name: str, help: str) -> typer.Typer:
+    """The Typer app of ``name`` (cxrprep, cxrtrain): one-line errors instead of tracebacks (SafeGroup;
+    CXRKIT_DEBUG=1 shows them), ``--version``, quiet third-party libraries; ``help`` heads ``--help``."""
+    from cxrprep import __version__
+    from cxrprep.cli.safegroup import SafeGroup
+
+    app = typer.Typer(
+        name=name, help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=SafeGroup
+    )
+
+    def version(value: bool) -> None:
+        if value:
+            typer.echo(f"{name} {__version__}")
+            raise typer.Exit()
+
+    def main(
+        version: bool = typer.Option(False, "--version", callback=version, is_eager=True, help="Print the version."),
+    ) -> None:
+        from cxrprep.cli.quiet import quiet_third_party
+
+        quiet_third_party()
+
+    app.callback()(main)
+    return app
+
+
+def register_commands(app: typer.Typer, package: str, order: list[str]) -> None:
+    """Import every module of ``package`` (a commands/ folder) and call its ``register(app)``; modules
+    named in ``order`` come first, in that order, the rest alphabetically."""
+    pkg = importlib.import_module(package)
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+    for name in sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n)):
+        importlib.import_module(f"{package}.{name}").register(app)
+
+
+def make_config(factory: Callable[..., T], **kwargs) -> T:
+    """Build a frozen config; a ValueError from its validation becomes a usage error (exit code 2)
+    whose message names the option."""
+    try:
+        return factory(**kwargs)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+
+
+def parse_max_failed(value: str) -> tuple[int | None, float | None]:
+    """'--max-failed 10' (a count) or '--max-failed 1%' (a fraction of inputs) -> (count, fraction)."""
+    v = value.strip()
+    try:
+        if v.endswith("%"):
+            frac = float(v[:-1]) / 100
+            if not 0 <= frac <= 1:
+                raise ValueError
+            return None, frac
+        n = int(v)
+        if n < 0:
+            raise ValueError
+        return n, None
+    except ValueError:
+        raise ValueError(f"--max-failed must be a count (e.g. 100) or a percentage (e.g. 1%), got {value!r}") from None
+
+
+def too_many_failed(failed: int, inputs: int, max_failed: tuple[int | None, float | None]) -> bool:
+    count, frac = max_failed
+    if count is not None:
+        return failed > count
+    return inputs > 0 and failed / inputs > (frac or 0.0)
+
+
+def rejects_file(dataset_dir: Path | None) -> Path | None:
+    """The rejects file of a dataset folder (``rejects.jsonl``, or a piece's ``rejects-iofN.jsonl``), or None."""
+    if dataset_dir is None or not Path(dataset_dir).is_dir():
+        return None
+    found = sorted(Path(dataset_dir).glob("rejects*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
+    return found[-1] if found else None  # the one the run that just finished wrote
+
+
+def finish(
+    lines: list[str],
+    failed: int,
+    inputs: int,
+    max_failed: tuple[int | None, float | None],
+    option: str = "--max-failed",
+    dataset_dir: Path | None = None,
+) -> None:
+    """Print the summary; exit 1 (after everything was written) when failures pass ``--max-failed``."""
+    for line in lines:
+        typer.echo(line)
+    if too_many_failed(failed, inputs, max_failed):
+        count, frac = max_failed
+        limit = f"{count}" if count is not None else f"{frac:.2%}"
+        rej = rejects_file(dataset_dir)
+        where = f"see {rej} for each reason" if rej else "see the rejects file for reasons"
+        typer.echo(
+            f"error: {failed} of {inputs} inputs failed, more than {option} {limit}; "
+            f"what succeeded was written; {where}",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print an error and exit (1: the work failed; 2: bad usage)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def require_exists(path: Path, option: str) -> None:
+    if not Path(path).exists():
+        raise typer.BadParameter(f"{path} does not exist", param_hint=option)
+
+
+def progress(iterable, total: int | None = None, desc: str = "", unit: str = "it", disable: bool | None = None):
+    """A tqdm bar on stderr, hidden when stderr is not a terminal unless CXRKIT_PROGRESS=1."""
+    import os
+
+    from tqdm.auto import tqdm
+
+    if disable is None:
+        disable = not (sys.stderr.isatty() or os.environ.get("CXRKIT_PROGRESS") == "1")
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)
+
+
+def check_option(value: str, option: str) -> str:
+    """For a Typer option callback: a bad name or path is a usage error (exit 2) naming the option."""
+    import typer
+
+    from cxrprep.text.promptfiles import resolve_prompt_file
+    from cxrprep.text.templates import TemplateError, load_templates
+
+    try:
+        resolve_prompt_file(value, option)
+    except ValueError as e:
+        raise typer.BadParameter(str(e).removeprefix(f"{option} "), param_hint=option) from None
+    try:
+        load_templates(value)  # a broken file is bad usage (exit 2) before any work, in every command
+    except TemplateError as e:
+        raise typer.BadParameter(str(e), param_hint=option) from None
+    return value

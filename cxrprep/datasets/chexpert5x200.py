@@ -1,0 +1,185 @@
+"""A deterministic, rebuildable CheXpert 5x200 evaluation set (``cxrprep chexpert-5x200``).
+
+Definition (GLoRIA's ``preprocess_chexpert_5x200_data``, see ../shared/FORMATS.md 2.2): from train.csv,
+blank -> 0; frontal images only; for each competition task (Atelectasis, Cardiomegaly, Consolidation, Edema,
+Pleural Effusion) keep images where that task is 1 and every other observation except No Finding is 0 (any
+-1 excludes); draw ``--per-class`` images per task. GLoRIA's draw is unseeded; ours sorts candidates by Path
+and samples with ``--seed``, so anyone can rebuild the same 1,000 images. The dataset ``chexpert-5x200``
+(split ``test``, raw CheXpert labels, one image per row) gets ``patients.txt`` beside its manifest: pass it
+to ``cxrprep prompts --exclude-patients`` to keep these patients out of the training shards.
+
+``--list FILE`` uses a released list of image paths instead of the seeded draw (to compare with papers that
+published theirs, e.g. MedCLIP's chexpert-5x200 CSV): a CSV with a ``Path``/``path``/``imgpath``/``image``
+column, or one path per line. Each path is matched to train.csv (the ``CheXpert-v1.0(-small)/`` prefix is
+optional) and must have exactly one positive competition task, which becomes its class; anything else is
+an error naming the list line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cxrprep.datasets.prompts import _resolve_image, chexpert_frame
+from cxrprep.image.process import ImageSettings, process_study_images
+from cxrprep.labels import CHEXPERT_LABELS, COMPETITION_TASKS
+from cxrprep.schema import empty_row
+from cxrprep.shards import ShardWriter
+
+DATASET = "chexpert-5x200"
+
+
+@dataclass(frozen=True)
+class FiveX200Config:
+    per_class: int = 200
+    seed: int = 0
+    image_root: str | None = None
+    list_path: str | None = None
+    images: bool = True
+    image_settings: ImageSettings = field(default_factory=ImageSettings)
+
+    def __post_init__(self) -> None:
+        if self.per_class < 1:
+            raise ValueError(f"--per-class must be >= 1, got {self.per_class}")
+
+
+def select_5x200(csv_path: Path, per_class: int, seed: int) -> list[dict]:
+    """-> [{path, patient, task, labels (raw), view}] sorted by task then path. Raises ValueError naming
+    --per-class when a class has too few candidates."""
+    import random
+
+    df = chexpert_frame(csv_path)  # validated; labels parsed to 1/0/-1/null
+    raw = df.select(CHEXPERT_LABELS)
+    filled = raw.fill_null(0)
+    frontal = (df["_fl"] == "Frontal") if "Frontal/Lateral" in df.columns else df["Path"].str.contains("frontal")
+    others = [c for c in CHEXPERT_LABELS if c != "No Finding"]
+    out = []
+    for task in COMPETITION_TASKS:
+        cond = frontal & (filled[task] == 1)
+        for c in others:
+            if c != task:
+                cond = cond & (filled[c] == 0)
+        idx = sorted(cond.arg_true().to_list(), key=lambda i: df["Path"][i])
+        if len(idx) < per_class:
+            raise ValueError(
+                f"{csv_path}: only {len(idx)} frontal images have {task} as the only positive finding; "
+                f"lower --per-class (now {per_class})"
+            )
+        for i in sorted(random.Random(f"{seed}:{task}").sample(idx, per_class), key=lambda i: df["Path"][i]):
+            path = df["Path"][i]
+            appa = df["_appa"][i]
+            out.append(
+                dict(
+                    path=path,
+                    patient=path.split("/")[-3],
+                    task=task,
+                    labels=raw.row(i),
+                    view=(appa or "").strip().upper() or None,
+                )
+            )
+    return out
+
+
+def read_path_list(list_path: Path) -> list[tuple[int, str]]:
+    """A released list of image paths -> [(line number, path)]. CSV with a path column, or one per line."""
+    import csv
+
+    lines = list_path.read_text(encoding="utf-8-sig").splitlines()
+    if not lines:
+        raise ValueError(f"{list_path}: empty list (--list)")
+    head = next(csv.reader([lines[0]]))
+    cols = [h.strip() for h in head]
+    for name in ("Path", "path", "imgpath", "image", "image_path"):
+        if name in cols:
+            k = cols.index(name)
+            return [
+                (n, row[k].strip()) for n, row in enumerate(csv.reader(lines[1:]), start=2) if row and row[k].strip()
+            ]
+    if len(cols) > 1:
+        raise ValueError(
+            f"{list_path}: a CSV list needs a Path, path, imgpath or image column; header is {cols} (--list)"
+        )
+    return [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _strip_release(p: str) -> str:
+    parts = p.replace("\\", "/").split("/")
+    while parts and (parts[0].startswith("CheXpert-v1.0") or parts[0] in ("", ".")):
+        parts = parts[1:]
+    return "/".join(parts)
+
+
+def select_from_list(csv_path: Path, list_path: Path) -> list[dict]:
+    """The released 5x200 list, labelled from train.csv; rows as select_5x200's."""
+    df = chexpert_frame(csv_path)
+    raw = df.select(CHEXPERT_LABELS)
+    by_path = {_strip_release(p): i for i, p in enumerate(df["Path"].to_list())}
+    out, seen = [], set()
+    for line, p in read_path_list(list_path):
+        key = _strip_release(p)
+        i = by_path.get(key)
+        if i is None:
+            raise ValueError(f"{list_path}:{line}: {p!r} is not in {csv_path} (--list)")
+        if key in seen:
+            raise ValueError(f"{list_path}:{line}: {p!r} is listed twice (--list)")
+        seen.add(key)
+        labs = raw.row(i)
+        pos = [t for t in COMPETITION_TASKS if labs[CHEXPERT_LABELS.index(t)] == 1]
+        if len(pos) != 1:
+            raise ValueError(
+                f"{list_path}:{line}: {p!r} has {len(pos)} positive competition labels in {csv_path} "
+                f"({pos}); a 5x200 image has exactly one (--list)"
+            )
+        path = df["Path"][i]
+        out.append(
+            dict(
+                path=path,
+                patient=path.split("/")[-3],
+                task=pos[0],
+                labels=labs,
+                view=(df["_appa"][i] or "").strip().upper() or None,
+            )
+        )
+    return out
+
+
+def run_5x200(csv_path: Path, out: Path, cfg: FiveX200Config) -> dict:
+    rows = (
+        select_from_list(csv_path, Path(cfg.list_path))
+        if cfg.list_path
+        else select_5x200(csv_path, cfg.per_class, cfg.seed)
+    )
+    root = Path(cfg.image_root) if cfg.image_root else csv_path.parent
+    conf = asdict(cfg)
+    conf["csv"] = str(csv_path)
+    with ShardWriter(
+        out,
+        DATASET,
+        config=conf,
+        label_names=CHEXPERT_LABELS,
+        command="chexpert-5x200",
+        image_settings=cfg.image_settings.manifest() if cfg.images else None,
+        extra_manifest={
+            "classes": list(COMPETITION_TASKS),
+            "selection": f"list {cfg.list_path}" if cfg.list_path else f"seeded draw (seed {cfg.seed})",
+        },
+    ) as w:
+        w.counts.inputs_seen = len(rows)
+        for r in sorted(rows, key=lambda r: r["path"]):
+            sid = "/".join(r["path"].split("/")[-3:]).rsplit(".", 1)[0]
+            images = []
+            if cfg.images:
+                images, failed = process_study_images(
+                    [(str(_resolve_image(r["path"], root)), sid, r["view"])], cfg.image_settings
+                )
+                if not images:
+                    w.reject(r["path"], sid, stage="image", kind="failed", reason=failed[0][1])
+                    continue
+            row = empty_row(DATASET, sid, r["patient"], "test")
+            row.update(source=r["path"], labels=list(r["labels"]), images=images)
+            w.write(row)
+    patients = sorted({r["patient"] for r in rows})
+    tmp = out / DATASET / ".tmp-patients.txt"
+    tmp.write_text("".join(p + "\n" for p in patients))
+    tmp.replace(out / DATASET / "patients.txt")
+    return w.manifest

@@ -1,0 +1,1 @@
+"""Radiographs: DICOM/JPEG/PNG -> 8-bit MONOCHROME2, resize, CLAHE, encode (process)."""

@@ -1,0 +1,430 @@
+"""Sentence splitting tuned for radiology text: spaCy's blank English tokenizer plus our own rules.
+
+No trained spaCy pipeline is needed (none can be downloaded here, and a parser is far too slow for
+200k reports a minute). Rules, in order:
+
+1. *Blocks*: a section is first cut at blank lines and before a line that starts a list item
+   (``1.``, ``2)``, ``-``, ``*``): a line break that ends a line item ends its sentence even without a
+   full stop, unless the line was wrapped (>= 60 characters and no final full stop: MIMIC wraps at 79).
+   Inside a block, wrapped lines are joined.
+2. *Boundaries* inside a block come after ``.``, ``?``, ``!`` (and ``;`` never), except:
+   - after abbreviations kept whole by tokenizer special cases (``approx.``, ``Pt.``, ``a.m.``, ``p.m.``,
+     ``Dr.``, ``vs.``, ``e.g.``, ``i.e.``, ``No.`` before a number ...);
+   - inside decimals (``2.5 cm``: one token for spaCy);
+   - after a list marker: ``1.`` at the start of a sentence stays attached to its item, so
+     ``1. Stable cardiomegaly. 2. Clear lungs.`` gives ``1. Stable cardiomegaly.`` and
+     ``2. Clear lungs.``
+   Lower-case sentence starts are allowed (NegBio-style reports are all lower case).
+
+One ``nlp`` object per process (``get_nlp``); spaCy's own ``n_process`` is slower than our worker
+processes on small machines, so parallelism lives in cxrprep.parallel.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+_LIST_LINE = re.compile(r"^[ \t]*(?:\d{1,2}[.)]|[-*\u2022])[ \t]+")
+_ITEM_START = frozenset("0123456789-*\u2022")
+_LIST_LINE_M = re.compile(_LIST_LINE.pattern, re.M)
+_BLANK = re.compile(r"\n[ \t]*\n")
+_WS = re.compile(r"\s+")
+
+ABBREVIATIONS = (
+    "approx.",
+    "Approx.",
+    "appx.",
+    "Pt.",
+    "pt.",
+    "pts.",
+    "Pts.",
+    "Dr.",
+    "dr.",
+    "Drs.",
+    "vs.",
+    "Vs.",
+    "e.g.",
+    "i.e.",
+    "E.g.",
+    "I.e.",
+    "a.m.",
+    "p.m.",
+    "A.M.",
+    "P.M.",
+    "etc.",
+    "resp.",
+    "Fig.",
+    "fig.",
+    "Mr.",
+    "Mrs.",
+    "Ms.",
+    "St.",
+    "Jr.",
+    "incl.",
+    "max.",
+    "min.",
+    "esp.",
+    "cf.",
+    "ca.",
+    "Nos.",
+    "nos.",
+)
+_TERMINAL = {".", "?", "!"}
+#: a line at least this long that does not end a sentence was wrapped (MIMIC wraps at 79 columns), so the
+#: next line continues the same list item
+WRAP_MIN = 60
+_CLOSERS = _TERMINAL | {'"', "'", ")"}
+
+
+@lru_cache(maxsize=1)
+def get_nlp():
+    """A blank English spaCy pipeline with radiology abbreviations as tokenizer special cases."""
+    spacy = _import_spacy()
+    from spacy.symbols import ORTH
+
+    nlp = spacy.blank("en")
+    for abbr in ABBREVIATIONS:
+        nlp.tokenizer.add_special_case(abbr, [{ORTH: abbr}])
+    for abbr in ("No.", "no."):  # "No. 2": keep whole; a sentence-final "no." is split by the rule below
+        nlp.tokenizer.add_special_case(abbr, [{ORTH: abbr}])
+    return nlp
+
+
+def _import_spacy():
+    """``import spacy``. In a worker process that has not loaded torch, thinc's optional probe for torch
+    is answered "not installed": importing torch there took over half of spaCy's import time and ~180
+    MB per worker, and the blank tokenizer never uses it. Other processes import spaCy as usual."""
+    import multiprocessing
+    import sys
+
+    if "spacy" in sys.modules or "torch" in sys.modules or multiprocessing.parent_process() is None:
+        import spacy
+
+        return spacy
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
+    try:
+        import spacy
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return spacy
+
+
+def blocks(section: str) -> list[str]:
+    """Cut a section at blank lines and before list-item lines; join wrapped lines."""
+    if not _LIST_LINE_M.search(section):  # no list item: one block per paragraph
+        return [b for b in (" ".join(p.split()) for p in _BLANK.split(section)) if b]
+    out: list[str] = []
+    for para in _BLANK.split(section):
+        cur: list[str] = []
+        in_item = False  # inside a list item, a line break ends the item unless the line was wrapped
+        prev = ""
+        for line in para.split("\n"):
+            starts_item = line.lstrip(" \t")[:1] in _ITEM_START and bool(_LIST_LINE.match(line))
+            wrapped = len(prev.rstrip()) >= WRAP_MIN and prev.rstrip()[-1:] not in _TERMINAL
+            if cur and (starts_item or (in_item and not wrapped)):
+                out.append(" ".join(cur))
+                cur = []
+            if starts_item:
+                in_item = True
+            if line.strip():
+                cur.append(line.strip())
+            prev = line
+        if cur:
+            out.append(" ".join(cur))
+    return [b for b in (" ".join(x.split()) for x in out) if b]
+
+
+def _sentences_of_doc(doc) -> list[str]:
+    """Apply the boundary rules to one tokenized block (a spaCy ``Doc``): the reference implementation,
+    kept for tests; ``split_sections`` uses ``_sentences_of_block``, which gives the same result."""
+    from spacy.attrs import IDX, LENGTH
+
+    text = doc.text
+    arr = doc.to_array([IDX, LENGTH]).tolist()
+    n = len(arr)
+    tok = lambda i: text[arr[i][0] : arr[i][0] + arr[i][1]]  # noqa: E731
+    starts = [0]
+    sent_first = 0  # index of the first token of the current sentence
+    i = 0
+    while i < n - 1:
+        a, ln = arr[i]
+        if text[a + ln - 1] not in "?!.":
+            i += 1
+            continue
+        tx = text[a : a + ln]
+        boundary = False
+        if set(tx) <= _TERMINAL:  # ".", "?", "..", "?!"
+            prev = tok(i - 1) if i > 0 else ""
+            # "1." / "2)" list marker at the start of a sentence: attached to its item
+            boundary = not (i - 1 == sent_first and prev.isdigit() and len(prev) <= 2)
+        elif tx in ("No.", "no."):
+            boundary = not tok(i + 1)[:1].isdigit()
+        elif len(tx) > 1 and tx[-2].isalpha() and tx not in ABBREVIATIONS and tx.count(".") == 1:
+            boundary = True  # tokenizer left "word." whole (rare): still a sentence end
+        if boundary:
+            j = i + 1
+            while j < n and set(tok(j)) <= _CLOSERS:  # "p.m.." or '." ' stay in the sentence
+                j += 1
+            if j < n:
+                starts.append(arr[j][0])
+                sent_first = j
+            i = j
+            continue
+        i += 1
+    starts.append(len(text))
+    return [text[a:b].strip() for a, b in zip(starts, starts[1:]) if text[a:b].strip()]
+
+
+# -- the fast path -------------------------------------------------------------------------------------
+# spaCy splits text on spaces first and then tokenizes each space-free chunk on its own (prefixes,
+# suffixes, infixes, special cases), so a block's tokens are the concatenation of its chunks' tokens.
+# The rules above only look at tokens that end in '.', '?' or '!', at the token before and after such a
+# token and at closing punctuation after a boundary. A chunk without any of . ? ! " ' ) can hold none of
+# those, so only the chunks that do ("effusion.", "1.", "p.m.)") are tokenized, once per distinct chunk
+# (cached per process); the runs of other chunks between them stand for "some ordinary tokens".
+# ``tests/test_reports.py`` checks this against the reference on every block of the test corpora.
+_SPECIAL = re.compile(r"(?<![^ ])[^ .?!\"')]*+[.?!\"')][^ ]*")  # a whole chunk (possessive: no backtracking)
+_TOKEN_CACHE: dict[str, tuple] = {}
+_SIMPLE_CACHE: dict[str, bool] = {}
+_CLOSER_CHARS = ".?!\"')"
+_CACHE_MAX = 500_000
+
+
+_PLAIN, _TERM, _NO, _WORDEND, _OTHER = 0, 1, 2, 3, 4
+
+
+def _token_info(chunk: str, spans) -> tuple:
+    """(start, end, code, all closers?, short number?) per token of a chunk; ``code`` says what the rules
+    do with a token ending in . ? ! (_TERM: only terminal characters, _NO: "No."/"no.", _WORDEND: a
+    "word." left whole, _OTHER: never a boundary) or _PLAIN (does not end in one)."""
+    out = []
+    for a, b in spans:
+        tx = chunk[a:b]
+        if tx[-1] not in "?!.":
+            code = _PLAIN
+        elif set(tx) <= _TERMINAL:
+            code = _TERM
+        elif tx in ("No.", "no."):
+            code = _NO
+        elif len(tx) > 1 and tx[-2].isalpha() and tx not in ABBREVIATIONS and tx.count(".") == 1:
+            code = _WORDEND
+        else:
+            code = _OTHER
+        out.append((a, b, code, set(tx) <= _CLOSERS, tx.isdigit() and len(tx) <= 2))
+    return tuple(out)
+
+
+_COMPLEX, _CUT, _INERT, _MARKER = 0, 1, 2, 3
+
+
+def _chunk_kind(chunk: str, t: tuple) -> int:
+    """How a chunk acts in the common case (see _sentences_of_block): _CUT: ends in one terminal token
+    whose previous token (same chunk) is not a short number, e.g. "effusion." "___." -> a sentence ends
+    right after it; _MARKER: a short number + terminal ("1.") -> ends a sentence unless it starts one;
+    _INERT: no token that can end a sentence or close one ("2.5", "approx."); _COMPLEX: anything else."""
+    if chunk[0] in _CLOSER_CHARS or any(cl for _, _, _, cl, _ in t[:-1]):
+        return _COMPLEX
+    if all(code in (_PLAIN, _OTHER) for _, _, code, _, _ in t):
+        return _INERT if not t[-1][3] else _COMPLEX
+    if len(t) < 2 or t[-1][2] != _TERM or any(code not in (_PLAIN, _OTHER) for _, _, code, _, _ in t[:-1]):
+        return _COMPLEX
+    if t[-2][4]:
+        return _MARKER if len(t) == 2 else _COMPLEX
+    return _CUT
+
+
+class _LazyNLP:
+    """Tokens of chunks, cached per process; spaCy is imported on the first chunk not in the cache."""
+
+    def __init__(self, nlp=None) -> None:
+        self.nlp = nlp
+        self.cross: re.Pattern | None = None
+        self.quick: re.Pattern | None = None
+        self.pairs: frozenset = frozenset()
+
+    def load(self) -> None:
+        if self.nlp is None:
+            self.nlp = get_nlp()
+        if self.cross is None:
+            self.quick, self.cross, self.pairs = _cross_space_pairs(self.nlp)
+
+    def tokens(self, chunk: str) -> tuple:
+        t = _TOKEN_CACHE.get(chunk)
+        if t is None:
+            self.load()
+            from spacy.attrs import IDX, LENGTH
+
+            spans = [(a, a + ln) for a, ln in self.nlp.tokenizer(chunk).to_array([IDX, LENGTH]).tolist()]
+            t = _token_info(chunk, spans)
+            if len(_TOKEN_CACHE) >= _CACHE_MAX:
+                _TOKEN_CACHE.clear()
+                _SIMPLE_CACHE.clear()
+            _TOKEN_CACHE[chunk] = t
+            _SIMPLE_CACHE[chunk] = _chunk_kind(chunk, t)
+        return t
+
+    def context_dependent(self, text: str) -> bool:
+        """Whether a special case could match across a space in ``text``. spaCy's special-case matcher
+        runs over the whole block, and a match spanning two chunks (``": )"``), though never applied, can
+        block a match inside a chunk (``"):"``); such blocks go through the full tokenizer."""
+        if self.cross is None:
+            self.load()
+        if not self.quick.search(text):
+            return False
+        for m in self.cross.finditer(text):
+            g = m.group(1)
+            if (g[0], g[2]) in self.pairs:
+                return True
+        return False
+
+
+@lru_cache(maxsize=4)
+def _cross_space_pairs(nlp) -> tuple[re.Pattern, re.Pattern, frozenset]:
+    """(quick pre-check, regex of candidate 'x y' spots, set of (char before, char after) a space) over
+    every way of writing a multi-token special case with spaces between its tokens."""
+    from spacy.tokenizer import Tokenizer
+
+    t = nlp.tokenizer
+    bare = Tokenizer(
+        nlp.vocab,
+        rules={},
+        prefix_search=t.prefix_search,
+        suffix_search=t.suffix_search,
+        infix_finditer=t.infix_finditer,
+        token_match=t.token_match,
+        url_match=t.url_match,
+    )
+    pairs = set()
+    for rule in t.rules:
+        toks = [x.text for x in bare(rule)]
+        for k in range(1, len(toks)):
+            pairs.add((toks[k - 1][-1], toks[k][0]))
+    a_all = "".join(sorted({a for a, _ in pairs}))
+    b_all = "".join(sorted({b for _, b in pairs}))
+    cls = lambda chars: "[" + re.escape("".join(sorted(chars))) + "]"  # noqa: E731
+    body = f"{cls(a_all)} {cls(b_all)}"
+    # quick pre-check (a superset of the exact pairs, cheap to scan for): one branch per left character that
+    # is not a letter, each starting with that literal character, plus " x" for the characters that can
+    # follow a letter (the letters themselves would make the scan stop everywhere)
+    by_left: dict[str, set] = {}
+    for a, b in pairs:
+        by_left.setdefault(a, set()).add(b)
+    letters = {a for a in by_left if a.isalpha()}
+    branches = [f"{re.escape(a)} {cls(bs)}" for a, bs in sorted(by_left.items()) if a not in letters]
+    if letters:
+        branches.append(f" {cls(set().union(*(by_left[a] for a in letters)))}")
+    quick = re.compile("|".join(branches) or "(?!)")
+    return quick, re.compile(f"(?=({body}))"), frozenset(pairs)
+
+
+def _sentences_of_block(text: str, lazy: _LazyNLP) -> list[str]:
+    """Same result as ``_sentences_of_doc(nlp.tokenizer(text))`` for a block (single spaces, stripped)."""
+    if "." not in text and "?" not in text and "!" not in text:
+        return [text] if text else []
+    if lazy.context_dependent(text):
+        return _sentences_of_doc(lazy.nlp.tokenizer(text))
+    # common case: every chunk with a special character is "word." (a cut after it), "1." (a cut unless
+    # it starts the sentence) or inert ("2.5"); the next chunk then starts the next sentence
+    kind = _SIMPLE_CACHE.get
+    cuts = [0]
+    for m in _SPECIAL.finditer(text):
+        chunk = m.group()
+        k = kind(chunk)
+        if k is None:
+            lazy.tokens(chunk)
+            k = _SIMPLE_CACHE[chunk]
+        if k == _INERT:
+            continue
+        if k == _CUT or (k == _MARKER and m.start() != cuts[-1]):
+            cuts.append(m.end() + 1)
+        elif k != _MARKER:
+            break
+    else:
+        if cuts[-1] >= len(text):
+            cuts[-1] = len(text)
+        else:
+            cuts.append(len(text))
+        if len(cuts) == 2:
+            return [text]
+        return [text[a : b - 1] if b < len(text) else text[a:b] for a, b in zip(cuts, cuts[1:])]
+    # reduced token list: (start, end, code, closers, short number); a run of chunks without special
+    # characters is one _PLAIN entry (its real tokens end in none of . ? ! and are not all closers)
+    toks: list[tuple] = []
+    pos = 0
+    for m in _SPECIAL.finditer(text):
+        a = m.start()
+        if a > pos:
+            toks.append((pos, a - 1, _PLAIN, False, None))
+        if a:
+            toks.extend((a + s, a + e, c, cl, d) for s, e, c, cl, d in lazy.tokens(m.group()))
+        else:
+            toks.extend(lazy.tokens(m.group()))
+        pos = m.end() + 1
+    if pos < len(text):
+        toks.append((pos, len(text), _PLAIN, False, None))
+    n = len(toks)
+    starts = [0]
+    i = 0
+    while i < n - 1:
+        code = toks[i][2]
+        if code == _PLAIN or code == _OTHER:
+            i += 1
+            continue
+        if code == _TERM:
+            if i == 0:
+                boundary = True
+            else:
+                pa, pb, _, _, short = toks[i - 1]
+                if short is None:  # a run of plain chunks: its last token
+                    c = text.rfind(" ", pa, pb)
+                    c = pa if c < 0 else c + 1
+                    ps, _, _, _, short = lazy.tokens(text[c:pb])[-1]
+                    pa = c + ps
+                # "1." / "2)" list marker at the start of a sentence: attached to its item
+                boundary = not (short and pa == starts[-1])
+        elif code == _NO:
+            boundary = not text[toks[i + 1][0] : toks[i + 1][0] + 1].isdigit()
+        else:
+            boundary = True
+        if boundary:
+            j = i + 1
+            while j < n and toks[j][3]:  # "p.m.." or '." ' stay in the sentence
+                j += 1
+            if j < n:
+                starts.append(toks[j][0])
+            i = j
+            continue
+        i += 1
+    starts.append(len(text))
+    if len(starts) == 2:
+        return [text]
+    return [t for t in (text[a:b].strip() for a, b in zip(starts, starts[1:])) if t]
+
+
+def split_sections(sections: list[str | None], nlp=None) -> list[list[str]]:
+    """Sentences of each section (raw text with line breaks). ``None`` or empty -> []."""
+    lazy = nlp if isinstance(nlp, _LazyNLP) else _LazyNLP(nlp)
+    return [[x for b in blocks(s) for x in _sentences_of_block(b, lazy)] if s else [] for s in sections]
+
+
+def split_sections_reference(sections: list[str | None], nlp=None) -> list[list[str]]:
+    """``split_sections`` through spaCy's full tokenizer on every block (slow; for tests and checks)."""
+    nlp = nlp or get_nlp()
+    flat: list[str] = []
+    owners: list[int] = []
+    for k, s in enumerate(sections):
+        if s:
+            for b in blocks(s):
+                flat.append(b)
+                owners.append(k)
+    out: list[list[str]] = [[] for _ in sections]
+    for k, doc in zip(owners, nlp.tokenizer.pipe(flat, batch_size=1024)):
+        out[k].extend(_sentences_of_doc(doc))
+    return out
+
+
+def split_sentences(text: str | None) -> list[str]:
+    """Sentences of one section."""
+    return split_sections([text])[0]

@@ -1,0 +1,73 @@
+"""`cxrtrain bench-suite`: every CXR-CLIP benchmark under the shard roots, one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cxrprep.cli.edge import check_option
+from cxrtrain.cli.commands._errors import eval_exit_codes
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bench-suite")
+    def bench_suite(
+        # fmt: off
+        checkpoint: Path = typer.Argument(..., exists=True, help="A run folder or checkpoint folder"),
+        shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots holding the benchmark datasets"),
+        prompts: str = typer.Option(
+            "cxr-clip",
+            "--prompts",
+            callback=lambda v: check_option(v, "--prompts"),
+            help="Eval prompt file: a packaged name (cxr-clip, eval) or a path",
+        ),
+        out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/bench-suite)"),
+        split: str = typer.Option("test", "--split", help="test | validate | train | all"),
+        ensemble: str = typer.Option(
+            "mean-similarity", "--ensemble", help="mean-similarity (CXR-CLIP) | mean-embedding"
+        ),
+        probe: bool = typer.Option(
+            True, "--probe/--no-probe", help="Also run the 10%/100% linear probes (VinDr, RSNA, SIIM)"
+        ),
+        probe_seeds: int = typer.Option(1, "--probe-seeds", help="Seeds for the linear probes"),
+        probe_max_epochs: int = typer.Option(
+            5000, "--probe-max-epochs", help="Hard limit when a binding probe cap is doubled"
+        ),
+        bootstrap: int = typer.Option(1000, "--bootstrap"),
+        seed: int = typer.Option(0, "--seed"),
+        device: str = typer.Option("auto", "--device"),
+        # fmt: on
+    ) -> None:
+        """Zero-shot (VinDr, RSNA, SIIM AUROC; CheXpert/MIMIC 5x200 accuracy), linear probes and retrieval
+        (MIMIC, Open-I) in one table shaped like CXR-CLIP's; missing benchmarks are listed as missing.
+
+        Example: cxrtrain bench-suite runs/clip shards/ --out runs/clip/suite
+        """
+        from cxrprep.cli.edge import make_config
+        from cxrtrain.evaluate import EvalConfig
+        from cxrtrain.suite import run_suite
+
+        cfg = make_config(
+            EvalConfig,
+            prompts=str(prompts),
+            split=split,
+            ensemble=ensemble,
+            bootstrap=bootstrap,
+            seed=seed,
+            device=device,
+        )
+        out_dir = out or (checkpoint / "bench-suite")
+        with eval_exit_codes():
+            run_suite(
+                checkpoint,
+                [str(s) for s in shards],
+                out_dir,
+                cfg,
+                probe=probe,
+                probe_seeds=probe_seeds,
+                probe_max_epochs=probe_max_epochs,
+                log=typer.echo,
+            )
+        typer.echo((out_dir / "suite.md").read_text())
+        typer.echo(f"suite: {out_dir / 'suite.json'}; details: {out_dir / 'eval'}, {out_dir / 'probe'}")
