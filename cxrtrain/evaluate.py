@@ -592,7 +592,7 @@ def markdown_table(metrics: dict) -> str:
 
 def open_checkpoint(checkpoint: str | Path):
     """(model, config, checkpoint dir, weights sha256); unreadable files are EvalUsageError (exit 2)."""
-    from cxrtrain.train import load_checkpoint, resolve_checkpoint
+    from cxrtrain.checkpoint import load_checkpoint, resolve_checkpoint
 
     ck = resolve_checkpoint(checkpoint)
     try:
