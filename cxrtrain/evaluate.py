@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,9 @@ class EvalConfig:
     split: str = "test"
     ensemble: str = "mean-similarity"
     baseline: str = "none"
+    # ``prompts`` resolved to its file, once (the CLI's --prompts callback has checked it already); not a choice
+    # of its own, so it is left out of metrics.json's config (its path and sha256 are recorded beside it)
+    prompts_file: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.uncertain not in ("exclude", "positive", "negative"):
@@ -91,6 +94,10 @@ class EvalConfig:
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         resolve_device(self.device)
+        if self.prompts_file is None:
+            from cxrprep.text.promptfiles import resolve_prompt_file
+
+            object.__setattr__(self, "prompts_file", resolve_prompt_file(self.prompts, "--prompts"))
 
 
 def resolve_device(device: str) -> str:
@@ -340,7 +347,7 @@ def run_eval(
     from cxrprep.shards import open_datasets
     from cxrprep.text.templates import eval_prompt_sets
 
-    sets = eval_prompt_sets(cfg.prompts)
+    sets = eval_prompt_sets(cfg.prompts_file)
     model, conf, ck, ck_hash = open_checkpoint(checkpoint)
     device = resolve_device(cfg.device)
     model.to(device)
@@ -348,13 +355,11 @@ def run_eval(
     if not datasets and only is None:
         raise EvalUsageError(f"no dataset folders (with manifest.json) under {', '.join(shard_roots)}")
     out.mkdir(parents=True, exist_ok=True)
-    from cxrprep.text.promptfiles import resolve_prompt_file
-
-    pfile = resolve_prompt_file(cfg.prompts, "--prompts")
+    pfile = cfg.prompts_file
     metrics = dict(
         checkpoint=str(ck),
         checkpoint_sha256=ck_hash,
-        config=asdict(cfg) | {"device_used": device},
+        config={k: v for k, v in asdict(cfg).items() if k != "prompts_file"} | {"device_used": device},
         prompts_file=str(pfile),
         prompts_sha256=file_sha256(pfile),
         protocol=dict(

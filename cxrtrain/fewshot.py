@@ -330,7 +330,8 @@ def run_fewshot(checkpoint, shard_roots: list[str], out: Path, cfg: FewshotConfi
     device = resolve_device(cfg.device)
     model.to(device)
     out.mkdir(parents=True, exist_ok=True)
-    sets = eval_prompt_sets(cfg.prompts)["binary"]
+    zs_cfg = EvalConfig(prompts=cfg.prompts, bootstrap=0, device=device)  # resolves the prompt file once
+    sets = eval_prompt_sets(zs_cfg.prompts_file)["binary"]
     results = dict(
         checkpoint=str(ck),
         checkpoint_sha256=ck_hash,
@@ -362,7 +363,7 @@ def run_fewshot(checkpoint, shard_roots: list[str], out: Path, cfg: FewshotConfi
             sets,
             float(model.scale().detach()),
             lambda t: encode_texts(model, t, device=device),
-            EvalConfig(prompts=cfg.prompts, bootstrap=0, device=device),
+            zs_cfg,
             ds.name,
         )
         d = dict(

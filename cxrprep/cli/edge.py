@@ -143,11 +143,11 @@ def check_option(value: str, option: str) -> str:
     from cxrprep.text.templates import TemplateError, load_templates
 
     try:
-        resolve_prompt_file(value, option)
+        path = resolve_prompt_file(value, option)
     except ValueError as e:
         raise typer.BadParameter(str(e).removeprefix(f"{option} "), param_hint=option) from None
     try:
-        load_templates(value)  # a broken file is bad usage (exit 2) before any work, in every command
+        load_templates(path)  # a broken file is bad usage (exit 2) before any work, in every command
     except TemplateError as e:
         raise typer.BadParameter(str(e), param_hint=option) from None
     return value
