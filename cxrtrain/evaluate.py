@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from cxrprep.shards import ShardDataset
-from cxrtrain.data import decode_gray, eval_transform
 from cxrtrain.evalreport import fmt, markdown_table, plot_rocs  # noqa: F401  (fmt: kept importable from here)
+from cxrtrain.transforms import decode_gray, eval_transform
 from cxrtrain.zeroshot import (  # noqa: F401  (set_scores, find_prompts: kept importable from here)
     ENSEMBLES,
     _threshold_split,

@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 
 from cxrprep.shards import ShardDataset
-from cxrtrain.data import decode_gray, eval_transform, train_transform
 from cxrtrain.evaluate import (
     EvalConfig,
     EvalUsageError,
@@ -54,6 +53,7 @@ from cxrtrain.evaluate import (
 from cxrtrain.fewshotreport import fewshot_table, plot_fewshot, pm
 from cxrtrain.metrics import auroc
 from cxrtrain.model import set_trainable
+from cxrtrain.transforms import decode_gray, eval_transform, train_transform
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import torch
 
 from cxrtrain.config import TrainConfig
-from cxrtrain.data import StudyStream, normalize
+from cxrtrain.data import StudyStream
 from cxrtrain.ddp import sum_over_ranks
 from cxrtrain.loss import compute_loss
 from cxrtrain.model import CLIPModel
+from cxrtrain.transforms import normalize
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
