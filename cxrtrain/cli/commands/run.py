@@ -69,64 +69,84 @@ def register(app: typer.Typer) -> None:
 
         Several GPUs: torchrun --nproc_per_node 4 -m cxrtrain.cli.app run shards/ --config cfg.yaml --out runs/x
         """
-        import os
-
-        from cxrtrain.config import load_config
-        from cxrtrain.runlog import DiskFullError, UsageError
-
-        try:
-            cfg = load_config(config, set_)
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--config/--set") from e
-        if print_config:
-            from cxrtrain.config import config_to_yaml
-
-            typer.echo(config_to_yaml(cfg), nl=False)
-            raise typer.Exit()
+        cfg = _config(config, set_, print_config)
         if not shards:
             raise typer.BadParameter("give at least one shard root or dataset folder", param_hint="SHARDS")
         if cfg.threads:  # on a loaded machine fewer threads than cores can be much faster
             import torch
 
             torch.set_num_threads(cfg.threads)
-        from cxrprep.shards import IncompleteDataset, finished_datasets
-        from cxrtrain.train import train
-
-        try:
-            folders, skipped = finished_datasets(shards, skip_incomplete)
-        except IncompleteDataset as e:
-            typer.echo(f"error: {e}; or pass --skip-incomplete to train on the finished datasets only", err=True)
-            raise typer.Exit(2)
-        except FileNotFoundError as e:  # no dataset folder under SHARDS: bad usage, as in every command
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-        for d in skipped:
-            typer.echo(f"skipping incomplete dataset folder {d} (no manifest.json; --skip-incomplete)", err=True)
+        folders = _folders(shards, skip_incomplete)
         out_dir = out if out is not None else default_out()
-        try:
-            res = train([str(d) for d in folders], out_dir, cfg, resume=resume, overwrite=overwrite, log=typer.echo)
-        except UsageError as e:  # --out holds a run, a batch larger than the data, ...
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-        except FileNotFoundError as e:  # no dataset folders under SHARDS, a part file missing: bad input
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-        except DiskFullError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
-        except (ValueError, RuntimeError, OSError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
-        if int(os.environ.get("RANK", 0)) != 0:
-            return  # under torchrun only rank 0 reports
-        h = res["history"]
-        first, last = (h[0]["loss"], h[-1]["loss"]) if h else (None, None)
-        losses = f"train loss {first:.4f} -> {last:.4f}" if h else "no steps trained"
-        best = f"; best validation loss {res['best_val']:.4f}" if res["best_val"] != float("inf") else ""
-        typer.echo(f"done: {res['steps']} steps ({res['stopped_by']}); {losses}{best}")
-        files = [n for n in ("metrics.jsonl", "loss.png") if (out_dir / n).exists()] + [
-            f"{n}/" for n in res["checkpoints"]
-        ]
-        typer.echo(f"run folder: {out_dir} ({', '.join(files)})")
-        if res["stopped_by"] == "SIGINT":
-            raise typer.Exit(130)
+        res = _train(folders, out_dir, cfg, resume, overwrite)
+        _report(res, out_dir)
+
+
+def _config(config: Path | None, set_: list[str], print_config: bool):
+    """The TrainConfig from --config and --set (bad keys or values: exit 2); --print-config prints it and exits."""
+    from cxrtrain.config import load_config
+
+    try:
+        cfg = load_config(config, set_)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--config/--set") from e
+    if print_config:
+        from cxrtrain.config import config_to_yaml
+
+        typer.echo(config_to_yaml(cfg), nl=False)
+        raise typer.Exit()
+    return cfg
+
+
+def _folders(shards: list[Path], skip_incomplete: bool) -> list[Path]:
+    from cxrprep.shards import IncompleteDataset, finished_datasets
+
+    try:
+        folders, skipped = finished_datasets(shards, skip_incomplete)
+    except IncompleteDataset as e:
+        typer.echo(f"error: {e}; or pass --skip-incomplete to train on the finished datasets only", err=True)
+        raise typer.Exit(2)
+    except FileNotFoundError as e:  # no dataset folder under SHARDS: bad usage, as in every command
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    for d in skipped:
+        typer.echo(f"skipping incomplete dataset folder {d} (no manifest.json; --skip-incomplete)", err=True)
+    return folders
+
+
+def _train(folders: list[Path], out_dir: Path, cfg, resume: bool, overwrite: bool) -> dict:
+    """cxrtrain.train.train with its errors as exit codes: 2 for bad usage or input, 1 for failed work."""
+    from cxrtrain.runlog import DiskFullError, UsageError
+    from cxrtrain.train import train
+
+    try:
+        return train([str(d) for d in folders], out_dir, cfg, resume=resume, overwrite=overwrite, log=typer.echo)
+    except UsageError as e:  # --out holds a run, a batch larger than the data, ...
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    except FileNotFoundError as e:  # no dataset folders under SHARDS, a part file missing: bad input
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    except DiskFullError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    except (ValueError, RuntimeError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+
+
+def _report(res: dict, out_dir: Path) -> None:
+    """The closing summary (rank 0 only); exit 130 when Ctrl-C stopped the run."""
+    import os
+
+    if int(os.environ.get("RANK", 0)) != 0:
+        return  # under torchrun only rank 0 reports
+    h = res["history"]
+    first, last = (h[0]["loss"], h[-1]["loss"]) if h else (None, None)
+    losses = f"train loss {first:.4f} -> {last:.4f}" if h else "no steps trained"
+    best = f"; best validation loss {res['best_val']:.4f}" if res["best_val"] != float("inf") else ""
+    typer.echo(f"done: {res['steps']} steps ({res['stopped_by']}); {losses}{best}")
+    files = [n for n in ("metrics.jsonl", "loss.png") if (out_dir / n).exists()] + [f"{n}/" for n in res["checkpoints"]]
+    typer.echo(f"run folder: {out_dir} ({', '.join(files)})")
+    if res["stopped_by"] == "SIGINT":
+        raise typer.Exit(130)
