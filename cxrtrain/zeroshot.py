@@ -5,17 +5,14 @@ rows of one split."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxrprep.labels import canonical
 from cxrtrain.metrics import auroc, best_threshold, bootstrap_ci, f1_score, mcc, recall_at_k, roc_curve
 
-if TYPE_CHECKING:
-    from cxrtrain.evaluate import EvalConfig
-
 ENSEMBLES = ("mean-similarity", "mean-embedding")
+# ``cfg`` below is an evaluate.EvalConfig (not imported: evaluate imports this module)
 
 
 def split_mask(emb: dict, split: str) -> np.ndarray:
@@ -71,7 +68,7 @@ def _threshold_split(split: str) -> str | None:
     return {"test": "validate", "validate": "train"}.get(split)
 
 
-def _auroc_part(y: np.ndarray, prob: np.ndarray, reason: str | None, cfg: EvalConfig) -> dict:
+def _auroc_part(y: np.ndarray, prob: np.ndarray, reason: str | None, cfg) -> dict:
     """AUROC and its bootstrap 95% CI on the scored rows, or null with the reason."""
     if reason:
         return dict(auroc=None, auroc_reason=reason, auroc_ci95=None, auroc_ci95_reason=reason)
@@ -114,7 +111,7 @@ def _threshold_part(
 
 
 def zero_shot_binary(
-    emb: dict, label_names: list[str], sets: dict, scale: float, text_emb, cfg: EvalConfig, dataset: str = ""
+    emb: dict, label_names: list[str], sets: dict, scale: float, text_emb, cfg, dataset: str = ""
 ) -> dict:
     """Per-label AUROC (+CI) on ``cfg.split``; F1/MCC at a threshold chosen on another split; skipped labels
     with reasons; a macro AUROC that says how many classes went in."""
