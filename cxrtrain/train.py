@@ -127,7 +127,6 @@ class _Run:
     stream: StudyStream = None
     bar: object = None
     history: list = field(default_factory=list)
-    written: set = field(default_factory=set)
     stopped_by: str = "epochs"
 
     @property
@@ -143,7 +142,6 @@ class _Run:
 
         with disk_guard(self.out / name, self.out):
             save_checkpoint(self.out / name, self.model, self.cfg, st)
-        self.written.add(name)
 
     def state(self, **progress) -> dict:
         return training_state(self.opt, self.sched, self.scaler, dict(asdict(self.p), **progress))
