@@ -21,7 +21,7 @@ MAX_TOTAL_SENTENCES = 1_000_000
 MAX_DEPTH = 32
 MAX_YAML_NODES = 50_000
 _WS = re.compile(r"\s+")
-#: strings load_templates may still expand (None outside it); see MAX_TOTAL_SENTENCES
+#: [strings load_templates may still expand, the cap] (None outside it); see MAX_TOTAL_SENTENCES
 _BUDGET: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("template_budget", default=None)
 
 
@@ -46,9 +46,9 @@ class Src:
 
 
 @contextlib.contextmanager
-def file_budget():
-    """Within the block, every expansion counts against one cap of MAX_TOTAL_SENTENCES strings (one file)."""
-    token = _BUDGET.set([MAX_TOTAL_SENTENCES])
+def file_budget(limit: int = MAX_TOTAL_SENTENCES):
+    """Within the block, every expansion counts against one cap of ``limit`` strings (one file)."""
+    token = _BUDGET.set([limit, limit])
     try:
         yield
     finally:
@@ -142,8 +142,7 @@ def expand(text: str, src: Src = Src("<string>", 1, 1)) -> list[str]:
         budget[0] -= len(result)
         if budget[0] < 0:
             raise src.error(
-                f"the expansions of this file pass the cap of {MAX_TOTAL_SENTENCES:,} strings "
-                f"(here); use fewer alternatives"
+                f"the expansions of this file pass the cap of {budget[1]:,} strings (here); use fewer alternatives"
             )
     out = []
     seen = set()

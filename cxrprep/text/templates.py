@@ -133,7 +133,7 @@ def _check_slots(s: str, src: Src, required: bool) -> None:
 
 def load_templates(path: str | Path) -> Templates:
     """Parse and validate a template file. Raises TemplateError (file:line:col: message)."""
-    with file_budget():
+    with file_budget(MAX_TOTAL_SENTENCES):
         return _load_templates(path)
 
 
