@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, Mapping, TypeVar, Union
 
 import typer
 
@@ -113,10 +114,39 @@ def finish(
         raise typer.Exit(1)
 
 
+def error_line(message: object) -> None:
+    """The one-line error message on stderr (``error: ...``)."""
+    typer.echo(f"error: {message}", err=True)
+
+
 def fail(message: str, code: int = 1) -> None:
     """Print an error and exit (1: the work failed; 2: bad usage)."""
-    typer.echo(f"error: {message}", err=True)
+    error_line(message)
     raise typer.Exit(code)
+
+
+#: an exception class (or a tuple of them) -> exit code, or (exit code, words before the message)
+ErrorMap = Mapping[Union[type, tuple], Union[int, tuple[int, str]]]
+
+
+@contextmanager
+def errors(codes: ErrorMap) -> Iterator[None]:
+    """Map exceptions to exit codes with a one-line message (the one way both CLIs do it); the first entry of
+    ``codes`` that matches wins, so list subclasses first. Example::
+
+        with edge.errors({ValueError: 2, (WorkerPoolError, ShardWriteError): (1, "the run stopped: ")}):
+            run(...)
+    """
+    caught = tuple(c for k in codes for c in (k if isinstance(k, tuple) else (k,)))
+    try:
+        yield
+    except caught as e:
+        for kinds, code in codes.items():
+            if isinstance(e, kinds):
+                code, lead = code if isinstance(code, tuple) else (code, "")
+                error_line(f"{lead}{e}")
+                raise typer.Exit(code) from None
+        raise
 
 
 def require_exists(path: Path, option: str) -> None:

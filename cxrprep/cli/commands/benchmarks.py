@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import finish, make_config, progress
+from cxrprep.cli.edge import errors, finish, make_config, progress
 from cxrprep.cli.options import image_settings, run_options
 
 _SIZE = typer.Option(512, "--size", help="Shorter side in pixels (never upscaled)")
@@ -20,11 +20,8 @@ _OUT = typer.Option(Path("shards"), "--out", help="Shard root")
 def _run(fn, out: Path, dataset: str, mf) -> None:
     from cxrprep.shards import summary_lines
 
-    try:
+    with errors({ValueError: 2}):
         m = fn()
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
     c = m["counts"]
     finish(summary_lines(m, out / dataset), c["failed"], c["inputs_seen"], mf)
 

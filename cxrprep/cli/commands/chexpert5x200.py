@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import make_config
+from cxrprep.cli.edge import errors, make_config
 from cxrprep.cli.options import image_settings
 
 
@@ -50,11 +50,8 @@ def register(app: typer.Typer) -> None:
             image_settings=settings,
             list_path=str(list_file) if list_file else None,
         )
-        try:
+        with errors({ValueError: 2}):
             m = run_5x200(train_csv, out, cfg)
-        except ValueError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
         for line in summary_lines(m, out / "chexpert-5x200"):
             typer.echo(line)
         if m["counts"]["failed"]:

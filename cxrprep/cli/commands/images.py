@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import finish, make_config, progress
+from cxrprep.cli.edge import errors, fail, finish, make_config, progress
 from cxrprep.cli.options import image_settings, run_options  # noqa: F401 (also re-exported for old imports)
 
 
@@ -20,19 +20,13 @@ def run_errors(target: Path):
     from cxrprep.shards import ShardWriteError
 
     try:
-        yield
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
-    except (WorkerPoolError, ShardWriteError) as e:
-        typer.echo(f"error: the run stopped: {e}", err=True)
-        raise typer.Exit(1)
+        with errors({ValueError: 2, (WorkerPoolError, ShardWriteError): (1, "the run stopped: ")}):
+            yield
     except OSError as e:
         where = e.filename or target
         why = e.strerror or str(e)
         hint = " (the disk is full)" if e.errno == errno.ENOSPC else ""
-        typer.echo(f"error: the run stopped: {where}: {why}{hint}", err=True)
-        raise typer.Exit(1)
+        fail(f"the run stopped: {where}: {why}{hint}", 1)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import check_option, finish, make_config, progress
+from cxrprep.cli.edge import check_option, errors, finish, make_config, progress
 from cxrprep.cli.options import image_settings, run_options
 
 
@@ -97,10 +97,7 @@ def register(app: typer.Typer) -> None:
             part=part_t,
             image_settings=settings,
         )
-        try:
+        with errors({ValueError: 2}):
             m = run_prompts(labels_csv, out, cfg, progress=lambda it, n: progress(it, n, "study chunks", "chunk"))
-        except ValueError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
         c = m["counts"]
         finish(summary_lines(m, out / m["dataset"]), c["failed"], c["inputs_seen"], mf, dataset_dir=out / m["dataset"])

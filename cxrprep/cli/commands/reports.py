@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import finish, make_config, progress
+from cxrprep.cli.edge import errors, finish, make_config, progress
 from cxrprep.cli.options import image_settings, run_options
 
 
@@ -70,10 +70,7 @@ def register(app: typer.Typer) -> None:
             max_report_bytes=max_report_bytes,
             image_settings=settings,
         )
-        try:
+        with errors({ValueError: 2}):
             m = run_reports(root, out, cfg, progress=lambda it, n: progress(it, n, "report chunks", "chunk"))
-        except ValueError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
         c = m["counts"]
         finish(summary_lines(m, out / "mimic-cxr"), c["failed"], c["inputs_seen"], mf, dataset_dir=out / "mimic-cxr")

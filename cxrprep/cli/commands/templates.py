@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from cxrprep.cli.edge import error_line, errors
+
 
 def register(app: typer.Typer) -> None:
     tapp = typer.Typer(help="Validate and preview prompt template files (prompts/*.yaml).", no_args_is_help=True)
@@ -35,8 +37,8 @@ def register(app: typer.Typer) -> None:
         for f in files:
             try:
                 t = load_templates(f)
-            except TemplateError as e:
-                typer.echo(f"error: {e}", err=True)
+            except TemplateError as e:  # the next files are still checked
+                error_line(e)
                 broken += 1
                 continue
             n = sum(sum(v.values()) for v in expansion_counts(t).values())
@@ -69,11 +71,8 @@ def register(app: typer.Typer) -> None:
         """
         from cxrprep.text.templates import STATES, TemplateError, load_templates
 
-        try:
+        with errors({TemplateError: 2}):
             t = load_templates(file)
-        except TemplateError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
         names = [t.canonical(cls)] if cls else sorted(t.classes)
         if cls and names[0] not in t.classes and names[0] not in t.binary:
             raise typer.BadParameter(

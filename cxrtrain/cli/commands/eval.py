@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import check_option
-from cxrtrain.cli.commands._errors import eval_exit_codes
+from cxrprep.cli.edge import check_option, errors
+from cxrtrain.cli.commands import eval_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
             baseline=baseline,
         )
         out_dir = out or (checkpoint / "eval")
-        with eval_exit_codes():
+        with errors(eval_errors()):
             run_eval(
                 checkpoint,
                 [str(s) for s in shards],

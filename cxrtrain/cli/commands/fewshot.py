@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import check_option
-from cxrtrain.cli.commands._errors import eval_exit_codes
+from cxrprep.cli.edge import check_option, errors
+from cxrtrain.cli.commands import eval_errors
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
             device=device,
         )
         out_dir = out or (checkpoint / "fewshot")
-        with eval_exit_codes():
+        with errors(eval_errors()):
             run_fewshot(checkpoint, [str(s) for s in shards], out_dir, cfg, log=typer.echo)
         typer.echo((out_dir / "fewshot.md").read_text())
         typer.echo(f"results: {out_dir / 'fewshot.json'}, plot: {out_dir / 'fewshot.png'}")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxrprep.cli.edge import errors, fail
+
 
 def default_out() -> Path:
     """A fresh ``runs/<date>-<time>`` (suffixed -2, -3, ... if that exists already)."""
@@ -93,30 +95,16 @@ def register(app: typer.Typer) -> None:
         from cxrtrain.train import train
 
         try:
-            folders, skipped = finished_datasets(shards, skip_incomplete)
+            with errors({FileNotFoundError: 2}):  # no dataset folder under SHARDS: bad usage, as in every command
+                folders, skipped = finished_datasets(shards, skip_incomplete)
         except IncompleteDataset as e:
-            typer.echo(f"error: {e}; or pass --skip-incomplete to train on the finished datasets only", err=True)
-            raise typer.Exit(2)
-        except FileNotFoundError as e:  # no dataset folder under SHARDS: bad usage, as in every command
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
+            fail(f"{e}; or pass --skip-incomplete to train on the finished datasets only", 2)
         for d in skipped:
             typer.echo(f"skipping incomplete dataset folder {d} (no manifest.json; --skip-incomplete)", err=True)
         out_dir = out if out is not None else default_out()
-        try:
+        # usage: --out holds a run, a batch larger than the data, no dataset folders, a part file missing
+        with errors({(UsageError, FileNotFoundError): 2, DiskFullError: 1, (ValueError, RuntimeError, OSError): 1}):
             res = train([str(d) for d in folders], out_dir, cfg, resume=resume, overwrite=overwrite, log=typer.echo)
-        except UsageError as e:  # --out holds a run, a batch larger than the data, ...
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-        except FileNotFoundError as e:  # no dataset folders under SHARDS, a part file missing: bad input
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-        except DiskFullError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
-        except (ValueError, RuntimeError, OSError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
         if int(os.environ.get("RANK", 0)) != 0:
             return  # under torchrun only rank 0 reports
         h = res["history"]
