@@ -165,19 +165,19 @@ def progress(iterable, total: int | None = None, desc: str = "", unit: str = "it
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)
 
 
-def check_option(value: str, option: str) -> str:
-    """For a Typer option callback: a bad name or path is a usage error (exit 2) naming the option."""
-    import typer
-
-    from cxrprep.text.promptfiles import resolve_prompt_file
+def check_option(value: str, option: str):
+    """For a Typer option callback: resolve a prompt file once and parse it; a bad name, path or file is a usage
+    error (exit 2) naming the option. Returns a PromptFile: the string as given (what configs and manifests
+    record) carrying the resolved path, which later steps use instead of resolving again."""
+    from cxrprep.text.promptfiles import prompt_file
     from cxrprep.text.templates import TemplateError, load_templates
 
     try:
-        resolve_prompt_file(value, option)
+        resolved = prompt_file(value, option)
     except ValueError as e:
         raise typer.BadParameter(str(e).removeprefix(f"{option} "), param_hint=option) from None
     try:
-        load_templates(value)  # a broken file is bad usage (exit 2) before any work, in every command
+        load_templates(resolved)  # a broken file is bad usage (exit 2) before any work, in every command
     except TemplateError as e:
         raise typer.BadParameter(str(e), param_hint=option) from None
-    return value
+    return resolved

@@ -7,14 +7,21 @@ from pathlib import Path
 import typer
 
 from cxrprep.cli.edge import errors, finish, make_config, progress
-from cxrprep.cli.options import image_settings, run_options
+from cxrprep.cli.options import (
+    CLAHE,
+    OUT,
+    SIZE,
+    WORKERS,
+    deprecated,
+    image_settings,
+    max_failed_option,
+    part_option,
+    renamed,
+    run_options,
+)
 
-_SIZE = typer.Option(512, "--size", help="Shorter side in pixels (never upscaled)")
-_CLAHE = typer.Option(True, "--clahe/--no-clahe", help="Also store a CLAHE copy")
-_WORKERS = typer.Option(0, "--workers", help="Worker processes (0 = all cores)")
-_PART = typer.Option(None, "--part", help="i/N: a deterministic 1/N of the studies; join with cxrprep merge")
-_MAXF = typer.Option("1%", "--max-failed", help="Exit 1 if more inputs fail (count, or percent like 1%)")
-_OUT = typer.Option(Path("shards"), "--out", help="Shard root")
+_PART = part_option("studies")
+_MAXF = max_failed_option("inputs")
 
 
 def _run(fn, out: Path, dataset: str, mf) -> None:
@@ -43,7 +50,7 @@ def _bench(
     from cxrprep.datasets.benchmarks import BenchConfig, write_items
 
     mf, part_t, nworkers = run_options(max_failed, part, workers)
-    settings = image_settings(size, clahe, 2.0, 8, "jpeg", 95, 178_956_970)
+    settings = image_settings(size, clahe)
     cfg = make_config(
         BenchConfig,
         image_root=str(image_root) if image_root else None,
@@ -82,10 +89,10 @@ def register(app: typer.Typer) -> None:
         image_root: Path = typer.Option(
             None, "--image-root", help="Folder of {patientId}.dcm (default: stage_2_train_images/ beside the CSV)"
         ),
-        out: Path = _OUT,
-        size: int = _SIZE,
-        clahe: bool = _CLAHE,
-        workers: int = _WORKERS,
+        out: Path = OUT,
+        size: int = SIZE,
+        clahe: bool = CLAHE,
+        workers: int = WORKERS,
         part: str = _PART,
         max_failed: str = _MAXF,
         # fmt: on
@@ -108,10 +115,10 @@ def register(app: typer.Typer) -> None:
         image_root: Path = typer.Option(
             None, "--image-root", help="Folder searched for {ImageId}.dcm (default: dicom-images-train/ beside the CSV)"
         ),
-        out: Path = _OUT,
-        size: int = _SIZE,
-        clahe: bool = _CLAHE,
-        workers: int = _WORKERS,
+        out: Path = OUT,
+        size: int = SIZE,
+        clahe: bool = CLAHE,
+        workers: int = WORKERS,
         part: str = _PART,
         max_failed: str = _MAXF,
         # fmt: on
@@ -142,10 +149,10 @@ def register(app: typer.Typer) -> None:
         readers: str = typer.Option(
             "majority", "--readers", help="Combine the radiologists of a training image: majority | any"
         ),
-        out: Path = _OUT,
-        size: int = _SIZE,
-        clahe: bool = _CLAHE,
-        workers: int = _WORKERS,
+        out: Path = OUT,
+        size: int = SIZE,
+        clahe: bool = CLAHE,
+        workers: int = WORKERS,
         part: str = _PART,
         max_failed: str = _MAXF,
         # fmt: on
@@ -168,14 +175,15 @@ def register(app: typer.Typer) -> None:
         image_root: Path = typer.Option(
             None, "--image-root", help="NLMCXR_png/ or NLMCXR_dcm/ (images named by parentImage id)"
         ),
-        split: str = typer.Option(
-            "test", "--split", help="test (all of Open-I is a test set, as CXR-CLIP) | hash (70/15/15 by uId)"
+        split_method: str = typer.Option(
+            "test", "--split-method", help="test (all of Open-I is a test set, as CXR-CLIP) | hash (70/15/15 by uId)"
         ),
+        split_old: str = deprecated("--split", "--split-method", default=None),
         images: bool = typer.Option(True, "--images/--no-images"),
-        out: Path = _OUT,
-        size: int = _SIZE,
-        clahe: bool = _CLAHE,
-        workers: int = _WORKERS,
+        out: Path = OUT,
+        size: int = SIZE,
+        clahe: bool = CLAHE,
+        workers: int = WORKERS,
         part: str = _PART,
         max_failed: str = _MAXF,
         # fmt: on
@@ -187,11 +195,11 @@ def register(app: typer.Typer) -> None:
         from cxrprep.datasets.openi import OpenIConfig, run_openi
 
         mf, part_t, nworkers = run_options(max_failed, part, workers)
-        settings = image_settings(size, clahe, 2.0, 8, "jpeg", 95, 178_956_970)
+        settings = image_settings(size, clahe)
         cfg = make_config(
             OpenIConfig,
             image_root=str(image_root) if image_root else None,
-            split=split,
+            split=renamed(split_method, split_old, "--split-method", "--split", default="test"),
             images=images,
             workers=nworkers,
             part=part_t,
@@ -210,7 +218,7 @@ def register(app: typer.Typer) -> None:
         root: Path = typer.Argument(
             ..., exists=True, file_okay=False, help="MIMIC-CXR-JPG root (with files/ and the CSVs)"
         ),
-        out: Path = _OUT,
+        out: Path = OUT,
         per_class: int = typer.Option(200, "--per-class"),
         seed: int = typer.Option(0, "--seed"),
         from_split: str = typer.Option(
@@ -220,11 +228,12 @@ def register(app: typer.Typer) -> None:
             None, "--list", exists=True, dir_okay=False, help="A released list of image paths instead of the draw"
         ),
         metadata: Path = typer.Option(None, "--metadata"),
-        split_csv: Path = typer.Option(None, "--split"),
+        split_csv: Path = typer.Option(None, "--split-csv", help="mimic-cxr-2.0.0-split.csv(.gz) (default: in ROOT)"),
+        split_old: Path = deprecated("--split", "--split-csv"),
         chexpert: Path = typer.Option(None, "--chexpert"),
         images: bool = typer.Option(True, "--images/--no-images"),
-        size: int = _SIZE,
-        clahe: bool = _CLAHE,
+        size: int = SIZE,
+        clahe: bool = CLAHE,
         # fmt: on
     ) -> None:
         """MIMIC 5x200: frontal images whose study has exactly one competition finding, with reports.
@@ -233,7 +242,7 @@ def register(app: typer.Typer) -> None:
         """
         from cxrprep.datasets.mimic5x200 import DATASET, Mimic5x200Config, run_mimic_5x200
 
-        settings = image_settings(size, clahe, 2.0, 8, "jpeg", 95, 178_956_970)
+        settings = image_settings(size, clahe)
         cfg = make_config(
             Mimic5x200Config,
             per_class=per_class,
@@ -241,7 +250,7 @@ def register(app: typer.Typer) -> None:
             from_split=from_split,
             list_path=str(list_file) if list_file else None,
             metadata=str(metadata) if metadata else None,
-            split=str(split_csv) if split_csv else None,
+            split=str(split_csv) if (split_csv := renamed(split_csv, split_old, "--split-csv", "--split")) else None,
             chexpert=str(chexpert) if chexpert else None,
             images=images,
             image_settings=settings,

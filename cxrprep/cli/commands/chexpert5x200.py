@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cxrprep.cli.edge import errors, make_config
-from cxrprep.cli.options import image_settings
+from cxrprep.cli.options import CLAHE, SIZE, image_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -28,8 +28,8 @@ def register(app: typer.Typer) -> None:
             "seeded draw",
         ),
         images: bool = typer.Option(True, "--images/--no-images"),
-        size: int = typer.Option(512, "--size"),
-        clahe: bool = typer.Option(True, "--clahe/--no-clahe"),
+        size: int = SIZE,
+        clahe: bool = CLAHE,
         # fmt: on
     ) -> None:
         """Build CheXpert 5x200 (frontal, exactly one competition finding positive, the rest 0) with a seed,
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         from cxrprep.datasets.chexpert5x200 import FiveX200Config, run_5x200
         from cxrprep.shards import summary_lines
 
-        settings = image_settings(size, clahe, 2.0, 8, "jpeg", 95, 178_956_970)
+        settings = image_settings(size, clahe)
         cfg = make_config(
             FiveX200Config,
             per_class=per_class,

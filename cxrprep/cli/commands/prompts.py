@@ -7,7 +7,20 @@ from pathlib import Path
 import typer
 
 from cxrprep.cli.edge import check_option, errors, finish, make_config, progress
-from cxrprep.cli.options import image_settings, run_options
+from cxrprep.cli.options import (
+    CLAHE,
+    CLAHE_CLIP,
+    CLAHE_TILES,
+    FORMAT,
+    MAX_PIXELS,
+    QUALITY,
+    SIZE,
+    WORKERS,
+    image_settings,
+    max_failed_option,
+    part_option,
+    run_options,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -58,16 +71,16 @@ def register(app: typer.Typer) -> None:
             exists=True,
             help="Patient ids to keep out (e.g. shards/chexpert-5x200/patients.txt)",
         ),
-        size: int = typer.Option(512, "--size"),
-        clahe: bool = typer.Option(True, "--clahe/--no-clahe"),
-        clahe_clip: float = typer.Option(2.0, "--clahe-clip"),
-        clahe_tiles: int = typer.Option(8, "--clahe-tiles"),
-        fmt: str = typer.Option("jpeg", "--format"),
-        quality: int = typer.Option(95, "--quality"),
-        max_image_pixels: int = typer.Option(178_956_970, "--max-image-pixels"),
-        workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all cores)"),
-        part: str = typer.Option(None, "--part", help="i/N: a deterministic 1/N of the patients"),
-        max_failed: str = typer.Option("1%", "--max-failed", help="Exit 1 if more studies fail (count or percent)"),
+        size: int = SIZE,
+        clahe: bool = CLAHE,
+        clahe_clip: float = CLAHE_CLIP,
+        clahe_tiles: int = CLAHE_TILES,
+        fmt: str = FORMAT,
+        quality: int = QUALITY,
+        max_image_pixels: int = MAX_PIXELS,
+        workers: int = WORKERS,
+        part: str = part_option("patients"),
+        max_failed: str = max_failed_option("studies"),
         # fmt: on
     ) -> None:
         """Render K radiologist-style prompt reports per study from CheXpert or ChestX-ray14 labels.
@@ -82,7 +95,7 @@ def register(app: typer.Typer) -> None:
         settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
         cfg = make_config(
             PromptsConfig,
-            templates=str(templates),
+            templates=templates,  # a PromptFile: the name as given, resolved once
             dataset=dataset,
             image_root=str(image_root) if image_root else None,
             allow_outside_root=allow_outside_root,
