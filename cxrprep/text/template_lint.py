@@ -1,15 +1,12 @@
-"""Lint of a loaded template file: sentences a radiologist would not write (``cxrprep templates check``)."""
+"""Lint of template sentences: what a radiologist would not write (``cxrprep templates check``); ``lint`` over a
+loaded file is in cxrprep/text/templates.py."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from cxrprep.text.template_syntax import STATES, Src
-
-if TYPE_CHECKING:
-    from cxrprep.text.templates import Templates
+from cxrprep.text.template_syntax import Src
 
 #: words that qualify a finding (severity, side, location, subtype); a negative sentence must not contain
 #: one, or it no longer says that the finding is absent ("No apical left pneumothorax.")
@@ -89,42 +86,3 @@ def sentence_defects(
     if bad_form:
         out.append("malformed")
     return out
-
-
-def lint(t: Templates) -> list[Defect]:
-    """Every defect of a loaded template file, in file order: malformed sentences, double verbs ("There is
-    X is seen."), negatives that qualify the finding, an article after a hedge or modifier ("Possible a
-    PICC line."), plural subject with "is", and duplicates inside a pool (which double a sentence's
-    sampling weight). Training sentences must end with a full stop; evaluation multi-class prompts (GLoRIA's
-    severity x subtype x location grids) need not, and are positives, so qualifiers are expected there."""
-    found: list[Defect] = []
-
-    def check(items, pool: str, negative: bool, terminal: bool, allowed: frozenset = frozenset()) -> None:
-        seen: set[str] = set()
-        for sentence, src, xsrc in items:
-            note = f"expression at line {xsrc.line}, column {xsrc.column}" if xsrc is not None else ""
-            for kind in sentence_defects(sentence, negative, terminal, allowed):
-                found.append(Defect(src, kind, sentence, pool, note))
-            if sentence in seen:
-                found.append(Defect(src, "duplicate", sentence, pool, note))
-            seen.add(sentence)
-
-    for name, c in t.classes.items():
-        for state in STATES:
-            check(c.origins.get(state, []), f"{name}/{state}", state == "negative", True)
-    pools: dict[tuple, list] = {}
-    for section, set_name, cname, state, prompt, src in t.eval_origins:
-        pools.setdefault((section, set_name, cname, state), []).append((prompt, src, None))
-    for (section, set_name, cname, state), items in pools.items():
-        pool = f"binary {cname}/{state}" if section == "binary" else f"multiclass {set_name}/{cname}"
-        # a binary negative may repeat the qualifiers of its own positive prompts, never add new ones
-        allowed = (
-            frozenset(
-                w.lower()
-                for p, _, _ in pools.get((section, set_name, cname, "positive"), [])
-                for w in re.findall(r"[A-Za-z][A-Za-z-]*", p)
-            )
-            & QUALIFIERS
-        )
-        check(items, pool, section == "binary" and state == "negative", section == "binary", allowed)
-    return sorted(found, key=lambda d: (d.src.file, d.src.line, d.src.column, d.kind, d.sentence))

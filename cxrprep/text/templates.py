@@ -54,7 +54,7 @@ from pathlib import Path
 import yaml
 
 from cxrprep.labels import ALIASES, CHEXPERT_LABELS, NIH_LABELS
-from cxrprep.text.template_lint import DEFECT_KINDS, QUALIFIERS, Defect, lint, sentence_defects
+from cxrprep.text.template_lint import DEFECT_KINDS, QUALIFIERS, Defect, sentence_defects
 from cxrprep.text.template_syntax import (
     MAX_DEPTH,
     MAX_EXPANSIONS,
@@ -380,6 +380,46 @@ def expansion_counts(t: Templates) -> dict[str, dict[str, int]]:
         c: {"expressions": len(ct.expressions), **{s: len(ct.sentences[s]) for s in STATES}}
         for c, ct in sorted(t.classes.items())
     }
+
+
+# -- lint: sentences a radiologist would write ------------------------------------------------------
+def lint(t: Templates) -> list[Defect]:
+    """Every defect of a loaded template file, in file order: malformed sentences, double verbs ("There is
+    X is seen."), negatives that qualify the finding, an article after a hedge or modifier ("Possible a
+    PICC line."), plural subject with "is", and duplicates inside a pool (which double a sentence's
+    sampling weight). Training sentences must end with a full stop; evaluation multi-class prompts (GLoRIA's
+    severity x subtype x location grids) need not, and are positives, so qualifiers are expected there."""
+    found: list[Defect] = []
+
+    def check(items, pool: str, negative: bool, terminal: bool, allowed: frozenset = frozenset()) -> None:
+        seen: set[str] = set()
+        for sentence, src, xsrc in items:
+            note = f"expression at line {xsrc.line}, column {xsrc.column}" if xsrc is not None else ""
+            for kind in sentence_defects(sentence, negative, terminal, allowed):
+                found.append(Defect(src, kind, sentence, pool, note))
+            if sentence in seen:
+                found.append(Defect(src, "duplicate", sentence, pool, note))
+            seen.add(sentence)
+
+    for name, c in t.classes.items():
+        for state in STATES:
+            check(c.origins.get(state, []), f"{name}/{state}", state == "negative", True)
+    pools: dict[tuple, list] = {}
+    for section, set_name, cname, state, prompt, src in t.eval_origins:
+        pools.setdefault((section, set_name, cname, state), []).append((prompt, src, None))
+    for (section, set_name, cname, state), items in pools.items():
+        pool = f"binary {cname}/{state}" if section == "binary" else f"multiclass {set_name}/{cname}"
+        # a binary negative may repeat the qualifiers of its own positive prompts, never add new ones
+        allowed = (
+            frozenset(
+                w.lower()
+                for p, _, _ in pools.get((section, set_name, cname, "positive"), [])
+                for w in re.findall(r"[A-Za-z][A-Za-z-]*", p)
+            )
+            & QUALIFIERS
+        )
+        check(items, pool, section == "binary" and state == "negative", section == "binary", allowed)
+    return sorted(found, key=lambda d: (d.src.file, d.src.line, d.src.column, d.kind, d.sentence))
 
 
 __all__ = [
