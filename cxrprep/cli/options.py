@@ -35,8 +35,9 @@ def max_failed_option(unit: str = "inputs") -> typer.models.OptionInfo:
 
 
 # -- scoring (cxrtrain eval, bench-suite) -----------------------------------------------------------------
-def prompts_option(default: str, help: str) -> typer.models.OptionInfo:
-    return typer.Option(default, "--prompts", callback=lambda v: check_option(v, "--prompts"), help=help)
+def prompts_option(default: str, help: str, flag: str = "--prompts") -> typer.models.OptionInfo:
+    """A prompt file option (``--prompts``, ``--templates``), resolved and parsed once by its callback."""
+    return typer.Option(default, flag, callback=lambda v: check_option(v, flag), help=help)
 
 
 EVAL_SPLIT = typer.Option(
