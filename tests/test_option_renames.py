@@ -80,3 +80,30 @@ def test_both_spellings_with_different_values_is_bad_usage(tmp_path):
         prep, ["reports", str(MIMIC), "--no-images", "--split-csv", split_csv, "--split", other, "--out", str(tmp_path)]
     )
     assert r.exit_code == 2 and "--split-csv only" in r.output and "Traceback" not in r.output
+
+
+def test_edge_errors_maps_exceptions_to_exit_codes_in_order():
+    """edge.errors: the first matching entry wins; the command's own exits pass through; others propagate."""
+    import typer
+
+    from cxrprep.cli.edge import errors, fail
+
+    app = typer.Typer()
+
+    @app.command()
+    def c(k: int) -> None:
+        with errors({ValueError: 2, (RuntimeError, OSError): (1, "the run stopped: ")}):
+            raise (
+                [ValueError("bad value"), RuntimeError("boom"), FileNotFoundError("gone"), KeyError("x")][k]
+                if (k != 4)
+                else fail("own failure", 3)
+            )
+
+    got = [runner.invoke(app, [str(k)]) for k in range(5)]
+    assert [(r.exit_code, r.output.strip()) for r in got[:3]] == [
+        (2, "error: bad value"),
+        (1, "error: the run stopped: boom"),
+        (1, "error: the run stopped: gone"),
+    ]
+    assert isinstance(got[3].exception, KeyError)
+    assert (got[4].exit_code, got[4].output.strip()) == (3, "error: own failure")

@@ -140,6 +140,8 @@ def errors(codes: ErrorMap) -> Iterator[None]:
     caught = tuple(c for k in codes for c in (k if isinstance(k, tuple) else (k,)))
     try:
         yield
+    except (typer.Exit, typer.Abort):  # the command's own exits (RuntimeErrors to Python) pass through
+        raise
     except caught as e:
         for kinds, code in codes.items():
             if isinstance(e, kinds):
