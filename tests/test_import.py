@@ -100,3 +100,168 @@ def test_chexzero_matches_openai_clip_forward(tmp_path):
         _compare(model, ref.encode_image(pixels), ref.encode_text(ids), float(ref.logit_scale.exp()), pixels, tok)
     rec = json.loads((tmp_path / "run" / "import.json").read_text())
     assert rec["format"] == "chexzero" and "float16" in rec["source_dtypes"] and "float32" in rec["source_dtypes"]
+
+
+# -- CXR-CLIP -----------------------------------------------------------------------------------------
+class _Wrap(torch.nn.Module):
+    def __init__(self, attr: str, module: torch.nn.Module) -> None:
+        super().__init__()
+        setattr(self, attr, module)
+
+
+def _omegaconf_config(kind: str, text_dir: Path, swin_dir: Path) -> dict:
+    """The release's config as CXR-CLIP's trainer pickles it: Hydra's DictConfig converted to dicts by
+    convert_dictconfig_to_dict (cxrclip/util/utils.py), which leaves ListConfig values (linked to the tree)."""
+    omegaconf = pytest.importorskip("omegaconf")
+    image = (
+        {"source": "torchvision", "name": "resnet", "pretrained": True}
+        if kind == "resnet"
+        else {"source": "huggingface", "name": str(swin_dir), "pretrained": True, "model_type": "swin"}
+    )
+    cfg = omegaconf.OmegaConf.create(
+        {
+            "base": {"image_size": 64, "text_max_length": 256, "seed": 1234},
+            "data_train": {"mimic_cxr": {"data_path": "train.csv", "text_max_length": "${base.text_max_length}"}},
+            "model": {
+                "name": "clip_custom",
+                "temperature": 0.07,
+                "image_encoder": image,
+                "text_encoder": {"source": "huggingface", "name": str(text_dir), "pooling": "eos"},
+                "projection_head": {"name": "linear", "dropout": 0.1, "proj_dim": 32},
+            },
+            "tokenizer": {"source": "huggingface", "pretrained_model_name_or_path": str(text_dir)},
+            "transform": {"train": {"Resize": {"size": "${base.image_size}"}}, "ops": ["a", "b"]},
+        }
+    )
+    omegaconf.OmegaConf.resolve(cfg)
+
+    def conv(c):
+        return {k: conv(v) for k, v in c.items()} if isinstance(c, omegaconf.DictConfig) else c
+
+    out = conv(cfg)
+    assert type(out["transform"]["ops"]).__name__ == "ListConfig"
+    return out
+
+
+def _tiny_text_dir(path: Path) -> Path:
+    from transformers import AutoTokenizer, BertConfig
+
+    from cxrtrain.model import _minilm_path
+
+    tok = AutoTokenizer.from_pretrained(_minilm_path())
+    BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    ).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _tiny_swin_dir(path: Path, embed_dim: int = 16) -> Path:
+    from transformers import SwinConfig
+
+    SwinConfig(
+        image_size=64, patch_size=4, embed_dim=embed_dim, depths=[1, 1], num_heads=[1, 2], window_size=4
+    ).save_pretrained(path)
+    return path
+
+
+def cxr_clip_release(tmp_path: Path, kind: str, seed: int = 0):
+    """A random-weight CXR-CLIP release .tar in the original key layout (CXRClip's attribute names),
+    with transformers towers (Swin; for R50 a transformers ResNet-50 whose keys are mapped to torchvision's
+    below), and the reference encoders."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, ResNetConfig, ResNetModel
+
+    torch.manual_seed(seed)
+    text_dir = _tiny_text_dir(tmp_path / "bert")
+    swin_dir = _tiny_swin_dir(tmp_path / "swin")
+    bert = (
+        AutoModel.from_pretrained(text_dir)
+        if False
+        else AutoModel.from_config(__import__("transformers").AutoConfig.from_pretrained(text_dir))
+    )
+    if kind == "resnet":
+        tower = ResNetModel(ResNetConfig()).eval()
+        img_w = 2048
+    else:
+        tower = AutoModel.from_config(AutoConfig.from_pretrained(swin_dir))
+        img_w = tower.num_features
+    root = torch.nn.Module()
+    root.image_encoder = _Wrap("resnet" if kind == "resnet" else "image_encoder", tower)
+    root.text_encoder = _Wrap("text_encoder", bert)
+    root.image_projection = _Wrap("projection", torch.nn.Linear(img_w, 32))
+    root.text_projection = _Wrap("projection", torch.nn.Linear(32, 32))
+    root.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.031)))
+    root.eval()  # the reference runs without dropout
+    with torch.no_grad():
+        for name, buf in tower.named_buffers():  # non-trivial BatchNorm statistics
+            if name.endswith("running_mean"):
+                buf.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+    sd = root.state_dict()
+    if kind == "resnet":
+        sd = {
+            (
+                "image_encoder.resnet." + _hf_to_tv(k[len("image_encoder.resnet.") :])
+                if k.startswith("image_encoder.resnet.")
+                else k
+            ): v
+            for k, v in sd.items()
+        }
+    ckpt = {
+        "model": sd,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]},
+        "scheduler": {"last_epoch": 3},
+        "config": _omegaconf_config(kind, text_dir, swin_dir),
+        "epoch": 4,
+        "train_loss": 1.25,
+    }
+    torch.save(ckpt, tmp_path / f"{kind}_m.tar")
+    tok = AutoTokenizer.from_pretrained(text_dir)
+
+    def ref_image(x):  # CXRClip.encode_image + image_projection, transcribed
+        out = tower(pixel_values=x)
+        f = out.pooler_output.flatten(1) if kind == "resnet" else out.last_hidden_state[:, 0]
+        return root.image_projection.projection(f)
+
+    def ref_text(texts):  # CXRClip.encode_text with pooling "eos" + text_projection
+        t = tok(texts, padding="longest", truncation=True, max_length=256, return_tensors="pt")
+        h = bert(**t).last_hidden_state
+        eos = t["attention_mask"].sum(-1) - 1
+        return root.text_projection.projection(h[torch.arange(h.shape[0]), eos])
+
+    return tmp_path / f"{kind}_m.tar", ref_image, ref_text, float(root.logit_scale.detach().exp())
+
+
+def _hf_to_tv(key: str) -> str:
+    """transformers ResNet keys -> torchvision's (an independent transcription for the reference)."""
+    p = key.split(".")
+    if p[0] == "embedder":  # embedder.embedder.{convolution,normalization}.X
+        return ("conv1." if p[2] == "convolution" else "bn1.") + ".".join(p[3:])
+    stage, block = int(p[2]), p[4]
+    head = f"layer{stage + 1}.{block}"
+    if p[5] == "shortcut":
+        return f"{head}.downsample.{0 if p[6] == 'convolution' else 1}." + ".".join(p[7:])
+    j = int(p[6]) + 1
+    return f"{head}.{'conv' if p[7] == 'convolution' else 'bn'}{j}." + ".".join(p[8:])
+
+
+@pytest.mark.parametrize("kind", ["swin", "resnet"])
+def test_cxr_clip_matches_reference_forward(tmp_path, kind):
+    from cxrtrain.train import load_checkpoint
+
+    ckpt, ref_image, ref_text, ref_scale = cxr_clip_release(tmp_path, kind)
+    extra = ["--text-encoder", str(tmp_path / "bert")] + (
+        ["--image-encoder", str(tmp_path / "swin")] if kind == "swin" else []
+    )
+    r = _import("cxr-clip", ckpt, tmp_path / "run", *extra)
+    assert r.exit_code == 0, r.output
+    model, conf = load_checkpoint(tmp_path / "run")
+    m = conf["model"]
+    assert m["min_temperature"] is None and m["image_size"] == 64
+    assert tuple(m["image_mean"]) == ((0.485, 0.456, 0.406) if kind == "resnet" else (0.5, 0.5, 0.5))
+    pixels = _images(2, 64)
+    with torch.no_grad():
+        _compare(model, ref_image(pixels), ref_text(TEXTS), ref_scale, pixels, model.tokenize(TEXTS))
+    rec = json.loads((tmp_path / "run" / "import.json").read_text())
+    assert rec["image_tower"] == kind and rec["epoch"] == 4

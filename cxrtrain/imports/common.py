@@ -80,9 +80,10 @@ class TowerDir:
 
 def load_into(model, mapped: dict, path: Path, fmt: str, obj) -> None:
     """Copy ``mapped`` (cxrkit keys) into ``model``; every model parameter must be covered, nothing left."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+    derived = ("position_ids", "relative_position_index", "num_batches_tracked")  # the model computes these
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith(derived[:2])}
     bad = [k for k, v in mapped.items() if k not in expected or tuple(v.shape) != expected[k]]
-    gone = [k for k in expected if k not in mapped and not k.endswith("num_batches_tracked")]
+    gone = [k for k in expected if k not in mapped and not k.endswith(derived)]
     if bad or gone:
         raise unknown(path, fmt, obj, mapped, expected, "its tensors do not fit the architecture read from it")
     sd = model.state_dict()
