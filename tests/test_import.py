@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -265,3 +266,175 @@ def test_cxr_clip_matches_reference_forward(tmp_path, kind):
         _compare(model, ref_image(pixels), ref_text(TEXTS), ref_scale, pixels, model.tokenize(TEXTS))
     rec = json.loads((tmp_path / "run" / "import.json").read_text())
     assert rec["image_tower"] == kind and rec["epoch"] == 4
+
+
+# -- open_clip ----------------------------------------------------------------------------------------
+def test_open_clip_folder_matches_reference_with_exact_gelu(tmp_path):
+    """open_clip's native ViT towers keep OpenAI's keys but use exact GELU unless quick_gelu is set."""
+    from cxrtrain.train import load_checkpoint
+
+    ref_mod = _openai_clip_module()
+    ref_mod.QuickGELU = torch.nn.GELU  # the reference built with open_clip's default activation
+    torch.manual_seed(3)
+    ref = ref_mod.CLIP(32, 32, 2, 64, 8, 77, 49408, 64, 1, 2).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    d = tmp_path / "oc"
+    d.mkdir()
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(d / "open_clip_model.safetensors"))
+    mean, std = [0.4, 0.4, 0.4], [0.3, 0.3, 0.3]
+    model_cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+    }
+    (d / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {"mean": mean, "std": std}})
+    )
+    r = _import("open-clip", d, tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    model, conf = load_checkpoint(tmp_path / "run")
+    assert list(conf["model"]["image_mean"]) == mean
+    pixels = _images(2, 32)
+    tok = model.tokenize(TEXTS)
+    ids = torch.zeros(len(TEXTS), 77, dtype=torch.long)
+    for i, (row, m) in enumerate(zip(tok["input_ids"], tok["attention_mask"])):
+        ids[i, : int(m.sum())] = row[m.bool()]
+    with torch.no_grad():
+        _compare(model, ref.encode_image(pixels), ref.encode_text(ids), float(ref.logit_scale.exp()), pixels, tok)
+
+
+def test_open_clip_timm_tower_exits_2_with_the_reason(tmp_path):
+    d = tmp_path / "biomedclip"
+    d.mkdir()
+    cfg = {
+        "model_cfg": {
+            "embed_dim": 512,
+            "vision_cfg": {"timm_model_name": "vit_base_patch16_224", "image_size": 224},
+            "text_cfg": {"hf_model_name": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"},
+        }
+    }
+    (d / "open_clip_config.json").write_text(json.dumps(cfg))
+    (d / "open_clip_pytorch_model.bin").write_bytes(b"not used")
+    r = _import("open-clip", d, tmp_path / "run")
+    assert r.exit_code == 2
+    assert "timm_model_name" in r.output and "open_clip and timm" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+# -- bad inputs ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chexzero_file(tmp_path_factory) -> Path:
+    _, ref = tiny_openai_clip(seed=5)
+    p = tmp_path_factory.mktemp("cz") / "chexzero.pt"
+    torch.save(_half_some(ref.state_dict()), p)
+    return p
+
+
+def _one_line_exit_2(r, *needles: str) -> None:
+    assert r.exit_code == 2, r.output
+    out = r.output.strip()
+    assert len(out.splitlines()) == 1 and "Traceback" not in out, out
+    for n in needles:
+        assert n in out, out
+
+
+def test_truncated_and_corrupt_files_exit_2(tmp_path, chexzero_file):
+    data = chexzero_file.read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
+    _one_line_exit_2(_import("chexzero", tmp_path / "trunc.pt", tmp_path / "a"), "trunc.pt", "truncated")
+    (tmp_path / "noise.tar").write_bytes(np.random.default_rng(0).bytes(4096))
+    _one_line_exit_2(_import("cxr-clip", tmp_path / "noise.tar", tmp_path / "b"), "noise.tar", "not a readable")
+    assert not (tmp_path / "a" / "best").exists() and not (tmp_path / "b" / "best").exists()
+
+
+def test_wrong_format_and_wrong_architecture_exit_2(tmp_path, chexzero_file):
+    # a CheXzero file named as CXR-CLIP: the top-level keys are named
+    _one_line_exit_2(
+        _import("cxr-clip", chexzero_file, tmp_path / "a"), "not a cxr-clip checkpoint", "visual.conv1.weight"
+    )
+    # a state dict with a tensor OpenAI's ViT does not have (a layer scale): the first unexpected parameter
+    sd = torch.load(chexzero_file, weights_only=True)
+    sd["visual.transformer.resblocks.0.ls_1.gamma"] = torch.ones(64)
+    torch.save(sd, tmp_path / "ls.pt")
+    _one_line_exit_2(_import("chexzero", tmp_path / "ls.pt", tmp_path / "b"), "ls_1.gamma", "64")
+    # a CXR-CLIP Swin release read with another Swin config: the first parameter that does not fit
+    ckpt, *_ = cxr_clip_release(tmp_path, "swin")
+    other = _tiny_swin_dir(tmp_path / "swin-wide", embed_dim=24)
+    r = _import(
+        "cxr-clip", ckpt, tmp_path / "c", "--text-encoder", str(tmp_path / "bert"), "--image-encoder", str(other)
+    )
+    _one_line_exit_2(r, "first unexpected parameter", "image_tower.embeddings")
+
+
+def test_pickled_code_is_refused_not_run(tmp_path):
+    import os
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"model": {"image_encoder.resnet.conv1.weight": torch.zeros(1)}, "x": Payload()}, tmp_path / "evil.tar")
+    _one_line_exit_2(_import("cxr-clip", tmp_path / "evil.tar", tmp_path / "run"), "refused pickled global", "system")
+    assert not marker.exists()
+
+
+def test_only_allowlisted_omegaconf_classes_load(tmp_path):
+    omegaconf = pytest.importorskip("omegaconf")
+    from cxrtrain.imports.safe_load import UnsafeCheckpointError, plain, safe_load
+
+    cfg = omegaconf.OmegaConf.create({"a": [1, {"b": "x"}], "c": {"d": 2.5}})
+    torch.save({"config": {"a": cfg.a, "c": cfg.c}}, tmp_path / "ok.pt")  # ListConfig and DictConfig
+    assert plain(safe_load(tmp_path / "ok.pt")) == {"config": {"a": [1, {"b": "x"}], "c": {"d": 2.5}}}
+    # a class of the same package outside the allowlist (and any other class) is refused
+    torch.save({"config": omegaconf.OmegaConf.structured(_Cfg)}, tmp_path / "structured.pt")
+    with pytest.raises(UnsafeCheckpointError, match="refused pickled global"):
+        safe_load(tmp_path / "structured.pt")
+
+
+@__import__("dataclasses").dataclass
+class _Cfg:
+    n: int = 1
+
+
+def test_vit_b32_shapes_are_read_not_assumed():
+    """The real ViT-B/32 layout (a meta-device OpenAI model: shapes only) and a wider variant."""
+    from transformers import CLIPTextModel, CLIPVisionModel
+
+    from cxrtrain.imports.chexzero import fit_nesting, hf_configs, openai_dims, openai_to_cxrkit, unused_keys
+
+    ref = _openai_clip_module()
+    for args, want in (
+        ((512, 224, 12, 768, 32, 77, 49408, 512, 8, 12), dict(vision_width=768, patch_size=32, vision_heads=12)),
+        ((768, 336, 24, 1024, 14, 77, 49408, 768, 12, 12), dict(vision_width=1024, patch_size=14, vision_heads=16)),
+    ):
+        with torch.device("meta"):
+            sd = ref.CLIP(*args).state_dict()
+        d = openai_dims(sd)
+        assert {k: d[k] for k in want} == want
+        assert (d["image_resolution"], d["embed_dim"], d["text_layers"], d["vision_layers"]) == (
+            args[1],
+            args[0],
+            12,
+            args[2],
+        )
+        assert unused_keys(sd, d) == []
+        vision, text = hf_configs(d)
+        with torch.device("meta"):
+            shapes = {f"image_tower.{k}": v.shape for k, v in CLIPVisionModel(vision).state_dict().items()}
+            shapes |= {f"text_tower.{k}": v.shape for k, v in CLIPTextModel(text).state_dict().items()}
+        mapped = {
+            k: v
+            for k, v in openai_to_cxrkit(sd, d).items()
+            if not k.endswith(("_proj.weight", "logit_scale")) or "tower" in k
+        }
+
+        mapped = fit_nesting(mapped, __import__("types").SimpleNamespace(state_dict=lambda s=shapes: s))
+        assert {k: tuple(v.shape) for k, v in mapped.items()} == {
+            k: tuple(v) for k, v in shapes.items() if not k.endswith("position_ids")
+        }

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from cxrtrain.imports.common import ImportUsageError, TowerDir, load_into, sha256, unknown, write_run
+from cxrtrain.imports.common import ImportUsageError, TowerDir, load_into, sha256, shape_of, unknown, write_run
 from cxrtrain.imports.safe_load import safe_load
 
 #: CheXzero zero_shot.py: Normalize((101.48761,)*3, (83.43944,)*3) on 0-255 pixels
@@ -65,7 +65,7 @@ def openai_dims(sd: dict) -> dict:
 
 
 def hf_configs(d: dict):
-    """(CLIPVisionConfig, CLIPTextConfig) for the dims of ``openai_dims``."""
+    """(CLIPVisionConfig, CLIPTextConfig) for the dims of ``openai_dims`` (``act``: quick_gelu, OpenAI's)."""
     from transformers import CLIPTextConfig, CLIPVisionConfig
 
     vision = CLIPVisionConfig(
@@ -76,7 +76,7 @@ def hf_configs(d: dict):
         image_size=d["image_resolution"],
         patch_size=d["patch_size"],
         projection_dim=d["embed_dim"],
-        hidden_act="quick_gelu",
+        hidden_act=d.get("act", "quick_gelu"),
         layer_norm_eps=1e-5,
     )
     text = CLIPTextConfig(
@@ -87,7 +87,7 @@ def hf_configs(d: dict):
         num_attention_heads=d["text_heads"],
         max_position_embeddings=d["context_length"],
         projection_dim=d["embed_dim"],
-        hidden_act="quick_gelu",
+        hidden_act=d.get("act", "quick_gelu"),
         layer_norm_eps=1e-5,
         bos_token_id=d["vocab_size"] - 2,
         eos_token_id=d["vocab_size"] - 1,
@@ -129,6 +129,22 @@ def openai_to_cxrkit(sd: dict, d: dict) -> dict:
     for i in range(d["text_layers"]):
         _block(sd, f"transformer.resblocks.{i}", f"{t}.encoder.layers.{i}", out)
     return {k: x.float() for k, x in out.items()}
+
+
+def unused_keys(sd: dict, d: dict) -> list[str]:
+    """Keys of ``sd`` that ``openai_to_cxrkit`` would not carry over (a layer scale, an attention pool,
+    a SigLIP bias ...): the architecture is not plain OpenAI CLIP, so the import must stop."""
+    used = {"visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.proj"}
+    used |= {"token_embedding.weight", "positional_embedding", "text_projection", "logit_scale"}
+    used |= {f"{n}.{p}" for n in ("visual.ln_pre", "visual.ln_post", "ln_final") for p in ("weight", "bias")}
+    parts = ("attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias")
+    parts += tuple(f"{m}.{p}" for m in ("ln_1", "ln_2", "mlp.c_fc", "mlp.c_proj") for p in ("weight", "bias"))
+    for prefix, n in (
+        ("visual.transformer.resblocks", d["vision_layers"]),
+        ("transformer.resblocks", d["text_layers"]),
+    ):
+        used |= {f"{prefix}.{i}.{p}" for i in range(n) for p in parts}
+    return [k for k in sd if k not in used]
 
 
 def fit_nesting(mapped: dict, model) -> dict:
@@ -220,18 +236,25 @@ def find_openai_state_dict(obj) -> dict | None:
     return None
 
 
-def build_openai_clip(sd: dict, path: Path, fmt: str, obj, text_encoder, mean, std, tower: TowerDir):
-    """A cxrkit CLIPModel holding the weights of an OpenAI-layout CLIP state dict ``sd``."""
+def build_openai_clip(sd: dict, path: Path, fmt: str, obj, text_encoder, mean, std, tower: Path, over=None):
+    """A cxrkit CLIPModel holding the weights of an OpenAI-layout CLIP state dict ``sd``; ``over``: dims
+    that a config states (open_clip's heads, activation) instead of OpenAI's rules."""
     from cxrtrain.model import ModelConfig, create_model
 
     if "visual.layer1.0.conv1.weight" in sd:
         raise ImportUsageError(f"{path}: a CLIP with OpenAI's modified ResNet image tower; only ViT towers import")
     sd = {k: v for k, v in sd.items() if k not in ("input_resolution", "context_length", "vocab_size")}
     try:
-        d = openai_dims(sd)
+        d = openai_dims(sd) | (over or {})
         vision, text = hf_configs(d)
     except (KeyError, IndexError, ValueError) as e:
         raise unknown(path, fmt, obj, sd, None, f"missing {e}") from None
+    extra = unused_keys(sd, d)
+    if extra:
+        raise ImportUsageError(
+            f"{path}: not a plain OpenAI-layout ViT CLIP; first unexpected parameter: {extra[0]} "
+            f"{shape_of(sd[extra[0]])} ({len(extra)} such keys)"
+        )
     vision.save_pretrained(tower / "image")
     text.save_pretrained(tower / "text")
     tok = clip_tokenizer(text_encoder, tower / "text", d["context_length"])
