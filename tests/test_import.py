@@ -354,7 +354,7 @@ def test_truncated_and_corrupt_files_exit_2(tmp_path, chexzero_file):
 def test_wrong_format_and_wrong_architecture_exit_2(tmp_path, chexzero_file):
     # a CheXzero file named as CXR-CLIP: the top-level keys are named
     _one_line_exit_2(
-        _import("cxr-clip", chexzero_file, tmp_path / "a"), "not a cxr-clip checkpoint", "visual.conv1.weight"
+        _import("cxr-clip", chexzero_file, tmp_path / "a"), "not in the cxr-clip layout", "visual.conv1.weight"
     )
     # a state dict with a tensor OpenAI's ViT does not have (a layer scale): the first unexpected parameter
     sd = torch.load(chexzero_file, weights_only=True)
@@ -438,3 +438,47 @@ def test_vit_b32_shapes_are_read_not_assumed():
         assert {k: tuple(v.shape) for k, v in mapped.items()} == {
             k: tuple(v) for k, v in shapes.items() if not k.endswith("position_ids")
         }
+
+
+# -- side by side -------------------------------------------------------------------------------------
+def test_eval_side_by_side_is_paired_and_matches_each_models_own_eval(tmp_path, chexzero_file):
+    """Three columns: CheXzero, an open_clip model and CheXzero again. The repeated model's differences are
+    exactly 0 with a [0, 0] interval only because every model is scored on the same resampled images; each
+    value equals that model's own eval."""
+    from cxrprep.cli.app import app as prep
+    from cxrtrain.cli.app import app
+
+    b = Path(__file__).resolve().parent.parent / "examples" / "benchmarks"
+    shards = tmp_path / "bench"
+    for args in (
+        ["rsna", str(b / "rsna/stage_2_train_labels.csv")],
+        ["openi", str(b / "openi/ecgen-radiology"), "--image-root", str(b / "openi/NLMCXR_png"), "--max-failed", "2"],
+    ):
+        r = RUN.invoke(prep, args + ["--out", str(shards), "--size", "32", "--workers", "1", "--no-clahe"])
+        assert r.exit_code == 0, r.output
+    assert _import("chexzero", chexzero_file, tmp_path / "cz").exit_code == 0
+    oc = tmp_path / "oc-src"
+    oc.mkdir()
+    _, ref = tiny_openai_clip(seed=9)
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, oc / "epoch_3.pt")
+    assert _import("open-clip", oc / "epoch_3.pt", tmp_path / "oc").exit_code == 0
+    out = tmp_path / "side"
+    args = ["eval", "--model", str(tmp_path / "cz"), "--model", str(tmp_path / "oc"), "--model", str(tmp_path / "cz")]
+    r = RUN.invoke(app, args + [str(shards), "--out", str(out), "--bootstrap", "50", "--prompts", "cxr-clip"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "side-by-side.json").read_text())
+    assert list(s["models"]) == ["cz", "oc", "cz-2"] and s["reference"] == "cz"
+    rsna = s["benchmarks"]["rsna-pneumonia"]["tasks"]["rsna-pneumonia AUROC"]
+    openi = s["benchmarks"]["openi"]["tasks"]
+    for lab in ("cz", "oc"):
+        own = json.loads((out / "models" / lab / "metrics.json").read_text())["datasets"]
+        assert rsna[lab]["value"] == pytest.approx(own["rsna-pneumonia"]["binary"]["macro_auroc"], abs=1e-12)
+        for k in ("R@1", "R@5", "R@10"):
+            assert openi[f"openi {k}"][lab]["value"] == pytest.approx(own["openi"]["retrieval"]["image_to_text"][k])
+    for task in [rsna, *openi.values()]:
+        d = task["cz-2"]["delta"]
+        assert d["delta"] == 0 and d["ci95"] == [0.0, 0.0] and d["resamples"] > 0
+        assert task["oc"]["delta"]["delta"] == pytest.approx(task["oc"]["value"] - task["cz"]["value"])
+    md = (out / "side-by-side.md").read_text()
+    assert "oc − cz (95% CI)" in md and "mean (0.398, 0.398, 0.398)" in md and "imported from chexzero" in md
+    assert (out / "side-by-side.png").stat().st_size > 10_000

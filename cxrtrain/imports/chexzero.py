@@ -230,9 +230,12 @@ def clip_tokenizer(text_encoder: Path | None, work: Path, max_len: int):
 
 def find_openai_state_dict(obj) -> dict | None:
     """The OpenAI-layout state dict: the object itself, or under 'state_dict' / 'model_state_dict'."""
-    for cand in (obj, *(obj.get(k) for k in ("state_dict", "model_state_dict", "model") if isinstance(obj, dict))):
-        if isinstance(cand, dict) and "visual.conv1.weight" in cand and "token_embedding.weight" in cand:
-            return {k.removeprefix("module."): v for k, v in cand.items()}
+    cands = (obj, *(obj.get(k) for k in ("state_dict", "model_state_dict", "model"))) if isinstance(obj, dict) else ()
+    for cand in cands:
+        if isinstance(cand, dict):
+            cand = {k.removeprefix("module."): v for k, v in cand.items() if isinstance(k, str)}
+            if "visual.conv1.weight" in cand and "token_embedding.weight" in cand:
+                return cand
     return None
 
 

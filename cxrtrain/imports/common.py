@@ -32,9 +32,11 @@ def unknown(path: Path, fmt: str, obj, sd: dict | None, expected: dict | None, w
     """One line naming what was found: the top-level keys, and the first parameter that does not belong to
     (or does not fit) the expected layout, with its shape."""
     top = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-    msg = f"{path}: not a {fmt} checkpoint ({why}); top-level keys: {top}"
+    msg = f"{path}: not in the {fmt} layout ({why}); top-level keys: {top}"
     if sd and expected is not None:
         for k, v in sd.items():
+            if not isinstance(v, torch.Tensor):
+                continue
             if k not in expected or (isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(expected[k])):
                 want = f" (expected {'x'.join(map(str, expected[k]))})" if k in expected else ""
                 msg += f"; first unexpected parameter: {k} {shape_of(v)}{want}"
