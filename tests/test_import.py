@@ -266,6 +266,12 @@ def test_cxr_clip_matches_reference_forward(tmp_path, kind):
         _compare(model, ref_image(pixels), ref_text(TEXTS), ref_scale, pixels, model.tokenize(TEXTS))
     rec = json.loads((tmp_path / "run" / "import.json").read_text())
     assert rec["image_tower"] == kind and rec["epoch"] == 4
+    if kind == "resnet":  # export: the torchvision-layout tower round-trips under torchvision's keys
+        from cxrtrain.export import ExportedModel, export
+
+        ex = ExportedModel(export(tmp_path / "run", tmp_path / "export"))
+        with torch.no_grad():
+            assert F.cosine_similarity(ex.embed_image(pixels), model.encode_image(pixels)).min() >= 0.9999
 
 
 # -- open_clip ----------------------------------------------------------------------------------------
