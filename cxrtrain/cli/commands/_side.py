@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cxrtrain.cli.commands._errors import eval_exit_codes
+from cxrprep.cli.edge import errors
+from cxrtrain.cli.commands import eval_errors
 
 
 def side_by_side(models: list[Path], roots: list[Path], out: Path | None, cfg, suite: dict | None) -> None:
@@ -15,7 +16,7 @@ def side_by_side(models: list[Path], roots: list[Path], out: Path | None, cfg, s
     if out is None:
         typer.echo("error: --out: side-by-side scoring needs an output folder (--out DIR)", err=True)
         raise typer.Exit(2)
-    with eval_exit_codes():
+    with errors(eval_errors()):
         run_side_by_side(list(models), [str(r) for r in roots], out, cfg, suite, log=typer.echo)
     typer.echo((out / "side-by-side.md").read_text())
     typer.echo(
