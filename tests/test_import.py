@@ -447,6 +447,7 @@ def test_vit_b32_shapes_are_read_not_assumed():
 
 
 # -- side by side -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_eval_side_by_side_is_paired_and_matches_each_models_own_eval(tmp_path, chexzero_file):
     """Three columns: CheXzero, an open_clip model and CheXzero again. The repeated model's differences are
     exactly 0 with a [0, 0] interval only because every model is scored on the same resampled images; each
