@@ -10,7 +10,7 @@ app = make_app(
     "Example: cxrtrain run shards/ --config examples/train_tiny.yaml --out runs/tiny",
 )
 
-ORDER = ["run", "batch", "eval", "fewshot", "export"]
+ORDER = ["run", "batch", "eval", "fewshot", "export", "import_"]
 register_commands(app, "cxrtrain.cli.commands", ORDER)
 
 

@@ -15,8 +15,16 @@ def register(app: typer.Typer) -> None:
     @app.command("bench-suite")
     def bench_suite(
         # fmt: off
-        checkpoint: Path = typer.Argument(..., exists=True, help="A run folder or checkpoint folder"),
-        shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots holding the benchmark datasets"),
+        checkpoint: Path = typer.Argument(
+            ..., exists=True, help="A run folder or checkpoint folder (with --model: the first shard root)"
+        ),
+        shards: list[Path] = typer.Argument(None, exists=True, help="Shard roots holding the benchmark datasets"),
+        models: list[Path] = typer.Option(
+            None,
+            "--model",
+            exists=True,
+            help="Score several runs side by side (repeat; the first is the reference); all arguments are shard roots",
+        ),
         prompts: str = prompts_option("cxr-clip", "Eval prompt file: a packaged name (cxr-clip, eval) or a path"),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/bench-suite)"),
         split: str = EVAL_SPLIT,
@@ -51,6 +59,14 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             device=device,
         )
+        if models:
+            from cxrtrain.cli.commands._side import side_by_side
+
+            suite = dict(probe=probe, probe_seeds=probe_seeds, probe_max_epochs=probe_max_epochs)
+            return side_by_side(models, [checkpoint, *(shards or [])], out, cfg, suite)
+        if not shards:
+            typer.echo("error: SHARDS: give at least one shard root after the checkpoint (or use --model)", err=True)
+            raise typer.Exit(2)
         out_dir = out or (checkpoint / "bench-suite")
         with errors(eval_errors()):
             run_suite(
