@@ -139,3 +139,12 @@ def sentence_defects(
     if bad_form:
         out.append("malformed")
     return out
+
+
+#: the kinds a ``verbatim:`` file is exempt from (its words are a paper's); a duplicate still fails it
+STYLE_KINDS = frozenset(DEFECT_KINDS) - {"duplicate"}
+
+
+def enforced(defects: list[Defect], verbatim: str | None) -> list[Defect]:
+    """The defects that fail a file: all of them, or for a ``verbatim`` file those outside STYLE_KINDS."""
+    return [d for d in defects if not verbatim or d.kind not in STYLE_KINDS]
