@@ -142,11 +142,11 @@ def _has_slot(s: str) -> bool:
 def _check_slots(s: str, src: Src, required: bool) -> None:
     n = s.count("{}") + s.count("{a}")
     if n > 1:
-        raise src.error(f"a sentence may contain one {{}} or {{a}} slot, found {n}: {s!r}")
+        raise src.error(f"a sentence may contain one {{}} slot, found {n} (counting {{a}}): {s!r}")
     if required and n == 0:
         raise src.error(f"default sentence has no {{}} slot for the class expression: {s!r}")
     if re.search(r"\{(?!a\})[^}]+\}", s):
-        raise src.error(f"only an empty {{}} slot or {{a}} (with its article) is allowed: {s!r}")
+        raise src.error(f"only an empty {{}} slot is allowed (or {{a}}, the slot with its article): {s!r}")
 
 
 def load_templates(path: str | Path, qualifiers: str | None = None) -> Templates:

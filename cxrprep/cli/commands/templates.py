@@ -83,10 +83,6 @@ def _check_file(f: str, lint_: bool, dataset: str, qualifiers: str | None) -> st
     except TemplateError as e:  # the next files are still checked
         error_line(e)
         return "broken"
-    problem = _coverage_problem(t, f, dataset)
-    if problem:
-        typer.echo(problem, err=True)
-        return "bad"
     found = lint(t) if lint_ else []
     defects = enforced(found, t.verbatim)
     for d in defects:
@@ -94,6 +90,10 @@ def _check_file(f: str, lint_: bool, dataset: str, qualifiers: str | None) -> st
     if defects:
         kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(d.kind for d in defects).items()))
         typer.echo(f"{f}: {len(defects):,} lint defects ({kinds})", err=True)
+    problem = _coverage_problem(t, f, dataset)
+    if problem:
+        typer.echo(problem, err=True)
+    if defects or problem:
         return "bad"
     n = sum(sum(v.values()) for v in expansion_counts(t).values())
     if t.verbatim and lint_:
