@@ -21,6 +21,7 @@ are not qualifiers here: they do not contradict one another in the same way.
 
 from __future__ import annotations
 
+import functools
 import re
 
 QUALIFIER_MODES = ("none", "sample")
@@ -40,8 +41,10 @@ SIDE = {
 }
 
 Profile = tuple  # (severity level or None, side or None)
+_SENTENCE = re.compile(r"(?<=[.!?]) (?=[A-Z])")
 
 
+@functools.lru_cache(maxsize=65536)
 def qualifiers_of(sentence: str) -> Profile:
     """(severity level, side) a sentence states; None where it states none. Two sides make "bilateral"."""
     words = [w.lower() for w in re.findall(r"[A-Za-z]+", sentence)]
@@ -113,11 +116,14 @@ def contradictions(texts: list[str], owner: dict[str, str]) -> list[tuple[str, s
     seen: dict[tuple[str, int], tuple[str, str]] = {}  # (class, axis) -> (value, sentence)
     out = []
     for text in texts:
-        for s in re.split(r"(?<=[.!?]) (?=[A-Z])", text):
+        for s in _SENTENCE.split(text):
             cls = owner.get(s)
             if cls is None:
                 continue
-            for axis, value in enumerate(qualifiers_of(s)):
+            q = qualifiers_of(s)
+            if q == (None, None):
+                continue
+            for axis, value in enumerate(q):
                 if value is None:
                     continue
                 first = seen.setdefault((cls, axis), (value, s))
