@@ -314,6 +314,7 @@ def run_prompts(csv_path: Path, out: Path, cfg: PromptsConfig, progress=lambda i
     root = Path(cfg.image_root) if cfg.image_root else csv_path.parent
     conf = asdict(cfg)
     conf["csv"] = str(csv_path)
+    conf["qualifiers"] = t.qualifiers  # the mode in effect (the option, else the file's key)
     extra = {"label_conflicts": 0, "excluded_patients": 0, "prompts_written": 0}
     with ShardWriter(
         out,

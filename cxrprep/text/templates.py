@@ -5,7 +5,8 @@ Grammar (a superset of the one in the CXR-CLIP appendix)::
     expr  := term (['+'] term)*        concatenation ('+' or juxtaposition), joined with one space
     term  := '[' alts ']' | text
     alts  := expr (',' expr)*          alternatives; '( )' or '()' is the empty option
-    text  := any characters but [ ] , +   ('{}' is the slot for a class expression)
+    text  := any characters but [ ] , +   ('{}' is the slot for a class expression; '{a}' the same with
+                                           "a"/"an" before a countable singular noun: cxrprep/text/template_articles.py)
 
 ``[There is, ( )] + [no {}., no evidence of {}.]`` expands to ``There is no {}.``, ``There is no evidence
 of {}.``, ``no {}.``, ``no evidence of {}.``; rendering fills the slot and capitalises the first letter.
@@ -13,7 +14,9 @@ of {}.``, ``no {}.``, ``no evidence of {}.``; rendering fills the slot and capit
 A template file (YAML)::
 
     version: 1
-    defaults:                      # sentence templates; each must contain exactly one {}
+    qualifiers: none               # none (default, as CXR-CLIP) | sample: cxrprep/text/template_qualifiers.py
+    verbatim: "CXR-CLIP appendix"  # optional: the file is a paper's words; exempt from the style lint
+    defaults:                      # sentence templates; each must contain exactly one {} or {a}
       positive: ["..."]
       negative: ["..."]
       uncertain: ["..."]
@@ -36,7 +39,9 @@ variety to positive and uncertain sentences. Pools never hold a sentence twice. 
 a radiologist would not write (see ``DEFECT_KINDS``); ``cxrprep templates check`` fails on them.
 
 Modules: template_syntax.py (expand, render, caps, TemplateError), template_yaml.py (YAML with positions),
-this module (validation and the Templates object), template_lint.py (lint).
+this module (validation and the Templates object), template_lint.py (lint), template_articles.py ({a}),
+template_qualifiers.py (qualifiers none|sample, per-study profiles), template_coverage.py (a dataset's
+classes). User documentation: docs/templates.md.
 
 Errors (``TemplateError``) carry file, line and column: YAML syntax, unknown keys or classes,
 unbalanced brackets, an expansion that is empty, a ``{}`` slot where it cannot be (in an expression, twice
