@@ -78,6 +78,21 @@ def test_a_slot_errors_name_file_and_line(tmp_path):
     assert str(e.value) == f"{p}:5:16: a sentence may contain one {{}} slot, found 2 (counting {{a}}): '{{a}} and {{}}'"
 
 
+def test_other_braces_and_missing_classes_are_named(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n    positive: ['There is {an}.']\n")
+    with pytest.raises(TemplateError) as e:
+        load_templates(p)
+    assert str(e.value) == (
+        f"{p}:5:16: only an empty {{}} slot is allowed (or {{a}}, the slot with its article): 'There is {{an}}.'"
+    )
+    p.write_text("version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n")
+    st = np.zeros((1, 3), np.int8)
+    with pytest.raises(ValueError) as e:
+        render_bulk(load_templates(p), ["Mass", "Nodule", "Hernia"], st, study_keys(0, ["s"]), 2)
+    assert str(e.value) == f"{p}: no templates for 2 classes: Nodule, Hernia; add them under classes:"
+
+
 # -- shipped files ------------------------------------------------------------------------------------
 def test_every_shipped_file_passes_templates_check():
     files = sorted(str(p) for p in (ROOT / "prompts").glob("*.yaml"))
@@ -174,6 +189,8 @@ def test_qualifiers_none_is_the_default_and_invents_nothing():
     assert "There is a small left pleural effusion." in s.sentences("Pleural Effusion", "positive")
     assert "Mild cardiomegaly." in s.sentences("Cardiomegaly", "positive")
     assert "Mild cardiomegaly." not in t.sentences("Cardiomegaly", "positive")
+    r = runner.invoke(app, ["templates", "preview", "default", "--class", "Pleural Effusion", "--qualifiers", "sample"])
+    assert r.exit_code == 0 and "qualifiers sample" in r.output
 
 
 def test_qualifier_key_and_option_errors(tmp_path):
@@ -182,6 +199,10 @@ def test_qualifier_key_and_option_errors(tmp_path):
     with pytest.raises(TemplateError) as e:
         load_templates(f)
     assert str(e.value) == f"{f}:2:1: qualifiers must be one of none, sample, got 'maybe'"
+    r = runner.invoke(app, ["templates", "check", str(f)])
+    assert (
+        r.exit_code == 2 and r.output.strip() == f"error: {f}:2:1: qualifiers must be one of none, sample, got 'maybe'"
+    )
     csv_path = ROOT / "examples/chexpert/train.csv"
     r = runner.invoke(app, ["prompts", str(csv_path), "--qualifiers", "some", "--out", str(tmp_path / "s")])
     assert r.exit_code == 2  # a usage error, shown the way every bad option value is

@@ -111,6 +111,9 @@ def preview(
     file: str = typer.Argument(..., help="A template file or a packaged name (default, eval)"),
     cls: str = typer.Option(None, "--class", help="Only this class (dataset spellings accepted)"),
     limit: int = typer.Option(5, "--limit", help="Sentences shown per state (0 = all)"),
+    qualifiers: str = typer.Option(
+        None, "--qualifiers", help="Show the pools as rendered with qualifiers none|sample (default: the file's)"
+    ),
 ) -> None:
     """Show each class's expressions and sentences with counts.
 
@@ -118,8 +121,10 @@ def preview(
     """
     from cxrprep.text.templates import STATES, TemplateError, load_templates
 
+    if qualifiers not in (None, "none", "sample"):
+        raise typer.BadParameter(f"{qualifiers!r} is not one of none, sample", param_hint="--qualifiers")
     with errors({TemplateError: 2}):
-        t = load_templates(file)
+        t = load_templates(file, qualifiers)
     names = [t.canonical(cls)] if cls else sorted(t.classes)
     if cls and names[0] not in t.classes and names[0] not in t.binary:
         raise typer.BadParameter(
@@ -132,7 +137,7 @@ def preview(
             c = t.classes[name]
             typer.echo(
                 f"{name}: {len(c.expressions)} expressions (every state), {len(c.qualified)} qualified "
-                f"(positive and uncertain only)"
+                f"(positive and uncertain only; qualifiers {t.qualifiers})"
             )
             for e in cut(c.expressions):
                 typer.echo(f"    {e}")
