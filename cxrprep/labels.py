@@ -57,3 +57,25 @@ ALIASES: dict[str, str] = {
 def canonical(name: str) -> str:
     """The canonical class name of a dataset's label spelling."""
     return ALIASES.get(name, name)
+
+
+#: classes a "No Finding" study may still carry: CheXpert's labeler sets No Finding when no pathology is
+#: positive or uncertain, Support Devices excepted (devices are not a pathology)
+NO_FINDING_COMPATIBLE = frozenset({"No Finding", "Support Devices"})
+
+
+def no_finding_conflict(states: list[tuple[str, str]]) -> bool:
+    """Whether a study's sentence states [(class, positive|negative|uncertain)] say both "No Finding" and a
+    finding (a positive or uncertain class other than Support Devices), e.g. No Finding=1 with Edema=1."""
+    return any(c == "No Finding" and s == "positive" for c, s in states) and any(
+        s in ("positive", "uncertain") and c not in NO_FINDING_COMPATIBLE for c, s in states
+    )
+
+
+def resolve_no_finding(states: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The conflict rule of ``cxrprep prompts``: a finding outranks "No Finding", so a conflicting study's
+    No Finding sentence is dropped (its stored labels are kept as they are, and it counts in
+    ``label_conflicts``)."""
+    if not no_finding_conflict(states):
+        return states
+    return [(c, s) for c, s in states if c != "No Finding"]

@@ -61,6 +61,11 @@ def prompts(
         "uncertain", "--uncertain", help="CheXpert -1 labels: uncertain | positive | negative | drop"
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the per-study randomness"),
+    qualifiers: str = typer.Option(
+        None,
+        "--qualifiers",
+        help="Invent severity/side the labels lack? none | sample (one draw per study); default: the file's, else none",
+    ),
     split_lists: Path = _SPLIT_LISTS,
     exclude_patients: Path = _EXCLUDE_PATIENTS,
     size: int = SIZE,
@@ -96,6 +101,7 @@ def prompts(
         negatives=negatives,
         uncertain=uncertain,
         seed=seed,
+        qualifiers=qualifiers,
         split_lists=str(split_lists) if split_lists else None,
         exclude_patients=str(exclude_patients) if exclude_patients else None,
         workers=nworkers,
