@@ -53,27 +53,6 @@ def bad(tmp_path_factory, demo_shards):
     return d, demo_shards
 
 
-@pytest.fixture(scope="module")
-def checkpoint(demo_shards, tmp_path_factory):
-    """A real (2-step, tiny) run folder, so that option checks after loading are reached too."""
-    from cxrtrain.config import build_config
-    from cxrtrain.train import train
-
-    out = tmp_path_factory.mktemp("run")
-    cfg = build_config(
-        dict(
-            model={"preset": "tiny", "image_size": 32, "embed_dim": 32},
-            epochs=1,
-            batch_size=4,
-            log_every=100,
-            warmup_steps=1,
-            max_steps=2,
-        )
-    )
-    train([str(demo_shards)], out, cfg, log=lambda *_: None)
-    return out
-
-
 def _good_checkpoint_cases(d: Path, shards: Path, ck: Path) -> list[tuple[str, list[str]]]:
     c, s, out = str(ck), str(shards), ["--out", str(d / "o2")]
     tiny = ["--set", "model.preset=tiny", "--set", "model.image_size=32", "--set", "max_steps=1"]
@@ -269,11 +248,11 @@ def test_every_command_on_bad_inputs(bad, monkeypatch):
 
 
 @pytest.mark.slow  # ~25 s: trains the 2-step checkpoint first
-def test_bad_options_with_a_real_checkpoint(bad, checkpoint, monkeypatch):
+def test_bad_options_with_a_real_checkpoint(bad, tiny_checkpoint, monkeypatch):
     d, shards = bad
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("CXRKIT_DEBUG", raising=False)
-    problems, _ = _check(_good_checkpoint_cases(d, shards, checkpoint))
+    problems, _ = _check(_good_checkpoint_cases(d, shards, tiny_checkpoint))
     assert not problems, "\n".join(problems)
 
 
