@@ -114,6 +114,15 @@ def finish(
         raise typer.Exit(1)
 
 
+def finish_dataset(manifest: dict, dataset_dir: Path, max_failed: tuple[int | None, float | None]) -> None:
+    """``finish`` for a dataset command: the summary of its manifest, failures counted against its inputs,
+    and the rejects file of ``dataset_dir`` named when there are too many."""
+    from cxrprep.shards import summary_lines
+
+    c = manifest["counts"]
+    finish(summary_lines(manifest, dataset_dir), c["failed"], c["inputs_seen"], max_failed, dataset_dir=dataset_dir)
+
+
 def error_line(message: object) -> None:
     """The one-line error message on stderr (``error: ...``)."""
     typer.echo(f"error: {message}", err=True)

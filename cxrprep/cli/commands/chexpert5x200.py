@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cxrprep.cli.edge import errors, make_config
-from cxrprep.cli.options import CLAHE, SIZE, image_settings
+from cxrprep.cli.options import CLAHE, SIZE, file_option, image_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -19,13 +19,9 @@ def register(app: typer.Typer) -> None:
         image_root: Path = typer.Option(None, "--image-root", help="Folder the Path column is relative to"),
         per_class: int = typer.Option(200, "--per-class", help="Images per competition class"),
         seed: int = typer.Option(0, "--seed"),
-        list_file: Path = typer.Option(
-            None,
+        list_file: Path = file_option(
             "--list",
-            exists=True,
-            dir_okay=False,
-            help="Use a released list of image paths (CSV with a Path column, or one per line) instead of the "
-            "seeded draw",
+            "Use a released list of image paths (CSV with a Path column, or one per line) instead of the seeded draw",
         ),
         images: bool = typer.Option(True, "--images/--no-images"),
         size: int = SIZE,
