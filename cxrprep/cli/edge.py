@@ -58,6 +58,11 @@ def make_config(factory: Callable[..., T], **kwargs) -> T:
         raise typer.BadParameter(str(e)) from e
 
 
+def path_str(path: Path | None) -> str | None:
+    """A path option as a config field: its string, or None when the option was not given."""
+    return str(path) if path else None
+
+
 def parse_max_failed(value: str) -> tuple[int | None, float | None]:
     """'--max-failed 10' (a count) or '--max-failed 1%' (a fraction of inputs) -> (count, fraction)."""
     v = value.strip()

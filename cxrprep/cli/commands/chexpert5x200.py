@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import errors, make_config
+from cxrprep.cli.edge import errors, make_config, path_str
 from cxrprep.cli.options import CLAHE, SIZE, file_option, image_settings
 
 
@@ -36,15 +36,14 @@ def register(app: typer.Typer) -> None:
         from cxrprep.datasets.chexpert5x200 import FiveX200Config, run_5x200
         from cxrprep.shards import summary_lines
 
-        settings = image_settings(size, clahe)
         cfg = make_config(
             FiveX200Config,
             per_class=per_class,
             seed=seed,
             images=images,
-            image_root=str(image_root) if image_root else None,
-            image_settings=settings,
-            list_path=str(list_file) if list_file else None,
+            image_root=path_str(image_root),
+            image_settings=image_settings(size, clahe),
+            list_path=path_str(list_file),
         )
         with errors({ValueError: 2}):
             m = run_5x200(train_csv, out, cfg)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import errors, fail, finish_dataset, progress
+from cxrprep.cli.edge import errors, fail, finish_dataset, path_str, progress
 from cxrprep.cli.options import (  # noqa: F401 (image_settings, run_options: also re-exported for old imports)
     WORKERS,
     allow_outside_root_option,
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
             workers,
             "images",
             dataset=dataset,
-            image_root=str(image_root) if image_root else None,
+            image_root=path_str(image_root),
             allow_outside_root=allow_outside_root,
         )
         with run_errors(out / dataset):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import errors, finish_dataset, progress
+from cxrprep.cli.edge import errors, finish_dataset, path_str, progress
 from cxrprep.cli.options import (
     WORKERS,
     allow_outside_root_option,
@@ -77,15 +77,15 @@ def prompts(
         "image_settings",
         templates=templates,  # a PromptFile: the name as given, resolved once
         dataset=dataset,
-        image_root=str(image_root) if image_root else None,
-        allow_outside_root=allow_outside_root,
         images=images,
+        allow_outside_root=allow_outside_root,
+        image_root=path_str(image_root),
         variants=variants,
         negatives=negatives,
+        split_lists=path_str(split_lists),
         uncertain=uncertain,
         seed=seed,
-        split_lists=str(split_lists) if split_lists else None,
-        exclude_patients=str(exclude_patients) if exclude_patients else None,
+        exclude_patients=path_str(exclude_patients),
     )
     with errors({ValueError: 2}):
         m = run_prompts(labels_csv, out, cfg, progress=lambda it, n: progress(it, n, "study chunks", "chunk"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import errors, finish_dataset, progress
+from cxrprep.cli.edge import errors, finish_dataset, path_str, progress
 from cxrprep.cli.options import (
     WORKERS,
     dataset_config,
@@ -65,9 +65,9 @@ def register(app: typer.Typer) -> None:
             part,
             workers,
             "image_settings",
-            metadata=str(metadata) if metadata else None,
-            split=str(split) if split else None,
-            chexpert=str(chexpert) if chexpert else None,
+            metadata=path_str(metadata),
+            split=path_str(split),
+            chexpert=path_str(chexpert),
             images=images,
             chunk_size=chunk_size,
             max_report_bytes=max_report_bytes,
