@@ -23,6 +23,28 @@ CHEXPERT_LABELS: tuple[str, ...] = (
     "Support Devices",
 )
 
+#: The first five columns of CheXpert-v1.0's train.csv/valid.csv, before the 14 observations.
+CHEXPERT_CSV_META: tuple[str, ...] = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
+
+#: The 14 observations in the column order of CheXpert-v1.0's train.csv/valid.csv (shared/FORMATS.md 2.1; the
+#: header of Stanford's CheXpert-v1.0-small/train.csv). Shards use CHEXPERT_LABELS' order instead.
+CHEXPERT_CSV_LABELS: tuple[str, ...] = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+
 #: ChestX-ray14 'Finding Labels' strings exactly as in Data_Entry_2017*.csv.
 NIH_LABELS: tuple[str, ...] = (
     "Atelectasis",

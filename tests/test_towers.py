@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from helpers import tiny_layers
 
 from cxrtrain.config import TrainConfig
 from cxrtrain.data import pick_texts
@@ -46,15 +47,7 @@ def test_eos_equals_clip_pooled_output():
 
     torch.manual_seed(0)
     m = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=50,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=12,
-            eos_token_id=49,
-        )
+        CLIPTextConfig(**tiny_layers(16, vocab_size=50, max_position_embeddings=12, eos_token_id=49))
     ).eval()
     ids = torch.tensor([[1, 5, 7, 49, 0, 0], [1, 3, 4, 8, 9, 49]])
     mask = (torch.arange(6) < torch.tensor([[4], [6]])).long()

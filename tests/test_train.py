@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import sets, start_trainer, tiny_config
 
 from cxrtrain.config import TrainConfig, build_config, load_config
 from cxrtrain.data import StudyStream, eval_transform, pick_images, pick_texts, train_transform
@@ -97,16 +98,7 @@ def test_config_unknown_key_and_types(tmp_path):
 
 
 def _cfg(**kw):
-    base = dict(
-        model={"preset": "tiny", "image_size": 32, "embed_dim": 32},
-        epochs=2,
-        batch_size=4,
-        shuffle_buffer=8,
-        log_every=100,
-        warmup_steps=1,
-    )
-    base.update(kw)
-    return build_config(base)
+    return tiny_config(**{"epochs": 2, "shuffle_buffer": 8, **kw})
 
 
 def test_stream_is_deterministic_and_skips_exactly(demo_shards, tiny_model):
@@ -155,22 +147,8 @@ def test_full_run_validation_best_and_plot(demo_shards, tmp_path):
 
     r = CliRunner().invoke(
         app,
-        [
-            "run",
-            str(demo_shards),
-            "--out",
-            str(tmp_path / "r"),
-            "--set",
-            "epochs=2",
-            "--set",
-            "batch_size=4",
-            "--set",
-            "model.image_size=32",
-            "--set",
-            "model.embed_dim=32",
-            "--set",
-            "warmup_steps=1",
-        ],
+        ["run", str(demo_shards), "--out", str(tmp_path / "r")]
+        + sets("epochs=2", "batch_size=4", "model.image_size=32", "model.embed_dim=32", "warmup_steps=1"),
     )
     assert r.exit_code == 0, r.output
     assert "trainable parameters" in r.output
@@ -190,36 +168,9 @@ def _free_port() -> int:
 @pytest.mark.slow  # a subprocess trainer
 def test_sigterm_writes_checkpoint(demo_shards, tmp_path):
     import signal
-    import subprocess
-    import time
 
     out = tmp_path / "run"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cxrtrain.cli.app",
-            "run",
-            str(demo_shards),
-            "--out",
-            str(out),
-            "--set",
-            "epochs=50",
-            "--set",
-            "batch_size=4",
-            "--set",
-            "model.image_size=32",
-            "--set",
-            "model.embed_dim=32",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
-        time.sleep(0.2)
+    p = start_trainer(demo_shards, out, *sets("epochs=50", "batch_size=4", "model.image_size=32", "model.embed_dim=32"))
     p.send_signal(signal.SIGTERM)
     output = p.communicate(timeout=120)[0].decode()
     assert p.returncode == 0, output
@@ -248,16 +199,7 @@ def test_torchrun_two_process_training(demo_shards, tmp_path):
         str(demo_shards),
         "--out",
         str(out),
-        "--set",
-        "epochs=1",
-        "--set",
-        "batch_size=4",
-        "--set",
-        "max_steps=2",
-        "--set",
-        "model.image_size=32",
-        "--set",
-        "model.embed_dim=32",
+        *sets("epochs=1", "batch_size=4", "max_steps=2", "model.image_size=32", "model.embed_dim=32"),
     ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

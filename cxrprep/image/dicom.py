@@ -33,17 +33,23 @@ def _first(value):
     return value
 
 
-def _header_int(ds, keyword: str, default, path: Path):
-    """An integer header value, accepting text ("512", b"512 "); raises ImageError naming the value."""
+def _header_value(ds, keyword: str, path: Path):
+    """A header element's (first) value, bytes decoded as Latin-1; None when absent or empty. Raises
+    ImageError when pydicom cannot read it."""
     try:
-        elem = ds[keyword] if keyword in ds else None
-        value = None if elem is None else _first(elem.value)
+        value = _first(ds[keyword].value) if keyword in ds else None
     except Exception as e:  # pydicom converts lazily: a garbage value raises on access
         raise ImageError(f"{path}: {keyword} cannot be read ({type(e).__name__}: {e})") from None
     if value is None or value == "" or value == b"":
+        return None
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _header_int(ds, keyword: str, default, path: Path):
+    """An integer header value, accepting text ("512", b"512 "); raises ImageError naming the value."""
+    value = _header_value(ds, keyword, path)
+    if value is None:
         return default
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
     try:
         f = float(str(value).strip())
         if not np.isfinite(f) or f != int(f):
@@ -56,16 +62,9 @@ def _header_int(ds, keyword: str, default, path: Path):
 def _header_float(ds, keyword: str, path: Path, what: str) -> float | None:
     """A decimal header value (DS, possibly text or multi-valued -> the first); None when absent.
     Raises ImageError when present but not a finite number."""
-    if keyword not in ds:
+    value = _header_value(ds, keyword, path)
+    if value is None:
         return None
-    try:
-        value = _first(ds[keyword].value)
-    except Exception as e:
-        raise ImageError(f"{path}: {keyword} cannot be read ({type(e).__name__}: {e})") from None
-    if value is None or value == "" or value == b"":
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
     try:
         f = float(str(value).strip())
     except ValueError:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import errors, make_config
-from cxrprep.cli.options import CLAHE, SIZE, image_settings
+from cxrprep.cli.edge import errors, make_config, path_str
+from cxrprep.cli.options import CLAHE, SIZE, file_option, image_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -19,13 +19,9 @@ def register(app: typer.Typer) -> None:
         image_root: Path = typer.Option(None, "--image-root", help="Folder the Path column is relative to"),
         per_class: int = typer.Option(200, "--per-class", help="Images per competition class"),
         seed: int = typer.Option(0, "--seed"),
-        list_file: Path = typer.Option(
-            None,
+        list_file: Path = file_option(
             "--list",
-            exists=True,
-            dir_okay=False,
-            help="Use a released list of image paths (CSV with a Path column, or one per line) instead of the "
-            "seeded draw",
+            "Use a released list of image paths (CSV with a Path column, or one per line) instead of the seeded draw",
         ),
         images: bool = typer.Option(True, "--images/--no-images"),
         size: int = SIZE,
@@ -40,15 +36,14 @@ def register(app: typer.Typer) -> None:
         from cxrprep.datasets.chexpert5x200 import FiveX200Config, run_5x200
         from cxrprep.shards import summary_lines
 
-        settings = image_settings(size, clahe)
         cfg = make_config(
             FiveX200Config,
             per_class=per_class,
             seed=seed,
             images=images,
-            image_root=str(image_root) if image_root else None,
-            image_settings=settings,
-            list_path=str(list_file) if list_file else None,
+            image_root=path_str(image_root),
+            image_settings=image_settings(size, clahe),
+            list_path=path_str(list_file),
         )
         with errors({ValueError: 2}):
             m = run_5x200(train_csv, out, cfg)
