@@ -1,0 +1,37 @@
+"""Issue 20, the second reliability round: every campaign FAIL has a test here that failed on the old code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cxrprep.cli.app import app as prep_app
+
+
+def _png_folder(src: Path, n: int = 3, size: int = 32) -> Path:
+    src.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        a = np.clip(rng.normal(120, 40, (size, size)), 0, 255).astype(np.uint8)
+        a[:, size // 2 - 3 : size // 2 + 3] = 230
+        cv2.imwrite(str(src / f"im{i}.png"), a)
+    return src
+
+
+# -- a .lock symlink must not truncate its target -----------------------------------------------------
+def test_lock_symlink_is_refused_not_followed(tmp_path):
+    src = _png_folder(tmp_path / "src")
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me\n")
+    ds = tmp_path / "shards" / "ev"
+    ds.mkdir(parents=True)
+    os.symlink(victim, ds / ".lock")
+    r = CliRunner().invoke(prep_app, ["images", str(src), "--out", str(tmp_path / "shards"), "--dataset", "ev"])
+    assert victim.read_text() == "keep me\n"
+    assert r.exit_code == 2, r.output
+    assert ".lock is a symbolic link" in r.output and "Traceback" not in r.output
