@@ -35,3 +35,17 @@ def test_lock_symlink_is_refused_not_followed(tmp_path):
     assert victim.read_text() == "keep me\n"
     assert r.exit_code == 2, r.output
     assert ".lock is a symbolic link" in r.output and "Traceback" not in r.output
+
+
+# -- benchmark readers default away from the training root ------------------------------------------
+def test_benchmark_readers_default_to_bench(monkeypatch):
+    import click
+    import typer
+
+    cmd = typer.main.get_command(prep_app)
+    ctx = click.Context(cmd)
+    for name in ("rsna", "siim", "vindr", "openi", "mimic-5x200", "chexpert-5x200"):
+        sub = cmd.get_command(ctx, name)
+        out = next(p for p in sub.params if p.name == "out")
+        assert str(out.default) == "bench", name
+        assert "--out shards/" not in (sub.help or ""), name

@@ -14,7 +14,12 @@ _CLAHE = typer.Option(True, "--clahe/--no-clahe", help="Also store a CLAHE copy"
 _WORKERS = typer.Option(0, "--workers", help="Worker processes (0 = all cores)")
 _PART = typer.Option(None, "--part", help="i/N: a deterministic 1/N of the studies; join with cxrprep merge")
 _MAXF = typer.Option("1%", "--max-failed", help="Exit 1 if more inputs fail (count, or percent like 1%)")
-_OUT = typer.Option(Path("shards"), "--out", help="Shard root")
+_OUT = typer.Option(
+    Path("bench"),
+    "--out",
+    help="Root for benchmark sets (default bench/: kept out of the training root shards/, as their rows have no "
+    "text to train on)",
+)
 
 
 def _run(fn, out: Path, dataset: str, mf) -> None:
@@ -93,9 +98,9 @@ def register(app: typer.Typer) -> None:
         max_failed: str = _MAXF,
         # fmt: on
     ) -> None:
-        """RSNA Pneumonia -> shards/rsna-pneumonia (label Pneumonia = Target; 70/15/15 hashed split).
+        """RSNA Pneumonia -> bench/rsna-pneumonia (label Pneumonia = Target; 70/15/15 hashed split).
 
-        Example: cxrprep rsna stage_2_train_labels.csv --image-root stage_2_train_images --out shards/
+        Example: cxrprep rsna stage_2_train_labels.csv --image-root stage_2_train_images --out bench/
         """
         from cxrprep.datasets.benchmarks import read_rsna
 
@@ -119,9 +124,9 @@ def register(app: typer.Typer) -> None:
         max_failed: str = _MAXF,
         # fmt: on
     ) -> None:
-        """SIIM-ACR Pneumothorax -> shards/siim-acr-pneumothorax (label Pneumothorax: -1 -> 0, a mask -> 1).
+        """SIIM-ACR Pneumothorax -> bench/siim-acr-pneumothorax (label Pneumothorax: -1 -> 0, a mask -> 1).
 
-        Example: cxrprep siim train-rle.csv --image-root dicom-images-train --out shards/
+        Example: cxrprep siim train-rle.csv --image-root dicom-images-train --out bench/
         """
         from cxrprep.datasets.benchmarks import read_siim
 
@@ -153,9 +158,9 @@ def register(app: typer.Typer) -> None:
         max_failed: str = _MAXF,
         # fmt: on
     ) -> None:
-        """VinDr-CXR image-level labels (28 columns) -> shards/vindr-cxr (official test; 20% of train -> validate).
+        """VinDr-CXR image-level labels (28 columns) -> bench/vindr-cxr (official test; 20% of train -> validate).
 
-        Example: cxrprep vindr vindr/annotations/image_labels_train.csv --image-root vindr/ --out shards/
+        Example: cxrprep vindr vindr/annotations/image_labels_train.csv --image-root vindr/ --out bench/
         """
         from cxrprep.datasets.benchmarks import read_vindr
 
@@ -183,9 +188,9 @@ def register(app: typer.Typer) -> None:
         max_failed: str = _MAXF,
         # fmt: on
     ) -> None:
-        """Open-I / IU X-ray XML reports + images -> shards/openi (findings, impression, sentences, MeSH).
+        """Open-I / IU X-ray XML reports + images -> bench/openi (findings, impression, sentences, MeSH).
 
-        Example: cxrprep openi NLMCXR/ecgen-radiology --image-root NLMCXR/NLMCXR_png --out shards/
+        Example: cxrprep openi NLMCXR/ecgen-radiology --image-root NLMCXR/NLMCXR_png --out bench/
         """
         from cxrprep.datasets.openi import OpenIConfig, run_openi
 
@@ -232,7 +237,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """MIMIC 5x200: frontal images whose study has exactly one competition finding, with reports.
 
-        Example: cxrprep mimic-5x200 /data/mimic-cxr-jpg/2.0.0 --out shards/ --per-class 200 --seed 0
+        Example: cxrprep mimic-5x200 /data/mimic-cxr-jpg/2.0.0 --out bench/ --per-class 200 --seed 0
         """
         from cxrprep.datasets.mimic5x200 import DATASET, Mimic5x200Config, run_mimic_5x200
 

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         """Zero-shot (VinDr, RSNA, SIIM AUROC; CheXpert/MIMIC 5x200 accuracy), linear probes and retrieval
         (MIMIC, Open-I) in one table shaped like CXR-CLIP's; missing benchmarks are listed as missing.
 
-        Example: cxrtrain bench-suite runs/clip shards/ --out runs/clip/suite
+        Example: cxrtrain bench-suite runs/clip bench/ --out runs/clip/suite
         """
         from cxrprep.cli.edge import make_config
         from cxrtrain.evaluate import EvalConfig
