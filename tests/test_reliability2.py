@@ -49,3 +49,25 @@ def test_benchmark_readers_default_to_bench(monkeypatch):
         out = next(p for p in sub.params if p.name == "out")
         assert str(out.default) == "bench", name
         assert "--out shards/" not in (sub.help or ""), name
+
+
+def _images_dataset(tmp_path: Path, name: str = "ev") -> Path:
+    src = _png_folder(tmp_path / f"src-{name}")
+    out = tmp_path / "shards"
+    r = CliRunner().invoke(prep_app, ["images", str(src), "--out", str(out), "--dataset", name, "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    return out / name
+
+
+# -- inspect --verify: every file in data/ must be listed in the manifest -------------------------------
+def test_verify_refuses_stray_copy_in_data(tmp_path):
+    import shutil
+
+    d = _images_dataset(tmp_path)
+    part = next((d / "data").glob("*.parquet"))
+    r = CliRunner().invoke(prep_app, ["inspect", str(d), "--verify", "--tiles", "0"])
+    assert r.exit_code == 0, r.output
+    shutil.copy(part, part.with_name(part.stem + " (1).parquet"))
+    r = CliRunner().invoke(prep_app, ["inspect", str(d), "--verify", "--tiles", "0"])
+    assert r.exit_code == 1, r.output
+    assert "(1).parquet" in r.output and "not listed in manifest.json" in r.output
