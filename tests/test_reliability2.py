@@ -71,3 +71,67 @@ def test_verify_refuses_stray_copy_in_data(tmp_path):
     r = CliRunner().invoke(prep_app, ["inspect", str(d), "--verify", "--tiles", "0"])
     assert r.exit_code == 1, r.output
     assert "(1).parquet" in r.output and "not listed in manifest.json" in r.output
+
+
+# -- YAML: alias bombs and duplicate keys in configs; duplicate classes and a list use_defaults in templates
+def _config_bomb(levels: int = 9) -> str:
+    lines = ["a0: &a0 [0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    lines.append(f"crop_scale: *a{levels - 1}")
+    return "\n".join(lines) + "\n"
+
+
+def test_config_alias_bomb_refused_fast(tmp_path):
+    import time
+
+    from cxrtrain.cli.app import app as train_app
+
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text(_config_bomb())
+    assert len(cfg.read_bytes()) < 1000
+    t = time.perf_counter()
+    r = CliRunner().invoke(train_app, ["run", str(tmp_path), "--config", str(cfg), "--print-config"])
+    assert time.perf_counter() - t < 10
+    assert r.exit_code == 2, r.output
+    assert "alias bomb" in r.output and "bomb.yaml" in r.output
+
+
+def test_config_duplicate_key_names_both_lines(tmp_path):
+    from cxrtrain.config import load_config
+
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text("lr: 1.0e-4\nepochs: 2\nlr: 3.0e-4\n")
+    with pytest.raises(ValueError, match=r"'lr' is given twice \(line 1 and line 3\)"):
+        load_config(cfg)
+    cfg.write_text("model:\n  preset: tiny\n  embed_dim: 32\n  embed_dim: 64\n")
+    with pytest.raises(ValueError, match=r"'embed_dim' is given twice \(line 3 and line 4\)"):
+        load_config(cfg)
+    cfg.write_text("lr: 3.0e-4\nepochs: 2\n")  # a plain config still loads
+    assert load_config(cfg).epochs == 2
+
+
+TEMPLATE = """version: 1
+defaults:
+  positive: ["There is {{}}."]
+classes:
+  Nodule:
+    expressions: ["nodule"]
+{extra}"""
+
+
+def test_template_class_defined_twice(tmp_path):
+    from cxrprep.text.templates import TemplateError, load_templates
+
+    p = tmp_path / "t.yaml"
+    p.write_text(TEMPLATE.format(extra='  Nodule:\n    expressions: ["mass"]\n'))
+    with pytest.raises(TemplateError, match=r"'Nodule' is defined twice \(line 5 and line 7\)"):
+        load_templates(p)
+
+
+def test_templates_check_use_defaults_list(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text(TEMPLATE.format(extra="    use_defaults: [true]\n"))
+    r = CliRunner().invoke(prep_app, ["templates", "check", str(p)])
+    assert r.exit_code == 2, r.output
+    assert "use_defaults must be true or false, got a list" in r.output and "internal error" not in r.output

@@ -227,6 +227,13 @@ def _to_python(node, file: str, budget: list[int] | None = None, depth: int = 0)
                     file, k.start_mark.line + 1, k.start_mark.column + 1, "a mapping key must be a plain string"
                 )
             key, ksrc = key
+            if str(key) in out:  # YAML keeps the last one silently: a class defined twice is a mistake
+                raise TemplateError(
+                    file,
+                    ksrc.line,
+                    ksrc.column,
+                    f"{str(key)!r} is defined twice (line {out[str(key)][1].line} and line {ksrc.line}); remove one",
+                )
             out[str(key)] = (_to_python(v, file, budget, depth + 1), ksrc)
         return out
     raise TemplateError(file, line, col, "unsupported YAML node")
@@ -431,7 +438,11 @@ def _load_templates(path: str | Path) -> Templates:
                     )
             use_defaults = True
             if "use_defaults" in body:
-                val, vsrc = body["use_defaults"][0]
+                given, ksrc = body["use_defaults"]
+                if not isinstance(given, tuple):  # a list or a mapping, not a scalar
+                    kind = "a list" if isinstance(given, list) else "a mapping"
+                    raise ksrc.error(f"use_defaults must be true or false, got {kind}")
+                val, vsrc = given
                 if str(val).lower() not in ("true", "false"):
                     raise vsrc.error(f"use_defaults must be true or false, got {val!r}")
                 use_defaults = str(val).lower() == "true"

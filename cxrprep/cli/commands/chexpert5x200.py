@@ -15,7 +15,11 @@ def register(app: typer.Typer) -> None:
     def chexpert_5x200(
         # fmt: off
         train_csv: Path = typer.Argument(..., exists=True, dir_okay=False, help="CheXpert train.csv"),
-        out: Path = typer.Option(Path("bench"), "--out", help="Benchmark root (default bench/, outside the training root); writes OUT/chexpert-5x200/"),
+        out: Path = typer.Option(
+            Path("bench"),
+            "--out",
+            help="Benchmark root (default bench/, outside the training root); writes OUT/chexpert-5x200/",
+        ),
         image_root: Path = typer.Option(None, "--image-root", help="Folder the Path column is relative to"),
         per_class: int = typer.Option(200, "--per-class", help="Images per competition class"),
         seed: int = typer.Option(0, "--seed"),
