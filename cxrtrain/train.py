@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader
 
 from cxrprep.shards import open_datasets
 from cxrtrain.config import TrainConfig, config_from_dict
-from cxrtrain.data import StudyStream, count_rows, normalize
+from cxrtrain.data import StudyStream, normalize
+from cxrtrain.usable import check_usable, usable_rows
 from cxrtrain.loss import compute_loss
 from cxrtrain.model import CLIPModel, create_model, set_trainable
 
@@ -293,9 +294,14 @@ def train(
         raise UsageError(
             f"dataset_weights names {unknown}, not among the datasets found: {', '.join(d.name for d in datasets)}"
         )
+    # rows without text cannot train: counted and left out up front, and none at all is an error (issue 20)
+    use_train = check_usable(datasets, "train", cfg, roots)
+    use_val = usable_rows(datasets, "validate", cfg, train=False)
+    all_datasets, datasets = datasets, [d for d in datasets if d.name in use_train.names_with_text()]
     # an epoch is the weighted number of train studies (dataset_weights scale each dataset's share)
-    n_train = int(sum(count_rows([d], "train") * float(cfg.dataset_weights.get(d.name, 1.0)) for d in datasets))
-    n_val = count_rows(datasets, "validate")
+    n_train = int(sum(use_train.text[d.name] * float(cfg.dataset_weights.get(d.name, 1.0)) for d in datasets))
+    n_val = use_val.n
+    val_datasets = [d for d in all_datasets if d.name in use_val.names_with_text()]
     if n_train < cfg.batch_size * world:
         fit = suggest_batch_size(n_train, world, cfg.accum_steps)
         advice = f"use --set batch_size={fit}" if fit else f"at least {2 * world} train studies with images are needed"
@@ -336,9 +342,12 @@ def train(
         resume_from = out / "last" if resume and (out / "last" / "state.pt").exists() else None
     if master:
         log(
-            f"datasets: {', '.join(f'{d.name} ({d.num_rows:,} rows)' for d in datasets)}; train {n_train:,}, "
+            f"datasets: {', '.join(f'{d.name} ({d.num_rows:,} rows)' for d in all_datasets)}; train {n_train:,}, "
             f"validate {n_val:,} studies; {steps_per_epoch} steps/epoch x {cfg.epochs} epochs; world {world}"
         )
+        for line in (use_train.skipped_line(), use_val.skipped_line()):
+            if line:
+                log(line)
         log(f"model {cfg.model.preset}: trainable parameters {trainable:,} of {total:,} ({trainable / total:.1%})")
         if n_val < 2:
             log(
@@ -525,7 +534,7 @@ def train(
             step_in_epoch = 0
             t_train = time.perf_counter() - t_epoch
             t_val = time.perf_counter()
-            val = validate(model, datasets, cfg, device, ctx, rank, world) if n_val >= 2 else None
+            val = validate(model, val_datasets, cfg, device, ctx, rank, world) if n_val >= 2 else None
             t_val = time.perf_counter() - t_val
             vloss = val["loss"] if val else None
             improved = vloss is not None and vloss < best_val

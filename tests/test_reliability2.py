@@ -135,3 +135,77 @@ def test_templates_check_use_defaults_list(tmp_path):
     r = CliRunner().invoke(prep_app, ["templates", "check", str(p)])
     assert r.exit_code == 2, r.output
     assert "use_defaults must be true or false, got a list" in r.output and "internal error" not in r.output
+
+
+# -- no loop without progress: text-less rows under a training root -----------------------------------
+TINY = ["--set", "batch_size=4", "--set", "model.image_size=32", "--set", "model.embed_dim=32"]
+TINY += ["--set", "warmup_steps=1", "--set", "log_every=100"]
+
+
+def make_textless(root: Path, name: str = "rsna-pneumonia", n: int = 20) -> Path:
+    """A benchmark-like dataset: images and a label, no report, no prompts (as cxrprep rsna writes)."""
+    from cxrprep.schema import empty_row
+    from cxrprep.shards import ShardWriter
+
+    rng = np.random.default_rng(1)
+    with ShardWriter(root, name, label_names=["Pneumonia"], row_group_rows=8) as w:
+        for i in range(n):
+            r = empty_row(name, f"s{i:04d}", f"p{i:04d}", "train")
+            r["labels"] = [i % 2]
+            a = np.clip(rng.normal(120, 30, (40, 48)), 0, 255).astype(np.uint8)
+            enc = cv2.imencode(".png", a)[1].tobytes()
+            r["images"] = [dict(image_id=f"i{i}", view="PA", image=enc, height=40, width=48)]
+            w.write(r)
+    return root / name
+
+
+def _cxrtrain(*args, timeout: float = 60) -> tuple[int, str, float]:
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    t = time.perf_counter()
+    p = subprocess.run(
+        [sys.executable, "-m", "cxrtrain", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    return p.returncode, p.stdout + p.stderr, time.perf_counter() - t
+
+
+@pytest.mark.slow
+def test_textless_root_exits_2_for_run_and_batch(tmp_path):
+    root = tmp_path / "shards"
+    make_textless(root)
+    rc, out, dt = _cxrtrain("run", root, "--out", tmp_path / "run", *TINY)
+    assert rc == 2 and dt < 30, out
+    assert "rsna-pneumonia: 20 train rows, none has text" in out and "--out bench/" in out
+    assert "Traceback" not in out and not (tmp_path / "run").exists()
+    rc, out, dt = _cxrtrain("batch", root, "--out", tmp_path / "look", "--n", "2")
+    assert rc == 2 and dt < 30, out
+    assert "rsna-pneumonia: 20 train rows, none has text" in out
+
+
+@pytest.mark.slow
+def test_mixed_root_trains_on_text_rows_and_says_how_many_skipped(tmp_path):
+    from conftest import make_demo_shards
+
+    from cxrtrain.cli.app import app as train_app
+
+    root = make_demo_shards(tmp_path / "shards")
+    make_textless(root)
+    r = CliRunner().invoke(train_app, ["run", str(root), "--out", str(tmp_path / "run"), *TINY, "--set", "max_steps=1"])
+    assert r.exit_code == 0, r.output
+    assert "skipped 20 train rows without text (rsna-pneumonia: 20)" in r.output
+    assert "train 32," in r.output  # the demo's text studies only, as without the text-less dataset
+
+
+def test_stream_skips_textless_rows_and_never_spins(tmp_path):
+    """The stream itself, without the up-front check: text-less rows raise at once instead of spinning."""
+    from cxrprep.shards import ShardDataset
+    from cxrtrain.config import load_config
+    from cxrtrain.data import StudyStream
+
+    cfg = load_config(None, ["batch_size=2", "model.image_size=32"])
+    ds = ShardDataset(make_textless(tmp_path / "shards", n=6))
+    with pytest.raises(RuntimeError, match="no train rows with images and text"):
+        next(iter(StudyStream([ds], "train", cfg, None, 2, train=True)))

@@ -37,8 +37,13 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(e), param_hint="--config/--set") from e
         from cxrtrain.batch import draw_batch, write_batch
 
+        from cxrtrain.runlog import UsageError
+
         try:
             b = draw_batch(cfg, [str(s) for s in shards], n, epoch)
+        except UsageError as e:  # no usable rows: bad input, exit 2
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
         except (ValueError, FileNotFoundError, RuntimeError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)
