@@ -19,7 +19,6 @@ def draw_batch(cfg: TrainConfig, roots: list[str], n: int | None = None, epoch: 
     """The first training batch of ``epoch`` (``n`` studies; default the per-step micro-batch) ->
     {"images": uint8 [N, 2, S, S], "text1", "text2", "study_id": lists}."""
     from cxrprep.shards import open_datasets
-
     from cxrtrain.usable import check_usable
 
     datasets = open_datasets(roots)

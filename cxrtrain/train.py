@@ -29,9 +29,9 @@ from torch.utils.data import DataLoader
 from cxrprep.shards import open_datasets
 from cxrtrain.config import TrainConfig, config_from_dict
 from cxrtrain.data import StudyStream, normalize
-from cxrtrain.usable import check_usable, usable_rows
 from cxrtrain.loss import compute_loss
 from cxrtrain.model import CLIPModel, create_model, set_trainable
+from cxrtrain.usable import check_usable, usable_rows
 
 
 # -- checkpoints -----------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--config/--set") from e
         from cxrtrain.batch import draw_batch, write_batch
-
         from cxrtrain.runlog import UsageError
 
         try:
