@@ -176,6 +176,9 @@ class TrainConfig:
     dataset_weights: dict = opt({}, "dataset name -> share of its rows per epoch (1.0)", lo=0)
     shuffle_buffer: int = opt(512, "studies held for shuffling, per loader worker", lo=1)
     num_workers: int = opt(0, "DataLoader worker processes (0: in the training process)", lo=0, hi=256)
+    watchdog_s: float = opt(
+        600.0, "stop with an error naming where when no training batch arrives for this long (0: never)", lo=0
+    )
     clahe: str = opt(
         "offline",
         "offline: the shards' CLAHE copy (fast) | online: CXR-CLIP's, after the crop | off",

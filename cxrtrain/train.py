@@ -32,6 +32,7 @@ from cxrtrain.data import StudyStream, normalize
 from cxrtrain.loss import compute_loss
 from cxrtrain.model import CLIPModel, create_model, set_trainable
 from cxrtrain.usable import check_usable, usable_rows
+from cxrtrain.watchdog import watchdog
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -228,6 +229,10 @@ def _ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class _StopNow(BaseException):
+    """A signal while the trainer waits for data or validates (not an Exception: nothing may catch it)."""
+
+
 class _Stop:
     """SIGTERM (preemption) and SIGINT (Ctrl-C) both finish the current step, save last/ and stop; a second
     Ctrl-C interrupts at once."""
@@ -235,6 +240,7 @@ class _Stop:
     def __init__(self) -> None:
         self.by: str | None = None
         self.old: dict = {}
+        self.waiting = False  # waiting for data or validating: a signal stops that at once (_StopNow)
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -244,11 +250,12 @@ class _Stop:
                 pass
 
     def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT:
-            if self.by == "SIGINT":
-                raise KeyboardInterrupt
-            signal.signal(signal.SIGINT, self._handle)
+        if signum == signal.SIGINT and self.by is not None:  # a second Ctrl-C: at once, no saving
+            os.write(2, b"second Ctrl-C: stopped at once (last/ is the previous checkpoint)\n")
+            os._exit(130)
         self.by = self.by or signal.Signals(signum).name
+        if self.waiting:  # no step runs that could finish: stop waiting, save last/ at this step boundary
+            raise _StopNow()
 
     def restore(self) -> None:
         for sig, h in self.old.items():
@@ -454,7 +461,18 @@ def train(
             epoch_n = 0
             while step_in_epoch < steps_per_epoch:
                 t0 = time.perf_counter()
-                micro = [next(loader) for _ in range(cfg.accum_steps)]
+                try:
+                    stop.waiting = True
+                    if stop.by:  # a signal came before this wait began
+                        raise _StopNow()
+                    where = f"drawing train batches for step {step + 1} (epoch {epoch})"
+                    with watchdog(cfg.watchdog_s, where):
+                        micro = [next(loader) for _ in range(cfg.accum_steps)]
+                except _StopNow:
+                    stopped_by = stop.by or "SIGINT"
+                    break
+                finally:
+                    stop.waiting = False
                 t_data = time.perf_counter() - t0
                 parts: dict[str, float] = {}
                 t_fb = time.perf_counter()
@@ -534,7 +552,13 @@ def train(
             step_in_epoch = 0
             t_train = time.perf_counter() - t_epoch
             t_val = time.perf_counter()
-            val = validate(model, val_datasets, cfg, device, ctx, rank, world) if n_val >= 2 else None
+            try:
+                stop.waiting = True
+                val = validate(model, val_datasets, cfg, device, ctx, rank, world) if n_val >= 2 else None
+            except _StopNow:  # last/ is saved below as at the end of the epoch, without its validation
+                val = None
+            finally:
+                stop.waiting = False
             t_val = time.perf_counter() - t_val
             vloss = val["loss"] if val else None
             improved = vloss is not None and vloss < best_val
@@ -574,7 +598,7 @@ def train(
                 else:
                     say(f"epoch {epoch} done in {t_train:.1f} s: train loss {erec['train_loss']:.4f}")
                 save("last", dict(state(), epoch=epoch + 1, step_in_epoch=0))
-                if improved or (vloss is None and epoch == cfg.epochs - 1):
+                if improved or (vloss is None and epoch == cfg.epochs - 1 and not stop.by):
                     save("best", None)
             if vloss is not None and bad_epochs >= cfg.patience:
                 stopped_by = "early stopping"
@@ -592,7 +616,7 @@ def train(
         bar.close()
         stop.restore()
         runlog.close()
-    if master:
+    if master and (history or not stopped_by.startswith("SIG")):  # a signal before any step: stop, no plot
         with disk_guard(out / "loss.png", out):
             plot_losses(out / "metrics.jsonl", out / "loss.png", cfg.loss)
     return dict(

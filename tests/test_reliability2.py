@@ -209,3 +209,146 @@ def test_stream_skips_textless_rows_and_never_spins(tmp_path):
     ds = ShardDataset(make_textless(tmp_path / "shards", n=6))
     with pytest.raises(RuntimeError, match="no train rows with images and text"):
         next(iter(StudyStream([ds], "train", cfg, None, 2, train=True)))
+
+
+# -- signals: SIGINT during data loading stops run, eval and fewshot within 10 s --------------------------
+STALL = """
+import sys, time
+import {module} as m
+def stalled(*a, **k):
+    sys.stderr.write("STALLED-IN-DATA-LOADING\\n"); sys.stderr.flush()
+    time.sleep(3600)
+{target} = stalled
+from cxrtrain.cli.app import main
+sys.argv = ["cxrtrain", *sys.argv[1:]]
+main()
+"""
+
+
+def _tiny_checkpoint(folder: Path) -> Path:
+    from cxrtrain.config import load_config
+    from cxrtrain.model import create_model
+    from cxrtrain.train import save_checkpoint
+
+    cfg = load_config(None, ["model.image_size=32", "model.embed_dim=32", "batch_size=4"])
+    save_checkpoint(folder / "best", create_model(cfg.model), cfg)
+    return folder / "best"
+
+
+def _interrupt_while_loading(module: str, target: str, args: list, sig=None) -> tuple[int, str, float]:
+    """Start cxrtrain with ``target`` (a data-loading function) stalled; once it stalls, send ``sig`` to the
+    process group as a terminal's Ctrl-C does; return (exit code, output, seconds from signal to exit)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sig = sig or signal.SIGINT
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    code = STALL.format(module=module, target=target)
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+    )
+    lines = []
+    try:
+        for line in p.stderr:  # wait for the stall (imports can be slow on a loaded machine)
+            lines.append(line)
+            if "STALLED-IN-DATA-LOADING" in line:
+                break
+        assert lines and "STALLED" in lines[-1], "".join(lines)
+        t = time.perf_counter()
+        os.killpg(p.pid, sig)
+        out, err = p.communicate(timeout=60)
+        return p.returncode, "".join(lines) + out + err, time.perf_counter() - t
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, 9)
+            p.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_sigint_while_run_waits_for_data(demo_shards, tmp_path, workers):
+    out = tmp_path / "run"
+    args = ["run", demo_shards, "--out", out, *TINY, "--set", f"num_workers={workers}"]
+    rc, output, dt = _interrupt_while_loading("cxrtrain.data", "m.decode_gray", args)
+    assert rc == 130 and dt < 10, (dt, output)
+    assert "stopped by SIGINT at step 0" in output and "Traceback" not in output
+    assert (out / "last" / "state.pt").exists()  # saved at the step boundary: --resume continues
+
+
+@pytest.mark.slow
+def test_sigterm_while_counting_rows(demo_shards, tmp_path):
+    import signal
+
+    args = ["run", demo_shards, "--out", tmp_path / "run", *TINY]
+    rc, output, dt = _interrupt_while_loading(
+        "cxrprep.shards.reader", "m.ShardDataset.iter_batches", args, signal.SIGTERM
+    )
+    assert rc == 143 and dt < 10, (dt, output)
+    assert "interrupted (SIGTERM)" in output and "Traceback" not in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["eval", "fewshot"])
+def test_sigint_while_evaluation_loads_data(demo_shards, tmp_path, command):
+    ck = _tiny_checkpoint(tmp_path / "ck")
+    args = [command, ck, demo_shards, "--out", tmp_path / command]
+    rc, output, dt = _interrupt_while_loading("cxrprep.shards.reader", "m.ShardDataset.iter_batches", args)
+    assert rc == 130 and dt < 10, (dt, output)
+    assert "interrupted (SIGINT)" in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize("module", ["cxrprep", "cxrtrain"])
+def test_ctrl_c_during_imports_is_one_line(module):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    for delay in (0.3, 0.15, 0.5):
+        p = subprocess.Popen(
+            [sys.executable, "-m", module, "--help"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        if p.returncode != 0:  # caught while importing (0: it had already finished)
+            break
+    assert p.returncode == 130, (p.returncode, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_second_ctrl_c_in_run_stops_at_once():
+    import signal
+
+    from cxrtrain.train import _Stop, _StopNow
+
+    s = _Stop()
+    s.install()
+    try:
+        s.waiting = True
+        with pytest.raises(_StopNow):  # the first signal while waiting for data stops the wait
+            os.kill(os.getpid(), signal.SIGINT)
+        assert s.by == "SIGINT"
+    finally:
+        s.restore()
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time\nfrom cxrtrain.train import _Stop\ns = _Stop(); s.install()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\nprint('first', s.by, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\nprint('not reached')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 130 and "first SIGINT" in p.stdout and "not reached" not in p.stdout, p
+    assert "second Ctrl-C: stopped at once" in p.stderr
