@@ -352,3 +352,27 @@ def test_second_ctrl_c_in_run_stops_at_once():
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 130 and "first SIGINT" in p.stdout and "not reached" not in p.stdout, p
     assert "second Ctrl-C: stopped at once" in p.stderr
+
+
+# -- bounded probes ---------------------------------------------------------------------------------------
+def _separable(n: int, d: int = 64, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, 3)) < 0.5).astype(np.float32)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    x[:, :3] += 4 * (2 * y - 1)  # separable: the validate loss keeps falling, so the cap always binds
+    return x, y
+
+
+def test_probe_stops_doubling_at_the_documented_bound():
+    import time
+
+    from cxrtrain.fewshot import MAX_EPOCHS, FewshotConfig, train_head
+
+    assert FewshotConfig().max_epochs == MAX_EPOCHS == 1000
+    x, y = _separable(8)
+    xv, yv = _separable(8, seed=1)
+    t = time.perf_counter()
+    _, info = train_head(x, y, xv, yv, cap=30, max_epochs=MAX_EPOCHS, patience=10, select="loss", seed=0, lr=1e-4)
+    dt = time.perf_counter() - t
+    assert info["cap_binding"] and info["caps_tried"] == [30, 60, 120, 240, 480]  # the next (960) would pass 1000
+    assert sum(info["caps_tried"]) <= MAX_EPOCHS and dt < 20, (info, dt)

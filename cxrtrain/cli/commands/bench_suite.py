@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         ),
         probe_seeds: int = typer.Option(1, "--probe-seeds", help="Seeds for the linear probes"),
         probe_max_epochs: int = typer.Option(
-            5000, "--probe-max-epochs", help="Hard limit when a binding probe cap is doubled"
+            1000, "--probe-max-epochs", help="Epochs one probe head may train in all (fewshot --max-epochs)"
         ),
         bootstrap: int = typer.Option(1000, "--bootstrap"),
         seed: int = typer.Option(0, "--seed"),
