@@ -376,3 +376,18 @@ def test_probe_stops_doubling_at_the_documented_bound():
     dt = time.perf_counter() - t
     assert info["cap_binding"] and info["caps_tried"] == [30, 60, 120, 240, 480]  # the next (960) would pass 1000
     assert sum(info["caps_tried"]) <= MAX_EPOCHS and dt < 20, (info, dt)
+
+
+# -- a non-UTF-8 file name is a row with the name escaped, not an exit naming nothing ----------------------
+def test_non_utf8_file_name_is_escaped(tmp_path):
+    from cxrprep.shards import ShardDataset
+
+    src = _png_folder(tmp_path / "src", n=2)
+    os.rename(src / "im1.png", os.fsencode(src) + b"/bad\xff name.png")
+    out = tmp_path / "shards"
+    r = CliRunner().invoke(prep_app, ["images", str(src), "--out", str(out), "--dataset", "ev", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    assert "inputs seen 2 = rows written 2 + rejects 0" in r.output
+    rows = {x["study_id"]: x for x in ShardDataset(out / "ev").iter_rows(["study_id", "source", "images"])}
+    assert set(rows) == {"bad\\xff name", "im0"}
+    assert rows["bad\\xff name"]["source"].endswith("bad\\xff name.png")
