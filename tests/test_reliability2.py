@@ -391,3 +391,36 @@ def test_non_utf8_file_name_is_escaped(tmp_path):
     rows = {x["study_id"]: x for x in ShardDataset(out / "ev").iter_rows(["study_id", "source", "images"])}
     assert set(rows) == {"bad\\xff name", "im0"}
     assert rows["bad\\xff name"]["source"].endswith("bad\\xff name.png")
+
+
+# -- low-bit DICOMs are scaled to BitsStored, not stored nearly black -------------------------------------
+def _low_bit_dicom(path: Path, px: np.ndarray, allocated: int, stored: int) -> Path:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.pixels import pack_bits
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = px.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = allocated, stored, stored - 1, 0
+    ds.PixelData = pack_bits(px) if allocated == 1 else px.astype(np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("allocated,stored", [(1, 1), (8, 2)])
+def test_low_bit_dicoms_use_the_full_range(tmp_path, allocated, stored):
+    from cxrprep.image.process import read_gray
+
+    px = np.zeros((32, 32), np.uint8)
+    px[:, 12:20] = (1 << stored) - 1  # the brightest value BitsStored allows
+    px[:4, :4] = 1 if stored > 1 else 0
+    a = read_gray(_low_bit_dicom(tmp_path / "low.dcm", px, allocated, stored))[0]
+    assert a.max() == 255 and a.min() == 0, (a.min(), a.max())
