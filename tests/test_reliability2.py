@@ -424,3 +424,30 @@ def test_low_bit_dicoms_use_the_full_range(tmp_path, allocated, stored):
     px[:4, :4] = 1 if stored > 1 else 0
     a = read_gray(_low_bit_dicom(tmp_path / "low.dcm", px, allocated, stored))[0]
     assert a.max() == 255 and a.min() == 0, (a.min(), a.max())
+
+
+# -- empty inputs exit 2 instead of writing an empty dataset ----------------------------------------------
+def test_empty_reports_zip_exits_2(tmp_path):
+    import zipfile
+
+    z = tmp_path / "mimic-cxr-reports.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("README.txt", "no reports here")
+    r = CliRunner().invoke(prep_app, ["reports", str(z), "--no-images", "--out", str(tmp_path / "shards")])
+    assert r.exit_code == 2, r.output
+    assert "holds no report files" in r.output and not (tmp_path / "shards" / "mimic-cxr").exists()
+
+
+def test_image_tree_with_reports_zip_beside_exits_2(tmp_path):
+    import zipfile
+
+    root = tmp_path / "mimic-cxr-jpg"
+    study = root / "files" / "p10" / "p10000032" / "s50414267"
+    study.mkdir(parents=True)
+    cv2.imwrite(str(study / "img1.jpg"), np.full((32, 32), 100, np.uint8))
+    with zipfile.ZipFile(root / "mimic-cxr-reports.zip", "w") as f:
+        f.writestr("files/p10/p10000032/s50414267.txt", "FINDINGS: Clear.\n")
+    r = CliRunner().invoke(prep_app, ["reports", str(root), "--out", str(tmp_path / "shards"), "--workers", "1"])
+    assert r.exit_code == 2, r.output
+    assert "no report files" in r.output and "mimic-cxr-reports.zip" in r.output
+    assert not (tmp_path / "shards" / "mimic-cxr").exists()
