@@ -451,3 +451,18 @@ def test_image_tree_with_reports_zip_beside_exits_2(tmp_path):
     assert r.exit_code == 2, r.output
     assert "no report files" in r.output and "mimic-cxr-reports.zip" in r.output
     assert not (tmp_path / "shards" / "mimic-cxr").exists()
+
+
+# -- messages that name the file and the cause ------------------------------------------------------------
+@pytest.mark.parametrize("command", ["prompts", "rsna", "siim", "vindr"])
+def test_non_utf8_csv_names_file_and_line(tmp_path, command):
+    if command == "prompts":
+        text = b"Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding\nCheXpert-v1.0/train/p1/s1/v1.jpg,F,\xf2,Frontal,AP,1.0\n"
+    else:
+        text = b"patientId,x,y,width,height,Target\n\xf2abc,,,,,0\n"
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_bytes(text)
+    extra = ["--no-images"] if command == "prompts" else []
+    r = CliRunner().invoke(prep_app, [command, str(csv_path), *extra, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2, r.output
+    assert f"{csv_path}: line 2: not UTF-8 text (byte 0xf2" in r.output and "codec" not in r.output

@@ -26,6 +26,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cxrprep.datasets.csvtext import check_utf8
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.labels import CHEXPERT_LABELS, NIH_LABELS
 from cxrprep.parallel import in_part, ordered_map
@@ -545,7 +546,8 @@ def run_prompts(csv_path: Path, out: Path, cfg: PromptsConfig, progress=lambda i
     from cxrprep.schema import STUDY_SCHEMA
 
     t = load_templates(cfg.templates)  # template errors surface before any work (TemplateError is a ValueError)
-    with open(csv_path, newline="") as f:
+    check_utf8(csv_path)  # a Latin-1 CSV: one line naming the file and line, not a bare codec error
+    with open(csv_path, newline="", encoding="utf-8") as f:
         header = next(_csv.reader(f), [])
     kind = cfg.dataset or detect_dataset(header, csv_path)
     if kind == "chexpert":
