@@ -457,7 +457,9 @@ def test_image_tree_with_reports_zip_beside_exits_2(tmp_path):
 @pytest.mark.parametrize("command", ["prompts", "rsna", "siim", "vindr"])
 def test_non_utf8_csv_names_file_and_line(tmp_path, command):
     if command == "prompts":
-        text = b"Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding\nCheXpert-v1.0/train/p1/s1/v1.jpg,F,\xf2,Frontal,AP,1.0\n"
+        text = (
+            b"Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding\nCheXpert-v1.0/train/p1/s1/v1.jpg,F,\xf2,Frontal,AP,1.0\n"
+        )
     else:
         text = b"patientId,x,y,width,height,Target\n\xf2abc,,,,,0\n"
     csv_path = tmp_path / "labels.csv"
@@ -466,3 +468,75 @@ def test_non_utf8_csv_names_file_and_line(tmp_path, command):
     r = CliRunner().invoke(prep_app, [command, str(csv_path), *extra, "--out", str(tmp_path / "o")])
     assert r.exit_code == 2, r.output
     assert f"{csv_path}: line 2: not UTF-8 text (byte 0xf2" in r.output and "codec" not in r.output
+
+
+def test_corrupt_parquet_page_names_the_file(tmp_path):
+    from cxrprep.schema import ShardSchemaError
+    from cxrprep.shards import ShardDataset
+
+    d = _images_dataset(tmp_path)
+    part = next((d / "data").glob("*.parquet"))
+    data = bytearray(part.read_bytes())
+    data[4:260] = os.urandom(256)  # the first page header and data: the footer (metadata) stays intact
+    part.write_bytes(bytes(data))
+    ds = ShardDataset(d)
+    with pytest.raises(ShardSchemaError, match=r"row group 0 cannot be read .*the file is damaged") as e:
+        list(ds.iter_batches(["study_id", "images"]))
+    assert str(part) in str(e.value) and "\n" not in str(e.value)
+
+
+class _CallsAFunction:
+    def __reduce__(self):  # unpickling would call os.getcwd(): weights_only refuses the global
+        return (os.getcwd, ())
+
+
+def test_refused_pickle_in_state_pt_is_one_line(tmp_path):
+    import torch
+
+    from cxrtrain.runlog import UsageError
+    from cxrtrain.train import load_state
+
+    p = tmp_path / "state.pt"
+    torch.save({"step": 1, "evil": _CallsAFunction()}, p)
+    with pytest.raises(UsageError, match="refused to load") as e:
+        load_state(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_checkpoint_of_another_size_is_one_line(tmp_path, demo_shards):
+    import json
+
+    from cxrtrain.cli.app import app as train_app
+
+    ck = _tiny_checkpoint(tmp_path / "ck")
+    conf = json.loads((ck / "config.json").read_text())
+    conf["model"]["embed_dim"] = 48  # config.json of another model: every projection has another shape
+    (ck / "config.json").write_text(json.dumps(conf))
+    r = CliRunner().invoke(train_app, ["eval", str(ck), str(demo_shards), "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 2, r.output
+    assert "do not fit the model" in r.output and "size mismatch" not in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_disk_full_while_saving_a_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from cxrtrain.config import load_config
+    from cxrtrain.model import create_model
+    from cxrtrain.runlog import DiskFullError, disk_guard
+    from cxrtrain.train import save_checkpoint
+
+    cfg = load_config(None, ["model.image_size=32", "model.embed_dim=32", "batch_size=4"])
+    model = create_model(cfg.model)
+
+    def full(*a, **k):
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+            "file write failed"
+        )
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskFullError, match=r"writing .*last failed .*disk is probably full") as e:
+        with disk_guard(tmp_path / "last", tmp_path):
+            save_checkpoint(tmp_path / "last", model, cfg, {"step": 1})
+    assert "inline_container" not in str(e.value) and not list(tmp_path.iterdir())

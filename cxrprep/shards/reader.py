@@ -182,8 +182,15 @@ class ShardDataset:
         for g in groups:
             if split is not None and self.split_of.get(g.path) not in (None, split):
                 continue
-            pf = files.get(g.path) or files.setdefault(g.path, pq.ParquetFile(g.path))
-            table = pf.read_row_group(g.index, columns=cols)
+            try:
+                pf = files.get(g.path) or files.setdefault(g.path, pq.ParquetFile(g.path))
+                table = pf.read_row_group(g.index, columns=cols)
+            except (OSError, pa.ArrowException) as e:  # a corrupt page: "ZSTD decompression failed", ...
+                cause = " ".join(str(e).split())[:200]
+                raise ShardSchemaError(
+                    f"{g.path}: row group {g.index} cannot be read ({cause}); the file is damaged: check it with "
+                    f"cxrprep inspect --verify {self.dir} and write the dataset again"
+                ) from None
             if split is not None and self.split_of.get(g.path) is None:
                 import pyarrow.compute as pc
 
