@@ -540,3 +540,36 @@ def test_disk_full_while_saving_a_checkpoint(tmp_path, monkeypatch):
         with disk_guard(tmp_path / "last", tmp_path):
             save_checkpoint(tmp_path / "last", model, cfg, {"step": 1})
     assert "inline_container" not in str(e.value) and not list(tmp_path.iterdir())
+
+
+# -- Ctrl-C during merge leaves the folder as it was: no merged rejects, card or .tmp-* -----------------------
+def test_interrupted_merge_leaves_nothing_half_done(tmp_path, monkeypatch):
+    from cxrprep.shards import files as shard_files
+
+    src = _png_folder(tmp_path / "src", n=4)
+    out = tmp_path / "shards"
+    for i in (0, 1):
+        args = ["images", str(src), "--out", str(out), "--dataset", "ev", "--workers", "1", "--part", f"{i}/2"]
+        r = CliRunner().invoke(prep_app, args)
+        assert r.exit_code == 0, r.output
+    d = out / "ev"
+    before = sorted(p.name for p in d.iterdir())
+    real = shard_files._write_tmp
+    calls = []
+
+    def interrupted_on_second(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            real(path, data[: len(data) // 2])  # half written, then Ctrl-C
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(shard_files, "_write_tmp", interrupted_on_second)
+    from cxrprep.shards import merge_parts
+
+    with pytest.raises(KeyboardInterrupt):
+        merge_parts(d)
+    assert sorted(p.name for p in d.iterdir()) == before  # no rejects.jsonl, README.md, manifest or .tmp-*
+    monkeypatch.setattr(shard_files, "_write_tmp", real)
+    merge_parts(d)
+    assert (d / "manifest.json").exists() and (d / "rejects.jsonl").exists() and (d / "README.md").exists()
