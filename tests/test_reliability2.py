@@ -573,3 +573,25 @@ def test_interrupted_merge_leaves_nothing_half_done(tmp_path, monkeypatch):
     monkeypatch.setattr(shard_files, "_write_tmp", real)
     merge_parts(d)
     assert (d / "manifest.json").exists() and (d / "rejects.jsonl").exists() and (d / "README.md").exists()
+
+
+# -- the watchdog: a loop that draws no batch for N seconds becomes an error naming where ---------------------
+def test_watchdog_turns_a_stall_into_an_error():
+    import itertools
+    import time
+
+    from cxrtrain.watchdog import Stalled, watchdog
+
+    def spinning():  # draws rows forever and yields none, as the text-less stream did
+        for _ in itertools.count():
+            pass
+        yield
+
+    t = time.perf_counter()
+    with pytest.raises(Stalled, match=r"no batch for 0.5 s while drawing train batches for step 1"):
+        with watchdog(0.5, "drawing train batches for step 1 (epoch 0)"):
+            next(spinning())
+    assert time.perf_counter() - t < 5
+    with watchdog(5, "quick"):  # a block that finishes in time: nothing happens, and the alarm is cleared
+        pass
+    time.sleep(0.01)
