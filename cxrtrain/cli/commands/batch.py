@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxrprep.cli.edge import errors
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -38,13 +40,7 @@ def register(app: typer.Typer) -> None:
         from cxrtrain.batch import draw_batch, write_batch
         from cxrtrain.runlog import UsageError
 
-        try:
+        with errors({UsageError: 2, (ValueError, FileNotFoundError, RuntimeError): 1}):  # no usable rows: 2
             b = draw_batch(cfg, [str(s) for s in shards], n, epoch)
-        except UsageError as e:  # no usable rows: bad input, exit 2
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-        except (ValueError, FileNotFoundError, RuntimeError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
         png, npz = write_batch(b, out)
         typer.echo(f"{len(b['study_id'])} studies, 2 views of {b['images'].shape[-1]} px each: {png}, {npz}")
