@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from cxrprep.datasets.mimic_inputs import not_empty
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.labels import CHEXPERT_LABELS
 from cxrprep.parallel import chunked, in_part, ordered_map
@@ -512,27 +513,6 @@ def _process_chunk(args):
     return table, col["sizes"], events, extra
 
 
-def _not_empty(studies: Iterator[Study], skipped: list, base: Path, files, zpath, part) -> Iterator[Study]:
-    """``studies`` unchanged, after checking that there is at least one input: no report at all is bad
-    usage (exit 2), not an empty dataset (the first one is looked for now; the rest stay lazy)."""
-    import itertools
-
-    first = next(studies, None)
-    if first is not None:
-        return itertools.chain([first], studies)
-    if skipped or part:  # rejects are inputs; a --part piece may be empty (merge joins the pieces)
-        return iter(())
-    if zpath is not None:
-        raise ValueError(f"{zpath}: the zip holds no report files (files/pNN/pNNNNNNNN/sNNNNNNNN.txt members)")
-    beside = base / "mimic-cxr-reports.zip"
-    hint = (
-        f"; the reports are in {beside}: give that zip with --no-images, or unzip it into {base}"
-        if beside.exists()
-        else "; MIMIC-CXR-JPG has no reports: unzip mimic-cxr-reports.zip (from MIMIC-CXR) into it"
-    )
-    raise ValueError(f"{files}: no report files (pNN/pNNNNNNNN/sNNNNNNNN.txt) under it{hint}")
-
-
 def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, total: it) -> dict:
     """Run the whole command; returns the manifest. Raises ValueError for bad inputs before any work."""
     import pyarrow as pa
@@ -543,7 +523,7 @@ def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, t
         raise ValueError(f"{zpath}: a reports zip has no images; add --no-images or give the MIMIC-CXR-JPG root")
     skipped: list = []
     studies = iter_studies_zip(zpath, cfg.part) if zpath else iter_studies_dir(files, cfg.part, skipped)
-    studies = _not_empty(studies, skipped, base, files, zpath, cfg.part)
+    studies = not_empty(studies, skipped, base, files, zpath, cfg.part)
     conf = asdict(cfg)
     conf.update(root=str(root), inputs=used)
     seen: set[str] = set()
