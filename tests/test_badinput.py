@@ -299,6 +299,7 @@ def test_top_level_handler(tmp_path, monkeypatch, debug):
         assert "error: internal error: KeyError: 'oops'" in r.output and "CXRKIT_DEBUG=1" in r.output
 
 
+@pytest.mark.slow  # subprocesses
 def test_real_entry_points_print_no_traceback(tmp_path):
     """The installed console scripts go through the same handler (checked in a subprocess)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))

@@ -332,13 +332,13 @@ def test_ctrl_c_during_imports_is_one_line(module):
 def test_second_ctrl_c_in_run_stops_at_once():
     import signal
 
-    from cxrtrain.train import _Stop, _StopNow
+    from cxrtrain.stopping import Stop, StopNow
 
-    s = _Stop()
+    s = Stop()
     s.install()
     try:
         s.waiting = True
-        with pytest.raises(_StopNow):  # the first signal while waiting for data stops the wait
+        with pytest.raises(StopNow):  # the first signal while waiting for data stops the wait
             os.kill(os.getpid(), signal.SIGINT)
         assert s.by == "SIGINT"
     finally:
@@ -347,7 +347,7 @@ def test_second_ctrl_c_in_run_stops_at_once():
     import sys
 
     code = (
-        "import os, signal, time\nfrom cxrtrain.train import _Stop\ns = _Stop(); s.install()\n"
+        "import os, signal, time\nfrom cxrtrain.stopping import Stop\ns = Stop(); s.install()\n"
         "os.kill(os.getpid(), signal.SIGINT)\nprint('first', s.by, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\nprint('not reached')\n"
     )
@@ -497,7 +497,7 @@ def test_refused_pickle_in_state_pt_is_one_line(tmp_path):
     import torch
 
     from cxrtrain.runlog import UsageError
-    from cxrtrain.train import load_state
+    from cxrtrain.safeload import load_state
 
     p = tmp_path / "state.pt"
     torch.save({"step": 1, "evil": _CallsAFunction()}, p)
