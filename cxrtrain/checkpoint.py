@@ -13,6 +13,7 @@ import torch
 
 from cxrtrain.config import TrainConfig, config_from_dict
 from cxrtrain.model import CLIPModel, create_model
+from cxrtrain.safeload import check_shapes, load_state
 
 
 def save_checkpoint(path: Path, model: CLIPModel, cfg: TrainConfig, state: dict | None = None) -> None:
@@ -86,6 +87,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[CLIPMo
         if type(e).__name__ not in ("SafetensorError", "HeaderTooLarge"):
             raise
         raise ValueError(f"{ck}/model.safetensors: truncated or corrupt ({e})") from None
+    check_shapes(model, weights, ck)  # another tower or size: one line, not torch's dump of every tensor
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or [k for k in missing if "position_ids" not in k]:
         raise ValueError(
@@ -112,7 +114,7 @@ def restore_training_state(path: Path, model: CLIPModel, opt, sched, scaler, dev
     from safetensors.torch import load_file
 
     model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)))
-    st = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    st = load_state(path / "state.pt")  # a refused pickle or a damaged file: one line naming it
     opt.load_state_dict(st["optimizer"])
     sched.load_state_dict(st["scheduler"])
     scaler.load_state_dict(st["scaler"])

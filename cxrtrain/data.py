@@ -48,6 +48,7 @@ from cxrtrain.transforms import (  # noqa: F401  (kept importable from here)
     normalize,
     train_transform,
 )
+from cxrtrain.usable import has_text
 
 cv2.setNumThreads(1)
 
@@ -142,8 +143,8 @@ class StudyStream(IterableDataset):
             for d, g in mine:
                 for b in d.iter_batches(COLUMNS, row_groups=[g], split=self.split):
                     for row in b.to_pylist():
-                        if not row["images"]:
-                            continue
+                        if not row["images"] or not has_text(row, self.cfg, self.train):
+                            continue  # a row without text would be drawn and dropped forever (issue 20)
                         k += 1
                         if by_group or k % n_streams == stream_id:
                             any_row = True
@@ -152,8 +153,8 @@ class StudyStream(IterableDataset):
                 return
             if not any_row:
                 raise RuntimeError(
-                    f"no {self.split} rows with images in the shards for stream {stream_id}; "
-                    f"check the split column and dataset_weights"
+                    f"no {self.split} rows with images and text in the shards for stream {stream_id} "
+                    f"({', '.join(d.name for d in self.datasets)}); check the split column and dataset_weights"
                 )
             cycle += 1
 

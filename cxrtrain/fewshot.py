@@ -21,9 +21,11 @@ Modes:
 
 Early stopping and a cap that does not bind: every linear head stops when its validate criterion has not
 improved for ``--patience`` epochs. If the best epoch lies within the last ``patience`` epochs of the cap
-(the cap, not the data, ended training), the run is repeated from the same seed with the cap doubled, up to
-``--max-epochs``; each run records ``best_epoch``, ``caps_tried`` and ``cap_binding`` (true only when the
-hard limit was reached while still improving), so a binding cap is visible in fewshot.json and fewshot.md.
+(the cap, not the data, ended training), the run is repeated from the same seed with the cap doubled while
+the epochs of all its runs stay within ``--max-epochs`` (default MAX_EPOCHS = 1000, the bound on probe time:
+about linear in the train rows); each run records ``best_epoch``, ``caps_tried`` and ``cap_binding`` (true
+when the bound was reached while still improving: the probe did not converge, and the log says so), so a
+binding cap is visible in fewshot.json and fewshot.md.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ from cxrtrain.metrics import auroc
 from cxrtrain.model import set_trainable
 from cxrtrain.transforms import decode_gray, eval_transform, train_transform
 
+# the bound on probe time (issue 20): the epochs one head trains in all, summed over its restarts with a doubled
+# cap. A probe whose best epoch still sits at the cap stops doubling here and is reported as not converged
+# (cap_binding); its time is then about linear in the train rows (one epoch = one pass over them).
+MAX_EPOCHS = 1000
+
 
 @dataclass(frozen=True)
 class FewshotConfig:
@@ -72,7 +79,7 @@ class FewshotConfig:
     probe_epochs: int = 300  # subsets (< 100%)
     probe_epochs_full: int = 30  # 100%
     patience: int = 10
-    max_epochs: int = 5000
+    max_epochs: int = MAX_EPOCHS
     prompts: str = "eval"  # a packaged name or a path
     device: str = "auto"
 
@@ -194,6 +201,16 @@ def _train_head_once(
     return head, best_ep, ep, use
 
 
+def _not_converged(r: dict, cfg: FewshotConfig) -> str:
+    """The warning for a log line when some runs stopped at the epoch bound while still improving."""
+    if not r["cap_binding_runs"]:
+        return ""
+    return (
+        f" (CAP BINDING: {r['cap_binding_runs']} run(s) did not converge within --max-epochs {cfg.max_epochs} "
+        f"epochs in all; their AUROC is from the last cap)"
+    )
+
+
 def train_head(
     x_tr,
     y_tr,
@@ -229,7 +246,7 @@ def train_head(
         )
         caps.append(cap)
         binding = last_ep == cap and best_ep > cap - patience
-        if not binding or cap * 2 > max_epochs:
+        if not binding or sum(caps) + cap * 2 > max_epochs:  # max_epochs bounds the epochs of all restarts
             break
         cap *= 2
     return head, dict(
@@ -397,14 +414,14 @@ def _fewshot_dataset(model, ds: ShardDataset, emb: dict, cfg: FewshotConfig, zs_
             d["shots"].setdefault(str(k), {})[mode] = r
             log(
                 f"{ds.name} k={k} {mode}: macro AUROC (test) {pm(r)} over {cfg.seeds} seeds; best epochs "
-                f"{[x['best_epoch'] for x in r['runs']]}{' (CAP BINDING)' if r['cap_binding_runs'] else ''}"
+                f"{[x['best_epoch'] for x in r['runs']]}{_not_converged(r, cfg)}"
             )
     for frac in cfg.fractions:
         key = f"{frac * 100:g}%"
         r = d["linear_probe"][key] = _probe(emb, y[:, cols], (tr, va, te), frac, cfg)
         log(
             f"{ds.name} linear probe {key} of train: macro AUROC (test) {pm(r)}; best epochs "
-            f"{[x['best_epoch'] for x in r['runs']]}{' (CAP BINDING)' if r['cap_binding_runs'] else ''}"
+            f"{[x['best_epoch'] for x in r['runs']]}{_not_converged(r, cfg)}"
         )
     return d
 

@@ -54,9 +54,25 @@ class DiskFullError(RuntimeError):
 
 @contextmanager
 def disk_guard(what: Path | str, out: Path):
-    """Turn ENOSPC/EDQUOT while writing ``what`` into a DiskFullError with advice."""
+    """Turn ENOSPC/EDQUOT while writing ``what`` into a DiskFullError with advice. torch.save reports a failed
+    write as a RuntimeError ("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing
+    file data/0: file write failed"), without the errno: that is one line too, with the free space."""
     try:
         yield
+    except RuntimeError as e:
+        if "failed writing" not in str(e) and "file write failed" not in str(e):
+            raise
+        import shutil
+
+        try:
+            free = f"{shutil.disk_usage(out).free / 2**20:,.0f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        raise DiskFullError(
+            f"writing {what} failed (torch.save: file write failed; {free} on the disk holding {out}): the disk is "
+            f"probably full; free space and continue with --resume (last/ holds the last complete checkpoint, "
+            f"if any)"
+        ) from None
     except OSError as e:
         if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
             raise DiskFullError(

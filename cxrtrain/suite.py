@@ -41,7 +41,7 @@ def run_suite(
     cfg: EvalConfig,
     probe: bool = True,
     probe_seeds: int = 1,
-    probe_max_epochs: int = 5000,
+    probe_max_epochs: int = 1000,
     log=print,
 ) -> dict:
     from cxrprep.shards import open_datasets

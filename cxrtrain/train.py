@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -35,12 +34,15 @@ from cxrtrain.checkpoint import (  # noqa: F401  (load_checkpoint, resolve_check
     training_state,
 )
 from cxrtrain.config import TrainConfig
-from cxrtrain.data import StudyStream, count_rows
+from cxrtrain.data import StudyStream
 from cxrtrain.ddp import ddp_env, init_process_group, mean_over_ranks, pick_device, wrap
 from cxrtrain.forward import DDPForward, to_device, validate
 from cxrtrain.model import CLIPModel, create_model, set_trainable
 from cxrtrain.optim import lr_lambda, param_groups
 from cxrtrain.runlog import comparable_key, plot_losses  # noqa: F401  (plot_losses: kept importable from here)
+from cxrtrain.stopping import Stop, ignore_sigint
+from cxrtrain.usable import check_usable, usable_rows
+from cxrtrain.watchdog import watchdog
 
 
 def suggest_batch_size(n_train: int, world: int, accum_steps: int) -> int | None:
@@ -52,39 +54,6 @@ def suggest_batch_size(n_train: int, world: int, accum_steps: int) -> int | None
     while b >= 2 and b % accum_steps:
         b //= 2
     return b if b >= 2 and b % accum_steps == 0 else None
-
-
-def _ignore_sigint(_worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the trainer, which finishes the step and saves last/."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class _Stop:
-    """SIGTERM (preemption) and SIGINT (Ctrl-C) both finish the current step, save last/ and stop; a second
-    Ctrl-C interrupts at once."""
-
-    def __init__(self) -> None:
-        self.by: str | None = None
-        self.old: dict = {}
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self.old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-
-    def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT:
-            if self.by == "SIGINT":
-                raise KeyboardInterrupt
-            signal.signal(signal.SIGINT, self._handle)
-        self.by = self.by or signal.Signals(signum).name
-
-    def restore(self) -> None:
-        for sig, h in self.old.items():
-            signal.signal(sig, h)
-        self.old = {}
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -122,12 +91,15 @@ class _Run:
     scaler: object = None
     ctx: object = None
     p: Progress = field(default_factory=Progress)
-    stop: _Stop = field(default_factory=_Stop)
+    stop: Stop = field(default_factory=Stop)
     runlog: object = None
     stream: StudyStream = None
     bar: object = None
     history: list = field(default_factory=list)
     stopped_by: str = "epochs"
+    all_datasets: list = field(default_factory=list)  # as found; ``datasets``: those with train rows with text
+    val_datasets: list = field(default_factory=list)  # those with validate rows with text
+    skipped: list = field(default_factory=list)  # start-up lines on rows left out for having no text
 
     @property
     def master(self) -> bool:
@@ -196,9 +168,13 @@ def _plan(roots: list[str], out: Path, cfg: TrainConfig, resume: bool, overwrite
         raise UsageError(
             f"dataset_weights names {unknown}, not among the datasets found: {', '.join(d.name for d in datasets)}"
         )
+    # rows without text cannot train: counted and left out up front, and none at all is an error (issue 20)
+    use_train = check_usable(datasets, "train", cfg, roots)
+    use_val = usable_rows(datasets, "validate", cfg, train=False)
+    all_datasets, datasets = datasets, [d for d in datasets if d.name in use_train.names_with_text()]
     # an epoch is the weighted number of train studies (dataset_weights scale each dataset's share)
-    n_train = int(sum(count_rows([d], "train") * float(cfg.dataset_weights.get(d.name, 1.0)) for d in datasets))
-    n_val = count_rows(datasets, "validate")
+    n_train = int(sum(use_train.text[d.name] * float(cfg.dataset_weights.get(d.name, 1.0)) for d in datasets))
+    n_val = use_val.n
     if n_train < cfg.batch_size * world:
         fit = suggest_batch_size(n_train, world, cfg.accum_steps)
         advice = f"use --set batch_size={fit}" if fit else f"at least {2 * world} train studies with images are needed"
@@ -211,9 +187,13 @@ def _plan(roots: list[str], out: Path, cfg: TrainConfig, resume: bool, overwrite
     steps_per_epoch = max(1, n_train // (cfg.batch_size * world))
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UsageError("precision=fp16 needs CUDA; use --set precision=bf16 on CPU")
-    return _Run(
+    run = _Run(
         cfg, out, log, rank, world, device, datasets, n_train, n_val, steps_per_epoch, steps_per_epoch * cfg.epochs
     )
+    run.all_datasets = all_datasets
+    run.val_datasets = [d for d in all_datasets if d.name in use_val.names_with_text()]
+    run.skipped = [x for x in (use_train.skipped_line(), use_val.skipped_line()) if x]
+    return run
 
 
 def _build(run: _Run) -> None:
@@ -270,9 +250,11 @@ def _open_run(run: _Run, resume: bool, overwrite: bool) -> None:
 def _log_plan(run: _Run) -> None:
     cfg, log = run.cfg, run.log
     log(
-        f"datasets: {', '.join(f'{d.name} ({d.num_rows:,} rows)' for d in run.datasets)}; train {run.n_train:,}, "
+        f"datasets: {', '.join(f'{d.name} ({d.num_rows:,} rows)' for d in run.all_datasets)}; train {run.n_train:,}, "
         f"validate {run.n_val:,} studies; {run.steps_per_epoch} steps/epoch x {cfg.epochs} epochs; world {run.world}"
     )
+    for line in run.skipped:
+        log(line)
     trainable, total = run.trainable
     log(f"model {cfg.model.preset}: trainable parameters {trainable:,} of {total:,} ({trainable / total:.1%})")
     if run.n_val < 2:
@@ -309,7 +291,7 @@ def _loader(run: _Run) -> Iterator[dict]:
             # (dropout), or a resumed run would diverge from an uninterrupted one
             generator=torch.Generator().manual_seed(cfg.seed + epoch),
             # Ctrl-C reaches the whole process group: only the trainer handles it
-            worker_init_fn=_ignore_sigint if cfg.num_workers else None,
+            worker_init_fn=ignore_sigint if cfg.num_workers else None,
         )
     )
 
@@ -325,7 +307,10 @@ def _train_epoch(run: _Run) -> tuple[dict[str, float], int, float]:
     n = 0
     while p.step_in_epoch < run.steps_per_epoch:
         t0 = time.perf_counter()
-        micro = [next(loader) for _ in range(cfg.accum_steps)]
+        micro = _next_batches(run, loader)
+        if micro is None:  # a signal while waiting for data: stop at this step boundary
+            run.stopped_by = run.stop.by or "SIGINT"
+            break
         t_data = time.perf_counter() - t0
         parts, t_fb = _step(run, micro)
         now = time.perf_counter()
@@ -338,6 +323,12 @@ def _train_epoch(run: _Run) -> tuple[dict[str, float], int, float]:
             run.stopped_by = run.stop.by or "max_steps"
             break
     return sums, n, time.perf_counter() - t_epoch
+
+
+def _next_batches(run: _Run, loader) -> list[dict] | None:
+    """The micro-batches of the next step, under the watchdog; None when a signal stopped the wait."""
+    with watchdog(run.cfg.watchdog_s, f"drawing train batches for step {run.p.step + 1} (epoch {run.p.epoch})"):
+        return run.stop.wait(lambda: [next(loader) for _ in range(run.cfg.accum_steps)])
 
 
 def _step(run: _Run, micro: list[dict]) -> tuple[dict[str, float], float]:
@@ -407,7 +398,9 @@ def _end_epoch(run: _Run, train_means: dict[str, float], t_train: float) -> bool
     """Validation, the epoch record, last/ and best/, early stopping; True when the run stops here."""
     cfg, p = run.cfg, run.p
     t_val = time.perf_counter()
-    val = validate(run.model, run.datasets, cfg, run.device, run.ctx, run.rank, run.world) if run.n_val >= 2 else None
+    # a signal stops validation at once (None): last/ is then saved as at the end of the epoch, unvalidated
+    args = (run.model, run.val_datasets, cfg, run.device, run.ctx, run.rank, run.world)
+    val = run.stop.wait(validate, *args) if run.n_val >= 2 else None
     t_val = time.perf_counter() - t_val
     vloss = val["loss"] if val else None
     improved = vloss is not None and vloss < p.best_val
@@ -418,7 +411,7 @@ def _end_epoch(run: _Run, train_means: dict[str, float], t_train: float) -> bool
     if run.master:
         _log_epoch(run, train_means, val, improved, t_train, t_val)
         run.save("last", run.state(epoch=p.epoch + 1, step_in_epoch=0))
-        if improved or (vloss is None and p.epoch == cfg.epochs - 1):
+        if improved or (vloss is None and p.epoch == cfg.epochs - 1 and not run.stop.by):
             run.save("best", None)
     if vloss is not None and p.bad_epochs >= cfg.patience:
         run.stopped_by = "early stopping"
@@ -479,7 +472,7 @@ def _finish(run: _Run) -> dict:
     from cxrtrain.runlog import disk_guard
 
     out = run.out
-    if run.master:
+    if run.master and (run.history or not run.stopped_by.startswith("SIG")):  # a signal before any step: no plot
         with disk_guard(out / "loss.png", out):
             plot_losses(out / "metrics.jsonl", out / "loss.png", run.cfg.loss)
     return dict(

@@ -63,6 +63,13 @@ def image_options(command):
 # -- runs of the dataset commands ------------------------------------------------------------------------
 WORKERS = typer.Option(0, "--workers", help="Worker processes (0 = all cores)")
 OUT = typer.Option(Path("shards"), "--out", help="Shard root")
+# benchmark readers (issue 20): their rows have labels but no text, so they are kept out of the training root
+BENCH_OUT = typer.Option(
+    Path("bench"),
+    "--out",
+    help="Root for benchmark sets (default bench/: outside the training root shards/, as their rows have no text "
+    "to train on)",
+)
 
 
 def file_option(flag: str, help: str, **kw) -> typer.models.OptionInfo:

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from cxrprep.datasets.mimic_inputs import not_empty
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.labels import CHEXPERT_LABELS
 from cxrprep.parallel import chunked, in_part, ordered_map
@@ -522,6 +523,7 @@ def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, t
         raise ValueError(f"{zpath}: a reports zip has no images; add --no-images or give the MIMIC-CXR-JPG root")
     skipped: list = []
     studies = iter_studies_zip(zpath, cfg.part) if zpath else iter_studies_dir(files, cfg.part, skipped)
+    studies = not_empty(studies, skipped, base, files, zpath, cfg.part)
     conf = asdict(cfg)
     conf.update(root=str(root), inputs=used)
     seen: set[str] = set()

@@ -226,6 +226,15 @@ def _view_position(ds) -> str | None:
     return view
 
 
+def _low_bits_to_8(a: np.ndarray, bits: int | None) -> np.ndarray:
+    """uint8 pixels that use fewer than 8 bits (BitsStored 1: segmentation-like masks; 8-bit with BitsStored 2)
+    scaled to the full 0..255 range, so they are not stored nearly black; anything else is unchanged."""
+    if a.dtype != np.uint8 or not bits or bits >= 8:
+        return a
+    top = (1 << bits) - 1
+    return ((np.minimum(a, top).astype(np.uint16) * 255 + top // 2) // top).astype(np.uint8)
+
+
 def read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, str | None]:
     """Decode the first frame of a DICOM file to 8-bit MONOCHROME2; return it and its ViewPosition."""
     ds = _open_dicom(path)
@@ -255,7 +264,7 @@ def read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, str | None]:
     if mono:
         a = _modality_lut(a, ds, path)
         a = _voi_lut(a, ds, path)
-        a = to_uint8(a, path)
+        a = to_uint8(_low_bits_to_8(a, h["BitsStored"]), path)
         if photometric == "MONOCHROME1":
             a = 255 - a  # MONOCHROME1: low values are bright; invert so bone is bright
     else:

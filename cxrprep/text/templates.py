@@ -283,7 +283,12 @@ def _class_options(name: str, body, nsrc: Src) -> bool:
             )
     if "use_defaults" not in body:
         return True
-    val, vsrc = body["use_defaults"][0]
+    given, ksrc = body["use_defaults"]
+    if not isinstance(given, tuple):  # a list or a mapping, not a scalar
+        raise ksrc.error(
+            f"use_defaults must be true or false, got {'a list' if isinstance(given, list) else 'a mapping'}"
+        )
+    val, vsrc = given
     if str(val).lower() not in ("true", "false"):
         raise vsrc.error(f"use_defaults must be true or false, got {val!r}")
     return str(val).lower() == "true"

@@ -15,7 +15,11 @@ def register(app: typer.Typer) -> None:
     def chexpert_5x200(
         # fmt: off
         train_csv: Path = typer.Argument(..., exists=True, dir_okay=False, help="CheXpert train.csv"),
-        out: Path = typer.Option(Path("shards"), "--out", help="Shard root; writes OUT/chexpert-5x200/"),
+        out: Path = typer.Option(
+            Path("bench"),
+            "--out",
+            help="Benchmark root (default bench/, outside the training root); writes OUT/chexpert-5x200/",
+        ),
         image_root: Path = typer.Option(None, "--image-root", help="Folder the Path column is relative to"),
         per_class: int = typer.Option(200, "--per-class", help="Images per competition class"),
         seed: int = typer.Option(0, "--seed"),
@@ -31,7 +35,7 @@ def register(app: typer.Typer) -> None:
         """Build CheXpert 5x200 (frontal, exactly one competition finding positive, the rest 0) with a seed,
         plus patients.txt for `cxrprep prompts --exclude-patients`.
 
-        Example: cxrprep chexpert-5x200 CheXpert-v1.0/train.csv --image-root /data --out shards/ --seed 0
+        Example: cxrprep chexpert-5x200 CheXpert-v1.0/train.csv --image-root /data --out bench/ --seed 0
         """
         from cxrprep.datasets.chexpert5x200 import FiveX200Config, run_5x200
         from cxrprep.shards import summary_lines

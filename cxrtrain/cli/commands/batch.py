@@ -37,8 +37,9 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--config/--set") from e
         from cxrtrain.batch import draw_batch, write_batch
+        from cxrtrain.runlog import UsageError
 
-        with errors({(ValueError, FileNotFoundError, RuntimeError): 1}):
+        with errors({UsageError: 2, (ValueError, FileNotFoundError, RuntimeError): 1}):  # no usable rows: 2
             b = draw_batch(cfg, [str(s) for s in shards], n, epoch)
         png, npz = write_batch(b, out)
         typer.echo(f"{len(b['study_id'])} studies, 2 views of {b['images'].shape[-1]} px each: {png}, {npz}")

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         ),
         probe_seeds: int = typer.Option(1, "--probe-seeds", help="Seeds for the linear probes"),
         probe_max_epochs: int = typer.Option(
-            5000, "--probe-max-epochs", help="Hard limit when a binding probe cap is doubled"
+            1000, "--probe-max-epochs", help="Epochs one probe head may train in all (fewshot --max-epochs)"
         ),
         bootstrap: int = BOOTSTRAP,
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed"),
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         """Zero-shot (VinDr, RSNA, SIIM AUROC; CheXpert/MIMIC 5x200 accuracy), linear probes and retrieval
         (MIMIC, Open-I) in one table shaped like CXR-CLIP's; missing benchmarks are listed as missing.
 
-        Example: cxrtrain bench-suite runs/clip shards/ --out runs/clip/suite
+        Example: cxrtrain bench-suite runs/clip bench/ --out runs/clip/suite
         """
         from cxrprep.cli.edge import make_config
         from cxrtrain.evaluate import EvalConfig
