@@ -4,7 +4,8 @@ The hashes below were computed by this file's ``_digest`` with the parser of com
 change of issue 25) on: the sample data (examples/mimic), the fixtures (tests/data/reports: the official
 MIMIC example report and the NegBio reports placed in the MIMIC layout), and 300-report corpora of both
 benchmark generators (examples/synth_reports.py, bench/realistic_reports.py, seed 0; a change of either
-generator changes those two hashes too). Regenerate them only for an intended change of the output (``python tests/test_reports_identity.py`` prints them).
+generator changes those two hashes too). Regenerate them only for an intended
+change of the output (``python tests/test_reports_identity.py`` prints them).
 """
 
 from __future__ import annotations
