@@ -91,14 +91,19 @@ def get_nlp():
     return nlp
 
 
-def _import_spacy():
-    """``import spacy``. In a worker process that has not loaded torch, thinc's optional probe for torch
-    is answered "not installed": importing torch there took over half of spaCy's import time and ~180
-    MB per worker, and the blank tokenizer never uses it. Other processes import spaCy as usual."""
+def _import_spacy(block_torch: bool = False):
+    """``import spacy``. In a worker process (or with ``block_torch``) that has not loaded torch, thinc's
+    optional probe for torch is answered "not installed": importing torch there took over half of spaCy's
+    import time and ~180 MB per worker, and the blank tokenizer never uses it. Other processes import
+    spaCy as usual."""
     import multiprocessing
     import sys
 
-    if "spacy" in sys.modules or "torch" in sys.modules or multiprocessing.parent_process() is None:
+    if "spacy" in sys.modules or "torch" in sys.modules:
+        import spacy
+
+        return spacy
+    if not block_torch and multiprocessing.parent_process() is None:
         import spacy
 
         return spacy
@@ -109,6 +114,14 @@ def _import_spacy():
         if sys.modules.get("torch", 0) is None:
             del sys.modules["torch"]
     return spacy
+
+
+def preload() -> None:
+    """Import spaCy and build the splitter's tables in this process, so that worker processes forked
+    afterwards share them instead of each loading them (about 1 s of CPU each). spaCy is imported as in
+    a worker: if torch is not loaded yet, thinc in this process will not use it (cxrkit never does)."""
+    _import_spacy(block_torch=True)
+    _LazyNLP().load()
 
 
 def blocks(section: str) -> list[str]:
