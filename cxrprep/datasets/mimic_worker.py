@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxrprep.text.sections import Report, normalize_ws, parse_report
-from cxrprep.text.sentences import _LazyNLP, split_sections
+from cxrprep.text.sentences import _LazyNLP, split_sections_and_text
 
 DATASET = "mimic-cxr"
 IMAGE_EXT = (".jpg", ".jpeg", ".dcm", ".png")
@@ -124,12 +124,13 @@ def report_text(state: WorkerState, path: str | None, member: str | None, error:
 
 
 def one_report(state: WorkerState, path: str | None, member: str | None, error: str | None):
-    """-> (Report, findings sentences, impression sentences); raises Reject."""
+    """-> (Report, findings sentences, impression sentences, findings and impression as single-line text);
+    raises Reject."""
     rep = parse_report(report_text(state, path, member, error))
     if rep.findings is None and rep.impression is None:
         raise Reject("sections", "skipped", "no findings, impression or any paragraph of text")
-    fs, ims = split_sections([rep.findings, rep.impression], state.lazy)
-    return rep, fs, ims
+    (fs, ims), (findings, impression) = split_sections_and_text([rep.findings, rep.impression], state.lazy)
+    return rep, fs, ims, findings, impression
 
 
 def study_images(state: WorkerState, image_dir: str | None, settings) -> tuple[list, list]:
@@ -173,9 +174,8 @@ class ChunkColumns:
         self.extra = {"fallback": 0, "split_assigned": 0, "no_labels": 0}
 
     def add(self, state: WorkerState, study_id: str, subject_id: str, parsed: tuple, images: list) -> None:
-        rep, fs, ims = parsed
+        rep, fs, ims, findings, impression = parsed
         rep: Report
-        findings, impression = normalize_ws(rep.findings), normalize_ws(rep.impression)
         split = state.splits.get(study_id)
         if split is None:
             split = hash_split(subject_id)
@@ -184,17 +184,14 @@ class ChunkColumns:
         self.extra["no_labels"] += lab is None
         self.extra["fallback"] += rep.fallback
         col = self.col
-        for k, v in (
-            ("study_id", study_id),
-            ("subject_id", subject_id),
-            ("split", split),
-            ("findings", findings),
-            ("impression", impression),
-            ("fallback", rep.fallback),
-            ("labels", lab),
-            ("images", images),
-        ):
-            col[k].append(v)
+        col["study_id"].append(study_id)
+        col["subject_id"].append(subject_id)
+        col["split"].append(split)
+        col["findings"].append(findings)
+        col["impression"].append(impression)
+        col["fallback"].append(rep.fallback)
+        col["labels"].append(lab)
+        col["images"].append(images)
         self.fs_flat += fs
         self.fs_off.append(len(self.fs_flat))
         self.is_flat += ims

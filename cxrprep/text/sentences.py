@@ -332,11 +332,12 @@ def _cross_space_pairs(nlp) -> tuple[re.Pattern, re.Pattern, frozenset]:
     return quick, re.compile(f"(?=({body}))"), frozenset(pairs)
 
 
-def _sentences_of_block(text: str, lazy: _LazyNLP) -> list[str]:
-    """Same result as ``_sentences_of_doc(nlp.tokenizer(text))`` for a block (single spaces, stripped)."""
+def _sentences_of_block(text: str, lazy: _LazyNLP, check: bool = True) -> list[str]:
+    """Same result as ``_sentences_of_doc(nlp.tokenizer(text))`` for a block (single spaces, stripped).
+    ``check=False``: the caller knows the block is not context dependent (see split_sections_and_text)."""
     if "." not in text and "?" not in text and "!" not in text:
         return [text] if text else []
-    if lazy.context_dependent(text):
+    if check and lazy.context_dependent(text):
         return _sentences_of_doc(lazy.nlp.tokenizer(text))
     # common case: every chunk with a special character is "word." (a cut after it), "1." (a cut unless
     # it starts the sentence) or inert ("2.5"); the next chunk then starts the next sentence
@@ -420,6 +421,29 @@ def split_sections(sections: list[str | None], nlp=None) -> list[list[str]]:
     """Sentences of each section (raw text with line breaks). ``None`` or empty -> []."""
     lazy = nlp if isinstance(nlp, _LazyNLP) else _LazyNLP(nlp)
     return [[x for b in blocks(s) for x in _sentences_of_block(b, lazy)] if s else [] for s in sections]
+
+
+def split_sections_and_text(sections: list[str | None], nlp=None) -> tuple[list[list[str]], list[str | None]]:
+    """(``split_sections(sections)``, ``[normalize_ws(s) for s in sections]``) from one pass: a section's
+    blocks joined by single spaces are its whitespace-normalised text (blocks only cut and re-join at
+    whitespace). The context check (``_LazyNLP.context_dependent``) runs once on that joined text; only
+    when it could match there is each block checked on its own."""
+    lazy = nlp if isinstance(nlp, _LazyNLP) else _LazyNLP(nlp)
+    sents: list[list[str]] = []
+    texts: list[str | None] = []
+    for s in sections:
+        bl = blocks(s) if s else []
+        joined = " ".join(bl)
+        if not bl:
+            sents.append([])
+            texts.append(None)
+            continue
+        if lazy.quick is None:
+            lazy.load()
+        check = lazy.quick.search(joined) is not None
+        sents.append([x for b in bl for x in _sentences_of_block(b, lazy, check)])
+        texts.append(joined)
+    return sents, texts
 
 
 def split_sections_reference(sections: list[str | None], nlp=None) -> list[list[str]]:
