@@ -22,7 +22,7 @@ exception; entries the listing cannot follow (a symlink loop) are rejects too. C
 in the split or chexpert CSV (same study, different values) are an error before any work.
 
 Throughput: the main process only lists file names and writes Parquet; with several workers it loads
-spaCy and pyarrow's pandas probe once before forking them, so they share it. Workers (``--workers``,
+spaCy once before forking them, so they share it. Workers (``--workers``,
 cxrprep.datasets.mimic_worker) get (study id, path) tuples, read the reports themselves (each opens the zip
 once), parse sections, split sentences (cxrprep.text.sentences), join split and labels (the tables are sent
 to each worker once) and build the Arrow columns of their chunk in bulk; the main process appends the tables
@@ -303,26 +303,70 @@ def load_tables(base: Path, cfg: ReportsConfig) -> tuple[dict, dict, dict, dict]
 
 
 def _warm_before_fork() -> None:
-    """Load what every worker needs before the pool forks them, so they share it instead of each loading
-    it again: spaCy and the splitter's tables (about 1 s of CPU per process) and pyarrow's pandas probe,
-    which pyarrow runs on its first ``pa.array`` of a list (pandas: about 0.35 s per process; the main
-    process writes with pyarrow and pays it anyway). Without fork (spawn, forkserver) this is skipped."""
+    """Load spaCy and the sentence splitter's tables (about 1 s of CPU per process) before the pool forks
+    the workers, so they share them instead of each loading them. Without fork (spawn, forkserver) this is
+    skipped and each worker loads them on its first report."""
     import multiprocessing
 
     if multiprocessing.get_start_method(allow_none=False) != "fork":
         return
-    import pyarrow as pa
-
     from cxrprep.text.sentences import preload
 
-    pa.array([0], pa.int32())
     preload()
+
+
+def _chunks(studies: Iterator[Study], cfg: ReportsConfig, pending: list) -> Iterator[tuple]:
+    """Pool tasks: chunks of (study_id, subject_id, path, member, error, image_dir) for the studies not
+    seen before; each chunk's [(study, duplicate?)] in input order goes to ``pending``."""
+    seen: set[str] = set()
+    for chunk in chunked(studies, cfg.chunk_size):
+        entries, items = [], []
+        for st in chunk:
+            dup = st.study_id in seen
+            seen.add(st.study_id)
+            entries.append((st, dup))
+            if not dup:
+                items.append(
+                    (st.study_id, st.subject_id, st.path, st.member, st.error, st.image_dir if cfg.images else None)
+                )
+        pending.append(entries)
+        yield items, cfg.images, cfg.image_settings
+
+
+def _record_chunk(w: ShardWriter, entries: list, result: tuple, extra: dict) -> None:
+    """Write one worker result: its rows (with their sources), its rejects and duplicates in input order."""
+    import pyarrow as pa
+
+    table, sizes, events, counts = result
+    sources = []
+    ev = iter(events)
+    w.counts.inputs_seen += len(entries)
+    for st, dup in entries:
+        if dup:
+            w.reject(
+                st.source,
+                st.study_id,
+                stage="read",
+                kind="skipped",
+                reason=f"duplicate study id {st.study_id} (first seen earlier in this run)",
+            )
+            continue
+        e = next(ev)
+        if e[0] == "reject":
+            w.reject(st.source, st.study_id, stage=e[1], kind=e[2], reason=e[3])
+            continue
+        for path, reason in e[1]:
+            w.reject(path, st.study_id, stage="image", kind="failed", reason=reason, level="image")
+        sources.append(st.source)
+    for k, v in counts.items():
+        extra[k] += v
+    if table is not None:
+        table = table.set_column(table.schema.get_field_index("source"), "source", pa.array(sources, pa.string()))
+        w.write_table(table, sizes)
 
 
 def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, total: it) -> dict:
     """Run the whole command; returns the manifest. Raises ValueError for bad inputs before any work."""
-    import pyarrow as pa
-
     base, files, zpath = resolve_root(Path(root))
     views, splits, labels, used = load_tables(base, cfg)
     if cfg.images and zpath is not None:
@@ -331,9 +375,7 @@ def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, t
     studies = iter_studies_zip(zpath, cfg.part) if zpath else iter_studies_dir(files, cfg.part, skipped)
     conf = asdict(cfg)
     conf.update(root=str(root), inputs=used)
-    seen: set[str] = set()
     extra = {"fallback": 0, "split_assigned": 0, "no_labels": 0}
-
     with ShardWriter(
         out,
         DATASET,
@@ -344,68 +386,19 @@ def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, t
         part=cfg.part,
     ) as w:
         pending: list[list[tuple[Study, bool]]] = []  # per chunk sent: (study, duplicate?) in input order
-
-        def chunks():
-            for chunk in chunked(studies, cfg.chunk_size):
-                entries, items = [], []
-                for st in chunk:
-                    dup = st.study_id in seen
-                    seen.add(st.study_id)
-                    entries.append((st, dup))
-                    if not dup:
-                        items.append(
-                            (
-                                st.study_id,
-                                st.subject_id,
-                                st.path,
-                                st.member,
-                                st.error,
-                                st.image_dir if cfg.images else None,
-                            )
-                        )
-                pending.append(entries)
-                yield items, cfg.images, cfg.image_settings
-
         if cfg.workers > 1:
             _warm_before_fork()
         results = ordered_map(
             process_chunk,
-            chunks(),
+            _chunks(studies, cfg, pending),
             workers=cfg.workers,
             initializer=init_worker,
             initargs=(views if cfg.images else {}, splits, labels, str(zpath) if zpath else None, cfg.max_report_bytes),
         )
         bar = progress(results, None)
         _total_later(bar, files, zpath, cfg.part, cfg.chunk_size)
-        for table, sizes, events, counts in bar:
-            entries = pending.pop(0)
-            sources = []
-            ev = iter(events)
-            for st, dup in entries:
-                w.counts.inputs_seen += 1
-                if dup:
-                    w.reject(
-                        st.source,
-                        st.study_id,
-                        stage="read",
-                        kind="skipped",
-                        reason=f"duplicate study id {st.study_id} (first seen earlier in this run)",
-                    )
-                    continue
-                e = next(ev)
-                if e[0] == "reject":
-                    w.reject(st.source, st.study_id, stage=e[1], kind=e[2], reason=e[3])
-                    continue
-                for path, reason in e[1]:
-                    w.reject(path, st.study_id, stage="image", kind="failed", reason=reason, level="image")
-                sources.append(st.source)
-            for k, v in counts.items():
-                extra[k] += v
-            if table is not None:
-                table = table.set_column(
-                    table.schema.get_field_index("source"), "source", pa.array(sources, pa.string())
-                )
-                w.write_table(table, sizes)
+        for result in bar:
+            _record_chunk(w, pending.pop(0), result, extra)
         for path, reason in skipped:  # folders or entries the listing could not follow: say so
             w.counts.inputs_seen += 1
             w.reject(os.path.relpath(path, base), None, stage="read", kind="failed", reason=reason)
