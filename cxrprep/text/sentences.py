@@ -363,8 +363,13 @@ def _sentences_of_block(text: str, lazy: _LazyNLP, check: bool = True) -> list[s
         if len(cuts) == 2:
             return [text]
         return [text[a : b - 1] if b < len(text) else text[a:b] for a, b in zip(cuts, cuts[1:])]
-    # reduced token list: (start, end, code, closers, short number); a run of chunks without special
-    # characters is one _PLAIN entry (its real tokens end in none of . ? ! and are not all closers)
+    return _sentences_of_tokens(text, lazy)
+
+
+def _sentences_of_tokens(text: str, lazy: _LazyNLP) -> list[str]:
+    """The rules of ``_sentences_of_doc`` on a reduced token list: (start, end, code, closers, short
+    number) per token of the chunks with special characters; a run of chunks without special characters
+    is one _PLAIN entry (its real tokens end in none of . ? ! and are not all closers)."""
     toks: list[tuple] = []
     pos = 0
     for m in _SPECIAL.finditer(text):
