@@ -148,7 +148,8 @@ def main() -> None:
     st = stats(big)
     print(
         f"corpus {a.corpus}, {n:,} reports: {st['sentences']:,} findings/impression sentences, "
-        f"{st['distinct_sentences']:,} distinct (share {st['distinct_share']:.3f}); mean sentences per findings {st['findings_mean_sentences']:.2f}, "
+        f"{st['distinct_sentences']:,} distinct (share {st['distinct_share']:.3f}); mean sentences per findings "
+        f"{st['findings_mean_sentences']:.2f}, "
         f"per impression {st['impression_mean_sentences']:.2f} (present in {st['findings_present']:.0%} / "
         f"{st['impression_present']:.0%} of reports)"
     )
