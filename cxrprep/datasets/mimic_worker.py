@@ -108,6 +108,15 @@ def read_bounded(f, expected: int, limit: int) -> bytes:
     return data
 
 
+class _FdReader:
+    """``read(n)`` of an open descriptor, for read_bounded."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, fd: int) -> None:
+        self.read = lambda n: os.read(fd, n)
+
+
 def read_report(state: WorkerState, path: str | None, member: str | None) -> bytes:
     """The report's bytes, never more than max_report_bytes (+1 to tell it was larger): raises
     Reject for a file or member over the limit."""
@@ -123,9 +132,12 @@ def read_report(state: WorkerState, path: str | None, member: str | None) -> byt
             )
         with z.open(info) as f:  # streamed: a member whose header lies about its size stops at the limit
             data = read_bounded(f, info.file_size, limit)
-    else:
-        with open(path, "rb", buffering=0) as f:
-            data = read_bounded(f, os.fstat(f.fileno()).st_size, limit)
+    else:  # a bare descriptor: no file object per report (same system calls as an unbuffered open)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = read_bounded(_FdReader(fd), os.fstat(fd).st_size, limit)
+        finally:
+            os.close(fd)
     if len(data) > limit:
         raise Reject("read", "failed", f"report is over --max-report-bytes {limit:,} bytes")
     return data
@@ -145,7 +157,7 @@ def report_text(state: WorkerState, path: str | None, member: str | None, error:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise Reject("read", "failed", f"not UTF-8 text (byte {e.start}: {data[e.start : e.start + 4]!r})") from None
-    if not text.strip():
+    if not text or text.isspace():  # what `not text.strip()` says, without copying the text
         raise Reject("read", "skipped", "empty report file")
     return text
 
