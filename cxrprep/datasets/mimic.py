@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cxrprep.datasets.mimic_worker import DATASET, IMAGE_EXT, hash_split, init_worker, process_chunk
-from cxrprep.image.process import ImageSettings
+from cxrprep.image.settings import ImageSettings
 from cxrprep.labels import CHEXPERT_LABELS
 from cxrprep.parallel import chunked, in_part, ordered_map
 from cxrprep.shards import ShardWriter
