@@ -335,18 +335,18 @@ def test_split_sections_matches_reference_on_fixtures(data_dir, tmp_path):
 
 # -- bad input (issue 13) ----------------------------------------------------------------------------
 def test_exception_in_one_report_is_a_reject(tmp_path, monkeypatch):
-    from cxrprep.datasets import mimic
+    from cxrprep.datasets import mimic, mimic_worker
 
     root = _synth_root(tmp_path, n=12)
     victim = sorted((root / "files").rglob("*.txt"))[3]
-    real = mimic.parse_report
+    real = mimic_worker.parse_report
 
     def flaky(text):
         if text == victim.read_text():
             raise RuntimeError("boom in the parser")
         return real(text)
 
-    monkeypatch.setattr(mimic, "parse_report", flaky)
+    monkeypatch.setattr(mimic_worker, "parse_report", flaky)
     m = mimic.run_reports(root, tmp_path / "o", mimic.ReportsConfig(images=False, workers=1))
     c = m["counts"]
     assert c["inputs_seen"] == c["rows_written"] + c["skipped"] + c["failed"] == 14
