@@ -341,9 +341,14 @@ def run_eval(
     progress=lambda it: it,
     only: set[str] | None = None,
     missing_split: str = "error",
+    log=print,
 ) -> dict:
-    """Evaluate every dataset under ``shard_roots`` (or those named in ``only``). ``missing_split``:
-    ``error`` (a dataset without rows in cfg.split is an EvalUsageError) or ``note`` (recorded, skipped)."""
+    """Evaluate every dataset under ``shard_roots`` (or those named in ``only``). A dataset whose manifest
+    counts no rows in cfg.split is skipped before any embedding, with one ``log`` line (and a note in
+    metrics.json); nothing left to score is an EvalUsageError. ``missing_split`` (for manifests without
+    split counts): ``error`` (EvalUsageError) or ``note`` (recorded, skipped)."""
+    from cxrtrain.splitskip import drop_missing_split
+
     from cxrprep.shards import open_datasets
     from cxrprep.text.templates import eval_prompt_sets
 
@@ -354,6 +359,12 @@ def run_eval(
     datasets = [d for d in open_datasets(shard_roots) if only is None or d.name in only]
     if not datasets and only is None:
         raise EvalUsageError(f"no dataset folders (with manifest.json) under {', '.join(shard_roots)}")
+    datasets, skipped = drop_missing_split(datasets, cfg.split, log)
+    if skipped and not datasets:
+        raise EvalUsageError(
+            f"nothing to score: no dataset under {', '.join(shard_roots)} has rows in split {cfg.split!r}; "
+            f"choose another with --split test|validate|train|all"
+        )
     out.mkdir(parents=True, exist_ok=True)
     pfile = cfg.prompts_file
     metrics = dict(
@@ -375,7 +386,7 @@ def run_eval(
     )
     metrics["datasets"] = _evaluate_model(
         model, datasets, cfg, sets, out, ck_hash, device, progress, False, missing_split
-    )
+    ) | {name: dict(split=cfg.split, studies_scored=0, note=note) for name, note in skipped.items()}
     if cfg.baseline == "untrained":
         base = untrained_like(model, cfg.seed, ck).to(device)
         bd = _evaluate_model(

@@ -63,6 +63,7 @@ def register(app: typer.Typer) -> None:
                 out_dir,
                 cfg,
                 progress=lambda it: progress(it, None, "embed", "img"),
+                log=typer.echo,
             )
         typer.echo((out_dir / "metrics.md").read_text())
         typer.echo(f"metrics: {out_dir / 'metrics.json'}, ROC plots: {out_dir}/roc_*.png")
