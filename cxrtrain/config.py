@@ -167,6 +167,7 @@ class LogConfig:
     wandb_mode: str | None = opt(
         None, "online | offline (None: W&B's own default, WANDB_MODE)", choices=("online", "offline", "disabled")
     )
+    rank_audit: bool = opt(False, "write OUT/ranks/rank-R.json: study ids per step, sha256 of the final weights")
 
 
 @dataclass(frozen=True)

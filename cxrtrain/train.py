@@ -40,6 +40,7 @@ from cxrtrain.ddp import ddp_env, init_process_group, mean_over_ranks, pick_devi
 from cxrtrain.forward import DDPForward, to_device, validate
 from cxrtrain.model import CLIPModel, create_model, set_trainable
 from cxrtrain.optim import lr_lambda, param_groups
+from cxrtrain.rankaudit import record_step, write_audit
 from cxrtrain.runlog import comparable_key, plot_losses  # noqa: F401  (plot_losses: kept importable from here)
 
 
@@ -128,6 +129,7 @@ class _Run:
     bar: object = None
     history: list = field(default_factory=list)
     stopped_by: str = "epochs"
+    audit: list = field(default_factory=list)  # log.rank_audit: the study ids of every step (cxrtrain/rankaudit.py)
 
     @property
     def master(self) -> bool:
@@ -354,6 +356,8 @@ def _step(run: _Run, micro: list[dict]) -> tuple[dict[str, float], float]:
         for k, v in res.items():
             parts[k] = parts.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) / cfg.accum_steps
     t_fb = time.perf_counter() - t_fb
+    if cfg.log.rank_audit:
+        record_step(run.audit, run.p.epoch, run.p.step, micro)
     if run.world > 1:  # log the mean over ranks (each rank's loss covers its own rows of the global batch)
         parts = mean_over_ranks(parts, run.world)
     run.scaler.unscale_(run.opt)
@@ -479,6 +483,8 @@ def _finish(run: _Run) -> dict:
     from cxrtrain.runlog import disk_guard
 
     out = run.out
+    if run.cfg.log.rank_audit:
+        write_audit(out, run.rank, run.world, run.audit, run.model)
     if run.master:
         with disk_guard(out / "loss.png", out):
             plot_losses(out / "metrics.jsonl", out / "loss.png", run.cfg.loss)

@@ -55,13 +55,18 @@ class BenchConfig:
 
 
 def _open_csv(path: Path) -> tuple[list[str], csv.reader]:
-    f = open(path, newline="", encoding="utf-8-sig")
+    from cxrprep.csvtext import decode_error, open_csv_text
+
+    f = open_csv_text(path)  # plain or gzip
     reader = csv.reader(f)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         f.close()
         raise ValueError(f"{path}: empty file (no header)") from None
+    except UnicodeDecodeError as e:
+        f.close()
+        raise decode_error(path, e) from None
     return header, reader
 
 

@@ -158,8 +158,13 @@ def _read_studies(csv_path: Path, cfg: PromptsConfig):
 
     import polars as pl
 
-    with open(csv_path, newline="") as f:
-        header = next(_csv.reader(f), [])
+    from cxrprep.csvtext import decode_error, open_csv_text
+
+    try:
+        with open_csv_text(csv_path) as f:  # plain or gzip (train.csv.gz); polars reads both below
+            header = next(_csv.reader(f), [])
+    except UnicodeDecodeError as e:
+        raise decode_error(csv_path, e) from None
     kind = cfg.dataset or detect_dataset(header, csv_path)
     if kind == "chexpert":
         frame, dups = chexpert_studies(csv_path)
