@@ -347,10 +347,9 @@ def run_eval(
     counts no rows in cfg.split is skipped before any embedding, with one ``log`` line (and a note in
     metrics.json); nothing left to score is an EvalUsageError. ``missing_split`` (for manifests without
     split counts): ``error`` (EvalUsageError) or ``note`` (recorded, skipped)."""
-    from cxrtrain.splitskip import drop_missing_split
-
     from cxrprep.shards import open_datasets
     from cxrprep.text.templates import eval_prompt_sets
+    from cxrtrain.splitskip import drop_missing_split
 
     sets = eval_prompt_sets(cfg.prompts_file)
     model, conf, ck, ck_hash = open_checkpoint(checkpoint)
@@ -396,12 +395,9 @@ def run_eval(
     for name, d in metrics["datasets"].items():
         if d.get("binary", {}).get("classes"):
             bcls = metrics.get("baseline", {}).get("datasets", {}).get(name, {}).get("binary", {}).get("classes")
-            plot_rocs(
-                d["binary"]["classes"],
-                out / f"roc_{name}.png",
-                f"{name} zero-shot ROC ({cfg.split} split, {cfg.ensemble})",
-                bcls,
-            )
+            title = f"{name} zero-shot ROC ({cfg.split} split, {cfg.ensemble})"
+            if not plot_rocs(d["binary"]["classes"], out / f"roc_{name}.png", title, bcls):
+                log(f"no ROC plot for {name}: no class has both positives and negatives in split {cfg.split!r}")
     for part in (metrics["datasets"], metrics.get("baseline", {}).get("datasets", {})):
         for d in part.values():
             for r in d.get("binary", {}).get("classes", {}).values():

@@ -15,7 +15,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
     """sha256 over the state dict (names in sorted order, each tensor's dtype, shape and bytes, on the CPU)."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        t = t.detach().contiguous().cpu()
+        t = t.detach().contiguous().cpu().reshape(-1)
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
