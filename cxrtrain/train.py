@@ -259,6 +259,8 @@ def _open_run(run: _Run, resume: bool, overwrite: bool) -> None:
             tmp.write_text(json.dumps(asdict(cfg), indent=2, default=list) + "\n")
             tmp.replace(out / "config.json")
     run.runlog = RunLog(out, cfg, enabled=run.master, log=run.log)
+    if resume_from is not None:  # loss.png marks where the run was resumed
+        run.runlog.write(dict(step=run.p.step, time=round(time.time(), 3), event="resume"), "event")
     micro = cfg.batch_size // cfg.accum_steps
     run.stream = StudyStream(
         run.datasets, "train", cfg, run.model.tokenizer, micro, train=True, rank=run.rank, world_size=run.world,
