@@ -1,6 +1,6 @@
 """``log.rank_audit: true``: each rank writes OUT/ranks/rank-R.json with the study ids it drew at every step and
-the sha256 of its final weights, so a multi-node run can be checked (disjoint data per epoch, identical
-weights on every rank). Small: a list of ids per step, one hash at the end."""
+the sha256 of its final parameters (and, apart, of its buffers), so a multi-node run can be checked: disjoint
+data per epoch, identical weights on every rank. Small: a list of ids per step, two hashes at the end."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from pathlib import Path
 import torch
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """sha256 over the state dict (names in sorted order, each tensor's dtype, shape and bytes, on the CPU)."""
+def weights_sha256(model: torch.nn.Module, buffers: bool = False) -> str:
+    """sha256 over the parameters (``buffers``: the buffers instead), names in sorted order, each tensor's dtype,
+    shape and bytes, on the CPU. DDP keeps the parameters identical on every rank; buffers such as BatchNorm
+    running statistics are broadcast from rank 0 before each forward, so after the last step they may differ."""
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
+    named = model.named_buffers() if buffers else model.named_parameters()
+    for name, t in sorted(named, key=lambda x: x[0]):
         t = t.detach().contiguous().cpu().reshape(-1)
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -33,6 +36,17 @@ def write_audit(out: Path, rank: int, world: int, audit: list, model: torch.nn.M
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"rank-{rank}.json"
     tmp = d / f".tmp-rank-{rank}.json"
-    tmp.write_text(json.dumps(dict(rank=rank, world=world, weights_sha256=weights_sha256(model), steps=audit)) + "\n")
+    tmp.write_text(
+        json.dumps(
+            dict(
+                rank=rank,
+                world=world,
+                weights_sha256=weights_sha256(model),
+                buffers_sha256=weights_sha256(model, buffers=True),
+                steps=audit,
+            )
+        )
+        + "\n"
+    )
     tmp.replace(path)
     return path
