@@ -271,12 +271,12 @@ def comparable_key(loss: str) -> str:
 
 
 def _mark_resumes(ax1, ax2, resumed_at: list[int]) -> None:
-    """A dashed vertical line on both panels at each step where the run was resumed (``event: resume`` rows)."""
+    """A dashed vertical line on both panels at each step where the run was resumed (``event: resume`` rows);
+    the legend names the steps."""
+    label = "resumed (--resume) at step " + ", ".join(map(str, resumed_at))
     for i, step in enumerate(resumed_at):
         for ax in (ax1, ax2):
-            ax.axvline(step, color="0.35", ls="--", lw=1.0, label=None if i or ax is ax2 else "resumed (--resume)")
-        ax1.annotate(f"resumed at {step}", (step, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
-                     color="0.35", rotation=90, ha="right", va="top")  # fmt: skip
+            ax.axvline(step, color="0.35", ls="--", lw=1.0, label=None if i or ax is ax2 else label)
 
 
 def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:

@@ -327,7 +327,7 @@ def test_loss_png_marks_resumes(tmp_path, saved_figures):
     for ax in fig.axes[:2]:
         vlines = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [2, 2]]
         assert len(vlines) == 1
-    assert "resumed (--resume)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "resumed (--resume) at step 2" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
 
 
 def test_chexpert_view_comes_from_the_frontal_lateral_column():
