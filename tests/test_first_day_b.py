@@ -343,3 +343,19 @@ def test_chexpert_view_comes_from_the_frontal_lateral_column():
     )
     got = df.select(_chexpert_view(pl.col("fl"), pl.col("appa")).alias("v"))["v"].to_list()
     assert got == ["UNKNOWN", "AP", "UNKNOWN", "LATERAL", "RL", "PA"]
+
+
+def test_suite_probe_plot_draws_the_probes_alone(tmp_path, saved_figures):
+    """bench-suite's probes run fewshot with no shots: the plot is the probe panel, not an empty shots axis."""
+    from cxrtrain.fewshotreport import plot_fewshot
+
+    probe = {"10%": dict(mean=0.6, std=0.0, runs=[]), "100%": dict(mean=0.66, std=0.0, runs=[])}
+    res = dict(
+        config=dict(seeds=1), datasets={"rsna-pneumonia": dict(shots={}, linear_probe=probe, zero_shot_macro=0.5)}
+    )
+    assert plot_fewshot(res, tmp_path / "fewshot.png")
+    (fig,) = saved_figures
+    (ax,) = fig.axes
+    assert any(list(ln.get_ydata()) == [0.6, 0.66] for ln in ax.get_lines())
+    assert ax.get_xlabel() == "linear probe: share of the train split"
+    assert "rsna-pneumonia zero-shot (0.500)" in [t.get_text() for t in ax.get_legend().get_texts()]
