@@ -168,6 +168,7 @@ class LogConfig:
     wandb_mode: str | None = opt(
         None, "online | offline (None: W&B's own default, WANDB_MODE)", choices=("online", "offline", "disabled")
     )
+    rank_audit: bool = opt(False, "write OUT/ranks/rank-R.json: study ids per step, sha256 of the final weights")
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,24 @@ CHECKS: dict[str, dict[str, Check]] = {
     ),
 }
 
+# The help of each model.* key (printed by --print-config), from ModelConfig's comments in cxrtrain/model.py.
+MODEL_HELP: dict[str, str] = dict(
+    preset="named architecture the other model.* keys start from: " + ", ".join(PRESETS),
+    image_encoder='image tower: hub id, local dir, or "config:tiny-resnet"',
+    text_encoder='text tower: hub id, local dir, "minilm", or "config:tiny-bert[-WIDTH]" (2 layers, random init)',
+    image_size="square input size after augmentation / centre crop",
+    image_mean="per-channel normalisation mean (of the preset's tower)",
+    image_std="per-channel normalisation std (of the preset's tower)",
+    embed_dim="projection size of the joint space (CXR-CLIP: 512)",
+    image_pooling="pooler (the tower's pooled output) | mean (of the final hidden states) | first (first token)",
+    text_pooling="cls (first token) | mean (over real tokens) | eos (last real token, as CXR-CLIP)",
+    proj_bias="bias in the linear projections (CXR-CLIP: yes; CLIP: no)",
+    max_text_len="longest text in tokens; longer texts are truncated",
+    init_temperature="initial softmax temperature (CLIP: 0.07)",
+    min_temperature="lower bound of the learnable temperature (logit scale <= 1/this); null: no cap (CXR-CLIP)",
+    random_init="build the towers from default configs without pretrained weights (benchmarks)",
+)
+
 
 def field_check(cls, name: str) -> Check | None:
     """The Check a config field declares (None: type only)."""
@@ -373,14 +392,18 @@ def build_config(values: dict) -> TrainConfig:
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     """YAML file (optional) + ``key=value`` overrides -> TrainConfig. Raises ValueError naming the key."""
+    from cxrtrain.configlines import locate, yaml_error
+
     values: dict = {}
+    text = ""
     if path:
         try:
-            values = load_yaml(Path(path).read_text(encoding="utf-8"), str(path)) or {}
+            text = Path(path).read_text(encoding="utf-8")
+            values = load_yaml(text, str(path)) or {}
         except YamlRefused as e:
             raise ConfigError(str(e)) from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+            raise ConfigError(yaml_error(path, e)) from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read ({e})") from None
         if not isinstance(values, dict):
@@ -395,7 +418,14 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             values[sec] = {**values[sec], k[len(sec) + 1 :]: v}
         else:
             values[k] = v
-    return build_config(values)
+    try:
+        return build_config(values)
+    except ConfigError as e:  # a key the file sets: name the file and its line
+        set_keys = {o.split("=", 1)[0].strip() for o in overrides}
+        msg = str(e)
+        raise ConfigError(
+            msg if not path or any(msg.startswith(f"{k}=") for k in set_keys) else locate(msg, path, text)
+        ) from None
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:
@@ -413,12 +443,12 @@ def config_to_yaml(cfg: TrainConfig) -> str:
             return {k: plain(x) for k, x in v.items()}
         return v
 
+    from cxrtrain.confighelp import commented_yaml
+
     d = plain(asdict(cfg))
-    model = d.pop("model")
-    return (
-        "# resolved cxrtrain config (cxrtrain run --print-config); use it as --config\n"
-        + yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
-        + yaml.safe_dump({"model": model}, sort_keys=False, default_flow_style=None)
+    d["model"] = d.pop("model")  # last, as before
+    return "# resolved cxrtrain config (cxrtrain run --print-config); use it as --config\n" + commented_yaml(
+        d, TrainConfig, LogConfig, MODEL_HELP
     )
 
 

@@ -132,12 +132,17 @@ class StudyStream(IterableDataset):
 
     def _rows(self, stream_id: int, n_streams: int) -> Iterator[dict]:
         cycle = 0
+        groups = self._epoch_groups(0)
+        # enough row groups: deal them out; too few (small datasets): every stream reads all of them and
+        # keeps every n-th row, so no rank or worker is left without data
+        by_group = len(groups) >= 2 * n_streams
+        share = groups[stream_id::n_streams] if by_group else groups
         while True:
-            groups = self._epoch_groups(cycle)
-            # enough row groups: deal them out; too few (small datasets): every stream reads all of them and
-            # keeps every n-th row, so no rank or worker is left without data
-            by_group = len(groups) >= 2 * n_streams
-            mine = groups[stream_id::n_streams] if by_group else groups
+            # a stream that runs out within the epoch cycles over ITS OWN share again (in a new order when it has
+            # whole row groups), so the ranks' rows stay disjoint (tests/test_multinode.py)
+            mine = list(share)
+            if cycle and by_group and self.train:
+                random.Random(f"{self.seed}:{self.epoch}:{cycle}:{stream_id}").shuffle(mine)
             any_row = False
             k = -1
             for d, g in mine:

@@ -13,55 +13,52 @@ _STYLES = ["-", "--", "-.", ":"]
 _MARKERS = ["o", "s", "^", "v", "D", "x", "+", "*"]
 
 
-def plot_rocs(results: dict, png: Path, title: str, baseline: dict | None = None) -> None:
-    """One ROC per class; line style, marker and colour all vary so overlapping curves stay visible; the
-    legend gives AUROC and n. Untrained-baseline curves (if any) are thin grey."""
+def plot_rocs(results: dict, png: Path, title: str, baseline: dict | None = None) -> bool:
+    """One ROC per class, drawn as computed (no offsets: every point stays inside [0, 1]); line style, marker
+    and colour all vary so overlapping curves stay distinguishable; the legend (outside the axes, so it hides
+    no curve) gives AUROC and n. Untrained-baseline curves (if any) are thin grey. Returns False and writes
+    nothing when no class has a curve (no positives or no negatives in the split)."""
+    curves = [(cls, r) for cls, r in results.items() if r.get("_roc")]
+    if not curves:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 6), dpi=110)
-    curves = [(cls, r) for cls, r in results.items() if r.get("_roc")]
+    fig, ax = plt.subplots(figsize=(9.5, 6), dpi=110)
     cmap = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
-    step = min(0.005, 0.03 / max(1, len(curves)))  # identical curves are nudged apart, at most ±0.015
     for k, (cls, r) in enumerate(curves):
-        if True:
-            off = step * (k - (len(curves) - 1) / 2)
-            fpr, tpr = np.asarray(r["_roc"][0]) + off, np.asarray(r["_roc"][1]) + off
-            ax.plot(
-                fpr,
-                tpr,
-                ls=_STYLES[k % 4],
-                marker=_MARKERS[k % len(_MARKERS)],
-                markevery=max(1, len(fpr) // 6),
-                ms=4,
-                lw=1.6,
-                color=cmap(k % cmap.N),
-                alpha=0.85,
-                label=f"{cls}: {r['auroc']:.3f} (n={r['n']}, pos={r['positives']})",
-            )
+        fpr, tpr = np.asarray(r["_roc"][0]), np.asarray(r["_roc"][1])
+        ax.plot(
+            fpr,
+            tpr,
+            ls=_STYLES[k % 4],
+            marker=_MARKERS[k % len(_MARKERS)],
+            markevery=max(1, len(fpr) // 6),
+            ms=4,
+            lw=1.6,
+            color=cmap(k % cmap.N),
+            alpha=0.85,
+            clip_on=False,  # points on the frame (0 or 1) stay whole
+            label=f"{cls}: {r['auroc']:.3f} (n={r['n']}, pos={r['positives']})",
+        )
     for _cls, r in (baseline or {}).items():
         if r.get("_roc"):
             ax.plot(*r["_roc"], color="0.6", lw=0.8, ls=":")
     if baseline:
         ax.plot([], [], color="0.6", lw=0.8, ls=":", label="untrained baseline (all classes)")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(title, fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(
-            fontsize=7,
-            loc="lower right",
-            title_fontsize=7,
-            title=f"class: AUROC (curves offset by up to ±{step * (len(curves) - 1) / 2:.3f} to stay visible)",
-        )
-    fig.tight_layout()
-    fig.savefig(png)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, title="class: AUROC")
+    fig.savefig(png, bbox_inches="tight")
     plt.close(fig)
+    return True
 
 
 def fmt(v) -> str:

@@ -341,11 +341,15 @@ def run_eval(
     progress=lambda it: it,
     only: set[str] | None = None,
     missing_split: str = "error",
+    log=print,
 ) -> dict:
-    """Evaluate every dataset under ``shard_roots`` (or those named in ``only``). ``missing_split``:
-    ``error`` (a dataset without rows in cfg.split is an EvalUsageError) or ``note`` (recorded, skipped)."""
+    """Evaluate every dataset under ``shard_roots`` (or those named in ``only``). A dataset whose manifest
+    counts no rows in cfg.split is skipped before any embedding, with one ``log`` line (and a note in
+    metrics.json); nothing left to score is an EvalUsageError. ``missing_split`` (for manifests without
+    split counts): ``error`` (EvalUsageError) or ``note`` (recorded, skipped)."""
     from cxrprep.shards import open_datasets
     from cxrprep.text.templates import eval_prompt_sets
+    from cxrtrain.splitskip import drop_missing_split
 
     sets = eval_prompt_sets(cfg.prompts_file)
     model, conf, ck, ck_hash = open_checkpoint(checkpoint)
@@ -354,6 +358,12 @@ def run_eval(
     datasets = [d for d in open_datasets(shard_roots) if only is None or d.name in only]
     if not datasets and only is None:
         raise EvalUsageError(f"no dataset folders (with manifest.json) under {', '.join(shard_roots)}")
+    datasets, skipped = drop_missing_split(datasets, cfg.split, log)
+    if skipped and not datasets:
+        raise EvalUsageError(
+            f"nothing to score: no dataset under {', '.join(shard_roots)} has rows in split {cfg.split!r}; "
+            f"choose another with --split test|validate|train|all"
+        )
     out.mkdir(parents=True, exist_ok=True)
     pfile = cfg.prompts_file
     metrics = dict(
@@ -375,7 +385,7 @@ def run_eval(
     )
     metrics["datasets"] = _evaluate_model(
         model, datasets, cfg, sets, out, ck_hash, device, progress, False, missing_split
-    )
+    ) | {name: dict(split=cfg.split, studies_scored=0, note=note) for name, note in skipped.items()}
     if cfg.baseline == "untrained":
         base = untrained_like(model, cfg.seed, ck).to(device)
         bd = _evaluate_model(
@@ -385,12 +395,9 @@ def run_eval(
     for name, d in metrics["datasets"].items():
         if d.get("binary", {}).get("classes"):
             bcls = metrics.get("baseline", {}).get("datasets", {}).get(name, {}).get("binary", {}).get("classes")
-            plot_rocs(
-                d["binary"]["classes"],
-                out / f"roc_{name}.png",
-                f"{name} zero-shot ROC ({cfg.split} split, {cfg.ensemble})",
-                bcls,
-            )
+            title = f"{name} zero-shot ROC ({cfg.split} split, {cfg.ensemble})"
+            if not plot_rocs(d["binary"]["classes"], out / f"roc_{name}.png", title, bcls):
+                log(f"no ROC plot for {name}: no class has both positives and negatives in split {cfg.split!r}")
     for part in (metrics["datasets"], metrics.get("baseline", {}).get("datasets", {})):
         for d in part.values():
             for r in d.get("binary", {}).get("classes", {}).values():

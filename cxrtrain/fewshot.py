@@ -366,7 +366,8 @@ def run_fewshot(checkpoint, shard_roots: list[str], out: Path, cfg: FewshotConfi
         raise EvalUsageError(f"no labelled dataset under {', '.join(shard_roots)}")
     (out / "fewshot.json").write_text(strict_json(results))
     (out / "fewshot.md").write_text(fewshot_table(results))
-    plot_fewshot(results, out / "fewshot.png")
+    if not plot_fewshot(results, out / "fewshot.png"):
+        log(f"no fewshot.png: no k-shot or probe number to plot in {out / 'fewshot.json'}")
     return results
 
 

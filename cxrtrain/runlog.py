@@ -286,6 +286,15 @@ def comparable_key(loss: str) -> str:
     return "clip" if loss == "clip" else "mvs"
 
 
+def _mark_resumes(ax1, ax2, resumed_at: list[int]) -> None:
+    """A dashed vertical line on both panels at each step where the run was resumed (``event: resume`` rows);
+    the legend names the steps."""
+    label = "resumed (--resume) at step " + ", ".join(map(str, resumed_at))
+    for i, step in enumerate(resumed_at):
+        for ax in (ax1, ax2):
+            ax.axvline(step, color="0.35", ls="--", lw=1.0, label=None if i or ax is ax2 else label)
+
+
 def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
     """loss.png: top, the quantity both splits compute the same way (train per step, its epoch means, and
     validation per epoch); bottom, the train total and its parts (log scale where all positive)."""
@@ -341,6 +350,7 @@ def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
         else "train vs validation",
         fontsize=9,
     )
+    _mark_resumes(ax1, ax2, [r["step"] for r in rows if r.get("event") == "resume"])
     ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _plot_parts(ax2, steps, loss)
     ax2.set_xlabel("optimizer step")

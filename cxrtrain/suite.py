@@ -47,7 +47,7 @@ def run_suite(
     from cxrprep.shards import open_datasets
 
     present = {d.name for d in open_datasets(shard_roots)} & set(BENCHMARKS)
-    m = run_eval(checkpoint, shard_roots, out / "eval", cfg, only=present, missing_split="note")
+    m = run_eval(checkpoint, shard_roots, out / "eval", cfg, only=present, missing_split="note", log=log)
     probes: dict[str, dict] = {}
     if probe:
         from cxrtrain.fewshot import FewshotConfig, run_fewshot

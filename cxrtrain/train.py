@@ -39,6 +39,7 @@ from cxrtrain.ddp import ddp_env, init_process_group, mean_over_ranks, pick_devi
 from cxrtrain.forward import DDPForward, to_device, validate
 from cxrtrain.model import CLIPModel, create_model, set_trainable
 from cxrtrain.optim import lr_lambda, param_groups
+from cxrtrain.rankaudit import record_step, write_audit
 from cxrtrain.runlog import comparable_key, plot_losses  # noqa: F401  (plot_losses: kept importable from here)
 from cxrtrain.stopping import Stop, ignore_sigint
 from cxrtrain.usable import check_usable, usable_rows
@@ -100,6 +101,7 @@ class _Run:
     all_datasets: list = field(default_factory=list)  # as found; ``datasets``: those with train rows with text
     val_datasets: list = field(default_factory=list)  # those with validate rows with text
     skipped: list = field(default_factory=list)  # start-up lines on rows left out for having no text
+    audit: list = field(default_factory=list)  # log.rank_audit: the study ids of every step (cxrtrain/rankaudit.py)
 
     @property
     def master(self) -> bool:
@@ -237,6 +239,8 @@ def _open_run(run: _Run, resume: bool, overwrite: bool) -> None:
             tmp.write_text(json.dumps(asdict(cfg), indent=2, default=list) + "\n")
             tmp.replace(out / "config.json")
     run.runlog = RunLog(out, cfg, enabled=run.master, log=run.log)
+    if resume_from is not None:  # loss.png marks where the run was resumed
+        run.runlog.write(dict(step=run.p.step, time=round(time.time(), 3), event="resume"), "event")
     micro = cfg.batch_size // cfg.accum_steps
     run.stream = StudyStream(
         run.datasets, "train", cfg, run.model.tokenizer, micro, train=True, rank=run.rank, world_size=run.world,
@@ -345,6 +349,8 @@ def _step(run: _Run, micro: list[dict]) -> tuple[dict[str, float], float]:
         for k, v in res.items():
             parts[k] = parts.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) / cfg.accum_steps
     t_fb = time.perf_counter() - t_fb
+    if cfg.log.rank_audit:
+        record_step(run.audit, run.p.epoch, run.p.step, micro)
     if run.world > 1:  # log the mean over ranks (each rank's loss covers its own rows of the global batch)
         parts = mean_over_ranks(parts, run.world)
     run.scaler.unscale_(run.opt)
@@ -472,6 +478,8 @@ def _finish(run: _Run) -> dict:
     from cxrtrain.runlog import disk_guard
 
     out = run.out
+    if run.cfg.log.rank_audit:
+        write_audit(out, run.rank, run.world, run.audit, run.model)
     if run.master and (run.history or not run.stopped_by.startswith("SIG")):  # a signal before any step: no plot
         with disk_guard(out / "loss.png", out):
             plot_losses(out / "metrics.jsonl", out / "loss.png", run.cfg.loss)

@@ -80,11 +80,17 @@ def parse_max_failed(value: str) -> tuple[int | None, float | None]:
         raise ValueError(f"--max-failed must be a count (e.g. 100) or a percentage (e.g. 1%), got {value!r}") from None
 
 
-def too_many_failed(failed: int, inputs: int, max_failed: tuple[int | None, float | None]) -> bool:
+def allowed_failures(inputs: int, max_failed: tuple[int | None, float | None]) -> float:
+    """How many inputs may fail: a count as given; a percentage p > 0 allows max(1, p x inputs), so a small
+    run (the 19-image sample) may lose one input under the default 1%; 0% allows none."""
     count, frac = max_failed
     if count is not None:
-        return failed > count
-    return inputs > 0 and failed / inputs > (frac or 0.0)
+        return count
+    return max(1.0, frac * inputs) if frac else 0.0
+
+
+def too_many_failed(failed: int, inputs: int, max_failed: tuple[int | None, float | None]) -> bool:
+    return failed > allowed_failures(inputs, max_failed)
 
 
 def rejects_file(dataset_dir: Path | None) -> Path | None:
@@ -108,7 +114,7 @@ def finish(
         typer.echo(line)
     if too_many_failed(failed, inputs, max_failed):
         count, frac = max_failed
-        limit = f"{count}" if count is not None else f"{frac:.2%}"
+        limit = f"{count}" if count is not None else f"{frac:.2%} (at least 1)"
         rej = rejects_file(dataset_dir)
         where = f"see {rej} for each reason" if rej else "see the rejects file for reasons"
         typer.echo(

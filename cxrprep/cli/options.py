@@ -96,7 +96,11 @@ def part_option(unit: str = "patients") -> typer.models.OptionInfo:
 
 
 def max_failed_option(unit: str = "inputs") -> typer.models.OptionInfo:
-    return typer.Option("1%", "--max-failed", help=f"Exit 1 if more {unit} fail (count, or percent like 1%)")
+    return typer.Option(
+        "1%",
+        "--max-failed",
+        help=f"Exit 1 if more {unit} fail: a count, or a percent like 1% (a percent > 0 allows at least one)",
+    )
 
 
 # -- scoring (cxrtrain eval, bench-suite) -----------------------------------------------------------------

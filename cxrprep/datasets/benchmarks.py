@@ -57,7 +57,7 @@ class BenchConfig:
 
 
 def _open_csv(path: Path) -> tuple[list[str], csv.reader]:
-    reader = csv.reader(io.StringIO(read_utf8(path), newline=""))  # not UTF-8: a message naming the line
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""))  # plain or gzip; not UTF-8: names the line
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:

@@ -73,17 +73,21 @@ def chexpert_frame(path: Path):
 
 
 def _chexpert_view(fl, appa):
-    """Polars expression of a CheXpert row's view (LATERAL/LL/RL for laterals, AP/PA for frontals)."""
+    """Polars expression of a CheXpert row's view. The Frontal/Lateral column decides frontal or lateral; AP/PA
+    only refines it: a lateral is LL/RL when AP/PA says so, else LATERAL; a frontal is AP or PA when AP/PA says
+    so, else UNKNOWN (the released CSV has frontal rows whose AP/PA reads "LL": never tagged lateral)."""
     import polars as pl
 
-    appa_s = appa.fill_null("").str.strip_chars()
-    lateral = fl.fill_null("").str.strip_chars().str.to_lowercase() == "lateral"
+    appa_s = appa.fill_null("").str.strip_chars().str.to_uppercase()
+    side = fl.fill_null("").str.strip_chars().str.to_lowercase()
     return (
-        pl.when(lateral & appa_s.is_in(["", "LATERAL"]))
-        .then(pl.lit("LATERAL"))
-        .when(appa_s == "")
-        .then(pl.lit(None, pl.String))
-        .otherwise(appa_s.str.to_uppercase())
+        pl.when(side == "lateral")
+        .then(pl.when(appa_s.is_in(["LL", "RL"])).then(appa_s).otherwise(pl.lit("LATERAL")))
+        .when(side == "frontal")
+        .then(pl.when(appa_s.is_in(["AP", "PA"])).then(appa_s).otherwise(pl.lit("UNKNOWN")))
+        .when(appa_s.is_in(["AP", "PA", "LL", "RL"]))  # no Frontal/Lateral value: AP/PA is all there is
+        .then(appa_s)
+        .otherwise(pl.lit(None, pl.String))
     )
 
 

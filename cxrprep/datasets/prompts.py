@@ -33,7 +33,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cxrprep.datasets.csvtext import check_utf8
+from cxrprep.datasets.csvtext import check_utf8, open_csv_text
 from cxrprep.datasets.label_csv import NIH_REQUIRED, chexpert_studies, nih_studies, read_list, resolve_image
 from cxrprep.datasets.prompt_bulk import raw_state_codes, render_bulk, resolve_no_finding_codes, study_keys
 from cxrprep.image.process import ImageSettings, process_study_images
@@ -172,7 +172,7 @@ def _read_studies(csv_path: Path, cfg: PromptsConfig):
     import polars as pl
 
     check_utf8(csv_path)  # a Latin-1 CSV: one line naming the file and line, not a bare codec error
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with open_csv_text(csv_path) as f:  # plain or gzip (train.csv.gz); polars reads both below
         header = next(_csv.reader(f), [])
     kind = cfg.dataset or detect_dataset(header, csv_path)
     if kind == "chexpert":

@@ -146,3 +146,29 @@ def inspect_lines(ds: ShardDataset, samples: int = 2) -> list[str]:
         views = ",".join(str(im["view"]) for im in row["images"])
         lines.append(f"  sample {row['study_id']} ({row['split']}, views {views or '-'}): {shorten(text, 120)}")
     return lines
+
+
+def root_lines(root: Path, done: list[Path], incomplete: list[Path]) -> list[str]:
+    """``cxrprep inspect ROOT`` on a shard root: one line per dataset folder under it (finished: name, rows per
+    split, rows and images; unfinished: what is missing), then how to inspect one."""
+    import json
+
+    from cxrprep.schema import MANIFEST
+
+    lines = [
+        f"{root}: a shard root with {len(done)} finished dataset(s)"
+        + (f", {len(incomplete)} unfinished" if incomplete else "")
+    ]
+    for d in done:
+        m = json.loads((d / MANIFEST).read_text())
+        c, splits = m.get("counts", {}), m.get("splits") or {}
+        per = ", ".join(f"{k} {v:,}" for k, v in splits.items()) or "no split counts"
+        lines.append(
+            f"  {d.relative_to(root)}: dataset {m.get('dataset', d.name)}, rows {c.get('rows_written', 0):,} "
+            f"({per}), images {c.get('images_written', 0):,}"
+        )
+    for d in incomplete:
+        lines.append(f"  {d.relative_to(root)}: unfinished (no {MANIFEST}: a run was killed or is still writing)")
+    first = (done or incomplete)[0]
+    lines.append(f"inspect one: cxrprep inspect {first}")
+    return lines

@@ -3,6 +3,7 @@ STUDY_SCHEMA batches), ``open_datasets`` and the summary printed by every cxrpre
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -45,6 +46,29 @@ def _is_dataset_folder(d: Path) -> bool:
     )
 
 
+def _marked(d: Path) -> bool:
+    """A folder below a root that a writer made: a manifest, a lock, piece manifests or parquet data."""
+    if (d / MANIFEST).exists() or (d / LOCK).exists() or any(d.glob("manifest-*of*.json")):
+        return True
+    return (d / DATA_DIR).is_dir() and any((d / DATA_DIR).glob("*.parquet"))
+
+
+def _walk_dirs(root: Path) -> list[Path]:
+    """Every folder under ``root`` (itself included), following symlinked folders (a dataset folder linked into
+    a shard root is a dataset of that root), each real folder once (no symlink loops); hidden folders are
+    not entered."""
+    out, seen = [], set()
+    for d, subdirs, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            subdirs[:] = []
+            continue
+        seen.add(real)
+        subdirs[:] = sorted(s for s in subdirs if not s.startswith("."))
+        out.append(Path(d))
+    return out
+
+
 def scan_datasets(root: str | Path) -> tuple[list[Path], list[Path]]:
     """(finished, incomplete) dataset folders at or below ``root``, each sorted. Hidden folders hold work
     in progress (e.g. `cxrprep augment`'s .augment-NAME/) and are never datasets."""
@@ -56,8 +80,7 @@ def scan_datasets(root: str | Path) -> tuple[list[Path], list[Path]]:
     if _is_dataset_folder(root):
         found = [root]
     else:
-        marks = {p.parent for name in (MANIFEST, LOCK, "manifest-*of*.json") for p in root.rglob(name)}
-        marks |= {p.parent for p in root.rglob(DATA_DIR) if p.is_dir() and any(p.glob("*.parquet"))}
+        marks = {d for d in _walk_dirs(root) if _marked(d)}
         found = sorted(d for d in marks if not any(part.startswith(".") for part in d.relative_to(root).parts))
         # a data/ folder inside a dataset folder is not a dataset of its own
         found = [d for d in found if not (d.name == DATA_DIR and d.parent in found)]

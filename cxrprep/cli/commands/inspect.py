@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def inspect(
         dataset_dir: Path = typer.Argument(
-            ..., exists=True, file_okay=False, help="A dataset folder, e.g. shards/mimic-cxr"
+            ..., exists=True, file_okay=False, help="A dataset folder, e.g. shards/mimic-cxr (a shard root: its list)"
         ),
         sheet: Path = typer.Option(None, "--sheet", help="Contact sheet PNG (default: DATASET_DIR/contact_sheet.png)"),
         samples: int = typer.Option(2, "--samples", min=0, help="Sample rows to print"),
@@ -28,6 +28,8 @@ def register(app: typer.Typer) -> None:
         from cxrprep.shards import ShardDataset
         from cxrprep.shards.inspect import contact_sheet, inspect_lines
 
+        if _list_root(dataset_dir):
+            return
         with errors({ShardSchemaError: 1}):
             ds = ShardDataset(dataset_dir, verify=verify)
         for line in inspect_lines(ds, samples):
@@ -35,3 +37,16 @@ def register(app: typer.Typer) -> None:
         png = sheet or (dataset_dir / "contact_sheet.png")
         n = contact_sheet(ds, png, tiles)
         typer.echo(f"  contact sheet: {png} ({n} studies)" if n else "  no images to draw (text-only shards)")
+
+
+def _list_root(folder: Path) -> bool:
+    """A shard root (not itself a dataset folder): list its datasets and return True."""
+    from cxrprep.shards.inspect import root_lines
+    from cxrprep.shards.reader import scan_datasets
+
+    done, incomplete = scan_datasets(folder)
+    if not (done or incomplete) or folder in done + incomplete:
+        return False
+    for line in root_lines(folder, done, incomplete):
+        typer.echo(line)
+    return True

@@ -78,6 +78,8 @@ def register(app: typer.Typer) -> None:
                 out_dir,
                 cfg,
                 progress=lambda it: progress(it, None, "embed", "img"),
+                log=typer.echo,
             )
         typer.echo((out_dir / "metrics.md").read_text())
-        typer.echo(f"metrics: {out_dir / 'metrics.json'}, ROC plots: {out_dir}/roc_*.png")
+        rocs = f"{out_dir}/roc_*.png" if any(out_dir.glob("roc_*.png")) else "none (nothing to plot)"
+        typer.echo(f"metrics: {out_dir / 'metrics.json'}, ROC plots: {rocs}")
