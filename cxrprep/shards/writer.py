@@ -121,8 +121,7 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def stable_reason(reason) -> str:
-    """A reject reason without memory addresses (PIL names ``<_io.BytesIO object at 0x7f...>``), so the same
-    input gives the same rejects file in every run."""
+    """A reject reason without memory addresses (PIL's ``<_io.BytesIO object at 0x7f...>``): same rejects file."""
     return _ADDRESS.sub("", str(reason))
 
 
