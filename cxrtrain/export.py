@@ -113,6 +113,8 @@ class ExportedModel:
         self.cfg = json.loads((d / "cxrkit.json").read_text())
         vis = CLIPVisionModel if self.cfg["image_kind"] == "clip" else AutoModel
         txt = CLIPTextModel if self.cfg["text_kind"] == "clip" else AutoModel
+        if self.cfg["image_kind"] == "tv-resnet":  # torchvision-format weights (cxrtrain/towers/image.py)
+            from cxrtrain.towers.image import TorchvisionResNet50Tower as vis
         self.image_tower = vis.from_pretrained(d / "image_encoder").eval()
         self.text_tower = txt.from_pretrained(d / "text_encoder").eval()
         self.tok = AutoTokenizer.from_pretrained(d / "text_encoder")

@@ -30,7 +30,7 @@ from cxrprep.shards import open_datasets
 from cxrtrain.config import TrainConfig, config_from_dict
 from cxrtrain.data import StudyStream, count_rows, normalize
 from cxrtrain.loss import compute_loss
-from cxrtrain.model import CLIPModel, create_model, set_trainable
+from cxrtrain.model import CLIPModel, create_model, set_trainable, trainable_line
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -190,9 +190,9 @@ def _split(batch: dict, n: int) -> list[dict]:
 def forward_loss(model, batch: dict, cfg: TrainConfig, rank: int, world: int) -> dict:
     raw = model.module if hasattr(model, "module") else model
     i1 = raw.encode_image(normalize(batch["images1"], cfg.model))
-    i2 = raw.encode_image(normalize(batch["images2"], cfg.model)) if cfg.loss == "cxr-clip" else i1
+    i2 = raw.encode_image(normalize(batch["images2"], cfg.model)) if cfg.loss != "clip" else i1
     t1 = raw.encode_text(**batch["text1"])
-    t2 = raw.encode_text(**batch["text2"]) if cfg.loss == "cxr-clip" else t1
+    t2 = raw.encode_text(**batch["text2"]) if cfg.loss != "clip" else t1
     return compute_loss(
         cfg.loss, i1, i2, t1, t2, raw.scale(), cfg.icl_weight, cfg.tcl_weight, cfg.relax_threshold, rank, world
     )
@@ -315,7 +315,9 @@ def train(
 
     hub_preflight([cfg.model.image_encoder, cfg.model.text_encoder], log if master else (lambda *_: None))
     model = create_model(cfg.model).to(device)
-    trainable, total = set_trainable(model, cfg.train_image_blocks, cfg.train_text_blocks)
+    trainable, total = set_trainable(model, cfg.train_image_blocks, cfg.train_text_blocks, cfg.train_frozen_norms)
+    if ddp and cfg.sync_bn and device.type == "cuda":  # CXR-CLIP: batch statistics over all ranks
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     runner = _DDPForward(model, cfg).to(device)
     if ddp:
         runner = torch.nn.parallel.DistributedDataParallel(
@@ -339,7 +341,10 @@ def train(
             f"datasets: {', '.join(f'{d.name} ({d.num_rows:,} rows)' for d in datasets)}; train {n_train:,}, "
             f"validate {n_val:,} studies; {steps_per_epoch} steps/epoch x {cfg.epochs} epochs; world {world}"
         )
-        log(f"model {cfg.model.preset}: trainable parameters {trainable:,} of {total:,} ({trainable / total:.1%})")
+        log(
+            f"model {cfg.model.preset}: trainable parameters {trainable:,} of {total:,} ({trainable / total:.1%}): "
+            + trainable_line(model)
+        )
         if n_val < 2:
             log(
                 f"no validate rows ({n_val} validate studies with images): no validation loss, no early stopping "
