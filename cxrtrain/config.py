@@ -180,6 +180,7 @@ class TrainConfig:
         "label datasets' prompt reports: offline = the variants rendered by cxrprep | online = a fresh one per draw",
         choices=("offline", "online"),
     )
+    prompt_templates: str | None = opt(None, "prompt_render online: template file (None: each manifest's own)")
     num_workers: int = opt(0, "DataLoader worker processes (0: in the training process)", lo=0, hi=256)
     clahe: str = opt(
         "offline",

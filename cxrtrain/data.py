@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from cxrprep.shards import ShardDataset
+from cxrtrain.prompt_render import renderer_for
 from cxrtrain.sampling import build_index, patient_batches, plan_cycle
 
 cv2.setNumThreads(1)
@@ -56,6 +57,7 @@ COLUMNS = [
     "findings_bt",
     "impression_bt",
     "prompts",
+    "labels",
     "images",
 ]
 
@@ -370,6 +372,9 @@ class StudyStream(IterableDataset):
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         # row ids of this split (small columns only; row groups without the split skipped by their statistics)
         self.index = build_index(datasets, split)
+        # prompt_render: online (training only): a fresh prompt report per draw, from the study's labels
+        online = train and getattr(cfg, "prompt_render", "offline") == "online"
+        self.renderers = {d.name: renderer_for(d, cfg.prompt_templates) for d in datasets} if online else {}
         self.avoid_same_patient = bool(getattr(cfg, "avoid_same_patient", True)) and train
         if self.avoid_same_patient and 0 < self.index.patients() < batch_size:
             self.log(
@@ -426,6 +431,9 @@ class StudyStream(IterableDataset):
     def _texts(self, row: dict, key: list[int]) -> tuple[tuple[str, str] | None, random.Random]:
         """(the two texts or None, the study's generator after drawing them: images are drawn next)"""
         rng = self._text_rng(row, key)
+        renderer = self.renderers.get(row["dataset"])
+        if renderer is not None and row.get("labels") is not None:
+            row = dict(row, prompts=renderer.two(row["labels"], rng))
         return pick_texts(row, rng, self.cfg, train=self.train), rng
 
     def _sample(self, row: dict, key: list[int], texts: tuple[str, str], rng: random.Random) -> dict:
