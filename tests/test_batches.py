@@ -147,3 +147,19 @@ def test_online_prompts_are_fresh_each_epoch_and_offline_keep_the_variants(root)
     offline = _batches(root, replace(cfg, prompt_render="offline"), 9, size=10)
     seen = {t for b in offline for sid, t in zip(b["study_id"], b["texts1"]) if sid.startswith("chexpert")}
     assert seen and all(t.startswith("Variant") for t in seen)
+
+
+def test_cli_batch_draws_k_batches_without_a_sheet(root, tmp_path):
+    from typer.testing import CliRunner
+
+    from cxrtrain.cli.app import app
+
+    out = tmp_path / "look"
+    args = ["batch", str(root), "--out", str(out), "--n", "8", "--batches", "3", "--no-sheet"]
+    r = CliRunner().invoke(app, args + ["--set", "model.image_size=32"])
+    assert r.exit_code == 0, r.output
+    assert not (out / "batch.png").exists()
+    z = np.load(out / "batch.npz")
+    assert z["images"].shape[:2] == (24, 2) and list(np.bincount(z["batch"])) == [8, 8, 8]
+    assert set(z["dataset"]) <= {"mimic-cxr", "chexpert", "chestxray14"} and len(z["subject_id"]) == 24
+    assert "same-patient pairs per batch 0.00" in r.output
