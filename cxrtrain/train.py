@@ -31,6 +31,7 @@ from cxrtrain.config import TrainConfig, config_from_dict
 from cxrtrain.data import StudyStream, count_rows, normalize
 from cxrtrain.loss import compute_loss
 from cxrtrain.model import CLIPModel, create_model, set_trainable, trainable_line
+from cxrtrain.sampling import same_patient_pairs
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -495,6 +496,8 @@ def train(
                     data_wait=t_data / dt,
                     outside_fwd_bwd=1 - t_fb / dt,
                     step_s=round(dt, 4),
+                    # pairs of studies of one patient within a micro-batch (this rank): false negatives
+                    same_patient_pairs=sum(same_patient_pairs(list(zip(b["dataset"], b["subject_id"]))) for b in micro),
                 )
                 for k, v in parts.items():
                     epoch_sum[k] = epoch_sum.get(k, 0.0) + v
