@@ -230,7 +230,9 @@ class TrainConfig:
     )
     icl_weight: float = opt(1.0, "weight of the image-image term (cxr-clip)", lo=0)
     tcl_weight: float = opt(0.5, "weight of the text-text term (cxr-clip)", lo=0)
-    relax_threshold: float | None = opt(None, "positive-pair loss relaxation (None: off)", lo=-1, hi=1)
+    relax_threshold: float | None = opt(
+        None, "positive-pair loss relaxation, formula ours (docs/batches.md) (None: off)", lo=-1, hi=1
+    )
     # optimisation
     epochs: int = opt(15, "passes over the train split", lo=1)
     max_steps: int | None = opt(

@@ -5,7 +5,8 @@ gathered from every rank with ``torch.distributed.nn.all_gather``, which carries
 rank that produced them, and each rank's labels are offset by ``rank * B``; the loss is then the loss of
 the global batch, computed on every rank.
 
-Positive-pair loss relaxation (Jang et al.): a matched image-text pair whose cosine similarity is already
+Positive-pair loss relaxation (idea: Jang et al.; the formula is ours, since the paper's method section could
+not be read here, see docs/batches.md): a matched image-text pair whose cosine similarity is already
 above ``relax_threshold`` gets no further pull: its logit enters the softmax with its true value but
 detached, so only the push from negatives remains. Reports of different patients often describe the same
 findings, so pulling an already-aligned pair harder mainly pushes apart true-but-unlabelled positives.
