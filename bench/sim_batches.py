@@ -10,7 +10,9 @@ rows. Compares, over ``--batches`` batches of ``--batch`` studies from one strea
 * ``before``: the pre-issue-21 stream (row groups shuffled, one shuffle buffer over all datasets);
 * ``now``: ``cxrtrain.sampling`` (per-dataset buffers, interleaved by a multiset permutation, patient-aware).
 
-Prints each dataset's 5th-95th percentile share per batch and the mean same-patient pairs per batch.
+Prints each dataset's 5th-95th percentile share per batch, the mean same-patient pairs per batch, and the
+5th-95th percentile share of a simulated finding among each batch's studies (present in 30% of patients,
+shared by all studies of a patient: the worst case for rows written in patient order).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import random
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +89,16 @@ def plan_uniform(index: StudyIndex, seed: int, cycle: int, buffer: int = 0):
     return iter(ids)
 
 
-def simulate(index: StudyIndex, which: str, batches: int, batch: int, buffer: int, seed: int = 0, avoid: bool = True):
-    """-> (shares [batches, datasets], same-patient pairs per batch)."""
+def finding(subject: str) -> bool:
+    """A patient-level finding present in 30% of patients (a fixed hash of the patient id)."""
+    return zlib.crc32(subject.encode()) % 10 < 3
+
+
+def simulate(
+    index: StudyIndex, which: str, batches: int, batch: int, buffer: int, seed: int = 0, avoid: bool = True, out=None
+):
+    """-> (shares [batches, datasets], same-patient pairs per batch); ``out`` (a dict) also gets
+    ``finding``: the share of studies with the simulated finding per batch."""
     plan = {"now": plan_now, "before": plan_before, "uniform": plan_uniform}[which]
     ids = _ids_forever(index, lambda i, s, c: plan(i, s, c, buffer), seed)
     keyed = (((k[2], k[0] + "/" + k[1]), k) for k in (_key(index, rid) for rid in ids))
@@ -97,6 +108,8 @@ def simulate(index: StudyIndex, which: str, batches: int, batch: int, buffer: in
         names = [k[0] for k in b]
         shares.append([names.count(n) / len(b) for n in index.names])
         pairs.append(same_patient_pairs([k[1] for k in b]))
+        if out is not None:
+            out.setdefault("finding", []).append(sum(finding(k[1]) for k in b) / len(b))
     return np.array(shares), np.array(pairs)
 
 
@@ -112,11 +125,16 @@ def main() -> None:
     index = make_index(sizes, a.group)
     print(f"{index.count():,} studies, {index.patients():,} patients, {len(index.groups):,} row groups of {a.group}")
     for which, buffer in (("uniform", 0), ("before", 512), ("before", 2048), ("now", 512), ("now", 2048)):
-        shares, pairs = simulate(index, which, a.batches, a.batch, buffer)
+        extra: dict = {}
+        shares, pairs = simulate(index, which, a.batches, a.batch, buffer, out=extra)
         lo, hi = np.percentile(shares, 5, axis=0), np.percentile(shares, 95, axis=0)
         band = ", ".join(f"{n} {lo[i]:.2f}-{hi[i]:.2f}" for i, n in enumerate(index.names))
+        f_lo, f_hi = np.percentile(extra["finding"], [5, 95])
         label = which if which == "uniform" else f"{which} (buffer {buffer})"
-        print(f"{label:20s} share 5-95%: {band}; same-patient pairs/batch {pairs.mean():.2f}")
+        print(
+            f"{label:20s} share 5-95%: {band}; same-patient pairs/batch {pairs.mean():.2f}; "
+            f"finding share 5-95%: {f_lo:.2f}-{f_hi:.2f}"
+        )
     print(f"({time.perf_counter() - t:.0f} s)")
 
 
