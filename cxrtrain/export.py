@@ -70,6 +70,15 @@ print(probs)   # P(effusion), P(no effusion)
 """
 
 
+TV_NOTE = """
+The image tower is torchvision's ResNet-50, not a transformers model: `image_encoder/resnet50.pth` holds
+its weights in torchvision's format. Load it with `torchvision.models.resnet50()` and
+`load_state_dict(torch.load(path), strict=False)` (only `fc` is absent), or with cxrkit's
+`cxrtrain.towers.image.TorchvisionResNet50Tower.from_pretrained(d / "image_encoder")`; the image feature is
+the global average pool before `fc`.
+"""
+
+
 def export(checkpoint: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save_file
 
@@ -98,7 +107,10 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
         )
         + "\n"
     )
-    (out / "README.md").write_text(README.format(checkpoint=ck, preset=model.config.preset, out=out))
+    readme = README.format(checkpoint=ck, preset=model.config.preset, out=out)
+    if model.image_kind == "tv-resnet":  # not a transformers model: torchvision's format instead
+        readme += TV_NOTE
+    (out / "README.md").write_text(readme)
     return out
 
 
