@@ -81,7 +81,7 @@ TEXT_POOLING = ("cls", "mean", "eos")
 @dataclass(frozen=True)
 class ModelConfig:
     preset: str = "tiny"
-    image_encoder: str = ""  # hub id, local dir, or "config:tiny-resnet"
+    image_encoder: str = ""  # hub id, local dir, "config:tiny-resnet" or "torchvision/resnet50"
     text_encoder: str = ""  # hub id, local dir, "minilm", or "config:tiny-bert[-WIDTH]" (2 layers, random init)
     image_size: int = 64  # square input after augmentation / centre crop
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
