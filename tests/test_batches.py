@@ -163,3 +163,13 @@ def test_cli_batch_draws_k_batches_without_a_sheet(root, tmp_path):
     assert z["images"].shape[:2] == (24, 2) and list(np.bincount(z["batch"])) == [8, 8, 8]
     assert set(z["dataset"]) <= {"mimic-cxr", "chexpert", "chestxray14"} and len(z["subject_id"]) == 24
     assert "same-patient pairs per batch 0.00" in r.output
+
+
+def test_ddp_ranks_draw_disjoint_studies(root):
+    cfg = _cfg()
+    seen = []
+    for rank in (0, 1):
+        s = StudyStream(open_datasets([root]), "train", cfg, None, 8, rank=rank, world_size=2, seed=5)
+        it = iter(s)
+        seen.append({(d, sid) for b in (next(it) for _ in range(5)) for d, sid in zip(b["dataset"], b["study_id"])})
+    assert len(seen[0]) == len(seen[1]) == 40 and not seen[0] & seen[1]
