@@ -82,7 +82,7 @@ the global average pool before `fc`.
 def export(checkpoint: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save_file
 
-    from cxrtrain.train import load_checkpoint, resolve_checkpoint
+    from cxrtrain.checkpoint import load_checkpoint, resolve_checkpoint
 
     ck = resolve_checkpoint(checkpoint)
     model, conf = load_checkpoint(ck)

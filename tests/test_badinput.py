@@ -229,7 +229,7 @@ def _cases(d: Path, shards: Path) -> list[tuple[str, list[str]]]:
     cases["reports"] += [
         [str(ex / "mimic"), "--no-images", "--workers", "1", "--out", af],
         [str(ex / "mimic"), "--no-images", "--metadata", g, *out],
-        [str(ex / "mimic"), "--no-images", "--split", e, *out],
+        [str(ex / "mimic"), "--no-images", "--split-csv", e, *out],
     ]
     cases["prompts"] += [
         [str(ex / "chexpert" / "train.csv"), "--no-images", "--workers", "1", "--out", af],
@@ -299,6 +299,7 @@ def test_top_level_handler(tmp_path, monkeypatch, debug):
         assert "error: internal error: KeyError: 'oops'" in r.output and "CXRKIT_DEBUG=1" in r.output
 
 
+@pytest.mark.slow  # subprocesses
 def test_real_entry_points_print_no_traceback(tmp_path):
     """The installed console scripts go through the same handler (checked in a subprocess)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))

@@ -165,7 +165,7 @@ class _Killed(BaseException):
 
 
 def test_interrupted_checkpoint_swap_is_recovered_not_restarted(demo_shards, tmp_path, monkeypatch):
-    import cxrtrain.train as T
+    import cxrtrain.checkpoint as T
 
     out = tmp_path / "run"
     assert _run(demo_shards, "--out", out, *TINY, "--set", "max_steps=2").exit_code == 0

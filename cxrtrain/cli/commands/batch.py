@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxrprep.cli.edge import errors
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -40,11 +42,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(e), param_hint="--config/--set") from e
         from cxrtrain.batch import batch_summary, draw_batch, write_batch
 
-        try:
+        with errors({(ValueError, FileNotFoundError, RuntimeError): 1}):
             b = draw_batch(cfg, [str(s) for s in shards], n, epoch, batches)
-        except (ValueError, FileNotFoundError, RuntimeError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
         png, npz = write_batch(b, out, sheet)
         where = f"{png}, {npz}" if png else str(npz)
         typer.echo(f"{batches} batch(es), {len(b['study_id'])} studies, 2 views of {b['images'].shape[-1]} px: {where}")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import check_option
-from cxrtrain.cli.commands._errors import eval_exit_codes
+from cxrprep.cli.edge import errors
+from cxrprep.cli.options import BOOTSTRAP, DEVICE, ENSEMBLE, EVAL_SPLIT, prompts_option
+from cxrtrain.cli.commands import eval_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -16,17 +17,10 @@ def register(app: typer.Typer) -> None:
         # fmt: off
         checkpoint: Path = typer.Argument(..., exists=True, help="A run folder or checkpoint folder"),
         shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots holding the benchmark datasets"),
-        prompts: str = typer.Option(
-            "cxr-clip",
-            "--prompts",
-            callback=lambda v: check_option(v, "--prompts"),
-            help="Eval prompt file: a packaged name (cxr-clip, eval) or a path",
-        ),
+        prompts: str = prompts_option("cxr-clip", "Eval prompt file: a packaged name (cxr-clip, eval) or a path"),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/bench-suite)"),
-        split: str = typer.Option("test", "--split", help="test | validate | train | all"),
-        ensemble: str = typer.Option(
-            "mean-similarity", "--ensemble", help="mean-similarity (CXR-CLIP) | mean-embedding"
-        ),
+        split: str = EVAL_SPLIT,
+        ensemble: str = ENSEMBLE,
         probe: bool = typer.Option(
             True, "--probe/--no-probe", help="Also run the 10%/100% linear probes (VinDr, RSNA, SIIM)"
         ),
@@ -34,9 +28,9 @@ def register(app: typer.Typer) -> None:
         probe_max_epochs: int = typer.Option(
             5000, "--probe-max-epochs", help="Hard limit when a binding probe cap is doubled"
         ),
-        bootstrap: int = typer.Option(1000, "--bootstrap"),
-        seed: int = typer.Option(0, "--seed"),
-        device: str = typer.Option("auto", "--device"),
+        bootstrap: int = BOOTSTRAP,
+        seed: int = typer.Option(0, "--seed", help="Bootstrap seed"),
+        device: str = DEVICE,
         # fmt: on
     ) -> None:
         """Zero-shot (VinDr, RSNA, SIIM AUROC; CheXpert/MIMIC 5x200 accuracy), linear probes and retrieval
@@ -50,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = make_config(
             EvalConfig,
-            prompts=str(prompts),
+            prompts=prompts,  # a PromptFile: the name as given, resolved once
             split=split,
             ensemble=ensemble,
             bootstrap=bootstrap,
@@ -58,7 +52,7 @@ def register(app: typer.Typer) -> None:
             device=device,
         )
         out_dir = out or (checkpoint / "bench-suite")
-        with eval_exit_codes():
+        with errors(eval_errors()):
             run_suite(
                 checkpoint,
                 [str(s) for s in shards],

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import check_option
-from cxrtrain.cli.commands._errors import eval_exit_codes
+from cxrprep.cli.edge import errors
+from cxrprep.cli.options import BOOTSTRAP, DEVICE, ENSEMBLE, EVAL_SPLIT, prompts_option
+from cxrtrain.cli.commands import eval_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -18,28 +19,19 @@ def register(app: typer.Typer) -> None:
             ..., exists=True, help="A run folder (uses best/, else last/) or a checkpoint folder"
         ),
         shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots or dataset folders"),
-        prompts: str = typer.Option(
-            "eval",
-            "--prompts",
-            callback=lambda v: check_option(v, "--prompts"),
-            help="Zero-shot prompt file: a packaged name (eval, cxr-clip) or a path",
-        ),
+        prompts: str = prompts_option("eval", "Zero-shot prompt file: a packaged name (eval, cxr-clip) or a path"),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/eval)"),
-        split: str = typer.Option(
-            "test", "--split", help="Rows scored: test | validate | train | all (never a silent fallback)"
-        ),
-        ensemble: str = typer.Option(
-            "mean-similarity", "--ensemble", help="Prompt-set score: mean-similarity (CXR-CLIP) | mean-embedding"
-        ),
+        split: str = EVAL_SPLIT,
+        ensemble: str = ENSEMBLE,
         baseline: str = typer.Option(
             "none", "--baseline", help="none | untrained: also score a random-init model of the same architecture"
         ),
         uncertain: str = typer.Option("exclude", "--uncertain", help="-1 labels: exclude | positive | negative"),
         text: str = typer.Option("impression", "--text", help="Retrieval text: findings | impression | both"),
         batch_size: int = typer.Option(64, "--batch-size"),
-        bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the AUROC CI (0 = none)"),
+        bootstrap: int = BOOTSTRAP,
         seed: int = typer.Option(0, "--seed", help="Bootstrap and untrained-baseline seed"),
-        device: str = typer.Option("auto", "--device", help="auto (cuda if available) | cpu | cuda | cuda:N"),
+        device: str = DEVICE,
         # fmt: on
     ) -> None:
         """Zero-shot AUROC (+95% CI), F1/MCC (threshold from a held-out split), 5x200 accuracy and retrieval
@@ -52,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = make_config(
             EvalConfig,
-            prompts=str(prompts),
+            prompts=prompts,  # a PromptFile: the name as given, resolved once
             uncertain=uncertain,
             text_section=text,
             batch_size=batch_size,
@@ -64,7 +56,7 @@ def register(app: typer.Typer) -> None:
             baseline=baseline,
         )
         out_dir = out or (checkpoint / "eval")
-        with eval_exit_codes():
+        with errors(eval_errors()):
             run_eval(
                 checkpoint,
                 [str(s) for s in shards],
