@@ -22,7 +22,8 @@ Per epoch, cycle and stream (DDP rank x loader worker), seeded by all four:
    studies) it says so once and lets same-patient pairs through rather than stall.
 
 Measured on row ids (see docs/batches.md): dataset shares per 128-study batch stay inside the band of a
-uniform shuffle, and same-patient pairs drop from 14.8 (512-row buffer) to 0.
+uniform shuffle, and same-patient pairs per 128-study batch drop from 17.1 (512-row buffer; 4.3 with
+2048) to 0 (400,000 simulated studies, row groups of 150).
 """
 
 from __future__ import annotations
