@@ -1,7 +1,8 @@
-"""``cxrtrain batch``: one training batch, drawn through the real loader and augmentation, written out to look
+"""``cxrtrain batch``: training batches, drawn through the real loader and augmentation, written out to look
 at (Karpathy: "visualise just before the net"): ``batch.png``, a contact sheet of both augmented views of
-every study with its two texts under them, and ``batch.npz``, the uint8 images [N, 2, S, S] before
-normalisation plus the texts and study ids."""
+every study of the first batch with its two texts under them (``--no-sheet`` skips it), and ``batch.npz``,
+the uint8 images [N, 2, S, S] before normalisation plus the texts, study ids, datasets, patients and the
+batch of each study (``--batches K`` draws K consecutive batches)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from cxrtrain.config import TrainConfig
 from cxrtrain.data import StudyStream
 
 
-def draw_batch(cfg: TrainConfig, roots: list[str], n: int | None = None, epoch: int = 0) -> dict:
-    """The first training batch of ``epoch`` (``n`` studies; default the per-step micro-batch) ->
-    {"images": uint8 [N, 2, S, S], "text1", "text2", "study_id": lists}."""
+def draw_batch(cfg: TrainConfig, roots: list[str], n: int | None = None, epoch: int = 0, batches: int = 1) -> dict:
+    """The first ``batches`` training batches of ``epoch`` (``n`` studies each; default the per-step
+    micro-batch) -> {"images": uint8 [N, 2, S, S], "text1", "text2", "study_id", "dataset", "subject_id",
+    "batch": lists of N}."""
     from cxrprep.shards import open_datasets
     from cxrtrain.usable import check_usable
 
@@ -27,10 +29,38 @@ def draw_batch(cfg: TrainConfig, roots: list[str], n: int | None = None, epoch: 
     size = n or max(1, cfg.batch_size // cfg.accum_steps)
     stream = StudyStream(datasets, "train", cfg, None, size, train=True, seed=cfg.seed)
     stream.set_epoch(epoch)
-    b = next(iter(stream))
-    images = np.stack([b["images1"][:, 0].numpy(), b["images2"][:, 0].numpy()], axis=1)
-    return dict(
-        images=images.astype(np.uint8), text1=list(b["texts1"]), text2=list(b["texts2"]), study_id=list(b["study_id"])
+    it = iter(stream)
+    out: dict = {k: [] for k in ("images", "text1", "text2", "study_id", "dataset", "subject_id", "batch")}
+    for k in range(batches):
+        b = next(it)
+        out["images"].append(np.stack([b["images1"][:, 0].numpy(), b["images2"][:, 0].numpy()], axis=1))
+        out["text1"] += list(b["texts1"])
+        out["text2"] += list(b["texts2"])
+        for key in ("study_id", "dataset", "subject_id"):
+            out[key] += list(b[key])
+        out["batch"] += [k] * len(b["study_id"])
+    out["images"] = np.concatenate(out["images"]).astype(np.uint8)
+    return out
+
+
+def batch_summary(batch: dict) -> str:
+    """Per batch: each dataset's share and the same-patient pairs (mean over the batches drawn)."""
+    from cxrtrain.sampling import same_patient_pairs
+
+    ids = np.array(batch["batch"])
+    names = sorted(set(batch["dataset"]))
+    shares = {d: [] for d in names}
+    pairs = []
+    for k in sorted(set(batch["batch"])):
+        idx = np.flatnonzero(ids == k)
+        ds = [batch["dataset"][i] for i in idx]
+        for d in names:
+            shares[d].append(ds.count(d) / len(idx))
+        pairs.append(same_patient_pairs([(batch["dataset"][i], batch["subject_id"][i]) for i in idx]))
+    parts = [f"{d} {np.mean(v):.2f} ({np.min(v):.2f}-{np.max(v):.2f})" for d, v in shares.items()]
+    return (
+        f"dataset share per batch, mean (min-max): {', '.join(parts)}; "
+        f"same-patient pairs per batch {np.mean(pairs):.2f}"
     )
 
 
@@ -57,7 +87,9 @@ def contact_sheet(batch: dict, png: Path, tile: int = 224, cols: int = 3, font_s
     chars = max(20, int(cell_w / (font_size * 0.55)))
     line_h = font_size + 4
     cells = []
-    for imgs, t1, t2, sid in zip(batch["images"], batch["text1"], batch["text2"], batch["study_id"]):
+    first = [i for i, k in enumerate(batch.get("batch") or [0] * len(batch["study_id"])) if k == 0]
+    rows = [(batch["images"][i], batch["text1"][i], batch["text2"][i], batch["study_id"][i]) for i in first]
+    for imgs, t1, t2, sid in rows:
         lines = [str(sid)]
         for k, t in ((1, t1), (2, t2)):
             wrapped = textwrap.wrap(t, chars, initial_indent=f"text {k}: ", subsequent_indent="   ") or [f"text {k}:"]
@@ -83,8 +115,8 @@ def contact_sheet(batch: dict, png: Path, tile: int = 224, cols: int = 3, font_s
     os.replace(tmp, png)
 
 
-def write_batch(batch: dict, out: Path) -> tuple[Path, Path]:
-    """DIR/batch.png and DIR/batch.npz (atomic)."""
+def write_batch(batch: dict, out: Path, sheet: bool = True) -> tuple[Path | None, Path]:
+    """DIR/batch.png (the first batch; ``sheet=False``: none) and DIR/batch.npz (atomic)."""
     out.mkdir(parents=True, exist_ok=True)
     npz = out / "batch.npz"
     tmp = out / ".tmp-batch.npz"
@@ -95,10 +127,15 @@ def write_batch(batch: dict, out: Path) -> tuple[Path, Path]:
             text1=np.array(batch["text1"], dtype=str),
             text2=np.array(batch["text2"], dtype=str),
             study_id=np.array(batch["study_id"], dtype=str),
+            dataset=np.array(batch.get("dataset") or [], dtype=str),
+            subject_id=np.array(batch.get("subject_id") or [], dtype=str),
+            batch=np.array(batch.get("batch") or [0] * len(batch["study_id"]), dtype=np.int32),
         )
     os.replace(tmp, npz)
+    if not sheet:
+        return None, npz
     contact_sheet(batch, out / "batch.png")
     return out / "batch.png", npz
 
 
-__all__ = ["draw_batch", "contact_sheet", "write_batch"]
+__all__ = ["draw_batch", "batch_summary", "contact_sheet", "write_batch"]

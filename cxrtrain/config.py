@@ -175,7 +175,14 @@ class LogConfig:
 class TrainConfig:
     # data
     dataset_weights: dict = opt({}, "dataset name -> share of its rows per epoch (1.0)", lo=0)
-    shuffle_buffer: int = opt(512, "studies held for shuffling, per loader worker", lo=1)
+    shuffle_buffer: int = opt(512, "studies held for shuffling per loader worker, shared by the datasets", lo=1)
+    avoid_same_patient: bool = opt(True, "keep two studies of one patient out of one batch when the data allows")
+    prompt_render: str = opt(
+        "offline",
+        "label datasets' prompt reports: offline = the variants rendered by cxrprep | online = a fresh one per draw",
+        choices=("offline", "online"),
+    )
+    prompt_templates: str | None = opt(None, "prompt_render online: template file (None: each manifest's own)")
     num_workers: int = opt(0, "DataLoader worker processes (0: in the training process)", lo=0, hi=256)
     watchdog_s: float = opt(
         600.0, "stop with an error naming where when no training batch arrives for this long (0: never)", lo=0
@@ -218,11 +225,19 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=lambda: model_config("tiny"))
     train_image_blocks: int | None = opt(None, "partial fine-tuning: last N image blocks (None: all)", lo=0)
     train_text_blocks: int | None = opt(None, "last N text blocks (None: all; 0: frozen)", lo=0)
+    train_frozen_norms: bool = opt(False, "with train_*_blocks: 0, still train that tower's norm layers")
+    sync_bn: bool = opt(True, "BatchNorm -> SyncBatchNorm under multi-GPU DDP on CUDA (CXR-CLIP's ResNet-50)")
     # loss
-    loss: str = opt("cxr-clip", "clip | cxr-clip", choices=("clip", "cxr-clip"))
+    loss: str = opt(
+        "cxr-clip",
+        "clip: one pair (open_clip) | cxr-clip-mvs: CXR-CLIP's 'clip' config, 4 pairs | cxr-clip: MVS+ICL+TCL",
+        choices=("clip", "cxr-clip-mvs", "cxr-clip"),
+    )
     icl_weight: float = opt(1.0, "weight of the image-image term (cxr-clip)", lo=0)
     tcl_weight: float = opt(0.5, "weight of the text-text term (cxr-clip)", lo=0)
-    relax_threshold: float | None = opt(None, "positive-pair loss relaxation (None: off)", lo=-1, hi=1)
+    relax_threshold: float | None = opt(
+        None, "positive-pair loss relaxation, formula ours (docs/batches.md) (None: off)", lo=-1, hi=1
+    )
     # optimisation
     epochs: int = opt(15, "passes over the train split", lo=1)
     max_steps: int | None = opt(
@@ -272,6 +287,7 @@ CHECKS: dict[str, dict[str, Check]] = {
         init_temperature=Check(lo=0, lo_open=True, hi=1),
         min_temperature=Check(lo=0, lo_open=True, hi=1),  # null: no cap (CXR-CLIP)
         random_init=Check(),
+        image_weights=Check(),
     ),
 }
 

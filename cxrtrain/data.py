@@ -1,11 +1,13 @@
 """Streaming shard loader: study-level sampling, sentence sampling, online augmentation, batches.
 
 * Every dataset folder under the shard roots is opened with its schema checked (cxrprep.shards).
-* Row groups are the unit of distribution: each epoch they are shuffled (seeded by seed + epoch) and dealt
+* Order (cxrtrain.sampling): row groups are shuffled each epoch (seeded by seed + epoch) and dealt
   round-robin to (DDP rank, DataLoader worker) streams; ``dataset_weights`` sets the share of a dataset's
   row groups used per epoch (2.0 = twice, 0.5 = a seeded half). Each stream cycles over its row groups, so
   every rank can deliver the same number of batches (DDP needs that); an epoch is a fixed number of steps.
-* A shuffle buffer mixes rows inside a stream. Rows are filtered by split (train / validate).
+* Each dataset's rows pass through its own shuffle buffer and the datasets are interleaved by a seeded
+  permutation, so a batch's dataset shares are those of a uniform shuffle; a study whose patient is already
+  in the batch waits for the next one (``avoid_same_patient``). Rows are filtered by split (train / validate).
 * Study-level sampling (CXR-CLIP): two images of two distinct views when the study has them (else the same
   image twice, augmented independently), and two texts: findings and impression (each replaced by one of
   its back-translations with ``bt_prob``) for report datasets, two distinct prompt reports for label
@@ -27,6 +29,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -35,7 +38,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from cxrprep.shards import RowGroup, ShardDataset
+from cxrprep.shards import ShardDataset
+from cxrtrain.prompt_render import renderer_for
+from cxrtrain.sampling import build_index, patient_batches, plan_cycle
 from cxrtrain.textsample import pick_texts, split_sentences  # noqa: F401  (kept importable from here)
 from cxrtrain.transforms import (  # noqa: F401  (kept importable from here)
     augment_u8,
@@ -53,7 +58,9 @@ from cxrtrain.usable import has_text
 cv2.setNumThreads(1)
 
 COLUMNS = [
+    "dataset",
     "study_id",
+    "subject_id",
     "split",
     "findings",
     "impression",
@@ -62,6 +69,7 @@ COLUMNS = [
     "findings_bt",
     "impression_bt",
     "prompts",
+    "labels",
     "images",
 ]
 
@@ -106,54 +114,60 @@ class StudyStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
+        log=None,
     ) -> None:
         self.datasets, self.split, self.cfg, self.tok = datasets, split, cfg, tokenizer
         self.batch_size, self.train, self.rank, self.world_size, self.seed = batch_size, train, rank, world_size, seed
         self.epoch = 0
         self.skip_batches = 0
-        # only row groups that can hold rows of this split (Parquet min/max statistics of the split column)
-        self._groups = [(d, g) for d in datasets for g in d.row_groups() if _may_hold(g, split)]
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        # row ids of this split (small columns only; row groups without the split skipped by their statistics)
+        self.index = build_index(datasets, split)
+        # prompt_render: online (training only): a fresh prompt report per draw, from the study's labels
+        online = train and getattr(cfg, "prompt_render", "offline") == "online"
+        self.renderers = {d.name: renderer_for(d, cfg.prompt_templates) for d in datasets} if online else {}
+        self.avoid_same_patient = bool(getattr(cfg, "avoid_same_patient", True)) and train
+        if self.avoid_same_patient and 0 < self.index.patients() < batch_size:
+            self.log(
+                f"avoid_same_patient: the {split} split has {self.index.patients()} patient(s), fewer than a batch "
+                f"of {batch_size}; same-patient pairs cannot be avoided, going on with them"
+            )
+            self.avoid_same_patient = False
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch, self.skip_batches = epoch, skip_batches
 
-    def _epoch_groups(self, cycle: int) -> list[tuple[ShardDataset, RowGroup]]:
-        rng = random.Random(f"{self.seed}:{self.epoch}:{cycle}")
-        groups: list = []
-        for d in self.datasets:
-            mine = [(d, g) for dd, g in self._groups if dd is d]
-            w = float(self.cfg.dataset_weights.get(d.name, 1.0))
-            reps, frac = int(w), w - int(w)
-            chosen = mine * reps + rng.sample(mine, round(frac * len(mine)))
-            groups += chosen
-        if self.train:
-            rng.shuffle(groups)
-        return groups
+    def _fetch(self, d: int, ids: list[tuple[int, int]]) -> Iterator[tuple[tuple[int, int], dict]]:
+        """The rows of ``ids`` (all of dataset ``d``, group by group): one row group read at a time."""
+        current, rows = None, []
+        for g, pos in ids:
+            if g != current:
+                current = g
+                batches = self.datasets[d].iter_batches(COLUMNS, row_groups=[self.index.groups[g][1]])
+                rows = [r for b in batches for r in b.to_pylist()]
+            yield (g, pos), rows[pos]
 
     def _rows(self, stream_id: int, n_streams: int) -> Iterator[dict]:
+        """Rows of this stream in training order (cxrtrain.sampling.plan_cycle), pass after pass."""
         cycle = 0
-        groups = self._epoch_groups(0)
-        # enough row groups: deal them out; too few (small datasets): every stream reads all of them and
-        # keeps every n-th row, so no rank or worker is left without data
-        by_group = len(groups) >= 2 * n_streams
-        share = groups[stream_id::n_streams] if by_group else groups
         while True:
-            # a stream that runs out within the epoch cycles over ITS OWN share again (in a new order when it has
-            # whole row groups), so the ranks' rows stay disjoint (tests/test_multinode.py)
-            mine = list(share)
-            if cycle and by_group and self.train:
-                random.Random(f"{self.seed}:{self.epoch}:{cycle}:{stream_id}").shuffle(mine)
             any_row = False
-            k = -1
-            for d, g in mine:
-                for b in d.iter_batches(COLUMNS, row_groups=[g], split=self.split):
-                    for row in b.to_pylist():
-                        if not row["images"] or not has_text(row, self.cfg, self.train):
-                            continue  # a row without text would be drawn and dropped forever (issue 20)
-                        k += 1
-                        if by_group or k % n_streams == stream_id:
-                            any_row = True
-                            yield row
+            for _, row in plan_cycle(
+                self.index,
+                self.seed,
+                self.epoch,
+                cycle,
+                stream_id,
+                n_streams,
+                self.cfg.shuffle_buffer,
+                self.cfg.dataset_weights,
+                fetch=self._fetch,
+                train=self.train,
+            ):
+                if not has_text(row, self.cfg, self.train):
+                    continue  # a row without text would be drawn and dropped forever (issue 20)
+                any_row = True
+                yield row
             if not self.train:
                 return
             if not any_row:
@@ -163,20 +177,6 @@ class StudyStream(IterableDataset):
                 )
             cycle += 1
 
-    def _shuffled(self, rows: Iterator[dict], rng: random.Random) -> Iterator[dict]:
-        if not self.train or self.cfg.shuffle_buffer <= 1:
-            yield from rows
-            return
-        buf: list[dict] = []
-        for r in rows:
-            buf.append(r)
-            if len(buf) >= self.cfg.shuffle_buffer:
-                i = rng.randrange(len(buf))
-                buf[i], buf[-1] = buf[-1], buf[i]
-                yield buf.pop()
-        rng.shuffle(buf)
-        yield from buf
-
     def _text_rng(self, row: dict, key: list[int]) -> random.Random:
         # validation is the same every epoch: its randomness depends on the study only
         return random.Random("/".join(map(str, key)) if self.train else f"validate/{self.seed}/{row['study_id']}")
@@ -184,6 +184,9 @@ class StudyStream(IterableDataset):
     def _texts(self, row: dict, key: list[int]) -> tuple[tuple[str, str] | None, random.Random]:
         """(the two texts or None, the study's generator after drawing them: images are drawn next)"""
         rng = self._text_rng(row, key)
+        renderer = self.renderers.get(row["dataset"])
+        if renderer is not None and row.get("labels") is not None:
+            row = dict(row, prompts=renderer.two(row["labels"], rng))
         return pick_texts(row, rng, self.cfg, train=self.train), rng
 
     def _sample(self, row: dict, key: list[int], texts: tuple[str, str], rng: random.Random) -> dict:
@@ -209,7 +212,15 @@ class StudyStream(IterableDataset):
             else:
                 a = center_u8(g, c.model)
             out.append(torch.from_numpy(a)[None])  # uint8 [1,S,S]; normalised on the training device
-        return dict(image1=out[0], image2=out[1], text1=texts[0], text2=texts[1], study_id=row["study_id"])
+        return dict(
+            image1=out[0],
+            image2=out[1],
+            text1=texts[0],
+            text2=texts[1],
+            study_id=row["study_id"],
+            dataset=row["dataset"],
+            subject_id=row["subject_id"],
+        )
 
     def _collate(self, samples: list[dict]) -> dict:
         m = self.cfg.model
@@ -229,6 +240,8 @@ class StudyStream(IterableDataset):
             images1=torch.stack([s["image1"] for s in samples]),
             images2=torch.stack([s["image2"] for s in samples]),
             study_id=[s["study_id"] for s in samples],
+            dataset=[s["dataset"] for s in samples],
+            subject_id=[s["subject_id"] for s in samples],
             texts1=t1,
             texts2=t2,
         )
@@ -240,19 +253,21 @@ class StudyStream(IterableDataset):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         stream_id, n_streams = self.rank * nw + wid, self.world_size * nw
-        rng = random.Random(f"{self.seed}:{self.epoch}:buf:{stream_id}")
         # batches of this worker already trained on (the DataLoader takes batches round-robin from workers)
         m = self.skip_batches
         skip = m // nw + (1 if wid < m % nw else 0)
 
-        def rows() -> Iterator[tuple[str, tuple]]:
-            for k, row in enumerate(self._shuffled(self._rows(stream_id, n_streams), rng), 1):
+        def rows() -> Iterator[tuple[tuple, tuple]]:
+            for k, row in enumerate(self._rows(stream_id, n_streams), 1):
                 key = [self.seed, self.epoch, stream_id, k]  # k: rows consumed by this stream
                 texts, trng = self._texts(row, key)
                 if texts is not None:
-                    yield row["study_id"], (row, key, texts, trng)
+                    study = ("study", row["dataset"], row["study_id"])
+                    patient = ("patient", row["dataset"], row["subject_id"])
+                    yield (study, patient) if self.avoid_same_patient else (study,), (row, key, texts, trng)
 
-        for nbatch, batch in enumerate(distinct_batches(rows(), self.batch_size, distinct=self.train)):
+        batches = patient_batches(rows(), self.batch_size, distinct=self.train, warn=self.log)
+        for nbatch, batch in enumerate(batches):
             if nbatch < skip:  # resume: replay the stream without decoding images
                 continue
             yield self._collate([self._sample(*item) for item in batch])
@@ -293,23 +308,6 @@ def distinct_batches(items: Iterable[tuple[str, object]], size: int, distinct: b
         yield batch
 
 
-def _may_hold(g: RowGroup, split: str) -> bool:
-    import pyarrow.parquet as pq
-
-    md = pq.ParquetFile(g.path).metadata.row_group(g.index)
-    for i in range(md.num_columns):
-        col = md.column(i)
-        if col.path_in_schema == "split" and col.is_stats_set and col.statistics.has_min_max:
-            return col.statistics.min <= split <= col.statistics.max
-    return True
-
-
 def count_rows(datasets: list[ShardDataset], split: str) -> int:
-    """Rows of ``split`` that have images (reads only two small columns)."""
-    import pyarrow.compute as pc
-
-    n = 0
-    for d in datasets:
-        for b in d.iter_batches(["split", "images"], split=split):
-            n += int(pc.sum(pc.greater(pc.list_value_length(b.column("images")), 0)).as_py() or 0)
-    return n
+    """Rows of ``split`` that have images (reads only small columns: no image bytes)."""
+    return build_index(datasets, split).count()

@@ -70,6 +70,15 @@ print(probs)   # P(effusion), P(no effusion)
 """
 
 
+TV_NOTE = """
+The image tower is torchvision's ResNet-50, not a transformers model: `image_encoder/resnet50.pth` holds
+its weights in torchvision's format. Load it with `torchvision.models.resnet50()` and
+`load_state_dict(torch.load(path), strict=False)` (only `fc` is absent), or with cxrkit's
+`cxrtrain.towers.image.TorchvisionResNet50Tower.from_pretrained(d / "image_encoder")`; the image feature is
+the global average pool before `fc`.
+"""
+
+
 def export(checkpoint: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save_file
 
@@ -98,7 +107,10 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
         )
         + "\n"
     )
-    (out / "README.md").write_text(README.format(checkpoint=ck, preset=model.config.preset, out=out))
+    readme = README.format(checkpoint=ck, preset=model.config.preset, out=out)
+    if model.image_kind == "tv-resnet":  # not a transformers model: torchvision's format instead
+        readme += TV_NOTE
+    (out / "README.md").write_text(readme)
     return out
 
 
@@ -113,12 +125,9 @@ class ExportedModel:
         self.cfg = json.loads((d / "cxrkit.json").read_text())
         vis = CLIPVisionModel if self.cfg["image_kind"] == "clip" else AutoModel
         txt = CLIPTextModel if self.cfg["text_kind"] == "clip" else AutoModel
-        if self.cfg["image_kind"] == "tv_resnet":  # torchvision keys; torchvision.models.resnet50 loads them too
-            from cxrtrain.tv_tower import load_tv_tower
-
-            self.image_tower = load_tv_tower(d / "image_encoder")
-        else:
-            self.image_tower = vis.from_pretrained(d / "image_encoder").eval()
+        if self.cfg["image_kind"] == "tv-resnet":  # torchvision-format weights (cxrtrain/towers/image.py)
+            from cxrtrain.towers.image import TorchvisionResNet50Tower as vis
+        self.image_tower = vis.from_pretrained(d / "image_encoder").eval()
         self.text_tower = txt.from_pretrained(d / "text_encoder").eval()
         self.tok = AutoTokenizer.from_pretrained(d / "text_encoder")
         self.proj = load_file(str(d / "projections.safetensors"))

@@ -15,9 +15,10 @@ Modes:
 * ``partial`` (k-shot): the last N blocks of the image tower (plus norms and projection) and the head.
 * ``--fractions`` (CXR-CLIP's linear probe): a linear head on the frozen image tower's pooled features
   (before the projection, as CXR-CLIP's classifier), trained on a seeded random subset of the train split
-  (1%, 10%, 100%; at least one study), AdamW lr 5e-5, weight decay 1e-4, batch 256, cosine schedule with
-  0.1 epoch of warm-up, at most 300 epochs for subsets and 30 for 100% (CXR-CLIP's finetune_10/100
-  configs), checkpoint with the lowest validate loss (CXR-CLIP's rule).
+  (1%, 10%, 100%; at least one study), AdamW lr 5e-5, weight decay 1e-4, batch 256, cosine schedule, at
+  most 300 epochs for subsets and 30 for 100% (CXR-CLIP's finetune_10/100 configs), checkpoint with the
+  lowest validate loss (CXR-CLIP's rule). The 0.1-epoch warm-up is ours: CXR-CLIP's ``warmup_epochs: 0.1``
+  reaches its scheduler as a float, a fraction of all steps (10% of training; docs/batches.md).
 
 Early stopping and a cap that does not bind: every linear head stops when its validate criterion has not
 improved for ``--patience`` epochs. If the best epoch lies within the last ``patience`` epochs of the cap

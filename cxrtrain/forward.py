@@ -28,9 +28,9 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def forward_loss(model, batch: dict, cfg: TrainConfig, rank: int, world: int) -> dict:
     raw = model.module if hasattr(model, "module") else model
     i1 = raw.encode_image(normalize(batch["images1"], cfg.model))
-    i2 = raw.encode_image(normalize(batch["images2"], cfg.model)) if cfg.loss == "cxr-clip" else i1
+    i2 = raw.encode_image(normalize(batch["images2"], cfg.model)) if cfg.loss != "clip" else i1
     t1 = raw.encode_text(**batch["text1"])
-    t2 = raw.encode_text(**batch["text2"]) if cfg.loss == "cxr-clip" else t1
+    t2 = raw.encode_text(**batch["text2"]) if cfg.loss != "clip" else t1
     return compute_loss(
         cfg.loss, i1, i2, t1, t2, raw.scale(), cfg.icl_weight, cfg.tcl_weight, cfg.relax_threshold, rank, world
     )

@@ -24,7 +24,9 @@ class HubUnreachable(RuntimeError):
 def hub_names(names) -> list[str]:
     """The names that ``from_pretrained`` would fetch from the hub (not local folders, not built-in configs)."""
     return [
-        n for n in names if n and "/" in n and not n.startswith(("config:", ".", "/", "~")) and not Path(n).exists()
+        n
+        for n in names
+        if n and "/" in n and not n.startswith(("config:", "torchvision/", ".", "/", "~")) and not Path(n).exists()
     ]
 
 

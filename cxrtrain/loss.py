@@ -5,7 +5,8 @@ gathered from every rank with ``torch.distributed.nn.all_gather``, which carries
 rank that produced them, and each rank's labels are offset by ``rank * B``; the loss is then the loss of
 the global batch, computed on every rank.
 
-Positive-pair loss relaxation (Jang et al.): a matched image-text pair whose cosine similarity is already
+Positive-pair loss relaxation (idea: Jang et al.; the formula is ours, since the paper's method section could
+not be read here, see docs/batches.md): a matched image-text pair whose cosine similarity is already
 above ``relax_threshold`` gets no further pull: its logit enters the softmax with its true value but
 detached, so only the push from negatives remains. Reports of different patients often describe the same
 findings, so pulling an already-aligned pair harder mainly pushes apart true-but-unlabelled positives.
@@ -68,6 +69,17 @@ def _relax(sim: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.T
     return sim
 
 
+def mvs_loss(img1, img2, txt1, txt2, scale, relax_threshold=None, rank=0, world_size=1, stats=None) -> torch.Tensor:
+    """CXR-CLIP's multi-view supervision: the mean CLIP loss over (i1,t1), (i1,t2), (i2,t1), (i2,t2)."""
+    kw = dict(rank=rank, world_size=world_size, stats=stats)
+    return (
+        clip_loss(img1, txt1, scale, relax_threshold, **kw)
+        + clip_loss(img1, txt2, scale, relax_threshold, **kw)
+        + clip_loss(img2, txt1, scale, relax_threshold, **kw)
+        + clip_loss(img2, txt2, scale, relax_threshold, **kw)
+    ) / 4
+
+
 def cxr_clip_loss(
     img1: torch.Tensor,
     img2: torch.Tensor,
@@ -84,12 +96,7 @@ def cxr_clip_loss(
     between the two images of each study; TCL = between the two texts. total = MVS + w_icl ICL + w_tcl TCL."""
     kw = dict(rank=rank, world_size=world_size)
     st: dict = {}
-    mvs = (
-        clip_loss(img1, txt1, scale, relax_threshold, stats=st, **kw)
-        + clip_loss(img1, txt2, scale, relax_threshold, stats=st, **kw)
-        + clip_loss(img2, txt1, scale, relax_threshold, stats=st, **kw)
-        + clip_loss(img2, txt2, scale, relax_threshold, stats=st, **kw)
-    ) / 4
+    mvs = mvs_loss(img1, img2, txt1, txt2, scale, relax_threshold, rank, world_size, st)
     icl = clip_loss(img1, img2, scale, **kw)
     tcl = clip_loss(txt1, txt2, scale, **kw)
     return {
@@ -110,14 +117,28 @@ def _stats(st: dict, relax_threshold: float | None, like: torch.Tensor) -> dict[
     return out
 
 
+#: ``loss`` names: what each computes, and where it comes from
+LOSSES = {
+    "clip": "one pair per study (first image, first text), symmetric InfoNCE (open_clip's ClipLoss)",
+    "cxr-clip-mvs": "CXR-CLIP's 'clip' loss config (configs/loss/clip.yaml: i2i_weight 0, t2t_weight 0): the mean "
+    "of the four image-text pairs of a study (MVS) only",
+    "cxr-clip": "CXR-CLIP's 'cxr_clip' loss config: MVS + icl_weight x ICL + tcl_weight x TCL",
+}
+
+
 def compute_loss(
     kind: str, img1, img2, txt1, txt2, scale, icl_weight=1.0, tcl_weight=0.5, relax_threshold=None, rank=0, world_size=1
 ) -> dict[str, torch.Tensor]:
-    """``clip``: one pair per study (first image, first text); ``cxr-clip``: all of the above."""
+    """``kind`` one of ``LOSSES``: ``clip`` (one pair), ``cxr-clip-mvs`` (the 4-pair MVS term alone, which
+    CXR-CLIP's own config names ``clip``), ``cxr-clip`` (MVS + ICL + TCL)."""
     if kind == "clip":
         st: dict = {}
         loss = clip_loss(img1, txt1, scale, relax_threshold, rank, world_size, stats=st)
         return {"loss": loss, "clip": loss.detach(), **_stats(st, relax_threshold, loss)}
+    if kind == "cxr-clip-mvs":
+        st = {}
+        mvs = mvs_loss(img1, img2, txt1, txt2, scale, relax_threshold, rank, world_size, st)
+        return {"loss": mvs, "mvs": mvs.detach(), **_stats(st, relax_threshold, mvs)}
     if kind == "cxr-clip":
         return cxr_clip_loss(img1, img2, txt1, txt2, scale, icl_weight, tcl_weight, relax_threshold, rank, world_size)
-    raise ValueError(f"loss must be clip or cxr-clip, got {kind!r}")
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {kind!r}")

@@ -35,12 +35,15 @@ PRESETS: dict[str, dict] = {
     # CXR-CLIP (kakaobrain/cxr-clip configs/model/clip_*_clinical.yaml, data_utils.transform_image): images
     # normalised with mean 0.5 / std 0.5 for both towers, BERT text pooled at the last real token ("eos"),
     # linear projections with bias, no cap on the learnable temperature, text up to 256 tokens.
+    # ResNet-50: torchvision's architecture and ImageNet weights, normalised with ImageNet mean/std
+    # (cxrclip/model/modules/image_encoder.py; cxrclip/trainer.py sets normalize "imagenet" for the resnet
+    # encoder). microsoft/resnet-50 stays an alternative: --set model.image_encoder=microsoft/resnet-50.
     "cxr-clip-r50": dict(
-        image_encoder="microsoft/resnet-50",
+        image_encoder="torchvision/resnet50",
         text_encoder="emilyalsentzer/Bio_ClinicalBERT",
         image_size=224,
-        image_mean=(0.5, 0.5, 0.5),
-        image_std=(0.5, 0.5, 0.5),
+        image_mean=(0.485, 0.456, 0.406),
+        image_std=(0.229, 0.224, 0.225),
         image_pooling="pooler",
         text_pooling="eos",
         proj_bias=True,
@@ -78,7 +81,7 @@ TEXT_POOLING = ("cls", "mean", "eos")
 @dataclass(frozen=True)
 class ModelConfig:
     preset: str = "tiny"
-    image_encoder: str = ""  # hub id, local dir, or "config:tiny-resnet"
+    image_encoder: str = ""  # hub id, local dir, "config:tiny-resnet" or "torchvision/resnet50"
     text_encoder: str = ""  # hub id, local dir, "minilm", or "config:tiny-bert[-WIDTH]" (2 layers, random init)
     image_size: int = 64  # square input after augmentation / centre crop
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
@@ -98,6 +101,8 @@ class ModelConfig:
     # CLIP/open_clip); null: no cap (CXR-CLIP)
     min_temperature: float | None = 0.01
     random_init: bool = False  # build towers from default configs, no weights (benchmarks)
+    # torchvision/resnet50: a torchvision-format weight file (None: torchvision's cached ImageNet file)
+    image_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.text_pooling not in TEXT_POOLING:
@@ -175,11 +180,14 @@ def build_image_tower(cfg: ModelConfig, towers_dir: Path | None = None) -> tuple
     saved tower configs) the architecture is built from there, without weights or hub access."""
     from transformers import AutoConfig, AutoModel, CLIPVisionConfig, CLIPVisionModel, ResNetConfig, SwinConfig
 
-    name = cfg.image_encoder
-    from cxrtrain.tv_tower import TVResNetTower, is_tv_tower_dir
+    from cxrtrain.towers.image import TORCHVISION_RESNET50, build_torchvision_resnet50, is_torchvision_dir
 
-    if (towers_dir is not None and is_tv_tower_dir(towers_dir / "image")) or name == "torchvision:resnet50":
-        return TVResNetTower(), 2048, "tv_resnet"  # CXR-CLIP's R50 (imported); weights from the checkpoint
+    name = cfg.image_encoder
+    if (towers_dir is not None and is_torchvision_dir(towers_dir / "image")) or (
+        towers_dir is None and name == TORCHVISION_RESNET50
+    ):
+        m = build_torchvision_resnet50(cfg.image_weights, cfg.random_init or towers_dir is not None)
+        return m, m.config.hidden_size, "tv-resnet"
     if towers_dir is not None:
         conf = AutoConfig.from_pretrained(towers_dir / "image")
         m = CLIPVisionModel(conf) if conf.model_type == "clip_vision_model" else AutoModel.from_config(conf)
@@ -361,10 +369,10 @@ class CLIPModel(nn.Module):
     # -- partial fine-tuning ------------------------------------------------------------------------
     def image_blocks(self) -> list[nn.Module]:
         t = self.image_tower
+        if self.image_kind == "tv-resnet":
+            return t.blocks()
         if self.image_kind == "resnet":
             return [layer for stage in t.encoder.stages for layer in stage.layers]
-        if self.image_kind == "tv_resnet":
-            return t.blocks()
         if self.image_kind == "swin":
             return [b for layer in t.encoder.layers for b in layer.blocks]
         if self.image_kind == "clip":  # transformers < 5 nests the encoder under .vision_model
@@ -391,10 +399,14 @@ def _is_norm(m: nn.Module) -> bool:
     return isinstance(m, (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm)) or "norm" in type(m).__name__.lower()
 
 
-def set_trainable(model: CLIPModel, image_blocks: int | None, text_blocks: int | None) -> tuple[int, int]:
+def set_trainable(
+    model: CLIPModel, image_blocks: int | None, text_blocks: int | None, frozen_norms: bool = False
+) -> tuple[int, int]:
     """Partial fine-tuning (seed 002): train only the last ``image_blocks`` blocks of the image tower (None:
-    all) and the last ``text_blocks`` of the text tower (None: all; 0: frozen), plus every norm layer,
-    the projections and the temperature. Returns (trainable, total) parameter counts."""
+    all) and the last ``text_blocks`` of the text tower (None: all), plus, when at least one block of that
+    tower trains, every norm layer of it; the projections and the temperature always train. 0 blocks freeze
+    the tower completely (no parameter trainable) unless ``frozen_norms`` asks for its norm layers. Returns
+    (trainable, total) parameter counts."""
     for tower, blocks, n in (
         (model.image_tower, model.image_blocks(), image_blocks),
         (model.text_tower, model.text_blocks(), text_blocks),
@@ -405,14 +417,30 @@ def set_trainable(model: CLIPModel, image_blocks: int | None, text_blocks: int |
         tower.requires_grad_(False)
         for b in blocks[len(blocks) - n :] if n > 0 else []:
             b.requires_grad_(True)
-        for m in tower.modules():
-            if _is_norm(m):
-                m.requires_grad_(True)
+        if n > 0 or frozen_norms:
+            for m in tower.modules():
+                if _is_norm(m):
+                    m.requires_grad_(True)
     for p in (*model.image_proj.parameters(), *model.text_proj.parameters(), model.logit_scale):
         p.requires_grad_(True)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total
+
+
+def trainable_parts(model: CLIPModel) -> dict[str, tuple[int, int]]:
+    """Part name -> (trainable, total) parameters: image tower, text tower, projections + temperature."""
+    parts = {
+        "image tower": list(model.image_tower.parameters()),
+        "text tower": list(model.text_tower.parameters()),
+        "projections+temperature": [*model.image_proj.parameters(), *model.text_proj.parameters(), model.logit_scale],
+    }
+    return {k: (sum(p.numel() for p in ps if p.requires_grad), sum(p.numel() for p in ps)) for k, ps in parts.items()}
+
+
+def trainable_line(model: CLIPModel) -> str:
+    """'image tower 0 of 25,557,032 (0.0%); text tower ...' for the start of a run."""
+    return "; ".join(f"{k} {t:,} of {n:,} ({t / max(1, n):.1%})" for k, (t, n) in trainable_parts(model).items())
 
 
 def config_dict(cfg: ModelConfig) -> dict:
@@ -434,4 +462,5 @@ __all__ = [
     "CLIPModel",
     "create_model",
     "set_trainable",
+    "trainable_line",
 ]

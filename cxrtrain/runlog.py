@@ -281,8 +281,8 @@ def _wandb_id(out: Path) -> str:
 
 def comparable_key(loss: str) -> str:
     """The loss term computed the same way on train and validate batches: the image-text term. (Validation
-    feeds one un-augmented image twice, so cxr-clip's image-image term is near 0 there and the totals differ
-    by construction.)"""
+    images are not augmented, so cxr-clip's image-image term there is not computed like training's and the
+    totals differ by construction.)"""
     return "clip" if loss == "clip" else "mvs"
 
 

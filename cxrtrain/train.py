@@ -37,24 +37,14 @@ from cxrtrain.config import TrainConfig
 from cxrtrain.data import StudyStream
 from cxrtrain.ddp import ddp_env, init_process_group, mean_over_ranks, pick_device, wrap
 from cxrtrain.forward import DDPForward, to_device, validate
-from cxrtrain.model import CLIPModel, create_model, set_trainable
+from cxrtrain.model import CLIPModel, create_model, set_trainable, trainable_line
 from cxrtrain.optim import lr_lambda, param_groups
 from cxrtrain.rankaudit import record_step, write_audit
 from cxrtrain.runlog import comparable_key, plot_losses  # noqa: F401  (plot_losses: kept importable from here)
+from cxrtrain.sampling import same_patient_pairs
 from cxrtrain.stopping import Stop, ignore_sigint
-from cxrtrain.usable import check_usable, usable_rows
+from cxrtrain.usable import check_usable, suggest_batch_size, usable_rows
 from cxrtrain.watchdog import watchdog
-
-
-def suggest_batch_size(n_train: int, world: int, accum_steps: int) -> int | None:
-    """The largest power of two (a multiple of ``accum_steps``, >= 2) that the train rows fill per rank."""
-    per_rank = n_train // max(1, world)
-    b = 1
-    while b * 2 <= per_rank:
-        b *= 2
-    while b >= 2 and b % accum_steps:
-        b //= 2
-    return b if b >= 2 and b % accum_steps == 0 else None
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -205,7 +195,9 @@ def _build(run: _Run) -> None:
     cfg, device = run.cfg, run.device
     hub_preflight([cfg.model.image_encoder, cfg.model.text_encoder], run.log if run.master else (lambda *_: None))
     run.model = create_model(cfg.model).to(device)
-    run.trainable = set_trainable(run.model, cfg.train_image_blocks, cfg.train_text_blocks)
+    run.trainable = set_trainable(run.model, cfg.train_image_blocks, cfg.train_text_blocks, cfg.train_frozen_norms)
+    if run.world > 1 and cfg.sync_bn and device.type == "cuda":  # CXR-CLIP: batch statistics over all ranks
+        run.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(run.model)
     run.runner = DDPForward(run.model, cfg).to(device)
     if run.world > 1:
         run.runner = wrap(run.runner, device)
@@ -260,7 +252,10 @@ def _log_plan(run: _Run) -> None:
     for line in run.skipped:
         log(line)
     trainable, total = run.trainable
-    log(f"model {cfg.model.preset}: trainable parameters {trainable:,} of {total:,} ({trainable / total:.1%})")
+    log(
+        f"model {cfg.model.preset}: trainable parameters {trainable:,} of {total:,} ({trainable / total:.1%}): "
+        + trainable_line(run.model)
+    )
     if run.n_val < 2:
         log(
             f"no validate rows ({run.n_val} validate studies with images): no validation loss, no early stopping "
@@ -317,9 +312,11 @@ def _train_epoch(run: _Run) -> tuple[dict[str, float], int, float]:
             break
         t_data = time.perf_counter() - t0
         parts, t_fb = _step(run, micro)
+        # pairs of studies of one patient within a micro-batch (this rank): false negatives of the loss
+        parts_pairs = sum(same_patient_pairs(list(zip(b["dataset"], b["subject_id"]))) for b in micro)
         now = time.perf_counter()
         dt, t_last = now - t_last, now
-        _log_step(run, parts, dt, t_data, t_fb)
+        _log_step(run, parts, dt, t_data, t_fb, parts_pairs)
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v
         n += 1
@@ -366,7 +363,7 @@ def _step(run: _Run, micro: list[dict]) -> tuple[dict[str, float], float]:
     return parts, t_fb
 
 
-def _log_step(run: _Run, parts: dict[str, float], dt: float, t_data: float, t_fb: float) -> None:
+def _log_step(run: _Run, parts: dict[str, float], dt: float, t_data: float, t_fb: float, pairs: int = 0) -> None:
     cfg, step = run.cfg, run.p.step
     # every number the loss returns is logged (loss parts, and any per-step statistic)
     rec = dict(
@@ -380,6 +377,7 @@ def _log_step(run: _Run, parts: dict[str, float], dt: float, t_data: float, t_fb
         data_wait=t_data / dt,
         outside_fwd_bwd=1 - t_fb / dt,
         step_s=round(dt, 4),
+        same_patient_pairs=pairs,
     )
     run.history.append(rec)
     run.bar.update(1)

@@ -115,3 +115,14 @@ def check_usable(datasets: list[ShardDataset], split: str, cfg, roots, train: bo
         f"no reports or prompts and belong outside the training root: write them with --out bench/ "
         f"(the default), or give cxrtrain run a root without them"
     )
+
+
+def suggest_batch_size(n_train: int, world: int, accum_steps: int) -> int | None:
+    """The largest power of two (a multiple of ``accum_steps``, >= 2) that the train rows fill per rank."""
+    per_rank = n_train // max(1, world)
+    b = 1
+    while b * 2 <= per_rank:
+        b *= 2
+    while b >= 2 and b % accum_steps:
+        b //= 2
+    return b if b >= 2 and b % accum_steps == 0 else None

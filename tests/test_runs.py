@@ -230,5 +230,5 @@ def test_unreachable_hub_fails_fast_with_advice(demo_shards, tmp_path, monkeypat
     r = _run(demo_shards, "--out", tmp_path / "run", *TINY, "--set", "model.preset=cxr-clip-r50")
     assert time.time() - t0 < 20
     assert r.exit_code == 1, r.output
-    assert "cannot be reached" in r.output and "HF_HUB_OFFLINE=1" in r.output and "microsoft/resnet-50" in r.output
+    assert "cannot be reached" in r.output and "HF_HUB_OFFLINE=1" in r.output and "Bio_ClinicalBERT" in r.output
     assert not (tmp_path / "run").exists()

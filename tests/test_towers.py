@@ -78,15 +78,17 @@ def test_image_pooling_by_hand():
 
 
 def test_presets_projection_bias_and_temperature_cap():
-    for p in ("cxr-clip-r50", "cxr-clip-swin"):
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # CXR-CLIP's ResNet: normalize "imagenet"
+    for p, (mean, std) in (("cxr-clip-r50", imagenet), ("cxr-clip-swin", ((0.5,) * 3, (0.5,) * 3))):
         c = model_config(p)
         assert (c.text_pooling, c.proj_bias, c.min_temperature, c.image_mean, c.image_std) == (
             "eos",
             True,
             None,
-            (0.5,) * 3,
-            (0.5,) * 3,
+            mean,
+            std,
         )
+    assert model_config("cxr-clip-r50").image_encoder == "torchvision/resnet50"
     assert model_config("cxr-clip-swin").image_pooling == "first"
     assert model_config("cxr-clip-r50").image_pooling == "pooler"
     assert model_config("clip-b32").proj_bias is False

@@ -32,6 +32,7 @@ import torch
 
 from cxrtrain.imports.common import ImportUsageError, TowerDir, load_into, sha256, unknown, write_run
 from cxrtrain.imports.safe_load import plain, safe_load
+from cxrtrain.towers.image import TORCHVISION_RESNET50
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -117,7 +118,7 @@ def write_towers(tower: Path, kind: str, cfg: dict, text_encoder: Path | None, i
     """Tower configs and tokenizer into ``tower``; -> where each came from."""
     from transformers import AutoTokenizer
 
-    from cxrtrain.tv_tower import TVTowerConfig
+    from cxrtrain.towers.image import save_tower_config
 
     text_name = _sub(cfg, "model", "text_encoder", "name", default=DEFAULT_TEXT)
     tok_name = _sub(cfg, "tokenizer", "pretrained_model_name_or_path", default=text_name)
@@ -131,7 +132,7 @@ def write_towers(tower: Path, kind: str, cfg: dict, text_encoder: Path | None, i
             f"the tokenizer {tok_src!r} is not available ({str(e).splitlines()[0]}); pass --text-encoder DIR"
         ) from None
     if kind == "resnet":
-        TVTowerConfig().save_pretrained(tower / "image")
+        save_tower_config(tower / "image")
         return dict(text=tsrc, tokenizer=tok_src, image="torchvision resnet50 (built in)")
     name = _sub(cfg, "model", "image_encoder", "name", default=DEFAULT_SWIN)
     iconf, isrc = _tower_source(image_encoder, name, "image tower", "--image-encoder")
@@ -154,7 +155,7 @@ def import_cxr_clip(ckpt: Path, out: Path, text_encoder: Path | None = None, ima
         sources = write_towers(tower, kind, cfg, text_encoder, image_encoder)
         mc = ModelConfig(
             preset="cxr-clip-r50" if kind == "resnet" else "cxr-clip-swin",
-            image_encoder="torchvision:resnet50" if kind == "resnet" else sources["image"],
+            image_encoder=TORCHVISION_RESNET50 if kind == "resnet" else sources["image"],
             text_encoder=sources["text"],
             image_size=size,
             image_mean=mean,

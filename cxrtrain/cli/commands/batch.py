@@ -21,12 +21,15 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Folder for batch.png and batch.npz"),
         n: int = typer.Option(None, "--n", min=1, help="Studies to draw (default: the training micro-batch size)"),
         epoch: int = typer.Option(0, "--epoch", min=0, help="Which epoch's first batch"),
+        batches: int = typer.Option(1, "--batches", min=1, help="Consecutive batches to draw (all go to batch.npz)"),
+        sheet: bool = typer.Option(True, "--sheet/--no-sheet", help="Write batch.png (the first batch)"),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set clahe=online"),
         # fmt: on
     ) -> None:
-        """Draw one training batch through the real loader and augmentation: DIR/batch.png shows both
-        augmented views of every study with its two texts; DIR/batch.npz holds the uint8 images
-        [N, 2, S, S] before normalisation, the texts and the study ids.
+        """Draw training batches through the real loader and augmentation: DIR/batch.png shows both
+        augmented views of every study of the first batch with its two texts; DIR/batch.npz holds the uint8
+        images [N, 2, S, S] before normalisation, the texts, study ids, datasets, patients and batch numbers.
+        Prints each dataset's share per batch and the same-patient pairs per batch.
 
         Example: cxrtrain batch shards/ --config examples/train_tiny.yaml --out runs/look
         """
@@ -36,10 +39,12 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config, set_)
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--config/--set") from e
-        from cxrtrain.batch import draw_batch, write_batch
+        from cxrtrain.batch import batch_summary, draw_batch, write_batch
         from cxrtrain.runlog import UsageError
 
         with errors({UsageError: 2, (ValueError, FileNotFoundError, RuntimeError): 1}):  # no usable rows: 2
-            b = draw_batch(cfg, [str(s) for s in shards], n, epoch)
-        png, npz = write_batch(b, out)
-        typer.echo(f"{len(b['study_id'])} studies, 2 views of {b['images'].shape[-1]} px each: {png}, {npz}")
+            b = draw_batch(cfg, [str(s) for s in shards], n, epoch, batches)
+        png, npz = write_batch(b, out, sheet)
+        where = f"{png}, {npz}" if png else str(npz)
+        typer.echo(f"{batches} batch(es), {len(b['study_id'])} studies, 2 views of {b['images'].shape[-1]} px: {where}")
+        typer.echo(batch_summary(b))
