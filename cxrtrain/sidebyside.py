@@ -44,7 +44,7 @@ def labels_for(models: list[Path]) -> list[str]:
 
 
 def _binary_tasks(name: str, emb: dict, rows, ds, sets, cfg, text_emb, scale: float) -> dict:
-    from cxrtrain.evaluate import _binary_targets, find_prompts, set_scores
+    from cxrtrain.zeroshot import _binary_targets, find_prompts, set_scores
 
     tasks = {}
     for j, label in enumerate(ds.label_names):
@@ -62,7 +62,7 @@ def _binary_tasks(name: str, emb: dict, rows, ds, sets, cfg, text_emb, scale: fl
 
 def _multiclass_tasks(name: str, emb: dict, rows, ds, sets, cfg, text_emb) -> dict:
     from cxrprep.labels import canonical
-    from cxrtrain.evaluate import set_scores
+    from cxrtrain.zeroshot import set_scores
 
     canon = [canonical(n) for n in ds.label_names]
     for set_name, classes in sets["multiclass"].items():
@@ -79,7 +79,7 @@ def _multiclass_tasks(name: str, emb: dict, rows, ds, sets, cfg, text_emb) -> di
 
 
 def _retrieval_tasks(name: str, emb: dict, rows, cfg, text_emb) -> dict:
-    from cxrtrain.evaluate import _unit
+    from cxrtrain.zeroshot import _unit
 
     texts = []
     for f, i in zip(emb["findings"][rows], emb["impression"][rows]):
@@ -97,7 +97,8 @@ def _retrieval_tasks(name: str, emb: dict, rows, cfg, text_emb) -> dict:
 
 def model_tasks(model, datasets, cfg: EvalConfig, sets: dict, cache: Path, ck_hash: str, device: str) -> dict:
     """{dataset: {"ids": study ids in the split, "tasks": {task: stat}, "macros": {...}}} for one model."""
-    from cxrtrain.evaluate import embed_dataset, encode_texts, split_mask
+    from cxrtrain.evaluate import embed_dataset, encode_texts
+    from cxrtrain.zeroshot import split_mask
 
     scale = float(model.scale().detach())
     text_cache: dict[str, np.ndarray] = {}
