@@ -68,6 +68,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
+def checkpoint_model_config(path: str | Path):
+    """The ModelConfig a run or checkpoint folder was trained with (``init_from``). Raises FileNotFoundError /
+    ValueError naming the folder."""
+    ck = resolve_checkpoint(path)
+    try:
+        return config_from_dict(json.loads((ck / "config.json").read_text())).model
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ValueError(f"init_from: {ck}/config.json is not a cxrtrain checkpoint config ({e})") from None
+
+
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[CLIPModel, dict]:
     """Rebuild the model from config.json (+ the saved tower configs in towers/, so neither the hub nor the
     original encoder directories are needed) and load its weights; returns (model in eval mode, config)."""

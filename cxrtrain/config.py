@@ -253,6 +253,9 @@ class TrainConfig:
     precision: str = opt("fp32", "fp16 only on CUDA, with a grad scaler", choices=("fp32", "bf16", "fp16"))
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     seed: int = opt(0, "seed of sampling, augmentation and initialisation", lo=0)
+    init_from: str | None = opt(
+        None, "start from a run's weights (a run or checkpoint folder, e.g. from cxrtrain import); its model.* is used"
+    )
     patience: int = opt(3, "early stopping: epochs without validation improvement", lo=1)
     log_every: int = opt(10, "print a log line every N steps", lo=1)
     threads: int | None = opt(None, "torch CPU threads (torch.set_num_threads); null: torch's default", lo=1, hi=1024)

@@ -19,14 +19,15 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from cxrprep.shards import open_datasets
-from cxrtrain.checkpoint import (  # noqa: F401  (load_checkpoint, resolve_checkpoint: kept importable from here)
+from cxrtrain.checkpoint import (  # noqa: F401  (resolve_checkpoint: kept importable from here)
+    checkpoint_model_config,
     load_checkpoint,
     resolve_checkpoint,
     restore_training_state,
@@ -119,6 +120,8 @@ def train(
     Raises RunFolderError (a ValueError; the CLI exits 2) when ``out`` already holds a run and neither
     ``resume`` nor ``overwrite`` is set, ValueError for data that cannot train, DiskFullError when the disk
     fills. The run folder is created only once the run can start."""
+    if cfg.init_from:  # fine-tuning: the starting run's architecture, preprocessing and tokenizer
+        cfg = replace(cfg, model=checkpoint_model_config(cfg.init_from))
     run = _plan(roots, Path(out), cfg, resume, overwrite, log)
     _build(run)
     _open_run(run, resume, overwrite)
@@ -193,8 +196,11 @@ def _build(run: _Run) -> None:
     from cxrtrain.hub import hub_preflight
 
     cfg, device = run.cfg, run.device
-    hub_preflight([cfg.model.image_encoder, cfg.model.text_encoder], run.log if run.master else (lambda *_: None))
-    run.model = create_model(cfg.model).to(device)
+    if cfg.init_from:  # its towers are rebuilt from its own saved configs: no hub
+        run.model = load_checkpoint(cfg.init_from)[0].to(device).train()
+    else:
+        hub_preflight([cfg.model.image_encoder, cfg.model.text_encoder], run.log if run.master else (lambda *_: None))
+        run.model = create_model(cfg.model).to(device)
     run.trainable = set_trainable(run.model, cfg.train_image_blocks, cfg.train_text_blocks, cfg.train_frozen_norms)
     if run.world > 1 and cfg.sync_bn and device.type == "cuda":  # CXR-CLIP: batch statistics over all ranks
         run.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(run.model)

@@ -34,6 +34,13 @@ def run(
         show_default=False,
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly from its last/ checkpoint"),
+    init_from: Path = typer.Option(
+        None,
+        "--init-from",
+        exists=True,
+        help="Fine-tune from this run's weights (a run or checkpoint folder, e.g. from cxrtrain import); "
+        "its model config, towers and tokenizer are used (= --set init_from=RUN)",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the run in --out (its checkpoints, metrics, eval/)"
     ),
@@ -60,6 +67,9 @@ def run(
 
     Example: cxrtrain run shards/ --config examples/train_tiny.yaml --out runs/tiny
 
+    Fine-tune a published model: cxrtrain import chexzero best_64_0.0001_original_35000_0.864.pt --out runs/cz;
+    cxrtrain run shards/ --init-from runs/cz --out runs/cz-ft
+
     Several GPUs: torchrun --nproc_per_node 4 -m cxrtrain.cli.app run shards/ --config cfg.yaml --out runs/x
     """
     import os
@@ -68,7 +78,7 @@ def run(
     from cxrtrain.runlog import DiskFullError, UsageError
 
     try:
-        cfg = load_config(config, set_)
+        cfg = load_config(config, [*set_, *([f"init_from={init_from}"] if init_from else [])])
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--config/--set") from e
     if print_config:
