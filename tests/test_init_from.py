@@ -15,7 +15,7 @@ runner = CliRunner()
 
 
 def test_run_init_from_an_imported_chexzero(tmp_path, demo_shards):
-    from test_import import _half_some, _import, chexzero_file, tiny_openai_clip  # noqa: F401  (the fixture's builder)
+    from test_import import _half_some, _import, tiny_openai_clip
 
     _, ref = tiny_openai_clip(seed=5)
     ck = tmp_path / "chexzero.pt"
