@@ -369,7 +369,7 @@ def _load_templates(path: str | Path) -> Templates:
                 vnode.start_mark.column + 1,
                 f"version must be 1 (the only template format), got {shown!r}",
             )
-    allowed = {"version", "defaults", "classes", "aliases", "binary", "multiclass"}
+    allowed = {"version", "defaults", "classes", "aliases", "binary", "multiclass", "grids"}
     for k, (_, ksrc) in doc.items():
         if k not in allowed:
             raise ksrc.error(f"unknown key {k!r}; expected one of {sorted(allowed)}")
@@ -521,6 +521,11 @@ def _load_templates(path: str | Path) -> Templates:
                     ]
                     t.eval_origins += [("multiclass", set_name, cname, "positive", p, src) for p, src in got]
                     t.multiclass[set_name][cname] = list(dict.fromkeys(p for p, _ in got))
+    if "grids" in doc:  # word-list grids (cxrprep/text/grids.py): verbatim prompts, duplicates kept as weight
+        from cxrprep.text.grids import load_grids
+
+        for set_name, classes in load_grids(doc["grids"], cls_name).items():
+            t.multiclass.setdefault(set_name, {}).update(classes)
     return t
 
 
