@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,9 @@ class EvalConfig:
     split: str = "test"
     ensemble: str = "mean-similarity"
     baseline: str = "none"
+    protocol: str = "cxrkit"  # cxrkit | cxr-clip (cxrtrain/protocols.py; recorded in metrics.json)
+    f1_rule: str = "threshold"  # threshold (max-F1 on another split) | argmax (CXR-CLIP: s_pos > s_neg)
+    save_embeddings: bool = False  # OUT/embeddings/<dataset>.npz (cxrtrain/embeddings.py)
 
     def __post_init__(self) -> None:
         if self.uncertain not in ("exclude", "positive", "negative"):
@@ -75,6 +78,10 @@ class EvalConfig:
             raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.ensemble not in ENSEMBLES:
             raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {self.ensemble!r}")
+        if self.f1_rule not in ("threshold", "argmax"):
+            raise ValueError(f"F1 rule must be threshold or argmax, got {self.f1_rule!r}")
+        if self.protocol not in ("cxrkit", "cxr-clip"):
+            raise ValueError(f"--protocol must be cxrkit or cxr-clip, got {self.protocol!r}")
         if self.baseline not in BASELINES:
             raise ValueError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         if self.bootstrap < 0:
@@ -321,7 +328,13 @@ def zero_shot_binary(
                 else:
                     r.update(auroc_ci95=None, auroc_ci95_reason="every bootstrap resample had one class only")
         tmask = mask & split_mask(emb, thr_split) if thr_split else None
-        if thr_split is None:
+        if cfg.f1_rule == "argmax":  # CXR-CLIP: positive when the positive prompt wins (prob > 0.5)
+            r.update(threshold=0.5, threshold_from="argmax", f1=None, mcc=None)
+            if reason:
+                r["f1_reason"] = reason
+            else:
+                r.update(f1=f1_score(y[sel], prob[sel] > 0.5), mcc=mcc(y[sel], prob[sel] > 0.5))
+        elif thr_split is None:
             r.update(
                 threshold=None,
                 threshold_from=None,
@@ -509,7 +522,8 @@ def markdown_table(metrics: dict) -> str:
     base = (metrics.get("baseline") or {}).get("datasets")
     head = "| dataset | split | task | n | positives | metric | value |" + (" untrained |" if base else "")
     lines = [
-        f"Split scored: **{metrics['config']['split']}**; prompt ensemble: {metrics['config']['ensemble']}; "
+        f"Protocol: **{metrics['config'].get('protocol', 'cxrkit')}**; "
+        f"split scored: **{metrics['config']['split']}**; prompt ensemble: {metrics['config']['ensemble']}; "
         f"prompts: {metrics['config']['prompts']}",
         "",
         head,
@@ -683,10 +697,25 @@ def _evaluate_model(
                 d["multiclass"] = mc
         if has_text:
             r = retrieval(emb, text_emb, cfg.text_section, cfg.split)
+            if r and cfg.protocol == "cxr-clip":  # Table 3: image->text only
+                r.update(rsum=float(sum(r["image_to_text"].values())), rsum_directions=["image_to_text"])
             if r:
                 d["retrieval"] = r
+        if cfg.save_embeddings:
+            from cxrtrain.embeddings import save_embeddings
+
+            save_embeddings(
+                out / "embeddings" / f"{ds.name}.npz", emb, ds.label_names, sets, ds.name, text_emb, scale, cfg
+            )
+            d["embeddings_file"] = f"embeddings/{ds.name}.npz"
         result[ds.name] = d
     return result
+
+
+def _protocol_choices(name: str) -> dict:
+    from cxrtrain.protocols import protocol
+
+    return protocol(name)
 
 
 def run_eval(
@@ -726,6 +755,9 @@ def run_eval(
             uncertain=cfg.uncertain,
             threshold_from=_threshold_split(cfg.split),
             retrieval_text=cfg.text_section,
+            preset=cfg.protocol,
+            f1_rule=cfg.f1_rule,
+            choices=_protocol_choices(cfg.protocol),
         ),
         prompts=sets,
         model=conf["model"],
@@ -737,7 +769,16 @@ def run_eval(
     if cfg.baseline == "untrained":
         base = untrained_like(model, cfg.seed, ck).to(device)
         bd = _evaluate_model(
-            base, datasets, cfg, sets, out, f"untrained-seed{cfg.seed}-{ck_hash}", device, progress, False, "note"
+            base,
+            datasets,
+            replace(cfg, save_embeddings=False),
+            sets,
+            out,
+            f"untrained-seed{cfg.seed}-{ck_hash}",
+            device,
+            progress,
+            False,
+            "note",
         )
         metrics["baseline"] = dict(kind="untrained", seed=cfg.seed, datasets=bd)
     for name, d in metrics["datasets"].items():

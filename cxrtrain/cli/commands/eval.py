@@ -18,11 +18,21 @@ def register(app: typer.Typer) -> None:
             ..., exists=True, help="A run folder (uses best/, else last/) or a checkpoint folder"
         ),
         shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots or dataset folders"),
-        prompts: str = typer.Option(
-            "eval",
+        prompts: list[str] = typer.Option(
+            None,
             "--prompts",
-            callback=lambda v: check_option(v, "--prompts"),
-            help="Zero-shot prompt file: a packaged name (eval, cxr-clip) or a path",
+            callback=lambda v: [check_option(x, "--prompts") for x in v or []],
+            help="Zero-shot prompt file: a packaged name (eval, gloria, cxr-clip) or a path; give it twice or "
+            "more to compare prompt files on the same images (paired bootstrap vs the first)",
+        ),
+        protocol: str = typer.Option(
+            "cxrkit",
+            "--protocol",
+            help="cxrkit (today's choices) | cxr-clip (CXR-CLIP's evaluator: its prompts, argmax F1, "
+            "image->text RSUM); see docs/protocols.md",
+        ),
+        save_embeddings: bool = typer.Option(
+            False, "--save-embeddings", help="Write OUT/embeddings/<dataset>.npz (re-scorable; docs/protocols.md)"
         ),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/eval)"),
         split: str = typer.Option(
@@ -50,9 +60,15 @@ def register(app: typer.Typer) -> None:
         from cxrprep.cli.edge import make_config, progress
         from cxrtrain.evaluate import EvalConfig, run_eval
 
+        if protocol not in ("cxrkit", "cxr-clip"):
+            raise typer.BadParameter(f"must be cxrkit or cxr-clip, got {protocol!r}", param_hint="--protocol")
+        prompts = prompts or (["cxr-clip-protocol"] if protocol == "cxr-clip" else ["eval"])
         cfg = make_config(
             EvalConfig,
-            prompts=str(prompts),
+            prompts=str(prompts[0]),
+            protocol=protocol,
+            f1_rule="argmax" if protocol == "cxr-clip" else "threshold",
+            save_embeddings=save_embeddings,
             uncertain=uncertain,
             text_section=text,
             batch_size=batch_size,
@@ -72,5 +88,9 @@ def register(app: typer.Typer) -> None:
                 cfg,
                 progress=lambda it: progress(it, None, "embed", "img"),
             )
+            if len(prompts) > 1:
+                from cxrtrain.prompt_compare import run_prompt_comparison
+
+                run_prompt_comparison(checkpoint, [str(s) for s in shards], out_dir, cfg, [str(p) for p in prompts])
         typer.echo((out_dir / "metrics.md").read_text())
         typer.echo(f"metrics: {out_dir / 'metrics.json'}, ROC plots: {out_dir}/roc_*.png")
