@@ -75,6 +75,22 @@ def _bench(
     _run(go, out, dataset, mf)
 
 
+_SPLIT_METHOD = typer.Option(
+    "hash", "--split-method", help="hash (sha256 70/15/15) | gloria (GLoRIA's published split, as CXR-CLIP)"
+)
+
+
+def _with_split(reader, split_method: str):
+    """The reader with ``--split-method`` bound (a bad value is a usage error naming the option)."""
+    from functools import partial
+
+    from cxrprep.datasets.splits import SPLIT_METHODS
+
+    if split_method not in SPLIT_METHODS:
+        raise typer.BadParameter(f"must be hash or gloria, got {split_method!r}", param_hint="--split-method")
+    return partial(reader, split_method=split_method)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def rsna(
@@ -91,6 +107,7 @@ def register(app: typer.Typer) -> None:
         workers: int = _WORKERS,
         part: str = _PART,
         max_failed: str = _MAXF,
+        split_method: str = _SPLIT_METHOD,
         # fmt: on
     ) -> None:
         """RSNA Pneumonia -> shards/rsna-pneumonia (label Pneumonia = Target; 70/15/15 hashed split).
@@ -100,7 +117,8 @@ def register(app: typer.Typer) -> None:
         from cxrprep.datasets.benchmarks import read_rsna
 
         root = image_root or (labels_csv.parent / "stage_2_train_images")
-        _bench(labels_csv, root, out, "rsna-pneumonia", read_rsna, size, clahe, workers, part, max_failed)
+        reader = _with_split(read_rsna, split_method)
+        _bench(labels_csv, root, out, "rsna-pneumonia", reader, size, clahe, workers, part, max_failed)
 
     @app.command()
     def siim(
@@ -117,6 +135,7 @@ def register(app: typer.Typer) -> None:
         workers: int = _WORKERS,
         part: str = _PART,
         max_failed: str = _MAXF,
+        split_method: str = _SPLIT_METHOD,
         # fmt: on
     ) -> None:
         """SIIM-ACR Pneumothorax -> shards/siim-acr-pneumothorax (label Pneumothorax: -1 -> 0, a mask -> 1).
@@ -126,7 +145,8 @@ def register(app: typer.Typer) -> None:
         from cxrprep.datasets.benchmarks import read_siim
 
         root = image_root or (labels_csv.parent / "dicom-images-train")
-        _bench(labels_csv, root, out, "siim-acr-pneumothorax", read_siim, size, clahe, workers, part, max_failed)
+        reader = _with_split(read_siim, split_method)
+        _bench(labels_csv, root, out, "siim-acr-pneumothorax", reader, size, clahe, workers, part, max_failed)
 
     @app.command()
     def vindr(

@@ -27,6 +27,12 @@ def register(app: typer.Typer) -> None:
             help="Use a released list of image paths (CSV with a Path column, or one per line) instead of the "
             "seeded draw",
         ),
+        released: bool = typer.Option(
+            False,
+            "--released",
+            help="TRAIN_CSV is the released 5x200 file (GLoRIA's chexpert_5x200.csv): its rows, labels and "
+            "Report Impression (for retrieval)",
+        ),
         images: bool = typer.Option(True, "--images/--no-images"),
         size: int = typer.Option(512, "--size"),
         clahe: bool = typer.Option(True, "--clahe/--no-clahe"),
@@ -49,6 +55,7 @@ def register(app: typer.Typer) -> None:
             image_root=str(image_root) if image_root else None,
             image_settings=settings,
             list_path=str(list_file) if list_file else None,
+            released=released,
         )
         try:
             m = run_5x200(train_csv, out, cfg)
