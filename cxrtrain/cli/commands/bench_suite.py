@@ -17,10 +17,17 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path = typer.Argument(..., exists=True, help="A run folder or checkpoint folder"),
         shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots holding the benchmark datasets"),
         prompts: str = typer.Option(
-            "cxr-clip",
+            None,
             "--prompts",
-            callback=lambda v: check_option(v, "--prompts"),
-            help="Eval prompt file: a packaged name (cxr-clip, eval) or a path",
+            callback=lambda v: v if v is None else check_option(v, "--prompts"),
+            help="Eval prompt file: a packaged name (cxr-clip, eval, gloria) or a path (default: cxr-clip; "
+            "cxr-clip-protocol under --protocol cxr-clip)",
+        ),
+        protocol: str = typer.Option(
+            "cxrkit",
+            "--protocol",
+            help="cxrkit | cxr-clip (CXR-CLIP's evaluator: its prompts, argmax F1, retrieval on "
+            "chexpert-5x200/mimic-cxr/openi); named in the table header; see docs/protocols.md",
         ),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/bench-suite)"),
         split: str = typer.Option("test", "--split", help="test | validate | train | all"),
@@ -48,9 +55,13 @@ def register(app: typer.Typer) -> None:
         from cxrtrain.evaluate import EvalConfig
         from cxrtrain.suite import run_suite
 
+        if protocol not in ("cxrkit", "cxr-clip"):
+            raise typer.BadParameter(f"must be cxrkit or cxr-clip, got {protocol!r}", param_hint="--protocol")
         cfg = make_config(
             EvalConfig,
-            prompts=str(prompts),
+            prompts=str(prompts or ("cxr-clip-protocol" if protocol == "cxr-clip" else "cxr-clip")),
+            protocol=protocol,
+            f1_rule="argmax" if protocol == "cxr-clip" else "threshold",
             split=split,
             ensemble=ensemble,
             bootstrap=bootstrap,
