@@ -58,15 +58,12 @@ def _prompt_rows(label_names, sets, dataset, find_prompts, canonical) -> list[tu
 def save_embeddings(path: Path, emb: dict, label_names, sets: dict, dataset: str, text_emb, scale: float, cfg):
     """Write ``path`` (atomically) for one dataset: see the module docstring for the arrays."""
     from cxrprep.labels import canonical
-    from cxrtrain.evaluate import find_prompts, split_mask
+    from cxrtrain.evaluate import find_prompts, retrieval_text, split_mask
 
     rows = _prompt_rows(label_names, sets, dataset, find_prompts, canonical)
     dim = emb["emb"].shape[1] if emb["emb"].ndim == 2 else 0
     scope = split_mask(emb, cfg.split)
-    texts = []
-    for f, i in zip(emb["findings"], emb["impression"]):
-        t = {"findings": f, "impression": i, "both": f"{f} {i}".strip()}[cfg.text_section] or (i or f)
-        texts.append(str(t))
+    texts = [retrieval_text(str(f), str(i), cfg.text_section) for f, i in zip(emb["findings"], emb["impression"])]
     uniq = sorted({t for t, s in zip(texts, scope) if s and t})
     index = {t: k for k, t in enumerate(uniq)}
     row = np.array([index[t] if s and t else -1 for t, s in zip(texts, scope)], np.int64)

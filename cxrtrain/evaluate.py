@@ -45,6 +45,7 @@ from cxrtrain.data import decode_gray, eval_transform
 from cxrtrain.metrics import auroc, best_threshold, bootstrap_ci, f1_score, mcc, recall_at_k, roc_curve
 
 SPLITS = ("test", "validate", "train", "all")
+TEXT_SECTIONS = ("findings", "impression", "both", "max")  # max: the larger string (CXR-CLIP's Open-I text)
 ENSEMBLES = ("mean-similarity", "mean-embedding")
 BASELINES = ("none", "untrained")
 
@@ -72,8 +73,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.uncertain not in ("exclude", "positive", "negative"):
             raise ValueError(f"--uncertain must be exclude, positive or negative, got {self.uncertain!r}")
-        if self.text_section not in ("findings", "impression", "both"):
-            raise ValueError(f"--text must be findings, impression or both, got {self.text_section!r}")
+        if self.text_section not in TEXT_SECTIONS:
+            raise ValueError(f"--text must be findings, impression, both or max, got {self.text_section!r}")
         if self.split not in SPLITS:
             raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.ensemble not in ENSEMBLES:
@@ -422,12 +423,20 @@ def zero_shot_multiclass(
     return r
 
 
+def retrieval_text(findings: str, impression: str, section: str) -> str:
+    """A study's retrieval text: the section asked for, else the other one; ``max`` is max(findings,
+    impression) as strings (kakaobrain/cxr-clip datasets/README.md, Open-I)."""
+    both = f"{findings} {impression}".strip()
+    t = {"findings": findings, "impression": impression, "both": both, "max": max(findings, impression)}[section]
+    return t or (impression or findings)
+
+
 def retrieval(emb: dict, text_emb, section: str, split: str = "all") -> dict:
     """Image->text and text->image R@1/5/10 on the rows of ``split`` (texts de-duplicated)."""
     scope = split_mask(emb, split)
     texts = []
     for f, i in zip(emb["findings"][scope], emb["impression"][scope]):
-        t = {"findings": f, "impression": i, "both": f"{f} {i}".strip()}[section] or (i or f)
+        t = retrieval_text(str(f), str(i), section)
         texts.append(str(t))
     keep = [k for k, t in enumerate(texts) if t]
     if len(keep) < 2:

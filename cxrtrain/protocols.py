@@ -69,7 +69,8 @@ PROTOCOLS: dict[str, dict] = {
         f1_rule="argmax",  # predicted positive when s_pos > s_neg (softmax > 0.5)
         retrieval_datasets=("chexpert-5x200", "mimic-cxr", "openi"),
         retrieval_directions=("image_to_text",),
-        retrieval_text="the dataset's report text column",
+        retrieval_text="max (max(findings, impression) as strings: Open-I per datasets/README.md; the 5x200 "
+        "impression; MIMIC's test text column is not published)",
         rsum="image->text R@1+R@5+R@10 summed over chexpert-5x200, mimic-cxr and openi (Table 3)",
         openi_image="the frontal image of the study",
         vindr_classes=VINDR_18,

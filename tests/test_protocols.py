@@ -276,3 +276,48 @@ def test_embeddings_npz_rescores_every_number_and_prompt_comparison_runs(demo_sh
     assert comp["reference"] == str(small) and "accuracy chexpert-5x200 macro" in comp["tasks"]
     assert (out / "compare_chexpert-5x200.png").exists() and "Prompt sets compared" in (out / "metrics.md").read_text()
     assert m["protocol"]["preset"] == "cxrkit" and "Protocol: **cxrkit**" in (out / "metrics.md").read_text()
+    out2 = tmp_path / "ev2"
+    r = CliRunner().invoke(
+        app,
+        ["eval", str(run), str(five), "--out", str(out2), "--bootstrap", "0"]
+        + ["--protocol", "cxr-clip", "--save-embeddings"],
+    )
+    assert r.exit_code == 0, r.output
+    m2 = json.loads((out2 / "metrics.json").read_text())
+    d = m2["datasets"]["chexpert-5x200"]
+    assert m2["protocol"]["preset"] == "cxr-clip" and m2["config"]["text_section"] == "max"
+    assert d["multiclass"]["chexpert-5x200"]["prompts_per_class"] == dict(zip(FIVE, [210, 15, 192, 18, 54]))
+    assert d["retrieval"]["rsum"] == pytest.approx(sum(d["retrieval"]["image_to_text"].values()))
+    z = rescore(out2 / d["embeddings_file"])
+    assert z["multiclass"]["chexpert-5x200"]["accuracy"] == pytest.approx(d["multiclass"]["chexpert-5x200"]["accuracy"])
+    assert z["retrieval"]["image_to_text"] == pytest.approx(d["retrieval"]["image_to_text"])
+
+
+def test_argmax_f1_rule_is_cxr_clips():
+    from cxrtrain.evaluate import EvalConfig, zero_shot_binary
+    from cxrtrain.metrics import f1_score
+
+    emb, sets, text_emb = _planted(n=120, seed=2)
+    emb["split"] = np.array(["test"] * 60 + ["validate"] * 60)
+    res = zero_shot_binary(
+        emb,
+        ["Atelectasis", "Edema", "Fracture"],
+        sets["good"]["binary"],
+        5.0,
+        text_emb,
+        EvalConfig(bootstrap=0, f1_rule="argmax"),
+        "toy",
+    )
+    for j, (cls, r) in enumerate(res["classes"].items()):
+        s_pos = emb["emb"] @ text_emb([f"{cls} yes"])[0]
+        s_neg = emb["emb"] @ text_emb([f"{cls} no"])[0]
+        y = emb["labels"][:60, j]
+        assert r["threshold_from"] == "argmax" and r["f1"] == pytest.approx(f1_score(y, (s_pos > s_neg)[:60]))
+
+
+def test_retrieval_text_max_is_the_larger_string():
+    from cxrtrain.evaluate import retrieval_text
+
+    assert retrieval_text("The heart is normal.", "No acute disease.", "max") == "The heart is normal."
+    assert retrieval_text("", "Clear lungs.", "max") == "Clear lungs."
+    assert retrieval_text("Findings.", "", "impression") == "Findings."

@@ -62,6 +62,7 @@ def register(app: typer.Typer) -> None:
             prompts=str(prompts or ("cxr-clip-protocol" if protocol == "cxr-clip" else "cxr-clip")),
             protocol=protocol,
             f1_rule="argmax" if protocol == "cxr-clip" else "threshold",
+            text_section="max" if protocol == "cxr-clip" else "impression",
             split=split,
             ensemble=ensemble,
             bootstrap=bootstrap,

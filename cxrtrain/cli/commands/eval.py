@@ -45,7 +45,12 @@ def register(app: typer.Typer) -> None:
             "none", "--baseline", help="none | untrained: also score a random-init model of the same architecture"
         ),
         uncertain: str = typer.Option("exclude", "--uncertain", help="-1 labels: exclude | positive | negative"),
-        text: str = typer.Option("impression", "--text", help="Retrieval text: findings | impression | both"),
+        text: str = typer.Option(
+            None,
+            "--text",
+            help="Retrieval text: findings | impression | both | max (default impression; max under "
+            "--protocol cxr-clip)",
+        ),
         batch_size: int = typer.Option(64, "--batch-size"),
         bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the AUROC CI (0 = none)"),
         seed: int = typer.Option(0, "--seed", help="Bootstrap and untrained-baseline seed"),
@@ -70,7 +75,7 @@ def register(app: typer.Typer) -> None:
             f1_rule="argmax" if protocol == "cxr-clip" else "threshold",
             save_embeddings=save_embeddings,
             uncertain=uncertain,
-            text_section=text,
+            text_section=text or ("max" if protocol == "cxr-clip" else "impression"),
             batch_size=batch_size,
             bootstrap=bootstrap,
             seed=seed,
