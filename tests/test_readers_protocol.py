@@ -123,3 +123,24 @@ def test_chexpert_5x200_released_file_carries_its_reports(tmp_path):
         prep, ["chexpert-5x200", str(src), "--released", "--list", str(src), "--out", str(tmp_path / "o3")]
     )
     assert r.exit_code == 2 and "--list" in r.output
+
+
+def test_vindr_cxr_clip_validate_split_and_pandas_sample(tmp_path):
+    from cxrprep.datasets.benchmarks import read_vindr
+    from cxrprep.datasets.splits import cxr_clip_vindr_split, pandas_sample, sklearn_shuffle_split
+
+    ids = [f"v{i:03d}" for i in range(25)]
+    s = cxr_clip_vindr_split(ids)
+    assert s.count("validate") == 5 and {ids[p] for p in sklearn_shuffle_split(25, 0.2, 0)[1]} == {
+        k for k, v in zip(ids, s) if v == "validate"
+    }
+    head = "image_id,rad_id,Aortic enlargement,Nodule/Mass\n"
+    train = tmp_path / "image_labels_train.csv"
+    train.write_text(head + "".join(f"{i},R{r},{int(r == 1)},0\n" for i in reversed(ids) for r in (1, 2, 3)))
+    items, names = read_vindr([train], tmp_path, readers="any", split_method="cxr-clip")
+    assert names == ["Aortic enlargement", "Nodule/Mass"] and [x["labels"] for x in items][0] == [1, 0]
+    assert {x["study_id"]: x["split"] for x in items} == dict(zip(ids, s))
+    items, _ = read_vindr([train], tmp_path)
+    assert [x["labels"] for x in items][0] == [0, 0]  # majority of 3 readers: one says 1
+    # DataFrame.sample(frac=0.1, random_state=1) keeps these positions (checked against pandas)
+    assert list(pandas_sample(57, 0.1, 1)) == [47, 2, 34, 45, 38, 33]

@@ -30,11 +30,13 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cxrprep.datasets.splits import check_split_method, gloria_split
+from cxrprep.datasets.splits import check_split_method, cxr_clip_vindr_split, gloria_split
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.parallel import in_part, ordered_map
 from cxrprep.schema import empty_row
 from cxrprep.shards import ShardWriter
+
+_GS = ("hash", "gloria")  # the split methods of RSNA and SIIM
 
 
 def hash_split(key: str, train: int = 70, validate: int = 15) -> str:
@@ -93,7 +95,7 @@ def read_rsna(csv_path: Path, image_root: Path, split_method: str = "hash") -> t
             )
         target.setdefault(pid, (int(t), line))
     pids = sorted(target)
-    split = dict(zip(pids, gloria_split(pids))) if check_split_method(split_method) == "gloria" else {}
+    split = dict(zip(pids, gloria_split(pids))) if check_split_method(split_method, _GS) == "gloria" else {}
     items = [
         dict(
             study_id=pid,
@@ -132,7 +134,7 @@ def read_siim(csv_path: Path, image_root: Path, split_method: str = "hash") -> t
         if prev is not None and prev[0] != v:
             raise ValueError(f"{csv_path}:{line}: ImageId {iid} has a mask on one row and -1 on line {prev[1]}")
         label[iid] = (v, prev[1] if prev else line)
-    split = _row_splits(order) if check_split_method(split_method) == "gloria" else {}
+    split = _row_splits(order) if check_split_method(split_method, _GS) == "gloria" else {}
     found = {p.stem: p for p in sorted(image_root.rglob("*")) if p.suffix.lower() in (".dcm", ".dicom")}
     items = [
         dict(
@@ -158,7 +160,9 @@ def _row_splits(order: list[str]) -> dict[str, str]:
 
 
 # -- VinDr-CXR ----------------------------------------------------------------------------------------
-def read_vindr(csv_paths: list[Path], image_root: Path, readers: str = "majority") -> tuple[list[dict], list[str]]:
+def read_vindr(
+    csv_paths: list[Path], image_root: Path, readers: str = "majority", split_method: str = "hash"
+) -> tuple[list[dict], list[str]]:
     names: list[str] | None = None
     items = []
     for path in csv_paths:
@@ -187,13 +191,19 @@ def read_vindr(csv_paths: list[Path], image_root: Path, readers: str = "majority
             votes.setdefault(iid, []).append(vals)
             first.setdefault(iid, line)
         sub = "test" if is_test else "train"
+        cc = check_split_method(split_method, ("hash", "cxr-clip")) == "cxr-clip" and not is_test
+        valid = dict(zip(sorted(votes), cxr_clip_vindr_split(sorted(votes)))) if cc else {}
         for iid in sorted(votes):
             vs = votes[iid]
             lab = [
                 int(sum(v[k] for v in vs) * 2 > len(vs)) if readers == "majority" else int(any(v[k] for v in vs))
                 for k in range(len(names))
             ]
-            split = "test" if is_test else ("validate" if hash_split(iid, 80, 20) == "validate" else "train")
+            split = (
+                "test"
+                if is_test
+                else valid.get(iid) or ("validate" if hash_split(iid, 80, 20) == "validate" else "train")
+            )
             cands = [
                 image_root / sub / f"{iid}.dicom",
                 image_root / sub / f"{iid}.dcm",

@@ -17,6 +17,16 @@ positions of that permutation in the test part, the next n_train in the train pa
 order (scikit-learn's ShuffleSplit). ``sklearn_shuffle_split`` is that computation with numpy alone; the
 legacy RandomState stream it relies on is frozen across numpy versions.
 
+``cxr-clip`` (VinDr-CXR): CXR-CLIP's README (kakaobrain/cxr-clip datasets/README.md, "Get valid set from
+training set") groups image_labels_train.csv by image_id (sorted) and takes
+``train_test_split(df, test_size=0.2, random_state=0)`` -> train, validate; the official test set stays.
+
+``pandas_sample(n, frac, seed)`` is ``df.sample(frac=frac, random_state=seed)`` (CXR-CLIP's probe subset,
+cxrclip/data/datasets/image_classification.py: data_frac 0.1, random_state 1): the first round(frac * n)
+positions of ``RandomState(seed).permutation(n)``.
+
+Both were checked against scikit-learn 1.9.1 and pandas on this machine (docs/protocols.md).
+
 ``hash``: sha256(id) mod 100 -> < 70 train, < 85 validate, else test (cxrprep/datasets/benchmarks.py).
 """
 
@@ -26,7 +36,7 @@ import math
 
 import numpy as np
 
-SPLIT_METHODS = ("hash", "gloria")
+SPLIT_METHODS = ("hash", "gloria", "cxr-clip")
 GLORIA_TEST_FAC = 0.15  # gloria/datasets/preprocess_datasets.py: test_fac=0.15, test_size=test_fac*2
 
 
@@ -53,10 +63,31 @@ def gloria_split(keys: list[str], test_fac: float = GLORIA_TEST_FAC, seed: int =
     return out
 
 
-def check_split_method(value: str) -> str:
-    if value not in SPLIT_METHODS:
-        raise ValueError(f"--split-method must be {' or '.join(SPLIT_METHODS)}, got {value!r}")
+def cxr_clip_vindr_split(image_ids: list[str], seed: int = 0) -> list[str]:
+    """train/validate of each VinDr training image (ids in sorted order), as CXR-CLIP's README splits them."""
+    out = ["train"] * len(image_ids)
+    for p in sklearn_shuffle_split(len(image_ids), 0.2, seed)[1]:
+        out[p] = "validate"
+    return out
+
+
+def pandas_sample(n: int, frac: float, seed: int) -> np.ndarray:
+    """Positions ``DataFrame.sample(frac=frac, random_state=seed)`` keeps, in its order."""
+    return np.random.RandomState(seed).permutation(n)[: round(frac * n)]
+
+
+def check_split_method(value: str, allowed: tuple[str, ...] = SPLIT_METHODS) -> str:
+    if value not in allowed:
+        raise ValueError(f"--split-method must be {' or '.join(allowed)}, got {value!r}")
     return value
 
 
-__all__ = ["GLORIA_TEST_FAC", "SPLIT_METHODS", "check_split_method", "gloria_split", "sklearn_shuffle_split"]
+__all__ = [
+    "GLORIA_TEST_FAC",
+    "SPLIT_METHODS",
+    "check_split_method",
+    "cxr_clip_vindr_split",
+    "gloria_split",
+    "pandas_sample",
+    "sklearn_shuffle_split",
+]

@@ -80,14 +80,12 @@ _SPLIT_METHOD = typer.Option(
 )
 
 
-def _with_split(reader, split_method: str):
+def _with_split(reader, split_method: str, allowed: tuple[str, ...] = ("hash", "gloria")):
     """The reader with ``--split-method`` bound (a bad value is a usage error naming the option)."""
     from functools import partial
 
-    from cxrprep.datasets.splits import SPLIT_METHODS
-
-    if split_method not in SPLIT_METHODS:
-        raise typer.BadParameter(f"must be hash or gloria, got {split_method!r}", param_hint="--split-method")
+    if split_method not in allowed:
+        raise typer.BadParameter(f"must be {' or '.join(allowed)}, got {split_method!r}", param_hint="--split-method")
     return partial(reader, split_method=split_method)
 
 
@@ -163,7 +161,10 @@ def register(app: typer.Typer) -> None:
             None, "--image-root", help="Folder with train/ and test/ DICOMs (default: the CSV folder's parent)"
         ),
         readers: str = typer.Option(
-            "majority", "--readers", help="Combine the radiologists of a training image: majority | any"
+            "majority", "--readers", help="Combine the radiologists of a training image: majority | any (CXR-CLIP)"
+        ),
+        split_method: str = typer.Option(
+            "hash", "--split-method", help="Validate from train: hash (20%) | cxr-clip (CXR-CLIP's seeded 20%)"
         ),
         out: Path = _OUT,
         size: int = _SIZE,
@@ -182,7 +183,8 @@ def register(app: typer.Typer) -> None:
         test = test_csv or (train_csv.parent / "image_labels_test.csv")
         extra = [test] if test.exists() else []
         root = image_root or train_csv.parent.parent
-        _bench(train_csv, root, out, "vindr-cxr", read_vindr, size, clahe, workers, part, max_failed, readers, extra)
+        reader = _with_split(read_vindr, split_method, ("hash", "cxr-clip"))
+        _bench(train_csv, root, out, "vindr-cxr", reader, size, clahe, workers, part, max_failed, readers, extra)
 
     @app.command()
     def openi(
