@@ -58,7 +58,13 @@ def run_suite(
     present = {d.name for d in open_datasets(shard_roots)} & set(BENCHMARKS)
     m = run_eval(checkpoint, shard_roots, out / "eval", cfg, only=present, missing_split="note")
     probes: dict[str, dict] = {}
-    if probe:
+    if probe and cfg.protocol == "cxr-clip":  # fixed epochs, augmentation, warm-up + cosine (probe_cxrclip.py)
+        from cxrtrain.probe_cxrclip import suite_probes
+
+        probes = suite_probes(checkpoint, shard_roots, sorted(present & set(CLASSIFICATION)), cfg.device, log)
+        (out / "probe").mkdir(parents=True, exist_ok=True)
+        (out / "probe" / "cxr-clip-probe.json").write_text(strict_json(probes))
+    elif probe:
         from cxrtrain.fewshot import FewshotConfig, run_fewshot
 
         fcfg = FewshotConfig(

@@ -321,3 +321,25 @@ def test_retrieval_text_max_is_the_larger_string():
     assert retrieval_text("The heart is normal.", "No acute disease.", "max") == "The heart is normal."
     assert retrieval_text("", "Clear lungs.", "max") == "Clear lungs."
     assert retrieval_text("Findings.", "", "impression") == "Findings."
+
+
+def test_cxr_clip_probe_steps_follow_the_seed_schedule(demo_shards):
+    from cxrprep.shards import ShardDataset
+    from cxrtrain.config import build_config
+    from cxrtrain.model import create_model
+    from cxrtrain.probe_cxrclip import run_cxr_clip_probe
+
+    torch.manual_seed(0)
+    model = create_model(build_config(dict(model={"preset": "tiny", "image_size": 32, "embed_dim": 32})).model)
+    ds = ShardDataset(demo_shards / "chexpert")
+    r = run_cxr_clip_probe(model, ds, 1.0, epochs=4)
+    assert r["batch_size"] == r["train_rows"] == 12 and r["steps"] == 4  # one full batch per epoch
+    total, warm = 4, math.ceil(0.1 * 4)
+    loop = [
+        5e-5 * (s / warm if s < warm else math.cos(math.pi / 2 * (s - warm) / (total - warm)) ** 2)
+        for s in range(total)
+    ]
+    assert r["lrs"] == pytest.approx(loop, rel=1e-9, abs=1e-18) and r["warmup_steps"] == warm
+    small = run_cxr_clip_probe(model, ds, 0.1, epochs=2)
+    assert small["train_rows"] == 1 and small["steps"] == 2  # round(0.1 * 12) rows, DataFrame.sample's
+    assert set(r["auroc"]) == set(ds.label_names) and 0 <= r["best_epoch"] < 4
