@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: every stage of cxrkit on the sample data in examples/, into demo-out/ (prints its time at the end;
-# README "What the demo does" has a measurement). BIN=... runs other copies of the commands.
+# docs/index.md "What the demo does" has a measurement). BIN=... runs other copies of the commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 from make_tiny_marian import build_tiny_marian  # noqa: E402
 
-from cxrprep import translate as T  # noqa: E402
 from cxrprep.cli.app import app  # noqa: E402
+from cxrprep.text import translate as T  # noqa: E402
 
 runner = CliRunner()
 

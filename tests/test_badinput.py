@@ -229,7 +229,7 @@ def _cases(d: Path, shards: Path) -> list[tuple[str, list[str]]]:
     cases["reports"] += [
         [str(ex / "mimic"), "--no-images", "--workers", "1", "--out", af],
         [str(ex / "mimic"), "--no-images", "--metadata", g, *out],
-        [str(ex / "mimic"), "--no-images", "--split", e, *out],
+        [str(ex / "mimic"), "--no-images", "--split-csv", e, *out],
     ]
     cases["prompts"] += [
         [str(ex / "chexpert" / "train.csv"), "--no-images", "--workers", "1", "--out", af],

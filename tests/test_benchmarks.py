@@ -189,7 +189,7 @@ def test_openi_xml_sections_rejects_and_split(bench_shards, tmp_path):
                 "openi",
                 str(B / "openi/ecgen-radiology"),
                 "--no-images",
-                "--split",
+                "--split-method",
                 "hash",
                 "--part",
                 f"{i}/2",

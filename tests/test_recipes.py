@@ -1,4 +1,4 @@
-"""examples/recipes/: they load, match the README table, and --print-config round-trips."""
+"""examples/recipes/: they load, match the table in docs/reproducing.md, and --print-config round-trips."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ runner = CliRunner()
 
 
 def _table() -> list[tuple[str, str, object]]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs/reproducing.md").read_text()
     body = text.split("<!-- recipes-table -->", 1)[1].split("<!-- /recipes-table -->", 1)[0]
     rows = []
     for line in body.strip().splitlines()[2:]:
@@ -44,7 +44,7 @@ def test_recipes_exist_and_load():
                 assert "#" in line, (p.name, line)
 
 
-def test_recipes_match_the_readme_table():
+def test_recipes_match_the_docs_table():
     rows = _table()
     assert {r for r, _, _ in rows} == {p.stem for p in RECIPES}
     for recipe, key, want in rows:

@@ -365,7 +365,7 @@ def test_split_sections_matches_reference_on_fixtures(data_dir, tmp_path):
 
 # -- bad input (issue 13) ----------------------------------------------------------------------------
 def test_exception_in_one_report_is_a_reject(tmp_path, monkeypatch):
-    from cxrprep import mimic
+    from cxrprep.datasets import mimic
 
     root = _synth_root(tmp_path, n=12)
     victim = sorted((root / "files").rglob("*.txt"))[3]

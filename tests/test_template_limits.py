@@ -7,8 +7,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from cxrprep import templates as tm
 from cxrprep.cli.app import app
+from cxrprep.text import templates as tm
 from cxrprep.text.templates import TemplateError, load_templates
 
 runner = CliRunner()

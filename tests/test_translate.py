@@ -15,9 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 from make_tiny_marian import build_tiny_marian  # noqa: E402
 
-from cxrprep import translate as T  # noqa: E402
 from cxrprep.schema import empty_row  # noqa: E402
 from cxrprep.shards import ShardDataset, ShardWriter, find_datasets  # noqa: E402
+from cxrprep.shards import swap as shard_swap  # noqa: E402
+from cxrprep.text import translate as T  # noqa: E402
 
 LONG = " ".join(["The cardiomediastinal silhouette is within normal limits"] * 12) + "."
 SENTS = [
@@ -245,7 +246,7 @@ def test_missing_model_and_ct2_messages(tmp_path, monkeypatch):
         T.resolve_model(str(tmp_path / "nope"), "--backward-model")
     monkeypatch.setitem(sys.modules, "ctranslate2", None)
     with pytest.raises(RuntimeError, match=r"pip install 'cxrkit\[ct2\]'"):
-        T._import_ct2()
+        T.backend._import_ct2()
 
 
 def test_cli(tiny, demo_shards, tmp_path, monkeypatch):
@@ -293,7 +294,7 @@ def test_cli(tiny, demo_shards, tmp_path, monkeypatch):
 
 def test_swap_without_renameat2(tiny, tmp_path, monkeypatch):
     d = _dataset(tmp_path / "shards")
-    monkeypatch.setattr(T, "_exchange", lambda a, b: False)  # e.g. a filesystem without RENAME_EXCHANGE
+    monkeypatch.setattr(shard_swap, "exchange", lambda a, b: False)  # e.g. a filesystem without RENAME_EXCHANGE
     T.run_augment(d, _cfg(tiny, tmp_path, decoding=T.Decoding(max_new_tokens=8)))
     assert ShardDataset(d, verify=True).manifest["augment"]["decoding"] == {"method": "greedy", "max_new_tokens": 8}
     assert [p.name for p in (tmp_path / "shards").iterdir()] == ["toy"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import make_app, register_commands
+from cxrprep.cli.edge import error_line, errors, make_app, register_commands
 
 app = make_app(
     "cxrprep",
@@ -30,14 +30,8 @@ def merge(
     from cxrprep.schema import ShardSchemaError
     from cxrprep.shards import DatasetBusy, merge_parts, summary_lines
 
-    try:
+    with errors({DatasetBusy: 2, ShardSchemaError: 1}):  # busy: pieces still running, try again when done
         manifest = merge_parts(dataset_dir)
-    except DatasetBusy as e:  # pieces still running: try again when they are done
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
-    except ShardSchemaError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)
     for line in summary_lines(manifest, dataset_dir):
         typer.echo(line)
 
@@ -82,8 +76,8 @@ def main() -> None:
             err=True,
         )
         sys.exit(130)
-    except ShardWriteError as e:
-        typer.echo(f"error: {e}", err=True)
+    except ShardWriteError as e:  # outside the click app: sys.exit, not typer.Exit
+        error_line(e)
         sys.exit(1)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, Mapping, TypeVar, Union
 
 import typer
 
@@ -113,10 +114,41 @@ def finish(
         raise typer.Exit(1)
 
 
+def error_line(message: object) -> None:
+    """The one-line error message on stderr (``error: ...``)."""
+    typer.echo(f"error: {message}", err=True)
+
+
 def fail(message: str, code: int = 1) -> None:
     """Print an error and exit (1: the work failed; 2: bad usage)."""
-    typer.echo(f"error: {message}", err=True)
+    error_line(message)
     raise typer.Exit(code)
+
+
+#: an exception class (or a tuple of them) -> exit code, or (exit code, words before the message)
+ErrorMap = Mapping[Union[type, tuple], Union[int, tuple[int, str]]]
+
+
+@contextmanager
+def errors(codes: ErrorMap) -> Iterator[None]:
+    """Map exceptions to exit codes with a one-line message (the one way both CLIs do it); the first entry of
+    ``codes`` that matches wins, so list subclasses first. Example::
+
+        with edge.errors({ValueError: 2, (WorkerPoolError, ShardWriteError): (1, "the run stopped: ")}):
+            run(...)
+    """
+    caught = tuple(c for k in codes for c in (k if isinstance(k, tuple) else (k,)))
+    try:
+        yield
+    except (typer.Exit, typer.Abort):  # the command's own exits (RuntimeErrors to Python) pass through
+        raise
+    except caught as e:
+        for kinds, code in codes.items():
+            if isinstance(e, kinds):
+                code, lead = code if isinstance(code, tuple) else (code, "")
+                error_line(f"{lead}{e}")
+                raise typer.Exit(code) from None
+        raise
 
 
 def require_exists(path: Path, option: str) -> None:
@@ -135,19 +167,19 @@ def progress(iterable, total: int | None = None, desc: str = "", unit: str = "it
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)
 
 
-def check_option(value: str, option: str) -> str:
-    """For a Typer option callback: a bad name or path is a usage error (exit 2) naming the option."""
-    import typer
-
-    from cxrprep.text.promptfiles import resolve_prompt_file
+def check_option(value: str, option: str):
+    """For a Typer option callback: resolve a prompt file once and parse it; a bad name, path or file is a usage
+    error (exit 2) naming the option. Returns a PromptFile: the string as given (what configs and manifests
+    record) carrying the resolved path, which later steps use instead of resolving again."""
+    from cxrprep.text.promptfiles import prompt_file
     from cxrprep.text.templates import TemplateError, load_templates
 
     try:
-        resolve_prompt_file(value, option)
+        resolved = prompt_file(value, option)
     except ValueError as e:
         raise typer.BadParameter(str(e).removeprefix(f"{option} "), param_hint=option) from None
     try:
-        load_templates(value)  # a broken file is bad usage (exit 2) before any work, in every command
+        load_templates(resolved)  # a broken file is bad usage (exit 2) before any work, in every command
     except TemplateError as e:
         raise typer.BadParameter(str(e), param_hint=option) from None
-    return value
+    return resolved

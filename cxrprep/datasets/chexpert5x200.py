@@ -26,7 +26,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cxrprep.datasets.prompts import _resolve_image, chexpert_frame
+from cxrprep.datasets.label_csv import chexpert_frame
+from cxrprep.datasets.label_csv import resolve_image as _resolve_image
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.labels import CHEXPERT_LABELS, COMPETITION_TASKS
 from cxrprep.schema import empty_row

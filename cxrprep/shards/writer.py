@@ -58,6 +58,9 @@ from cxrprep.shards.files import (
 )
 from cxrprep.shards.lock import DatasetLock
 
+# the manifest keys ShardWriter.close fills itself (in this order)
+WRITER_KEYS = ("schema_version", "dataset", "cxrkit_version", "command", "invocation", "part", "config")
+WRITER_KEYS += ("label_names", "image_settings", "counts", "splits", "parts", "rejects")
 _SPLIT_RE = re.compile(r"[A-Za-z0-9_]+")
 
 

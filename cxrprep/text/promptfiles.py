@@ -40,8 +40,27 @@ def packaged_names() -> list[str]:
     return sorted(p.stem for p in packaged_dir().glob("*.yaml"))
 
 
+class PromptFile(str):
+    """A prompt file option as the user spelled it (``default``, ``prompts/x.yaml``: what configs and manifests
+    record) that carries the file it was resolved to once, so no later step resolves it again."""
+
+    path: Path
+
+    def __new__(cls, value: str, path: Path | None = None) -> PromptFile:
+        obj = super().__new__(cls, value)
+        obj.path = Path(path) if path is not None else Path(value)  # copy/pickle restore the real path after
+        return obj
+
+
+def prompt_file(value: str | Path, option: str = "--templates") -> PromptFile:
+    """Resolve ``value`` once (see resolve_prompt_file); the result is still the string the user gave."""
+    return value if isinstance(value, PromptFile) else PromptFile(str(value), resolve_prompt_file(value, option))
+
+
 def resolve_prompt_file(value: str | Path, option: str = "--templates") -> Path:
     """``default`` / ``eval`` (any packaged name) or a path -> an existing file. Raises ValueError."""
+    if isinstance(value, PromptFile):
+        return value.path
     s = str(value)
     if s and "/" not in s and "\\" not in s and not s.endswith((".yaml", ".yml")):
         names = packaged_names()

@@ -35,6 +35,9 @@ never "No apical left pneumothorax."); ``qualified`` expressions (severity, side
 variety to positive and uncertain sentences. Pools never hold a sentence twice. ``lint`` reports sentences
 a radiologist would not write (see ``DEFECT_KINDS``); ``cxrprep templates check`` fails on them.
 
+Modules: template_syntax.py (expand, render, caps, TemplateError), template_yaml.py (YAML with positions),
+this module (validation and the Templates object), template_lint.py (lint).
+
 Errors (``TemplateError``) carry file, line and column: YAML syntax, unknown keys or classes,
 unbalanced brackets, an expansion that is empty, a ``{}`` slot where it cannot be (in an expression, twice
 in a sentence, missing from a default sentence), a file that is not UTF-8, ``version`` other than 1, and
@@ -44,7 +47,6 @@ with a node budget, nesting is bounded.
 
 from __future__ import annotations
 
-import contextvars
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,231 +54,25 @@ from pathlib import Path
 import yaml
 
 from cxrprep.labels import ALIASES, CHEXPERT_LABELS, NIH_LABELS
+from cxrprep.text.template_lint import DEFECT_KINDS, QUALIFIERS, Defect, sentence_defects
+from cxrprep.text.template_syntax import (
+    MAX_DEPTH,
+    MAX_EXPANSIONS,
+    MAX_SENTENCES,
+    MAX_TOTAL_SENTENCES,
+    MAX_YAML_NODES,
+    STATES,
+    Src,
+    TemplateError,
+    expand,
+    file_budget,
+    render,
+)
+from cxrprep.text.template_syntax import cap as _cap
+from cxrprep.text.template_yaml import compose, read_text, to_python
 
-STATES = ("positive", "negative", "uncertain")
 #: every class a template file may name (canonical names; aliases map dataset spellings onto them)
 KNOWN_CLASSES = tuple(sorted({ALIASES.get(c, c) for c in CHEXPERT_LABELS + NIH_LABELS}))
-#: Resource caps (each error names the file, line and class): one expression may expand to at most
-#: MAX_EXPANSIONS strings, counted before the strings are built; one class and state may have at most
-#: MAX_SENTENCES sentences (sentence templates x expressions, also counted first) and a file at most
-#: MAX_TOTAL_SENTENCES in all; YAML may nest MAX_DEPTH levels (brackets in an expression too) and
-#: expand to MAX_YAML_NODES nodes once aliases are followed (a "billion laughs" file fails at once).
-MAX_EXPANSIONS = 100_000
-MAX_SENTENCES = 100_000
-MAX_TOTAL_SENTENCES = 1_000_000
-MAX_DEPTH = 32
-MAX_YAML_NODES = 50_000
-_WS = re.compile(r"\s+")
-#: strings load_templates may still expand (None outside it); see MAX_TOTAL_SENTENCES
-_BUDGET: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("template_budget", default=None)
-
-
-class TemplateError(ValueError):
-    """A template problem at FILE:LINE:COL."""
-
-    def __init__(self, file: str, line: int, column: int, message: str) -> None:
-        self.file, self.line, self.column, self.message = file, line, column, message
-        super().__init__(f"{file}:{line}:{column}: {message}")
-
-
-@dataclass(frozen=True)
-class Src:
-    """Where a string came from (1-based line and column of the YAML scalar)."""
-
-    file: str
-    line: int
-    column: int
-
-    def error(self, message: str, offset: int = 0) -> TemplateError:
-        return TemplateError(self.file, self.line, self.column + offset, message)
-
-
-# -- expression parsing/expansion ----------------------------------------------------------------
-def expand(text: str, src: Src = Src("<string>", 1, 1)) -> list[str]:
-    """All strings ``text`` expands to, in order, whitespace-normalised. Raises TemplateError."""
-    # YAML quoting shifts the column by one for quoted scalars; we report the scalar's start column.
-    pos = 0
-
-    def parse_expr(depth: int) -> list[str]:
-        nonlocal pos
-        results = [""]
-        while True:
-            term = parse_term(depth)
-            if len(results) * len(term) > MAX_EXPANSIONS:  # counted before the product is built
-                raise src.error(
-                    f"expands to more than {MAX_EXPANSIONS:,} strings ({len(results):,} x {len(term):,} at this point)",
-                    pos,
-                )
-            results = [(a + " " + b) for a in results for b in term]
-            skip_ws()
-            if pos < len(text) and text[pos] == "+":
-                pos += 1
-                continue
-            if pos < len(text) and text[pos] not in ("]," if depth > 0 else "]"):
-                continue  # juxtaposition ("no [visible, definite] {}.") concatenates too
-            return results
-
-    def skip_ws() -> None:
-        nonlocal pos
-        while pos < len(text) and text[pos] in " \t\n":
-            pos += 1
-
-    def parse_term(depth: int) -> list[str]:
-        nonlocal pos
-        skip_ws()
-        if pos < len(text) and text[pos] == "[":
-            start = pos
-            if depth >= MAX_DEPTH:
-                raise src.error(f"brackets nested more than {MAX_DEPTH} deep", pos)
-            pos += 1
-            out: list[str] = []
-            while True:
-                skip_ws()
-                if text.startswith("( )", pos) or text.startswith("()", pos):
-                    pos += 3 if text.startswith("( )", pos) else 2
-                    out.append("")
-                else:
-                    out.extend(parse_expr(depth + 1))
-                if len(out) > MAX_EXPANSIONS:
-                    raise src.error(f"expands to more than {MAX_EXPANSIONS:,} strings", start)
-                skip_ws()
-                if pos >= len(text):
-                    raise src.error("unbalanced brackets: '[' is never closed", start)
-                if text[pos] == ",":
-                    pos += 1
-                    continue
-                if text[pos] == "]":
-                    pos += 1
-                    break
-                raise src.error(f"unexpected {text[pos]!r}", pos)
-            if not out:
-                raise src.error("empty alternatives '[]'", start)
-            return out
-        start = pos
-        stops = "[]+," if depth > 0 else "[]+"  # a top-level comma is ordinary text
-        while pos < len(text) and text[pos] not in stops:
-            pos += 1
-        if pos < len(text) and text[pos] == "]" and depth == 0:
-            raise src.error("unbalanced brackets: ']' without '['", pos)
-        return [text[start:pos]]
-
-    result = parse_expr(0)
-    if pos != len(text):
-        raise src.error(f"unexpected {text[pos]!r}", pos)
-    budget = _BUDGET.get()
-    if budget is not None:  # inside load_templates: every expansion of the file counts against one cap
-        budget[0] -= len(result)
-        if budget[0] < 0:
-            raise src.error(
-                f"the expansions of this file pass the cap of {MAX_TOTAL_SENTENCES:,} strings "
-                f"(here); use fewer alternatives"
-            )
-    out = []
-    seen = set()
-    for r in result:
-        r = _WS.sub(" ", r).strip()
-        r = re.sub(r"\s+([.,;:])", r"\1", r)  # "no {} ." -> "no {}."
-        if r and r not in seen:
-            seen.add(r)
-            out.append(r)
-    if not out:
-        raise src.error("expands to nothing (every option is empty)")
-    return out
-
-
-def render(sentence: str, expression: str | None = None) -> str:
-    """Fill the slot and capitalise the first letter (expressions keep their own case otherwise)."""
-    s = sentence.replace("{}", expression) if expression is not None else sentence
-    return s[:1].upper() + s[1:] if s else s
-
-
-# -- YAML with positions --------------------------------------------------------------------------
-def _to_python(node, file: str, budget: list[int] | None = None, depth: int = 0):
-    """yaml node -> python, with strings wrapped as (str, Src). Aliases are followed, so the nodes visited
-    are counted against MAX_YAML_NODES (a "billion laughs" file stops at once) and nesting against
-    MAX_DEPTH (which also stops a recursive alias)."""
-    budget = [MAX_YAML_NODES] if budget is None else budget
-    budget[0] -= 1
-    line, col = node.start_mark.line + 1, node.start_mark.column + 1
-    if budget[0] < 0:
-        raise TemplateError(
-            file,
-            line,
-            col,
-            f"the YAML expands to more than {MAX_YAML_NODES:,} nodes once its "
-            f"aliases (*name) are followed; is it an alias bomb?",
-        )
-    if depth > MAX_DEPTH:
-        raise TemplateError(file, line, col, f"YAML nested more than {MAX_DEPTH} levels deep (or a recursive alias)")
-    if isinstance(node, yaml.ScalarNode):
-        src = Src(file, line, col)
-        if node.tag.endswith(":int"):
-            try:
-                return int(node.value.replace("_", ""), 0), src
-            except ValueError:  # YAML 1.1 sexagesimal (1:30) and friends: keep the text
-                return node.value, src
-        return node.value, src
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(n, file, budget, depth + 1) for n in node.value]
-    if isinstance(node, yaml.MappingNode):
-        out = {}
-        for k, v in node.value:
-            key = _to_python(k, file, budget, depth + 1)
-            if not isinstance(key, tuple):
-                raise TemplateError(
-                    file, k.start_mark.line + 1, k.start_mark.column + 1, "a mapping key must be a plain string"
-                )
-            key, ksrc = key
-            out[str(key)] = (_to_python(v, file, budget, depth + 1), ksrc)
-        return out
-    raise TemplateError(file, line, col, "unsupported YAML node")
-
-
-def _yaml_error(file: str, e: yaml.YAMLError) -> TemplateError:
-    mark = getattr(e, "problem_mark", None)
-    line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-    if isinstance(e, yaml.reader.ReaderError):  # a control character, a NUL byte...
-        return TemplateError(file, 0, 0, f"YAML error: {e.reason} (character {e.character!r} at position {e.position})")
-    return TemplateError(file, line, col, f"YAML error: {getattr(e, 'problem', None) or e}")
-
-
-def _compose(text: str, file: str):
-    """yaml.compose with bounded nesting: the event stream is scanned first (no recursion), so a deeply
-    nested file is an error naming its line instead of a RecursionError."""
-    depth = 0
-    try:
-        for ev in yaml.parse(text):
-            if isinstance(ev, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise TemplateError(
-                        file,
-                        ev.start_mark.line + 1,
-                        ev.start_mark.column + 1,
-                        f"YAML nested more than {MAX_DEPTH} levels deep",
-                    )
-            elif isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-                depth -= 1
-        return yaml.compose(text)
-    except yaml.YAMLError as e:
-        raise _yaml_error(file, e) from None
-    except RecursionError:
-        raise TemplateError(file, 0, 0, "YAML nested too deeply to parse") from None
-
-
-def _read_text(path: Path, file: str) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise TemplateError(file, 0, 0, f"cannot read: {e.strerror or e}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise TemplateError(
-            file, line, col, f"not UTF-8 text (byte 0x{data[e.start]:02x}: {e.reason}); save the file as UTF-8"
-        ) from None
 
 
 @dataclass
@@ -337,14 +133,12 @@ def _check_slots(s: str, src: Src, required: bool) -> None:
 
 def load_templates(path: str | Path) -> Templates:
     """Parse and validate a template file. Raises TemplateError (file:line:col: message)."""
-    token = _BUDGET.set([MAX_TOTAL_SENTENCES])
-    try:
+    with file_budget(MAX_TOTAL_SENTENCES):
         return _load_templates(path)
-    finally:
-        _BUDGET.reset(token)
 
 
-def _load_templates(path: str | Path) -> Templates:
+def _read_document(path: str | Path) -> tuple[Path, yaml.MappingNode, dict]:
+    """The file's path, its YAML root mapping and that mapping as (value, Src) pairs."""
     from cxrprep.text.promptfiles import resolve_prompt_file
 
     try:
@@ -354,11 +148,13 @@ def _load_templates(path: str | Path) -> Templates:
     file = str(path)
     if path.is_dir():
         raise TemplateError(file, 0, 0, "is a folder, not a template file")
-    text = _read_text(path, file)
-    node = _compose(text, file)
+    node = compose(read_text(path, file), file)
     if node is None or not isinstance(node, yaml.MappingNode):
         raise TemplateError(file, 1, 1, "a template file is a YAML mapping (version, defaults, classes, ...)")
-    doc = _to_python(node, file)
+    return path, node, to_python(node, file)
+
+
+def _check_top_level(file: str, node: yaml.MappingNode, doc: dict) -> None:
     if "version" in doc:  # written as the plain number 1 (not 0x1, "1", 1.0 or a list)
         vnode = next(v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == "version")
         if not (isinstance(vnode, yaml.ScalarNode) and vnode.tag.endswith(":int") and vnode.value == "1"):
@@ -373,169 +169,203 @@ def _load_templates(path: str | Path) -> Templates:
     for k, (_, ksrc) in doc.items():
         if k not in allowed:
             raise ksrc.error(f"unknown key {k!r}; expected one of {sorted(allowed)}")
+
+
+def _load_templates(path: str | Path) -> Templates:
+    path, node, doc = _read_document(path)
+    file = str(path)
+    _check_top_level(file, node, doc)
     t = Templates(path=file)
     if "aliases" in doc:
-        amap, asrc = doc["aliases"]
-        if not isinstance(amap, dict):
-            raise asrc.error("aliases must map a dataset spelling to a class name")
-        for k, (v, ksrc) in amap.items():
-            if not isinstance(v, tuple) or v[0] not in KNOWN_CLASSES:
-                raise (v[1] if isinstance(v, tuple) else ksrc).error(
-                    f"alias {k!r} points to unknown class {v[0] if isinstance(v, tuple) else v!r}"
-                )
-            t.aliases[k] = v[0]
-
-    def cls_name(name: str, src: Src, any_name: bool = False) -> str:
-        c = t.aliases.get(name, ALIASES.get(name, name))
-        if any_name:  # eval sections (binary/multiclass) may name any class an eval dataset defines
-            if not name.strip() or any(ch in name for ch in "[]{}"):
-                raise src.error(f"eval class name {name!r} must be non-empty, without brackets or braces")
-            return c
-        if c not in KNOWN_CLASSES:
-            import difflib
-
-            close = difflib.get_close_matches(c, KNOWN_CLASSES, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise src.error(f"unknown class {name!r}{hint}; known: {', '.join(KNOWN_CLASSES)}")
-        return c
-
-    defaults: dict[str, list[tuple[str, Src]]] = {}
-    if "defaults" in doc:
-        dmap, dsrc = doc["defaults"]
-        if not isinstance(dmap, dict):
-            raise dsrc.error("defaults must map positive/negative/uncertain to lists of sentences")
-        for state, (val, ssrc) in dmap.items():
-            if state not in STATES:
-                raise ssrc.error(f"unknown sentence state {state!r}; expected {STATES}")
-            out: list[tuple[str, Src]] = []
-            for s, src in _strings(val, f"defaults.{state}", ssrc):
-                for e in expand(s, src):
-                    _check_slots(e, src, required=True)
-                    out.append((e, src))
-                _cap(len(out), MAX_SENTENCES, f"defaults.{state}", src)
-            defaults[state] = out
+        _load_aliases(t, *doc["aliases"])
+    defaults = _load_defaults(*doc["defaults"]) if "defaults" in doc else {}
     if "classes" in doc:
-        cmap, csrc = doc["classes"]
-        if not isinstance(cmap, dict):
-            raise csrc.error("classes must be a mapping of class name -> {expressions, ...}")
-        total = 0
-        for name, (body, nsrc) in cmap.items():
-            cname = cls_name(name, nsrc)
-            if not isinstance(body, dict) or "expressions" not in body:
-                raise nsrc.error(f"class {name!r} needs 'expressions'")
-            for key, (_val, ksrc) in body.items():
-                if key not in ("expressions", "qualified", "use_defaults") + STATES:
-                    raise ksrc.error(
-                        f"unknown key {key!r} in class {name!r}; expected expressions, qualified, "
-                        f"use_defaults, {', '.join(STATES)}"
-                    )
-            use_defaults = True
-            if "use_defaults" in body:
-                val, vsrc = body["use_defaults"][0]
-                if str(val).lower() not in ("true", "false"):
-                    raise vsrc.error(f"use_defaults must be true or false, got {val!r}")
-                use_defaults = str(val).lower() == "true"
-            lists: dict[str, list[tuple[str, Src]]] = {"expressions": [], "qualified": []}
-            for key in lists:
-                if key not in body:
-                    continue
-                for s, src in _strings(body[key][0], f"{name}.{key}", body[key][1]):
-                    for e in expand(s, src):
-                        if "{" in e or "}" in e:
-                            raise src.error(f"a slot {{}} cannot appear in an expression: {s!r}")
-                        lists[key].append((e, src))
-                    _cap(len(lists[key]), MAX_SENTENCES, f"class {name!r} {key}", src)
-            exprs, qual = lists["expressions"], lists["qualified"]
-            sentences: dict[str, list[str]] = {}
-            origins: dict[str, list[tuple[str, Src, Src | None]]] = {}
-            for state in STATES:
-                # negatives never qualify the finding: only the plain expressions are negated
-                xs = exprs if state == "negative" else exprs + qual
-                rendered: list[tuple[str, Src, Src | None]] = []
-                if state in body:
-                    for s, src in _strings(body[state][0], f"{name}.{state}", body[state][1]):
-                        for e in expand(s, src):
-                            _check_slots(e, src, required=False)
-                            _cap(
-                                len(rendered) + (len(xs) if "{}" in e else 1),
-                                MAX_SENTENCES,
-                                f"class {name!r} {state} sentences",
-                                src,
-                                f"{len(xs):,} expressions per sentence",
-                            )
-                            if "{}" in e:
-                                rendered.extend((render(e, x), src, xsrc) for x, xsrc in xs)
-                            else:
-                                rendered.append((render(e), src, None))
-                elif state in defaults and use_defaults:
-                    _cap(
-                        len(defaults[state]) * len(xs),
-                        MAX_SENTENCES,
-                        f"class {name!r} {state} sentences",
-                        nsrc,
-                        f"{len(defaults[state]):,} default sentences x {len(xs):,} expressions",
-                    )
-                    rendered = [(render(d, x), dsrc, xsrc) for d, dsrc in defaults[state] for x, xsrc in xs]
-                origins[state] = rendered
-                sentences[state] = list(dict.fromkeys(r[0] for r in rendered))
-            total += sum(len(v) for v in sentences.values())
-            _cap(total, MAX_TOTAL_SENTENCES, "the sentences of all classes so far", nsrc, f"at class {name!r}")
-            t.classes[cname] = ClassTemplates(
-                cname,
-                list(dict.fromkeys(e for e, _ in exprs)),
-                sentences,
-                list(dict.fromkeys(e for e, _ in qual)),
-                origins,
-            )
-    for section in ("binary", "multiclass"):
-        if section not in doc:
-            continue
-        smap, ssrc = doc[section]
-        if not isinstance(smap, dict):
-            raise ssrc.error(f"{section} must be a mapping")
-        if section == "binary":
-            for name, (body, nsrc) in smap.items():
-                cname = cls_name(name, nsrc, any_name=True)
-                if not isinstance(body, dict) or set(body) != {"positive", "negative"}:
-                    raise nsrc.error(f"binary.{name} needs exactly 'positive' and 'negative' prompt lists")
-                t.binary[cname] = {}
-                for k in ("positive", "negative"):
-                    got = [
-                        (render(e), src)
-                        for s, src in _strings(body[k][0], f"binary.{name}.{k}", body[k][1])
-                        for e in _no_slot(expand(s, src), src)
-                    ]
-                    t.eval_origins += [("binary", "", cname, k, p, src) for p, src in got]
-                    t.binary[cname][k] = list(dict.fromkeys(p for p, _ in got))
-        else:
-            for set_name, (body, nsrc) in smap.items():
-                if not isinstance(body, dict):
-                    raise nsrc.error(f"multiclass.{set_name} must map classes to prompt lists")
-                t.multiclass[set_name] = {}
-                for c, (v, csrc2) in body.items():
-                    cname = cls_name(c, csrc2, any_name=True)
-                    got = [
-                        (render(e), src)
-                        for s, src in _strings(v, f"multiclass.{set_name}.{c}", csrc2)
-                        for e in _no_slot(expand(s, src), src)
-                    ]
-                    t.eval_origins += [("multiclass", set_name, cname, "positive", p, src) for p, src in got]
-                    t.multiclass[set_name][cname] = list(dict.fromkeys(p for p, _ in got))
+        _load_classes(t, defaults, *doc["classes"])
+    if "binary" in doc:
+        _load_binary(t, *doc["binary"])
+    if "multiclass" in doc:
+        _load_multiclass(t, *doc["multiclass"])
     if "grids" in doc:  # word-list grids (cxrprep/text/grids.py): verbatim prompts, duplicates kept as weight
         from cxrprep.text.grids import load_grids
 
-        for set_name, classes in load_grids(doc["grids"], cls_name).items():
+        for set_name, classes in load_grids(
+            doc["grids"], lambda n, s, any_name: _class_name(t, n, s, any_name)
+        ).items():
             t.multiclass.setdefault(set_name, {}).update(classes)
     return t
 
 
-def _cap(n: int, limit: int, what: str, src: Src, detail: str = "") -> None:
-    """Raise before materialising more than ``limit`` strings (``n`` is counted, not built)."""
-    if n > limit:
-        raise src.error(
-            f"{what} would be {n:,} strings{f' ({detail})' if detail else ''}, more than the cap "
-            f"of {limit:,}; split the class's templates or use fewer alternatives"
-        )
+def _load_aliases(t: Templates, amap, asrc: Src) -> None:
+    if not isinstance(amap, dict):
+        raise asrc.error("aliases must map a dataset spelling to a class name")
+    for k, (v, ksrc) in amap.items():
+        if not isinstance(v, tuple) or v[0] not in KNOWN_CLASSES:
+            raise (v[1] if isinstance(v, tuple) else ksrc).error(
+                f"alias {k!r} points to unknown class {v[0] if isinstance(v, tuple) else v!r}"
+            )
+        t.aliases[k] = v[0]
+
+
+def _class_name(t: Templates, name: str, src: Src, any_name: bool = False) -> str:
+    """The canonical class of ``name``; ``any_name``: eval sections (binary/multiclass) may name any class an
+    eval dataset defines, the others only KNOWN_CLASSES."""
+    c = t.aliases.get(name, ALIASES.get(name, name))
+    if any_name:
+        if not name.strip() or any(ch in name for ch in "[]{}"):
+            raise src.error(f"eval class name {name!r} must be non-empty, without brackets or braces")
+        return c
+    if c not in KNOWN_CLASSES:
+        import difflib
+
+        close = difflib.get_close_matches(c, KNOWN_CLASSES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise src.error(f"unknown class {name!r}{hint}; known: {', '.join(KNOWN_CLASSES)}")
+    return c
+
+
+def _load_defaults(dmap, dsrc: Src) -> dict[str, list[tuple[str, Src]]]:
+    if not isinstance(dmap, dict):
+        raise dsrc.error("defaults must map positive/negative/uncertain to lists of sentences")
+    defaults: dict[str, list[tuple[str, Src]]] = {}
+    for state, (val, ssrc) in dmap.items():
+        if state not in STATES:
+            raise ssrc.error(f"unknown sentence state {state!r}; expected {STATES}")
+        out: list[tuple[str, Src]] = []
+        for s, src in _strings(val, f"defaults.{state}", ssrc):
+            for e in expand(s, src):
+                _check_slots(e, src, required=True)
+                out.append((e, src))
+            _cap(len(out), MAX_SENTENCES, f"defaults.{state}", src)
+        defaults[state] = out
+    return defaults
+
+
+def _load_classes(t: Templates, defaults: dict, cmap, csrc: Src) -> None:
+    if not isinstance(cmap, dict):
+        raise csrc.error("classes must be a mapping of class name -> {expressions, ...}")
+    total = 0
+    for name, (body, nsrc) in cmap.items():
+        cname = _class_name(t, name, nsrc)
+        ct = _load_class(name, cname, body, nsrc, defaults)
+        total += sum(len(v) for v in ct.sentences.values())
+        _cap(total, MAX_TOTAL_SENTENCES, "the sentences of all classes so far", nsrc, f"at class {name!r}")
+        t.classes[cname] = ct
+
+
+def _class_options(name: str, body, nsrc: Src) -> bool:
+    """Check a class's keys; return its use_defaults."""
+    if not isinstance(body, dict) or "expressions" not in body:
+        raise nsrc.error(f"class {name!r} needs 'expressions'")
+    for key, (_val, ksrc) in body.items():
+        if key not in ("expressions", "qualified", "use_defaults") + STATES:
+            raise ksrc.error(
+                f"unknown key {key!r} in class {name!r}; expected expressions, qualified, "
+                f"use_defaults, {', '.join(STATES)}"
+            )
+    if "use_defaults" not in body:
+        return True
+    val, vsrc = body["use_defaults"][0]
+    if str(val).lower() not in ("true", "false"):
+        raise vsrc.error(f"use_defaults must be true or false, got {val!r}")
+    return str(val).lower() == "true"
+
+
+def _class_expressions(name: str, body: dict) -> dict[str, list[tuple[str, Src]]]:
+    lists: dict[str, list[tuple[str, Src]]] = {"expressions": [], "qualified": []}
+    for key in lists:
+        if key not in body:
+            continue
+        for s, src in _strings(body[key][0], f"{name}.{key}", body[key][1]):
+            for e in expand(s, src):
+                if "{" in e or "}" in e:
+                    raise src.error(f"a slot {{}} cannot appear in an expression: {s!r}")
+                lists[key].append((e, src))
+            _cap(len(lists[key]), MAX_SENTENCES, f"class {name!r} {key}", src)
+    return lists
+
+
+def _state_sentences(name: str, state: str, body: dict, xs: list) -> list[tuple[str, Src, Src | None]]:
+    """The sentences of a class's own ``state`` override, rendered with every expression of ``xs``."""
+    rendered: list[tuple[str, Src, Src | None]] = []
+    for s, src in _strings(body[state][0], f"{name}.{state}", body[state][1]):
+        for e in expand(s, src):
+            _check_slots(e, src, required=False)
+            _cap(
+                len(rendered) + (len(xs) if "{}" in e else 1),
+                MAX_SENTENCES,
+                f"class {name!r} {state} sentences",
+                src,
+                f"{len(xs):,} expressions per sentence",
+            )
+            if "{}" in e:
+                rendered.extend((render(e, x), src, xsrc) for x, xsrc in xs)
+            else:
+                rendered.append((render(e), src, None))
+    return rendered
+
+
+def _load_class(name: str, cname: str, body, nsrc: Src, defaults: dict) -> ClassTemplates:
+    use_defaults = _class_options(name, body, nsrc)
+    lists = _class_expressions(name, body)
+    exprs, qual = lists["expressions"], lists["qualified"]
+    sentences: dict[str, list[str]] = {}
+    origins: dict[str, list[tuple[str, Src, Src | None]]] = {}
+    for state in STATES:
+        # negatives never qualify the finding: only the plain expressions are negated
+        xs = exprs if state == "negative" else exprs + qual
+        rendered: list[tuple[str, Src, Src | None]] = []
+        if state in body:
+            rendered = _state_sentences(name, state, body, xs)
+        elif state in defaults and use_defaults:
+            _cap(
+                len(defaults[state]) * len(xs),
+                MAX_SENTENCES,
+                f"class {name!r} {state} sentences",
+                nsrc,
+                f"{len(defaults[state]):,} default sentences x {len(xs):,} expressions",
+            )
+            rendered = [(render(d, x), dsrc, xsrc) for d, dsrc in defaults[state] for x, xsrc in xs]
+        origins[state] = rendered
+        sentences[state] = list(dict.fromkeys(r[0] for r in rendered))
+    return ClassTemplates(
+        cname,
+        list(dict.fromkeys(e for e, _ in exprs)),
+        sentences,
+        list(dict.fromkeys(e for e, _ in qual)),
+        origins,
+    )
+
+
+def _eval_prompts(value, what: str, src: Src) -> list[tuple[str, Src]]:
+    return [(render(e), s_src) for s, s_src in _strings(value, what, src) for e in _no_slot(expand(s, s_src), s_src)]
+
+
+def _load_binary(t: Templates, smap, ssrc: Src) -> None:
+    if not isinstance(smap, dict):
+        raise ssrc.error("binary must be a mapping")
+    for name, (body, nsrc) in smap.items():
+        cname = _class_name(t, name, nsrc, any_name=True)
+        if not isinstance(body, dict) or set(body) != {"positive", "negative"}:
+            raise nsrc.error(f"binary.{name} needs exactly 'positive' and 'negative' prompt lists")
+        t.binary[cname] = {}
+        for k in ("positive", "negative"):
+            got = _eval_prompts(body[k][0], f"binary.{name}.{k}", body[k][1])
+            t.eval_origins += [("binary", "", cname, k, p, src) for p, src in got]
+            t.binary[cname][k] = list(dict.fromkeys(p for p, _ in got))
+
+
+def _load_multiclass(t: Templates, smap, ssrc: Src) -> None:
+    if not isinstance(smap, dict):
+        raise ssrc.error("multiclass must be a mapping")
+    for set_name, (body, nsrc) in smap.items():
+        if not isinstance(body, dict):
+            raise nsrc.error(f"multiclass.{set_name} must map classes to prompt lists")
+        t.multiclass[set_name] = {}
+        for c, (v, csrc2) in body.items():
+            cname = _class_name(t, c, csrc2, any_name=True)
+            got = _eval_prompts(v, f"multiclass.{set_name}.{c}", csrc2)
+            t.eval_origins += [("multiclass", set_name, cname, "positive", p, src) for p, src in got]
+            t.multiclass[set_name][cname] = list(dict.fromkeys(p for p, _ in got))
 
 
 def _no_slot(items: list[str], src: Src) -> list[str]:
@@ -560,86 +390,6 @@ def expansion_counts(t: Templates) -> dict[str, dict[str, int]]:
 
 
 # -- lint: sentences a radiologist would write ------------------------------------------------------
-#: words that qualify a finding (severity, side, location, subtype); a negative sentence must not contain
-#: one, or it no longer says that the finding is absent ("No apical left pneumothorax.")
-QUALIFIERS = frozenset(
-    """
-    mild mildly minimal minimally small moderate moderately large severe severely massive tiny trace subtle
-    slight slightly acute chronic old new extensive increased decreased
-    left right bilateral bilaterally unilateral bibasilar bibasal biapical
-    apical apex basal basilar base bases lobar lobe upper lower middle mid lingular retrocardiac perihilar
-    subsegmental segmental peripheral central zone hilar subpulmonic
-    patchy linear plate-like platelike interstitial focal multifocal airspace displaced rib hiatal loculated
-    reticular tension""".split()
-)
-#: words after which an article cannot follow ("Possible a PICC line.", "No a pacemaker.")
-_MODIFIERS = (
-    r"possible|probable|questionable|suspected|suspicious|new|persistent|no|mild|moderate|small|large|"
-    r"minimal|severe|increased|decreased"
-)
-_ARTICLE = re.compile(rf"\b({_MODIFIERS})\s+(a|an|the)\b", re.I)
-_VERBS = {"is", "are", "was", "were", "may", "cannot", "appears", "appear", "remains", "remain"}
-_JOINERS = {"and", "but", "which", "that", "while", "whereas", "although", ",", ";"}
-_PLURAL_IS = re.compile(r"\b([A-Za-z]+s)\s+(is|was)\b")
-_THERE_IS_OF = re.compile(r"\bthere is\b[^.]*?\b([A-Za-z]+s) of\b", re.I)  # "There is no convincing signs of"
-_SINGULAR_S = ("sis", "ss", "us", "xis", "ous", "ics", "ias", "is")
-_DOUBLED = re.compile(r"\b(\w+)\s+\1\b", re.I)
-DEFECT_KINDS = ("double-verb", "qualified-negative", "article-after-modifier", "duplicate", "agreement", "malformed")
-
-
-@dataclass(frozen=True)
-class Defect:
-    """One lint finding: where (the template string), what kind, the rendered sentence, and its pool."""
-
-    src: Src
-    kind: str
-    sentence: str
-    pool: str  # e.g. "Pneumothorax/negative", "binary Edema/negative", "multiclass chexpert-5x200/Edema"
-    note: str = ""
-
-    def __str__(self) -> str:
-        extra = f"; {self.note}" if self.note else ""
-        return f"{self.src.file}:{self.src.line}:{self.src.column}: {self.kind}: {self.sentence!r} ({self.pool}{extra})"
-
-
-def sentence_defects(
-    sentence: str, negative: bool = False, terminal: bool = True, allowed: frozenset = frozenset()
-) -> list[str]:
-    """Defect kinds of one rendered sentence (not ``duplicate``, which needs the pool). ``negative``: the text
-    of a negative label, which must not qualify the finding. ``terminal``: it must end with a full stop.
-    ``allowed``: qualifier words that name the finding itself (an eval pair whose positive prompts say "Rib
-    fracture." is negated by "No rib fracture.", which is not narrower than its positive)."""
-    out = []
-    words = re.findall(r"[A-Za-z][A-Za-z-]*|[,;]", sentence)
-    low = [w.lower() for w in words]
-    verbs = [i for i, w in enumerate(low) if w in _VERBS]
-    if any(not any(x in _JOINERS for x in low[a + 1 : b]) for a, b in zip(verbs, verbs[1:])):
-        out.append("double-verb")
-    if negative and any(w in QUALIFIERS and w not in allowed for w in low):
-        out.append("qualified-negative")
-    if _ARTICLE.search(sentence):
-        out.append("article-after-modifier")
-    there = _THERE_IS_OF.search(sentence)
-    if any(not m.group(1).lower().endswith(_SINGULAR_S) for m in _PLURAL_IS.finditer(sentence)) or (
-        there and not there.group(1).lower().endswith(_SINGULAR_S)
-    ):
-        out.append("agreement")
-    bad_form = (
-        not sentence
-        or not (sentence[0].isupper() or sentence[0].isdigit())
-        or "{" in sentence
-        or "}" in sentence
-        or "  " in sentence
-        or re.search(r"\s[.,;:]", sentence)
-        or ".." in sentence
-        or _DOUBLED.search(sentence)
-        or (terminal and not sentence.endswith((".", "!", "?")))
-    )
-    if bad_form:
-        out.append("malformed")
-    return out
-
-
 def lint(t: Templates) -> list[Defect]:
     """Every defect of a loaded template file, in file order: malformed sentences, double verbs ("There is
     X is seen."), negatives that qualify the finding, an article after a hedge or modifier ("Possible a
@@ -694,4 +444,10 @@ __all__ = [
     "sentence_defects",
     "DEFECT_KINDS",
     "QUALIFIERS",
+    "MAX_DEPTH",
+    "MAX_EXPANSIONS",
+    "MAX_SENTENCES",
+    "MAX_TOTAL_SENTENCES",
+    "MAX_YAML_NODES",
+    "Src",
 ]

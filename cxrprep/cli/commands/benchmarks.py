@@ -6,25 +6,29 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import finish, make_config, progress
-from cxrprep.cli.options import image_settings, run_options
+from cxrprep.cli.edge import errors, finish, make_config, progress
+from cxrprep.cli.options import (
+    CLAHE,
+    OUT,
+    SIZE,
+    WORKERS,
+    deprecated,
+    image_settings,
+    max_failed_option,
+    part_option,
+    renamed,
+    run_options,
+)
 
-_SIZE = typer.Option(512, "--size", help="Shorter side in pixels (never upscaled)")
-_CLAHE = typer.Option(True, "--clahe/--no-clahe", help="Also store a CLAHE copy")
-_WORKERS = typer.Option(0, "--workers", help="Worker processes (0 = all cores)")
-_PART = typer.Option(None, "--part", help="i/N: a deterministic 1/N of the studies; join with cxrprep merge")
-_MAXF = typer.Option("1%", "--max-failed", help="Exit 1 if more inputs fail (count, or percent like 1%)")
-_OUT = typer.Option(Path("shards"), "--out", help="Shard root")
+_PART = part_option("studies")
+_MAXF = max_failed_option("inputs")
 
 
 def _run(fn, out: Path, dataset: str, mf) -> None:
     from cxrprep.shards import summary_lines
 
-    try:
+    with errors({ValueError: 2}):
         m = fn()
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
     c = m["counts"]
     finish(summary_lines(m, out / dataset), c["failed"], c["inputs_seen"], mf)
 
@@ -46,7 +50,7 @@ def _bench(
     from cxrprep.datasets.benchmarks import BenchConfig, write_items
 
     mf, part_t, nworkers = run_options(max_failed, part, workers)
-    settings = image_settings(size, clahe, 2.0, 8, "jpeg", 95, 178_956_970)
+    settings = image_settings(size, clahe)
     cfg = make_config(
         BenchConfig,
         image_root=str(image_root) if image_root else None,
@@ -89,186 +93,194 @@ def _with_split(reader, split_method: str, allowed: tuple[str, ...] = ("hash", "
     return partial(reader, split_method=split_method)
 
 
+def rsna(
+    # fmt: off
+    labels_csv: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="stage_2_train_labels.csv (Kaggle RSNA Pneumonia)"
+    ),
+    image_root: Path = typer.Option(
+        None, "--image-root", help="Folder of {patientId}.dcm (default: stage_2_train_images/ beside the CSV)"
+    ),
+    out: Path = OUT,
+    size: int = SIZE,
+    clahe: bool = CLAHE,
+    workers: int = WORKERS,
+    part: str = _PART,
+    max_failed: str = _MAXF,
+    split_method: str = _SPLIT_METHOD,
+    # fmt: on
+) -> None:
+    """RSNA Pneumonia -> shards/rsna-pneumonia (label Pneumonia = Target; 70/15/15 hashed split).
+
+    Example: cxrprep rsna stage_2_train_labels.csv --image-root stage_2_train_images --out shards/
+    """
+    from cxrprep.datasets.benchmarks import read_rsna
+
+    root = image_root or (labels_csv.parent / "stage_2_train_images")
+    reader = _with_split(read_rsna, split_method)
+    _bench(labels_csv, root, out, "rsna-pneumonia", reader, size, clahe, workers, part, max_failed)
+
+
+def siim(
+    # fmt: off
+    labels_csv: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="train-rle.csv (Kaggle SIIM-ACR; header 'ImageId, EncodedPixels')"
+    ),
+    image_root: Path = typer.Option(
+        None, "--image-root", help="Folder searched for {ImageId}.dcm (default: dicom-images-train/ beside the CSV)"
+    ),
+    out: Path = OUT,
+    size: int = SIZE,
+    clahe: bool = CLAHE,
+    workers: int = WORKERS,
+    part: str = _PART,
+    max_failed: str = _MAXF,
+    split_method: str = _SPLIT_METHOD,
+    # fmt: on
+) -> None:
+    """SIIM-ACR Pneumothorax -> shards/siim-acr-pneumothorax (label Pneumothorax: -1 -> 0, a mask -> 1).
+
+    Example: cxrprep siim train-rle.csv --image-root dicom-images-train --out shards/
+    """
+    from cxrprep.datasets.benchmarks import read_siim
+
+    root = image_root or (labels_csv.parent / "dicom-images-train")
+    reader = _with_split(read_siim, split_method)
+    _bench(labels_csv, root, out, "siim-acr-pneumothorax", reader, size, clahe, workers, part, max_failed)
+
+
+def vindr(
+    # fmt: off
+    train_csv: Path = typer.Argument(..., exists=True, dir_okay=False, help="annotations/image_labels_train.csv"),
+    test_csv: Path = typer.Option(
+        None,
+        "--test",
+        exists=True,
+        dir_okay=False,
+        help="annotations/image_labels_test.csv (default: beside TRAIN_CSV if present)",
+    ),
+    image_root: Path = typer.Option(
+        None, "--image-root", help="Folder with train/ and test/ DICOMs (default: the CSV folder's parent)"
+    ),
+    readers: str = typer.Option(
+        "majority", "--readers", help="Combine the radiologists of a training image: majority | any (CXR-CLIP)"
+    ),
+    split_method: str = typer.Option(
+        "hash", "--split-method", help="Validate from train: hash (20%) | cxr-clip (CXR-CLIP's seeded 20%)"
+    ),
+    out: Path = OUT,
+    size: int = SIZE,
+    clahe: bool = CLAHE,
+    workers: int = WORKERS,
+    part: str = _PART,
+    max_failed: str = _MAXF,
+    # fmt: on
+) -> None:
+    """VinDr-CXR image-level labels (28 columns) -> shards/vindr-cxr (official test; 20% of train -> validate).
+
+    Example: cxrprep vindr vindr/annotations/image_labels_train.csv --image-root vindr/ --out shards/
+    """
+    from cxrprep.datasets.benchmarks import read_vindr
+
+    test = test_csv or (train_csv.parent / "image_labels_test.csv")
+    extra = [test] if test.exists() else []
+    root = image_root or train_csv.parent.parent
+    reader = _with_split(read_vindr, split_method, ("hash", "cxr-clip"))
+    _bench(train_csv, root, out, "vindr-cxr", reader, size, clahe, workers, part, max_failed, readers, extra)
+
+
+def openi(
+    # fmt: off
+    xml_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="ecgen-radiology/ (NLMCXR XML reports)"),
+    image_root: Path = typer.Option(
+        None, "--image-root", help="NLMCXR_png/ or NLMCXR_dcm/ (images named by parentImage id)"
+    ),
+    split_method: str = typer.Option(
+        "test", "--split-method", help="test (all of Open-I is a test set, as CXR-CLIP) | hash (70/15/15 by uId)"
+    ),
+    split_old: str = deprecated("--split", "--split-method", default=None),
+    images: bool = typer.Option(True, "--images/--no-images"),
+    out: Path = OUT,
+    size: int = SIZE,
+    clahe: bool = CLAHE,
+    workers: int = WORKERS,
+    part: str = _PART,
+    max_failed: str = _MAXF,
+    # fmt: on
+) -> None:
+    """Open-I / IU X-ray XML reports + images -> shards/openi (findings, impression, sentences, MeSH).
+
+    Example: cxrprep openi NLMCXR/ecgen-radiology --image-root NLMCXR/NLMCXR_png --out shards/
+    """
+    from cxrprep.datasets.openi import OpenIConfig, run_openi
+
+    mf, part_t, nworkers = run_options(max_failed, part, workers)
+    settings = image_settings(size, clahe)
+    cfg = make_config(
+        OpenIConfig,
+        image_root=str(image_root) if image_root else None,
+        split=renamed(split_method, split_old, "--split-method", "--split", default="test"),
+        images=images,
+        workers=nworkers,
+        part=part_t,
+        image_settings=settings,
+    )
+    _run(
+        lambda: run_openi(xml_dir, out, cfg, progress=lambda it, n: progress(it, n, "openi", "study")),
+        out,
+        "openi",
+        mf,
+    )
+
+
+def mimic_5x200(
+    # fmt: off
+    root: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="MIMIC-CXR-JPG root (with files/ and the CSVs)"
+    ),
+    out: Path = OUT,
+    per_class: int = typer.Option(200, "--per-class"),
+    seed: int = typer.Option(0, "--seed"),
+    from_split: str = typer.Option(
+        "test", "--from-split", help="Draw from this official split: test | validate | train | any"
+    ),
+    list_file: Path = typer.Option(
+        None, "--list", exists=True, dir_okay=False, help="A released list of image paths instead of the draw"
+    ),
+    metadata: Path = typer.Option(None, "--metadata"),
+    split_csv: Path = typer.Option(None, "--split-csv", help="mimic-cxr-2.0.0-split.csv(.gz) (default: in ROOT)"),
+    split_old: Path = deprecated("--split", "--split-csv"),
+    chexpert: Path = typer.Option(None, "--chexpert"),
+    images: bool = typer.Option(True, "--images/--no-images"),
+    size: int = SIZE,
+    clahe: bool = CLAHE,
+    # fmt: on
+) -> None:
+    """MIMIC 5x200: frontal images whose study has exactly one competition finding, with reports.
+
+    Example: cxrprep mimic-5x200 /data/mimic-cxr-jpg/2.0.0 --out shards/ --per-class 200 --seed 0
+    """
+    from cxrprep.datasets.mimic5x200 import DATASET, Mimic5x200Config, run_mimic_5x200
+
+    settings = image_settings(size, clahe)
+    cfg = make_config(
+        Mimic5x200Config,
+        per_class=per_class,
+        seed=seed,
+        from_split=from_split,
+        list_path=str(list_file) if list_file else None,
+        metadata=str(metadata) if metadata else None,
+        split=str(split_csv) if (split_csv := renamed(split_csv, split_old, "--split-csv", "--split")) else None,
+        chexpert=str(chexpert) if chexpert else None,
+        images=images,
+        image_settings=settings,
+    )
+    _run(lambda: run_mimic_5x200(root, out, cfg), out, DATASET, (0, None))
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def rsna(
-        # fmt: off
-        labels_csv: Path = typer.Argument(
-            ..., exists=True, dir_okay=False, help="stage_2_train_labels.csv (Kaggle RSNA Pneumonia)"
-        ),
-        image_root: Path = typer.Option(
-            None, "--image-root", help="Folder of {patientId}.dcm (default: stage_2_train_images/ beside the CSV)"
-        ),
-        out: Path = _OUT,
-        size: int = _SIZE,
-        clahe: bool = _CLAHE,
-        workers: int = _WORKERS,
-        part: str = _PART,
-        max_failed: str = _MAXF,
-        split_method: str = _SPLIT_METHOD,
-        # fmt: on
-    ) -> None:
-        """RSNA Pneumonia -> shards/rsna-pneumonia (label Pneumonia = Target; 70/15/15 hashed split).
-
-        Example: cxrprep rsna stage_2_train_labels.csv --image-root stage_2_train_images --out shards/
-        """
-        from cxrprep.datasets.benchmarks import read_rsna
-
-        root = image_root or (labels_csv.parent / "stage_2_train_images")
-        reader = _with_split(read_rsna, split_method)
-        _bench(labels_csv, root, out, "rsna-pneumonia", reader, size, clahe, workers, part, max_failed)
-
-    @app.command()
-    def siim(
-        # fmt: off
-        labels_csv: Path = typer.Argument(
-            ..., exists=True, dir_okay=False, help="train-rle.csv (Kaggle SIIM-ACR; header 'ImageId, EncodedPixels')"
-        ),
-        image_root: Path = typer.Option(
-            None, "--image-root", help="Folder searched for {ImageId}.dcm (default: dicom-images-train/ beside the CSV)"
-        ),
-        out: Path = _OUT,
-        size: int = _SIZE,
-        clahe: bool = _CLAHE,
-        workers: int = _WORKERS,
-        part: str = _PART,
-        max_failed: str = _MAXF,
-        split_method: str = _SPLIT_METHOD,
-        # fmt: on
-    ) -> None:
-        """SIIM-ACR Pneumothorax -> shards/siim-acr-pneumothorax (label Pneumothorax: -1 -> 0, a mask -> 1).
-
-        Example: cxrprep siim train-rle.csv --image-root dicom-images-train --out shards/
-        """
-        from cxrprep.datasets.benchmarks import read_siim
-
-        root = image_root or (labels_csv.parent / "dicom-images-train")
-        reader = _with_split(read_siim, split_method)
-        _bench(labels_csv, root, out, "siim-acr-pneumothorax", reader, size, clahe, workers, part, max_failed)
-
-    @app.command()
-    def vindr(
-        # fmt: off
-        train_csv: Path = typer.Argument(..., exists=True, dir_okay=False, help="annotations/image_labels_train.csv"),
-        test_csv: Path = typer.Option(
-            None,
-            "--test",
-            exists=True,
-            dir_okay=False,
-            help="annotations/image_labels_test.csv (default: beside TRAIN_CSV if present)",
-        ),
-        image_root: Path = typer.Option(
-            None, "--image-root", help="Folder with train/ and test/ DICOMs (default: the CSV folder's parent)"
-        ),
-        readers: str = typer.Option(
-            "majority", "--readers", help="Combine the radiologists of a training image: majority | any (CXR-CLIP)"
-        ),
-        split_method: str = typer.Option(
-            "hash", "--split-method", help="Validate from train: hash (20%) | cxr-clip (CXR-CLIP's seeded 20%)"
-        ),
-        out: Path = _OUT,
-        size: int = _SIZE,
-        clahe: bool = _CLAHE,
-        workers: int = _WORKERS,
-        part: str = _PART,
-        max_failed: str = _MAXF,
-        # fmt: on
-    ) -> None:
-        """VinDr-CXR image-level labels (28 columns) -> shards/vindr-cxr (official test; 20% of train -> validate).
-
-        Example: cxrprep vindr vindr/annotations/image_labels_train.csv --image-root vindr/ --out shards/
-        """
-        from cxrprep.datasets.benchmarks import read_vindr
-
-        test = test_csv or (train_csv.parent / "image_labels_test.csv")
-        extra = [test] if test.exists() else []
-        root = image_root or train_csv.parent.parent
-        reader = _with_split(read_vindr, split_method, ("hash", "cxr-clip"))
-        _bench(train_csv, root, out, "vindr-cxr", reader, size, clahe, workers, part, max_failed, readers, extra)
-
-    @app.command()
-    def openi(
-        # fmt: off
-        xml_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="ecgen-radiology/ (NLMCXR XML reports)"),
-        image_root: Path = typer.Option(
-            None, "--image-root", help="NLMCXR_png/ or NLMCXR_dcm/ (images named by parentImage id)"
-        ),
-        split: str = typer.Option(
-            "test", "--split", help="test (all of Open-I is a test set, as CXR-CLIP) | hash (70/15/15 by uId)"
-        ),
-        images: bool = typer.Option(True, "--images/--no-images"),
-        out: Path = _OUT,
-        size: int = _SIZE,
-        clahe: bool = _CLAHE,
-        workers: int = _WORKERS,
-        part: str = _PART,
-        max_failed: str = _MAXF,
-        # fmt: on
-    ) -> None:
-        """Open-I / IU X-ray XML reports + images -> shards/openi (findings, impression, sentences, MeSH).
-
-        Example: cxrprep openi NLMCXR/ecgen-radiology --image-root NLMCXR/NLMCXR_png --out shards/
-        """
-        from cxrprep.datasets.openi import OpenIConfig, run_openi
-
-        mf, part_t, nworkers = run_options(max_failed, part, workers)
-        settings = image_settings(size, clahe, 2.0, 8, "jpeg", 95, 178_956_970)
-        cfg = make_config(
-            OpenIConfig,
-            image_root=str(image_root) if image_root else None,
-            split=split,
-            images=images,
-            workers=nworkers,
-            part=part_t,
-            image_settings=settings,
-        )
-        _run(
-            lambda: run_openi(xml_dir, out, cfg, progress=lambda it, n: progress(it, n, "openi", "study")),
-            out,
-            "openi",
-            mf,
-        )
-
-    @app.command("mimic-5x200")
-    def mimic_5x200(
-        # fmt: off
-        root: Path = typer.Argument(
-            ..., exists=True, file_okay=False, help="MIMIC-CXR-JPG root (with files/ and the CSVs)"
-        ),
-        out: Path = _OUT,
-        per_class: int = typer.Option(200, "--per-class"),
-        seed: int = typer.Option(0, "--seed"),
-        from_split: str = typer.Option(
-            "test", "--from-split", help="Draw from this official split: test | validate | train | any"
-        ),
-        list_file: Path = typer.Option(
-            None, "--list", exists=True, dir_okay=False, help="A released list of image paths instead of the draw"
-        ),
-        metadata: Path = typer.Option(None, "--metadata"),
-        split_csv: Path = typer.Option(None, "--split"),
-        chexpert: Path = typer.Option(None, "--chexpert"),
-        images: bool = typer.Option(True, "--images/--no-images"),
-        size: int = _SIZE,
-        clahe: bool = _CLAHE,
-        # fmt: on
-    ) -> None:
-        """MIMIC 5x200: frontal images whose study has exactly one competition finding, with reports.
-
-        Example: cxrprep mimic-5x200 /data/mimic-cxr-jpg/2.0.0 --out shards/ --per-class 200 --seed 0
-        """
-        from cxrprep.datasets.mimic5x200 import DATASET, Mimic5x200Config, run_mimic_5x200
-
-        settings = image_settings(size, clahe, 2.0, 8, "jpeg", 95, 178_956_970)
-        cfg = make_config(
-            Mimic5x200Config,
-            per_class=per_class,
-            seed=seed,
-            from_split=from_split,
-            list_path=str(list_file) if list_file else None,
-            metadata=str(metadata) if metadata else None,
-            split=str(split_csv) if split_csv else None,
-            chexpert=str(chexpert) if chexpert else None,
-            images=images,
-            image_settings=settings,
-        )
-        _run(lambda: run_mimic_5x200(root, out, cfg), out, DATASET, (0, None))
+    app.command()(rsna)
+    app.command()(siim)
+    app.command()(vindr)
+    app.command()(openi)
+    app.command("mimic-5x200")(mimic_5x200)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import make_config
-from cxrprep.cli.options import image_settings
+from cxrprep.cli.edge import errors, make_config
+from cxrprep.cli.options import CLAHE, SIZE, image_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -34,8 +34,8 @@ def register(app: typer.Typer) -> None:
             "Report Impression (for retrieval)",
         ),
         images: bool = typer.Option(True, "--images/--no-images"),
-        size: int = typer.Option(512, "--size"),
-        clahe: bool = typer.Option(True, "--clahe/--no-clahe"),
+        size: int = SIZE,
+        clahe: bool = CLAHE,
         # fmt: on
     ) -> None:
         """Build CheXpert 5x200 (frontal, exactly one competition finding positive, the rest 0) with a seed,
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         from cxrprep.datasets.chexpert5x200 import FiveX200Config, run_5x200
         from cxrprep.shards import summary_lines
 
-        settings = image_settings(size, clahe, 2.0, 8, "jpeg", 95, 178_956_970)
+        settings = image_settings(size, clahe)
         cfg = make_config(
             FiveX200Config,
             per_class=per_class,
@@ -57,11 +57,8 @@ def register(app: typer.Typer) -> None:
             list_path=str(list_file) if list_file else None,
             released=released,
         )
-        try:
+        with errors({ValueError: 2}):
             m = run_5x200(train_csv, out, cfg)
-        except ValueError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
         for line in summary_lines(m, out / "chexpert-5x200"):
             typer.echo(line)
         if m["counts"]["failed"]:

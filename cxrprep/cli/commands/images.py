@@ -8,8 +8,21 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import finish, make_config, progress
-from cxrprep.cli.options import image_settings, run_options  # noqa: F401 (also re-exported for old imports)
+from cxrprep.cli.edge import errors, fail, finish, make_config, progress
+from cxrprep.cli.options import (  # noqa: F401 (image_settings, run_options: also re-exported for old imports)
+    CLAHE,
+    CLAHE_CLIP,
+    CLAHE_TILES,
+    FORMAT,
+    MAX_PIXELS,
+    QUALITY,
+    SIZE,
+    WORKERS,
+    image_settings,
+    max_failed_option,
+    part_option,
+    run_options,
+)
 
 
 @contextmanager
@@ -20,19 +33,13 @@ def run_errors(target: Path):
     from cxrprep.shards import ShardWriteError
 
     try:
-        yield
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
-    except (WorkerPoolError, ShardWriteError) as e:
-        typer.echo(f"error: the run stopped: {e}", err=True)
-        raise typer.Exit(1)
+        with errors({ValueError: 2, (WorkerPoolError, ShardWriteError): (1, "the run stopped: ")}):
+            yield
     except OSError as e:
         where = e.filename or target
         why = e.strerror or str(e)
         hint = " (the disk is full)" if e.errno == errno.ENOSPC else ""
-        typer.echo(f"error: the run stopped: {where}: {why}{hint}", err=True)
-        raise typer.Exit(1)
+        fail(f"the run stopped: {where}: {why}{hint}", 1)
 
 
 def register(app: typer.Typer) -> None:
@@ -59,20 +66,16 @@ def register(app: typer.Typer) -> None:
             "--allow-outside-root",
             help="Read CSV paths that resolve outside --image-root (default: they are rejects)",
         ),
-        size: int = typer.Option(512, "--size", help="Shorter side in pixels (never upscaled)"),
-        clahe: bool = typer.Option(True, "--clahe/--no-clahe", help="Also store a CLAHE copy"),
-        clahe_clip: float = typer.Option(2.0, "--clahe-clip"),
-        clahe_tiles: int = typer.Option(8, "--clahe-tiles"),
-        fmt: str = typer.Option("jpeg", "--format", help="jpeg or png"),
-        quality: int = typer.Option(95, "--quality", help="JPEG quality"),
-        max_image_pixels: int = typer.Option(
-            178_956_970, "--max-image-pixels", help="Reject larger images (decompression bombs)"
-        ),
-        workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all cores)"),
-        part: str = typer.Option(None, "--part", help="i/N: process a deterministic 1/N of the subjects"),
-        max_failed: str = typer.Option(
-            "1%", "--max-failed", help="Exit 1 if more inputs fail (count, or percent like 1%)"
-        ),
+        size: int = SIZE,
+        clahe: bool = CLAHE,
+        clahe_clip: float = CLAHE_CLIP,
+        clahe_tiles: int = CLAHE_TILES,
+        fmt: str = FORMAT,
+        quality: int = QUALITY,
+        max_image_pixels: int = MAX_PIXELS,
+        workers: int = WORKERS,
+        part: str = part_option("subjects"),
+        max_failed: str = max_failed_option("inputs"),
         # fmt: on
     ) -> None:
         """Write DICOM/PNG/JPG files as one-image studies (evaluation sets such as RSNA Pneumonia, SIIM).

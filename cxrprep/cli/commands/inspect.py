@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxrprep.cli.edge import errors
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -26,11 +28,8 @@ def register(app: typer.Typer) -> None:
         from cxrprep.shards import ShardDataset
         from cxrprep.shards.inspect import contact_sheet, inspect_lines
 
-        try:
+        with errors({ShardSchemaError: 1}):
             ds = ShardDataset(dataset_dir, verify=verify)
-        except ShardSchemaError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
         for line in inspect_lines(ds, samples):
             typer.echo(line)
         png = sheet or (dataset_dir / "contact_sheet.png")

@@ -6,8 +6,23 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import finish, make_config, progress
-from cxrprep.cli.options import image_settings, run_options
+from cxrprep.cli.edge import errors, finish, make_config, progress
+from cxrprep.cli.options import (
+    CLAHE,
+    CLAHE_CLIP,
+    CLAHE_TILES,
+    FORMAT,
+    MAX_PIXELS,
+    QUALITY,
+    SIZE,
+    WORKERS,
+    deprecated,
+    image_settings,
+    max_failed_option,
+    part_option,
+    renamed,
+    run_options,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,31 +36,30 @@ def register(app: typer.Typer) -> None:
         metadata: Path = typer.Option(
             None, "--metadata", help="mimic-cxr-2.0.0-metadata.csv(.gz) (default: beside ROOT)"
         ),
-        split: Path = typer.Option(None, "--split", help="mimic-cxr-2.0.0-split.csv(.gz) (default: beside ROOT)"),
+        split_csv: Path = typer.Option(
+            None, "--split-csv", help="mimic-cxr-2.0.0-split.csv(.gz) (default: beside ROOT)"
+        ),
+        split_old: Path = deprecated("--split", "--split-csv"),
         chexpert: Path = typer.Option(
             None, "--chexpert", help="mimic-cxr-2.0.0-chexpert.csv(.gz) (default: beside ROOT)"
         ),
         images: bool = typer.Option(
             True, "--images/--no-images", help="Join the study's images (sNNNNNNNN/*.jpg|*.dcm)"
         ),
-        size: int = typer.Option(512, "--size", help="Image shorter side in pixels (never upscaled)"),
-        clahe: bool = typer.Option(True, "--clahe/--no-clahe", help="Also store a CLAHE copy"),
-        clahe_clip: float = typer.Option(2.0, "--clahe-clip"),
-        clahe_tiles: int = typer.Option(8, "--clahe-tiles"),
-        fmt: str = typer.Option("jpeg", "--format", help="jpeg or png"),
-        quality: int = typer.Option(95, "--quality", help="JPEG quality"),
-        max_image_pixels: int = typer.Option(178_956_970, "--max-image-pixels"),
-        workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all cores)"),
+        size: int = SIZE,
+        clahe: bool = CLAHE,
+        clahe_clip: float = CLAHE_CLIP,
+        clahe_tiles: int = CLAHE_TILES,
+        fmt: str = FORMAT,
+        quality: int = QUALITY,
+        max_image_pixels: int = MAX_PIXELS,
+        workers: int = WORKERS,
         chunk_size: int = typer.Option(1024, "--chunk-size", help="Reports per worker task"),
         max_report_bytes: int = typer.Option(
             1 << 20, "--max-report-bytes", help="A larger report file or zip member is a reject (never read whole)"
         ),
-        part: str = typer.Option(
-            None, "--part", help="i/N: a deterministic 1/N of the patients; join with cxrprep merge"
-        ),
-        max_failed: str = typer.Option(
-            "1%", "--max-failed", help="Exit 1 if more reports fail (count, or percent like 1%)"
-        ),
+        part: str = part_option("patients"),
+        max_failed: str = max_failed_option("reports"),
         # fmt: on
     ) -> None:
         """Parse MIMIC-CXR reports into findings/impression + sentences, join labels, split, views and
@@ -56,6 +70,7 @@ def register(app: typer.Typer) -> None:
         from cxrprep.datasets.mimic import ReportsConfig, run_reports
         from cxrprep.shards import summary_lines
 
+        split = renamed(split_csv, split_old, "--split-csv", "--split")
         mf, part_t, nworkers = run_options(max_failed, part, workers)
         settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
         cfg = make_config(
@@ -70,10 +85,7 @@ def register(app: typer.Typer) -> None:
             max_report_bytes=max_report_bytes,
             image_settings=settings,
         )
-        try:
+        with errors({ValueError: 2}):
             m = run_reports(root, out, cfg, progress=lambda it, n: progress(it, n, "report chunks", "chunk"))
-        except ValueError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
         c = m["counts"]
         finish(summary_lines(m, out / "mimic-cxr"), c["failed"], c["inputs_seen"], mf, dataset_dir=out / "mimic-cxr")

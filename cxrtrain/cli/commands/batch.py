@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxrprep.cli.edge import errors
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -37,10 +39,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(e), param_hint="--config/--set") from e
         from cxrtrain.batch import draw_batch, write_batch
 
-        try:
+        with errors({(ValueError, FileNotFoundError, RuntimeError): 1}):
             b = draw_batch(cfg, [str(s) for s in shards], n, epoch)
-        except (ValueError, FileNotFoundError, RuntimeError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
         png, npz = write_batch(b, out)
         typer.echo(f"{len(b['study_id'])} studies, 2 views of {b['images'].shape[-1]} px each: {png}, {npz}")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import check_option
-from cxrtrain.cli.commands._errors import eval_exit_codes
+from cxrprep.cli.edge import check_option, errors
+from cxrprep.cli.options import BOOTSTRAP, DEVICE, ENSEMBLE, EVAL_SPLIT
+from cxrtrain.cli.commands import eval_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -26,14 +27,12 @@ def register(app: typer.Typer) -> None:
         protocol: str = typer.Option(
             "cxrkit",
             "--protocol",
-            help="cxrkit | cxr-clip (CXR-CLIP's evaluator: its prompts, argmax F1, retrieval on "
+            help="cxrkit | cxr-clip (CXR-CLIP's evaluator: its prompts, argmax F1, its probe recipe, retrieval on "
             "chexpert-5x200/mimic-cxr/openi); named in the table header; see docs/protocols.md",
         ),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/bench-suite)"),
-        split: str = typer.Option("test", "--split", help="test | validate | train | all"),
-        ensemble: str = typer.Option(
-            "mean-similarity", "--ensemble", help="mean-similarity (CXR-CLIP) | mean-embedding"
-        ),
+        split: str = EVAL_SPLIT,
+        ensemble: str = ENSEMBLE,
         probe: bool = typer.Option(
             True, "--probe/--no-probe", help="Also run the 10%/100% linear probes (VinDr, RSNA, SIIM)"
         ),
@@ -41,9 +40,9 @@ def register(app: typer.Typer) -> None:
         probe_max_epochs: int = typer.Option(
             5000, "--probe-max-epochs", help="Hard limit when a binding probe cap is doubled"
         ),
-        bootstrap: int = typer.Option(1000, "--bootstrap"),
-        seed: int = typer.Option(0, "--seed"),
-        device: str = typer.Option("auto", "--device"),
+        bootstrap: int = BOOTSTRAP,
+        seed: int = typer.Option(0, "--seed", help="Bootstrap seed"),
+        device: str = DEVICE,
         # fmt: on
     ) -> None:
         """Zero-shot (VinDr, RSNA, SIIM AUROC; CheXpert/MIMIC 5x200 accuracy), linear probes and retrieval
@@ -57,9 +56,10 @@ def register(app: typer.Typer) -> None:
 
         if protocol not in ("cxrkit", "cxr-clip"):
             raise typer.BadParameter(f"must be cxrkit or cxr-clip, got {protocol!r}", param_hint="--protocol")
+        prompts = prompts or check_option("cxr-clip-protocol" if protocol == "cxr-clip" else "cxr-clip", "--prompts")
         cfg = make_config(
             EvalConfig,
-            prompts=str(prompts or ("cxr-clip-protocol" if protocol == "cxr-clip" else "cxr-clip")),
+            prompts=prompts,  # a PromptFile: the name as given, resolved once
             protocol=protocol,
             f1_rule="argmax" if protocol == "cxr-clip" else "threshold",
             text_section="max" if protocol == "cxr-clip" else "impression",
@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
             device=device,
         )
         out_dir = out or (checkpoint / "bench-suite")
-        with eval_exit_codes():
+        with errors(eval_errors()):
             run_suite(
                 checkpoint,
                 [str(s) for s in shards],

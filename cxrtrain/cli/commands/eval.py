@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import check_option
-from cxrtrain.cli.commands._errors import eval_exit_codes
+from cxrprep.cli.edge import check_option, errors
+from cxrprep.cli.options import BOOTSTRAP, DEVICE, ENSEMBLE, EVAL_SPLIT
+from cxrtrain.cli.commands import eval_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +24,7 @@ def register(app: typer.Typer) -> None:
             "--prompts",
             callback=lambda v: [check_option(x, "--prompts") for x in v or []],
             help="Zero-shot prompt file: a packaged name (eval, gloria, cxr-clip) or a path; give it twice or "
-            "more to compare prompt files on the same images (paired bootstrap vs the first)",
+            "more to compare prompt files on the same images (paired bootstrap vs the first; default eval)",
         ),
         protocol: str = typer.Option(
             "cxrkit",
@@ -35,12 +36,8 @@ def register(app: typer.Typer) -> None:
             False, "--save-embeddings", help="Write OUT/embeddings/<dataset>.npz (re-scorable; docs/protocols.md)"
         ),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/eval)"),
-        split: str = typer.Option(
-            "test", "--split", help="Rows scored: test | validate | train | all (never a silent fallback)"
-        ),
-        ensemble: str = typer.Option(
-            "mean-similarity", "--ensemble", help="Prompt-set score: mean-similarity (CXR-CLIP) | mean-embedding"
-        ),
+        split: str = EVAL_SPLIT,
+        ensemble: str = ENSEMBLE,
         baseline: str = typer.Option(
             "none", "--baseline", help="none | untrained: also score a random-init model of the same architecture"
         ),
@@ -52,9 +49,9 @@ def register(app: typer.Typer) -> None:
             "--protocol cxr-clip)",
         ),
         batch_size: int = typer.Option(64, "--batch-size"),
-        bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the AUROC CI (0 = none)"),
+        bootstrap: int = BOOTSTRAP,
         seed: int = typer.Option(0, "--seed", help="Bootstrap and untrained-baseline seed"),
-        device: str = typer.Option("auto", "--device", help="auto (cuda if available) | cpu | cuda | cuda:N"),
+        device: str = DEVICE,
         # fmt: on
     ) -> None:
         """Zero-shot AUROC (+95% CI), F1/MCC (threshold from a held-out split), 5x200 accuracy and retrieval
@@ -67,10 +64,10 @@ def register(app: typer.Typer) -> None:
 
         if protocol not in ("cxrkit", "cxr-clip"):
             raise typer.BadParameter(f"must be cxrkit or cxr-clip, got {protocol!r}", param_hint="--protocol")
-        prompts = prompts or (["cxr-clip-protocol"] if protocol == "cxr-clip" else ["eval"])
+        prompts = prompts or [check_option("cxr-clip-protocol" if protocol == "cxr-clip" else "eval", "--prompts")]
         cfg = make_config(
             EvalConfig,
-            prompts=str(prompts[0]),
+            prompts=prompts[0],  # a PromptFile: the name as given, resolved once
             protocol=protocol,
             f1_rule="argmax" if protocol == "cxr-clip" else "threshold",
             save_embeddings=save_embeddings,
@@ -85,7 +82,7 @@ def register(app: typer.Typer) -> None:
             baseline=baseline,
         )
         out_dir = out or (checkpoint / "eval")
-        with eval_exit_codes():
+        with errors(eval_errors()):
             run_eval(
                 checkpoint,
                 [str(s) for s in shards],

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cxrprep.cli.edge import errors
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -19,9 +21,6 @@ def register(app: typer.Typer) -> None:
         """
         from cxrtrain.export import export as do_export
 
-        try:
+        with errors({(ValueError, FileNotFoundError, RuntimeError): 1}):
             d = do_export(checkpoint, out)
-        except (ValueError, FileNotFoundError, RuntimeError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
         typer.echo(f"exported to {d}: image_encoder/, text_encoder/, projections.safetensors, README.md")

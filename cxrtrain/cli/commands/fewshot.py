@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import check_option
-from cxrtrain.cli.commands._errors import eval_exit_codes
+from cxrprep.cli.edge import errors
+from cxrprep.cli.options import DEVICE, prompts_option
+from cxrtrain.cli.commands import eval_errors
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -47,14 +48,9 @@ def register(app: typer.Typer) -> None:
         probe_lr: float = typer.Option(5e-5, "--probe-lr", help="Linear probe AdamW learning rate (CXR-CLIP: 5e-5)"),
         patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without validate improvement"),
         max_epochs: int = typer.Option(5000, "--max-epochs", help="Hard limit when a binding cap is doubled"),
-        prompts: str = typer.Option(
-            "eval",
-            "--prompts",
-            callback=lambda v: check_option(v, "--prompts"),
-            help="Prompts of the zero-shot reference: a path or a packaged name",
-        ),
+        prompts: str = prompts_option("eval", "Prompts of the zero-shot reference: a path or a packaged name"),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/fewshot)"),
-        device: str = typer.Option("auto", "--device", help="auto (cuda if available) | cpu | cuda | cuda:N"),
+        device: str = DEVICE,
         # fmt: on
     ) -> None:
         """Few-shot and linear-probe AUROC (mean ± std over seeds) beside zero-shot; selection on validate,
@@ -82,11 +78,11 @@ def register(app: typer.Typer) -> None:
             probe_lr=probe_lr,
             patience=patience,
             max_epochs=max_epochs,
-            prompts=str(prompts),
+            prompts=prompts,  # a PromptFile: the name as given, resolved once
             device=device,
         )
         out_dir = out or (checkpoint / "fewshot")
-        with eval_exit_codes():
+        with errors(eval_errors()):
             run_fewshot(checkpoint, [str(s) for s in shards], out_dir, cfg, log=typer.echo)
         typer.echo((out_dir / "fewshot.md").read_text())
         typer.echo(f"results: {out_dir / 'fewshot.json'}, plot: {out_dir / 'fewshot.png'}")
