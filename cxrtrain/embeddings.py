@@ -55,11 +55,12 @@ def _prompt_rows(label_names, sets, dataset, find_prompts, canonical) -> list[tu
     return rows
 
 
-def save_embeddings(path: Path, emb: dict, label_names, sets: dict, dataset: str, text_emb, scale: float, cfg):
-    """Write ``path`` (atomically) for one dataset: see the module docstring for the arrays."""
+def save_embeddings(path: Path, emb: dict, label_names, sets: dict, dataset: str, text_emb, scale: float, cfg, helpers):
+    """Write ``path`` (atomically) for one dataset: see the module docstring for the arrays. ``helpers``:
+    evaluate's ``(find_prompts, retrieval_text, split_mask)``, so the prompts and texts are evaluate's own."""
     from cxrprep.labels import canonical
-    from cxrtrain.evaluate import find_prompts, retrieval_text, split_mask
 
+    find_prompts, retrieval_text, split_mask = helpers
     rows = _prompt_rows(label_names, sets, dataset, find_prompts, canonical)
     dim = emb["emb"].shape[1] if emb["emb"].ndim == 2 else 0
     scope = split_mask(emb, cfg.split)

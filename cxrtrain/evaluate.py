@@ -531,9 +531,8 @@ def markdown_table(metrics: dict) -> str:
     base = (metrics.get("baseline") or {}).get("datasets")
     head = "| dataset | split | task | n | positives | metric | value |" + (" untrained |" if base else "")
     lines = [
-        f"Protocol: **{metrics['config'].get('protocol', 'cxrkit')}**; "
-        f"split scored: **{metrics['config']['split']}**; prompt ensemble: {metrics['config']['ensemble']}; "
-        f"prompts: {metrics['config']['prompts']}",
+        f"Split scored: **{metrics['config']['split']}**; protocol: **{metrics['config'].get('protocol', 'cxrkit')}**; "
+        f"prompt ensemble: {metrics['config']['ensemble']}; prompts: {metrics['config']['prompts']}",
         "",
         head,
         "|---" * (8 if base else 7) + "|",
@@ -713,9 +712,9 @@ def _evaluate_model(
         if cfg.save_embeddings:
             from cxrtrain.embeddings import save_embeddings
 
-            save_embeddings(
-                out / "embeddings" / f"{ds.name}.npz", emb, ds.label_names, sets, ds.name, text_emb, scale, cfg
-            )
+            helpers = (find_prompts, retrieval_text, split_mask)
+            npz = out / "embeddings" / f"{ds.name}.npz"
+            save_embeddings(npz, emb, ds.label_names, sets, ds.name, text_emb, scale, cfg, helpers)
             d["embeddings_file"] = f"embeddings/{ds.name}.npz"
         result[ds.name] = d
     return result

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from cxrprep.shards import ShardDataset
 from cxrtrain.compare import fast_auroc
 from cxrtrain.data import decode_gray, eval_transform, train_transform
-from cxrtrain.protocols import PROTOCOLS, VINDR_18, lr_lambda
+from cxrtrain.protocols import PROTOCOLS, VINDR_18, lr_lambda, pandas_sample
 
 
 def _rows(ds: ShardDataset, cols: list[int]) -> dict[str, list]:
@@ -71,8 +71,6 @@ def run_cxr_clip_probe(
 ) -> dict:
     """Train and score one probe; -> {fraction, epochs, steps, warmup_steps, lrs, best_epoch, auroc, ...}."""
     recipe = PROTOCOLS["cxr-clip"]["probe"]
-    from cxrprep.datasets.splits import pandas_sample
-
     cols = probe_columns(ds)
     rows = _rows(ds, cols)
     _check(rows, ds.name)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 CXR_CLIP_COMMIT = "fd9fac5e57eb29e6aa2acc7db7f2f07ba73f4a02"
 
 #: cxrclip/prompt/constants.py VINDR_CXR: the 18 VinDr-CXR classes CXR-CLIP scores (spelled as there)
@@ -122,6 +124,13 @@ def probe_lr_schedule(steps_per_epoch: int, epochs: int, base_lr: float = 5e-5, 
     return [base_lr * warmup_cosine_multiplier(i, total, warm) for i in range(total)]
 
 
+def pandas_sample(n: int, frac: float, seed: int) -> np.ndarray:
+    """Positions ``DataFrame.sample(frac=frac, random_state=seed)`` keeps, in its order: the first
+    round(frac * n) of ``numpy.random.RandomState(seed).permutation(n)`` (CXR-CLIP's probe subset,
+    cxrclip/data/datasets/image_classification.py: data_frac 0.1, random_state 1; checked against pandas)."""
+    return np.random.RandomState(seed).permutation(n)[: round(frac * n)]
+
+
 def lr_lambda(steps_per_epoch: int, epochs: int, warmup_fraction: float = 0.1):
     """The multiplier as a ``torch.optim.lr_scheduler.LambdaLR`` function (for a probe trained in torch)."""
     total = steps_per_epoch * epochs
@@ -134,6 +143,7 @@ __all__ = [
     "PROTOCOLS",
     "VINDR_18",
     "lr_lambda",
+    "pandas_sample",
     "probe_lr_schedule",
     "protocol",
     "warmup_cosine_multiplier",

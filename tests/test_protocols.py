@@ -275,7 +275,7 @@ def test_embeddings_npz_rescores_every_number_and_prompt_comparison_runs(demo_sh
     comp = m["prompt_comparison"]["datasets"]["chexpert-5x200"]
     assert comp["reference"] == str(small) and "accuracy chexpert-5x200 macro" in comp["tasks"]
     assert (out / "compare_chexpert-5x200.png").exists() and "Prompt sets compared" in (out / "metrics.md").read_text()
-    assert m["protocol"]["preset"] == "cxrkit" and "Protocol: **cxrkit**" in (out / "metrics.md").read_text()
+    assert m["protocol"]["preset"] == "cxrkit" and "protocol: **cxrkit**" in (out / "metrics.md").read_text()
     out2 = tmp_path / "ev2"
     r = CliRunner().invoke(
         app,

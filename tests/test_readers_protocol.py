@@ -127,7 +127,8 @@ def test_chexpert_5x200_released_file_carries_its_reports(tmp_path):
 
 def test_vindr_cxr_clip_validate_split_and_pandas_sample(tmp_path):
     from cxrprep.datasets.benchmarks import read_vindr
-    from cxrprep.datasets.splits import cxr_clip_vindr_split, pandas_sample, sklearn_shuffle_split
+    from cxrprep.datasets.splits import cxr_clip_vindr_split, sklearn_shuffle_split
+    from cxrtrain.protocols import pandas_sample
 
     ids = [f"v{i:03d}" for i in range(25)]
     s = cxr_clip_vindr_split(ids)

@@ -21,10 +21,6 @@ legacy RandomState stream it relies on is frozen across numpy versions.
 training set") groups image_labels_train.csv by image_id (sorted) and takes
 ``train_test_split(df, test_size=0.2, random_state=0)`` -> train, validate; the official test set stays.
 
-``pandas_sample(n, frac, seed)`` is ``df.sample(frac=frac, random_state=seed)`` (CXR-CLIP's probe subset,
-cxrclip/data/datasets/image_classification.py: data_frac 0.1, random_state 1): the first round(frac * n)
-positions of ``RandomState(seed).permutation(n)``.
-
 Both were checked against scikit-learn 1.9.1 and pandas on this machine (docs/protocols.md).
 
 ``hash``: sha256(id) mod 100 -> < 70 train, < 85 validate, else test (cxrprep/datasets/benchmarks.py).
@@ -71,11 +67,6 @@ def cxr_clip_vindr_split(image_ids: list[str], seed: int = 0) -> list[str]:
     return out
 
 
-def pandas_sample(n: int, frac: float, seed: int) -> np.ndarray:
-    """Positions ``DataFrame.sample(frac=frac, random_state=seed)`` keeps, in its order."""
-    return np.random.RandomState(seed).permutation(n)[: round(frac * n)]
-
-
 def check_split_method(value: str, allowed: tuple[str, ...] = SPLIT_METHODS) -> str:
     if value not in allowed:
         raise ValueError(f"--split-method must be {' or '.join(allowed)}, got {value!r}")
@@ -88,6 +79,5 @@ __all__ = [
     "check_split_method",
     "cxr_clip_vindr_split",
     "gloria_split",
-    "pandas_sample",
     "sklearn_shuffle_split",
 ]
