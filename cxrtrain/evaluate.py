@@ -283,6 +283,13 @@ def _threshold_split(split: str) -> str | None:
     return {"test": "validate", "validate": "train"}.get(split)
 
 
+def _argmax_f1(y: np.ndarray, prob: np.ndarray, reason: str | None) -> dict:
+    """CXR-CLIP's F1 rule: positive when the positive prompt wins the pair (probability > 0.5)."""
+    if reason:
+        return dict(threshold=0.5, threshold_from="argmax", f1=None, mcc=None, f1_reason=reason)
+    return dict(threshold=0.5, threshold_from="argmax", f1=f1_score(y, prob > 0.5), mcc=mcc(y, prob > 0.5))
+
+
 def zero_shot_binary(
     emb: dict, label_names: list[str], sets: dict, scale: float, text_emb, cfg: EvalConfig, dataset: str = ""
 ) -> dict:
@@ -329,12 +336,8 @@ def zero_shot_binary(
                 else:
                     r.update(auroc_ci95=None, auroc_ci95_reason="every bootstrap resample had one class only")
         tmask = mask & split_mask(emb, thr_split) if thr_split else None
-        if cfg.f1_rule == "argmax":  # CXR-CLIP: positive when the positive prompt wins (prob > 0.5)
-            r.update(threshold=0.5, threshold_from="argmax", f1=None, mcc=None)
-            if reason:
-                r["f1_reason"] = reason
-            else:
-                r.update(f1=f1_score(y[sel], prob[sel] > 0.5), mcc=mcc(y[sel], prob[sel] > 0.5))
+        if cfg.f1_rule == "argmax":
+            r.update(_argmax_f1(y[sel], prob[sel], reason))
         elif thr_split is None:
             r.update(
                 threshold=None,
@@ -720,10 +723,20 @@ def _evaluate_model(
     return result
 
 
-def _protocol_choices(name: str) -> dict:
+def _protocol_record(cfg: EvalConfig) -> dict:
+    """metrics.json ``protocol``: the choices in effect and the preset's full list (cxrtrain/protocols.py)."""
     from cxrtrain.protocols import protocol
 
-    return protocol(name)
+    return dict(
+        split=cfg.split,
+        ensemble=cfg.ensemble,
+        uncertain=cfg.uncertain,
+        threshold_from="argmax" if cfg.f1_rule == "argmax" else _threshold_split(cfg.split),
+        retrieval_text=cfg.text_section,
+        preset=cfg.protocol,
+        f1_rule=cfg.f1_rule,
+        choices=protocol(cfg.protocol),
+    )
 
 
 def run_eval(
@@ -757,16 +770,7 @@ def run_eval(
         config=asdict(cfg) | {"device_used": device},
         prompts_file=str(pfile),
         prompts_sha256=file_sha256(pfile),
-        protocol=dict(
-            split=cfg.split,
-            ensemble=cfg.ensemble,
-            uncertain=cfg.uncertain,
-            threshold_from=_threshold_split(cfg.split),
-            retrieval_text=cfg.text_section,
-            preset=cfg.protocol,
-            f1_rule=cfg.f1_rule,
-            choices=_protocol_choices(cfg.protocol),
-        ),
+        protocol=_protocol_record(cfg),
         prompts=sets,
         model=conf["model"],
         datasets={},
