@@ -72,7 +72,10 @@ def _bench(
             dataset,
             cfg,
             dataset,
-            {"labels": [str(labels_csv), *map(str, extra)]},
+            {
+                "labels": [str(labels_csv), *map(str, extra)],
+                "split_method": getattr(reader, "keywords", {}).get("split_method", "hash"),
+            },
             progress=lambda it, n: progress(it, n, dataset, "img"),
         )
 
