@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 import time
 from pathlib import Path
 
@@ -20,12 +21,11 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import write_dicom  # noqa: E402
 
 
 def make_inputs(n: int) -> tuple[list[Path], list[Path]]:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     d = HERE / "out" / "images"
     d.mkdir(parents=True, exist_ok=True)
     srcs = sorted((ROOT / "examples/nih/images").glob("*.png"))
@@ -39,18 +39,7 @@ def make_inputs(n: int) -> tuple[list[Path], list[Path]]:
             a = np.clip(a + rng.normal(0, 4, a.shape), 0, 255)
             cv2.imwrite(str(j), a.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 95])
             px = (a * 16).astype(np.uint16)
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-            meta.MediaStorageSOPInstanceUID = generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-            ds.Rows, ds.Columns = px.shape
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-            ds.PixelData = px.tobytes()
-            ds.save_as(c, enforce_file_format=True)
+            write_dicom(c, px)
         jpgs.append(j)
         dcms.append(c)
     return jpgs, dcms

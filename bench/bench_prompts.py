@@ -21,22 +21,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-LABELS = [
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-]
+sys.path.insert(0, str(HERE.parent))
+from cxrprep.labels import CHEXPERT_CSV_LABELS, CHEXPERT_CSV_META, NIH_LABELS  # noqa: E402
+
+LABELS = list(CHEXPERT_CSV_LABELS)
 # (pos, neg, uncertain) shares of 223,414 rows; the rest blank (FORMATS.md 2.1 where given, else typical)
 DIST = {
     "No Finding": (0.10, 0, 0),
@@ -44,29 +32,14 @@ DIST = {
     "Atelectasis": (33376 / 223414, 1328 / 223414, 33739 / 223414),
     "Support Devices": (116001 / 223414, 6137 / 223414, 1079 / 223414),
 }
-NIH = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Effusion",
-    "Emphysema",
-    "Fibrosis",
-    "Hernia",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pleural_Thickening",
-    "Pneumonia",
-    "Pneumothorax",
-]
+NIH = [n for n in NIH_LABELS if n != "No Finding"]
 
 
 def make_chexpert(path: Path, n: int = 223_414) -> None:
     rng = random.Random(0)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"] + LABELS)
+        w.writerow([*CHEXPERT_CSV_META, *LABELS])
         patient, study, view, k = 1, 1, 1, 0
         while k < n:
             lateral = view == 2

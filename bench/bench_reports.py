@@ -1,13 +1,18 @@
 """Benchmark: `cxrprep reports --no-images` vs the official MIMIC-CXR section parser, same corpus, same run.
 
-    .venv/bin/python bench/bench_reports.py [--n 200000] [--workers 2]
+    .venv/bin/python bench/bench_reports.py [--corpus realistic] [--n N] [--runs 5] [--workers 2] [--memory]
 
-* Corpus: N synthetic MIMIC-layout reports (examples/synth_reports.py) under bench/out/corpus-N/, plus a
-  corpus of N/10 for the memory comparison (peak RSS at N vs N/10).
+* Corpus: ``synthetic`` (default, 200,000 reports): examples/synth_reports.py, whose sentences repeat 99% of
+  the time; ``realistic`` (40,000): bench/realistic_reports.py, composed sentences, most of them distinct
+  (its statistics are printed first). Generated once under bench/out/. ``--memory`` adds a corpus of N/10
+  for the memory comparison (peak RSS at N vs N/10).
+* Runs: ``--runs`` times both programs on the same corpus, alternating which goes first; prints each run,
+  then the median, min and max of the wall-time ratio official / cxrkit (>= 1: cxrkit is faster).
 * Baseline: MIT-LCP/mimic-cxr txt/create_section_files.py + section_parser.py (sections only, one process,
   writes CSVs). Not shipped with cxrkit: put the two files in bench/out/official/ (gitignored), e.g. from a
   clone: git -C mimic-cxr show HEAD:txt/section_parser.py > bench/out/official/section_parser.py (same for
-  create_section_files.py). Skipped with a note when absent.
+  create_section_files.py; commit 31901464793d0bb23835092f05bd1aba6af7baff was used). Skipped with a note
+  when absent.
 * cxrkit: the full pipeline (read, sections, spaCy sentences, Parquet shards), ``--workers`` processes.
 Prints reports/s for both, the ratio, peak memory (RSS of the process tree, sampled every 50 ms) and the
 CPU time (user + sys of the whole process tree), which a busy shared machine disturbs less than wall time.
@@ -78,82 +83,107 @@ def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, int]:
     return dt, peak[0]
 
 
-def corpus(n: int) -> Path:
-    from synth_reports import write_corpus
+def corpus(kind: str, n: int) -> Path:
+    """The seeded corpus of ``kind`` (synthetic: examples/synth_reports.py, realistic:
+    bench/realistic_reports.py) with ``n`` reports under bench/out/, generated once."""
+    if kind == "realistic":
+        from realistic_reports import write_corpus
+    else:
+        from synth_reports import write_corpus
 
-    root = HERE / "out" / f"corpus-{n}"
+    root = HERE / "out" / (f"corpus-{n}" if kind == "synthetic" else f"corpus-{kind}-{n}")
     if not (root / ".done").exists():
         shutil.rmtree(root, ignore_errors=True)
         t = time.perf_counter()
         write_corpus(root, n, seed=0)
         (root / ".done").write_text("ok")
-        print(f"generated {n:,} reports in {time.perf_counter() - t:.1f} s")
+        print(f"generated {n:,} {kind} reports in {time.perf_counter() - t:.1f} s")
     return root
+
+
+def stats(root: Path) -> dict:
+    """The corpus's text statistics (bench/realistic_reports.corpus_stats), computed once and kept beside it."""
+    import json
+
+    from realistic_reports import corpus_stats
+
+    p = root / "stats.json"
+    if not p.exists():
+        p.write_text(json.dumps(corpus_stats(root / "files")))
+    return json.loads(p.read_text())
+
+
+def run_cxrkit(root: Path, out: Path, workers: int) -> tuple[float, int, float]:
+    """-> (seconds, peak tree RSS, CPU seconds) of ``cxrprep reports --no-images`` on ``root``."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "cxrprep.cli.app", "reports", str(root), "--out", str(out), "--no-images"]
+    dt, rss = run(cmd + ["--workers", str(workers), "--max-failed", "100%"])
+    return dt, rss, run.cpu
+
+
+def run_official(root: Path, out: Path, official: Path) -> tuple[float, int, float]:
+    """-> (seconds, peak RSS, CPU seconds) of the official create_section_files.py on ``root``."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "create_section_files.py", "--reports_path", str(root / "files")]
+    dt, rss = run(cmd + ["--output_path", str(out), "--no_split"], cwd=official)
+    return dt, rss, run.cpu
+
+
+def _spread(xs: list[float]) -> str:
+    import statistics
+
+    return f"median {statistics.median(xs):.2f} (min {min(xs):.2f}, max {max(xs):.2f}, {len(xs)} runs)"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--corpus", choices=("synthetic", "realistic"), default="synthetic")
+    ap.add_argument("--n", type=int, default=None, help="reports (default: 200,000 synthetic, 40,000 realistic)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=5, help="runs of both programs, alternating which goes first")
+    ap.add_argument("--memory", action="store_true", help="also run cxrkit on N/10 reports to compare peak memory")
     a = ap.parse_args()
-    py = sys.executable
-    big, small = corpus(a.n), corpus(a.n // 10)
+    n = a.n or (200_000 if a.corpus == "synthetic" else 40_000)
+    big = corpus(a.corpus, n)
+    st = stats(big)
+    print(
+        f"corpus {a.corpus}, {n:,} reports: {st['sentences']:,} findings/impression sentences, "
+        f"{st['distinct_sentences']:,} distinct (share {st['distinct_share']:.3f}); mean sentences per findings "
+        f"{st['findings_mean_sentences']:.2f}, "
+        f"per impression {st['impression_mean_sentences']:.2f} (present in {st['findings_present']:.0%} / "
+        f"{st['impression_present']:.0%} of reports)"
+    )
     out = HERE / "out" / "run"
-    res = {}
-    cpu: dict[str, float] = {}
-    for name, root in (("small", small), ("big", big)):
-        shutil.rmtree(out, ignore_errors=True)
-        dt, rss = run(
-            [
-                py,
-                "-m",
-                "cxrprep.cli.app",
-                "reports",
-                str(root),
-                "--out",
-                str(out),
-                "--no-images",
-                "--workers",
-                str(a.workers),
-                "--max-failed",
-                "100%",
-            ]
-        )
-        n = a.n if name == "big" else a.n // 10
-        res[name] = (n, dt, rss)
-        cpu[name] = run.cpu
-        print(
-            f"cxrkit  {n:>8,} reports: {dt:7.1f} s  {n / dt:8.0f} reports/s  peak RSS {rss / 2**20:7.0f} MiB "
-            f"({a.workers} workers)  CPU {run.cpu:6.1f} s"
-        )
     official = HERE / "out" / "official"
-    if (official / "create_section_files.py").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        dt, rss = run(
-            [
-                py,
-                "create_section_files.py",
-                "--reports_path",
-                str(big / "files"),
-                "--output_path",
-                str(out),
-                "--no_split",
-            ],
-            cwd=official,
-        )
-        print(
-            f"official {a.n:>7,} reports: {dt:7.1f} s  {a.n / dt:8.0f} reports/s  peak RSS {rss / 2**20:7.0f} MiB "
-            f"(1 process, sections only)  CPU {run.cpu:6.1f} s"
-        )
-        n, t, _ = res["big"]
-        print(
-            f"ratio cxrkit / official throughput: {(n / t) / (a.n / dt):.2f}x; CPU time official / cxrkit: "
-            f"{run.cpu / cpu['big']:.2f}x"
-        )
-    else:
+    have_official = (official / "create_section_files.py").exists()
+    if not have_official:
         print(f"official parser not found in {official}; see this script's docstring")
-    (n1, _, r1), (n2, _, r2) = res["small"], res["big"]
-    print(f"peak memory {n2:,} vs {n1:,} reports: {r2 / r1:.2f}x ({r2 / 2**20:.0f} vs {r1 / 2**20:.0f} MiB)")
+    ratios, cpu_ratios, rss_big = [], [], []
+    for r in range(a.runs):
+        order = ("cxrkit", "official") if r % 2 == 0 else ("official", "cxrkit")
+        res = {}
+        for who in order:
+            if who == "cxrkit":
+                res[who] = run_cxrkit(big, out, a.workers)
+            elif have_official:
+                res[who] = run_official(big, out, official)
+        dt, rss, cpu = res["cxrkit"]
+        rss_big.append(rss)
+        line = f"run {r + 1}: cxrkit {dt:6.1f} s {n / dt:7.0f} reports/s CPU {cpu:6.1f} s RSS {rss / 2**20:5.0f} MiB"
+        if have_official:
+            odt, orss, ocpu = res["official"]
+            ratios.append(odt / dt)
+            cpu_ratios.append(ocpu / cpu)
+            line += f" | official {odt:6.1f} s {n / odt:7.0f} reports/s CPU {ocpu:6.1f} s | ratio {odt / dt:.2f}x"
+        print(line, flush=True)
+    if ratios:
+        print(f"ratio cxrkit / official throughput ({a.workers} workers vs 1 process): {_spread(ratios)}")
+        print(f"CPU time official / cxrkit: {_spread(cpu_ratios)}")
+    if a.memory:
+        small = corpus(a.corpus, n // 10)
+        rss_small = [run_cxrkit(small, out, a.workers)[1] for _ in range(min(a.runs, 3))]
+        r1, r2 = max(rss_small), max(rss_big)
+        print(f"peak memory {n:,} vs {n // 10:,} reports: {r2 / r1:.2f}x ({r2 / 2**20:.0f} vs {r1 / 2**20:.0f} MiB)")
 
 
 if __name__ == "__main__":

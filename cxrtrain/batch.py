@@ -19,8 +19,11 @@ def draw_batch(cfg: TrainConfig, roots: list[str], n: int | None = None, epoch: 
     """The first training batch of ``epoch`` (``n`` studies; default the per-step micro-batch) ->
     {"images": uint8 [N, 2, S, S], "text1", "text2", "study_id": lists}."""
     from cxrprep.shards import open_datasets
+    from cxrtrain.usable import check_usable
 
     datasets = open_datasets(roots)
+    usable = check_usable(datasets, "train", cfg, roots)  # no text anywhere: exit 2 instead of a hang
+    datasets = [d for d in datasets if d.name in usable.names_with_text()]
     size = n or max(1, cfg.batch_size // cfg.accum_steps)
     stream = StudyStream(datasets, "train", cfg, None, size, train=True, seed=cfg.seed)
     stream.set_epoch(epoch)

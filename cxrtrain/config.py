@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from cxrtrain.model import PRESETS, ModelConfig, model_config
+from cxrtrain.safeyaml import YamlRefused, load_yaml
 
 
 class ConfigError(ValueError):
@@ -175,6 +176,9 @@ class TrainConfig:
     dataset_weights: dict = opt({}, "dataset name -> share of its rows per epoch (1.0)", lo=0)
     shuffle_buffer: int = opt(512, "studies held for shuffling, per loader worker", lo=1)
     num_workers: int = opt(0, "DataLoader worker processes (0: in the training process)", lo=0, hi=256)
+    watchdog_s: float = opt(
+        600.0, "stop with an error naming where when no training batch arrives for this long (0: never)", lo=0
+    )
     clahe: str = opt(
         "offline",
         "offline: the shards' CLAHE copy (fast) | online: CXR-CLIP's, after the crop | off",
@@ -286,7 +290,9 @@ def _coerce(value, typ, key: str):
     field's Check (naming key, value and the allowed range)."""
     if isinstance(value, str) and _base_type(typ)[0] is not str:
         try:
-            value = yaml.safe_load(value)  # "3" -> 3, "null" -> None, "[0.8, 1.1]" -> list
+            value = load_yaml(value, f"the value of {key}")  # "3" -> 3, "null" -> None, "[0.8, 1.1]" -> list
+        except YamlRefused as e:
+            raise ConfigError(str(e)) from None
         except yaml.YAMLError:
             pass
     base, _ = _base_type(typ)
@@ -370,7 +376,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     values: dict = {}
     if path:
         try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
+            values = load_yaml(Path(path).read_text(encoding="utf-8"), str(path)) or {}
+        except YamlRefused as e:
+            raise ConfigError(str(e)) from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
         except (OSError, UnicodeDecodeError) as e:

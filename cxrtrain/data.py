@@ -27,7 +27,6 @@
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -37,6 +36,19 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from cxrprep.shards import RowGroup, ShardDataset
+from cxrtrain.textsample import pick_texts, split_sentences  # noqa: F401  (kept importable from here)
+from cxrtrain.transforms import (  # noqa: F401  (kept importable from here)
+    augment_u8,
+    center_u8,
+    clahe_u8,
+    crop_box,
+    decode_gray,
+    eval_transform,
+    jitter_u8,
+    normalize,
+    train_transform,
+)
+from cxrtrain.usable import has_text
 
 cv2.setNumThreads(1)
 
@@ -54,136 +66,6 @@ COLUMNS = [
 ]
 
 
-def decode_gray(data: bytes) -> np.ndarray:
-    """Shard image bytes (JPEG/PNG) -> uint8 HxW."""
-    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    if a is None:
-        raise ValueError("shard image bytes are not a decodable JPEG/PNG")
-    return a
-
-
-def normalize(x: torch.Tensor, cfg) -> torch.Tensor:
-    """uint8 grey images [..., 1, S, S] (any device) -> float [..., 3, S, S] normalised with the preset's
-    mean/std. Batches travel from loader workers as uint8 (4x less to copy) and are normalised here, on the
-    training device."""
-    x = x.float().div_(255.0)
-    shape = [1] * (x.dim() - 3) + [len(cfg.image_mean), 1, 1]
-    m = torch.tensor(cfg.image_mean, device=x.device).view(shape)
-    s = torch.tensor(cfg.image_std, device=x.device).view(shape)
-    return (x.expand(*x.shape[:-3], len(cfg.image_mean), *x.shape[-2:]) - m) / s
-
-
-def center_u8(gray: np.ndarray, cfg) -> np.ndarray:
-    """Evaluation geometry: shorter side to cfg.image_size (INTER_AREA down, linear up), centre crop."""
-    s = cfg.image_size
-    h, w = gray.shape
-    k = s / min(h, w)
-    nh, nw = max(s, round(h * k)), max(s, round(w * k))
-    a = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
-    y, x = (nh - s) // 2, (nw - s) // 2
-    return np.ascontiguousarray(a[y : y + s, x : x + s])
-
-
-def crop_box(
-    h: int, w: int, rng: np.random.Generator, scale=(0.8, 1.1), ratio=(3 / 4, 4 / 3), tries: int = 10
-) -> tuple[int, int, int, int]:
-    """Random resized crop box (top, left, height, width), always inside an HxW image, by the algorithm of
-    torchvision's ``RandomResizedCrop.get_params`` (which CXR-CLIP uses): up to ``tries`` draws of an area
-    fraction from U(scale) and a log-uniform aspect ratio; the first box that fits (w <= W, h <= H, so a
-    fraction above 1 only fits when the aspect lets it) is placed uniformly; if none fits, the centre crop
-    of the whole image with the aspect clamped to ``ratio``. Nothing is ever padded."""
-    area = h * w
-    lo, hi = np.log(ratio[0]), np.log(ratio[1])
-    for _ in range(tries):
-        target = area * rng.uniform(scale[0], scale[1])
-        aspect = float(np.exp(rng.uniform(lo, hi)))
-        cw = int(round(np.sqrt(target * aspect)))
-        ch = int(round(np.sqrt(target / aspect)))
-        if 0 < cw <= w and 0 < ch <= h:
-            top = int(rng.integers(0, h - ch + 1))
-            left = int(rng.integers(0, w - cw + 1))
-            return top, left, ch, cw
-    in_ratio = w / h
-    if in_ratio < min(ratio):
-        cw, ch = w, int(round(w / min(ratio)))
-    elif in_ratio > max(ratio):
-        ch, cw = h, int(round(h * max(ratio)))
-    else:
-        cw, ch = w, h
-    return (h - ch) // 2, (w - cw) // 2, ch, cw
-
-
-def clahe_u8(a: np.ndarray, clip: float, tiles: int = 8) -> np.ndarray:
-    """CLAHE with clip limit ``clip`` on a tiles x tiles grid (OpenCV; albumentations' CLAHE is the same call)."""
-    return cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(tiles, tiles)).apply(a)
-
-
-def jitter_u8(a: np.ndarray, rng: np.random.Generator, brightness: float = 0.1, contrast: float = 0.2) -> np.ndarray:
-    """Brightness and contrast jitter as torchvision's ColorJitter on a grey image (CXR-CLIP): brightness
-    multiplies by b ~ U(1-brightness, 1+brightness); contrast blends with the image mean, c*x + (1-c)*mean,
-    c ~ U(1-contrast, 1+contrast); the two are applied in random order, each result clipped to [0, 255]."""
-    ops = []
-    if brightness:
-        ops.append(("b", rng.uniform(max(0.0, 1 - brightness), 1 + brightness)))
-    if contrast:
-        ops.append(("c", rng.uniform(max(0.0, 1 - contrast), 1 + contrast)))
-    if not ops:
-        return a
-    if len(ops) == 2 and rng.random() < 0.5:
-        ops.reverse()
-    # both operations are per-pixel maps of a uint8 image once the mean is known, so they compose into one
-    # 256-entry lookup table; the mean after the first map comes from the histogram (no float image pass)
-    hist = cv2.calcHist([a], [0], None, [256], [0, 256]).ravel().astype(np.float64)
-    lut = np.arange(256, dtype=np.float64)
-    for kind, f in ops:
-        if kind == "b":
-            lut = np.clip(lut * f, 0, 255)
-        else:
-            m = float(hist @ lut) / max(1.0, hist.sum())
-            lut = np.clip(lut * f + m * (1 - f), 0, 255)
-    return cv2.LUT(a, (lut + 0.5).astype(np.uint8))
-
-
-def augment_u8(
-    gray: np.ndarray,
-    cfg,
-    rng: np.random.Generator,
-    scale=(0.8, 1.1),
-    brightness: float = 0.1,
-    contrast: float = 0.2,
-    clahe_clip: tuple[float, float] | None = None,
-    clahe_prob: float = 0.0,
-) -> np.ndarray:
-    """CXR-CLIP's training transform on a grey uint8 image: random resized crop inside the image (``crop_box``)
-    resized to the input size (pyramid halving while the crop is >= 2x the output, then bilinear), optional online
-    CLAHE (probability ``clahe_prob``, clip limit ~ U(clahe_clip)),
-    brightness/contrast jitter (``jitter_u8``)."""
-    s = cfg.image_size
-    h, w = gray.shape
-    top, left, ch, cw = crop_box(h, w, rng, scale)
-    crop = gray[top : top + ch, left : left + cw]
-    # antialiasing, cheaply: halve with a Gaussian pyramid step while the crop is at least twice the output,
-    # then bilinear (INTER_AREA at non-integer factors costs ~8x more for a similar result)
-    while min(crop.shape) >= 2 * s:
-        crop = cv2.pyrDown(crop)
-    a = cv2.resize(crop, (s, s), interpolation=cv2.INTER_LINEAR)
-    if clahe_clip is not None and clahe_prob > 0 and rng.random() < clahe_prob:
-        a = clahe_u8(a, rng.uniform(*clahe_clip))
-    return jitter_u8(a, rng, brightness, contrast)
-
-
-def eval_transform(gray: np.ndarray, cfg) -> torch.Tensor:
-    """Shorter side to the input size, centre crop, normalise -> [3,S,S] float."""
-    return normalize(torch.from_numpy(center_u8(gray, cfg))[None], cfg)
-
-
-def train_transform(
-    gray: np.ndarray, cfg, rng: np.random.Generator, scale=(0.8, 1.1), brightness: float = 0.1, contrast: float = 0.2
-) -> torch.Tensor:
-    """Augmented view -> [3,S,S] float."""
-    return normalize(torch.from_numpy(augment_u8(gray, cfg, rng, scale, brightness, contrast))[None], cfg)
-
-
 # -- study-level sampling ----------------------------------------------------------------------------
 def pick_images(images: list[dict], rng: random.Random) -> tuple[dict, dict]:
     """Two images of distinct views when the study has them, else two distinct images, else one twice."""
@@ -197,137 +79,6 @@ def pick_images(images: list[dict], rng: random.Random) -> tuple[dict, dict]:
         a, b = rng.sample(range(len(images)), 2)
         return images[a], images[b]
     return images[0], images[0]
-
-
-_SENT_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
-
-
-def split_sentences(text: str) -> list[str]:
-    """A prompt report (template sentences joined by spaces) -> its sentences."""
-    return [x for x in _SENT_END.split(text.strip()) if x]
-
-
-def _distinct_pair(options: list[str], rng: random.Random) -> tuple[str, str]:
-    """Two different strings out of ``options`` when there are two different ones, else one twice."""
-    uniq = list(dict.fromkeys(o for o in options if o))
-    if len(uniq) >= 2:
-        a, b = rng.sample(range(len(uniq)), 2)
-        return uniq[a], uniq[b]
-    return (uniq[0], uniq[0]) if uniq else ("", "")
-
-
-def _shuffled_text(sentences: list[str], rng: random.Random, avoid: str | None = None) -> str:
-    """Sentences in a random order; when ``avoid`` is given and another order exists, never exactly ``avoid``."""
-    s = list(sentences)
-    for _ in range(8):
-        rng.shuffle(s)
-        t = " ".join(s)
-        if avoid is None or t != avoid or len(set(s)) < 2:
-            return t
-    return " ".join(s[1:] + s[:1])  # a rotation differs from the original when two sentences differ
-
-
-def _sample_sentences(pool: list[str], rng: random.Random, cfg) -> str:
-    k = rng.randint(min(cfg.sentences_min, len(pool)), min(cfg.sentences_max, len(pool)))
-    idx = sorted(rng.sample(range(len(pool)), k))
-    if cfg.shuffle_sentences:
-        rng.shuffle(idx)
-    return " ".join(pool[i] for i in idx)
-
-
-def _two_samples(pool: list[str], rng: random.Random, cfg) -> tuple[str, str]:
-    """Jang et al.: two random sentence subsets, different from each other whenever the pool allows."""
-    a = _sample_sentences(pool, rng, cfg)
-    b = a
-    for _ in range(8):
-        b = _sample_sentences(pool, rng, cfg)
-        if b != a:
-            break
-    return a, b
-
-
-def pick_texts(row: dict, rng: random.Random, cfg, train: bool = True) -> tuple[str, str] | None:
-    """Two texts of a study, or None when it has no usable text.
-
-    Training (CXR-CLIP study-level sampling; the two texts are never the same string when the study has
-    any alternative):
-
-    * prompt reports (label datasets): two distinct prompt variants; with ``sentence_sampling`` each is a
-      random subset of its variant's sentences, with ``shuffle_sentences`` its sentences are shuffled;
-    * reports with findings and impression: the two sections, in random order, each replaced by one of its
-      back-translations with probability ``bt_prob``;
-    * one section only: the original and one of its back-translations (CXR-CLIP), else the original and a
-      sentence shuffle of it;
-    * ``sentence_sampling`` (Jang et al.): two random subsets of the sentences of ``sentence_sections``.
-
-    Validation (``train=False``) is deterministic, so validation losses of two epochs compare: the first two
-    distinct prompt variants; findings and impression as written (no back-translation, no shuffling); one
-    section: the original and its first back-translation, else the section twice."""
-    prompts = [p for p in (row.get("prompts") or []) if p]
-    if prompts:
-        if not train:
-            uniq = list(dict.fromkeys(prompts))
-            return uniq[0], uniq[1] if len(uniq) > 1 else uniq[0]
-        a, b = _distinct_pair(prompts, rng)
-        if cfg.sentence_sampling:
-            sa, sb = split_sentences(a), split_sentences(b)
-            ta, tb = _sample_sentences(sa, rng, cfg), _sample_sentences(sb, rng, cfg)
-            for _ in range(8):
-                if ta != tb:
-                    break
-                tb = _sample_sentences(sb, rng, cfg)
-            return ta, tb
-        if cfg.shuffle_sentences:
-            a = _shuffled_text(split_sentences(a), rng)
-            b = _shuffled_text(split_sentences(b), rng, avoid=a)
-        return a, b
-    secs = {sec: (row.get(sec) or "").strip() for sec in ("findings", "impression")}
-    sents = {sec: list(row.get(f"{sec}_sentences") or []) for sec in secs}
-    bts = {sec: [t for t in (row.get(f"{sec}_bt") or []) if t and t != secs[sec]] for sec in secs}
-    if cfg.sentence_sampling and train:
-        pool: list[str] = []
-        for sec in cfg.sentence_sections.split(","):
-            pool += sents.get(sec) or []
-        if not pool:
-            return None
-        return _two_samples(pool, rng, cfg)
-    present = [sec for sec in secs if secs[sec]]
-    if not present:
-        return None
-    if not train:
-        if len(present) == 2 and secs["findings"] != secs["impression"]:
-            return secs["findings"], secs["impression"]
-        sec = present[0]
-        return secs[sec], (bts[sec][0] if bts[sec] else secs[sec])
-
-    def one(sec: str) -> str:
-        if bts[sec] and rng.random() < cfg.bt_prob:
-            return rng.choice(bts[sec])
-        if cfg.shuffle_sentences and len(sents[sec]) > 1:
-            return _shuffled_text(sents[sec], rng)
-        return secs[sec]
-
-    if len(present) == 2 and secs["findings"] != secs["impression"]:
-        texts = [one("findings"), one("impression")]
-        if texts[0] == texts[1]:  # a back-translation can equal the other section: take the originals
-            texts = [secs["findings"], secs["impression"]]
-        if rng.random() < 0.5:
-            texts.reverse()
-        return texts[0], texts[1]
-    sec = present[0]  # one section: the original and its back-translation (CXR-CLIP), else a sentence shuffle
-    orig = _shuffled_text(sents[sec], rng) if cfg.shuffle_sentences and len(sents[sec]) > 1 else secs[sec]
-    if bts[sec]:
-        other = rng.choice(bts[sec])
-    elif len(set(sents[sec])) > 1:
-        other = _shuffled_text(sents[sec], rng, avoid=orig)
-    else:
-        other = secs[sec]
-    if other == orig and orig != secs[sec]:
-        orig = secs[sec]
-    pair = [orig, other]
-    if rng.random() < 0.5:
-        pair.reverse()
-    return pair[0], pair[1]
 
 
 @dataclass
@@ -392,8 +143,8 @@ class StudyStream(IterableDataset):
             for d, g in mine:
                 for b in d.iter_batches(COLUMNS, row_groups=[g], split=self.split):
                     for row in b.to_pylist():
-                        if not row["images"]:
-                            continue
+                        if not row["images"] or not has_text(row, self.cfg, self.train):
+                            continue  # a row without text would be drawn and dropped forever (issue 20)
                         k += 1
                         if by_group or k % n_streams == stream_id:
                             any_row = True
@@ -402,8 +153,8 @@ class StudyStream(IterableDataset):
                 return
             if not any_row:
                 raise RuntimeError(
-                    f"no {self.split} rows with images in the shards for stream {stream_id}; "
-                    f"check the split column and dataset_weights"
+                    f"no {self.split} rows with images and text in the shards for stream {stream_id} "
+                    f"({', '.join(d.name for d in self.datasets)}); check the split column and dataset_weights"
                 )
             cycle += 1
 

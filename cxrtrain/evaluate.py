@@ -33,20 +33,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cxrprep.labels import canonical
 from cxrprep.shards import ShardDataset
-from cxrtrain.data import decode_gray, eval_transform
-from cxrtrain.metrics import auroc, best_threshold, bootstrap_ci, f1_score, mcc, recall_at_k, roc_curve
+from cxrtrain.evalreport import fmt, markdown_table, plot_rocs  # noqa: F401  (fmt: kept importable from here)
+from cxrtrain.transforms import decode_gray, eval_transform
+from cxrtrain.zeroshot import (  # noqa: F401  (set_scores, find_prompts: kept importable from here)
+    ENSEMBLES,
+    TEXT_SECTIONS,
+    _threshold_split,
+    find_prompts,
+    retrieval,
+    retrieval_text,
+    set_scores,
+    split_counts,
+    split_mask,
+    zero_shot_binary,
+    zero_shot_multiclass,
+)
 
 SPLITS = ("test", "validate", "train", "all")
-TEXT_SECTIONS = ("findings", "impression", "both", "max")  # max: the larger string (CXR-CLIP's Open-I text)
-ENSEMBLES = ("mean-similarity", "mean-embedding")
 BASELINES = ("none", "untrained")
 
 
@@ -69,20 +79,23 @@ class EvalConfig:
     protocol: str = "cxrkit"  # cxrkit | cxr-clip (cxrtrain/protocols.py; recorded in metrics.json)
     f1_rule: str = "threshold"  # threshold (max-F1 on another split) | argmax (CXR-CLIP: s_pos > s_neg)
     save_embeddings: bool = False  # OUT/embeddings/<dataset>.npz (cxrtrain/embeddings.py)
+    # ``prompts`` resolved to its file, once (the CLI's --prompts callback has checked it already); not a choice
+    # of its own, so it is left out of metrics.json's config (its path and sha256 are recorded beside it)
+    prompts_file: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.uncertain not in ("exclude", "positive", "negative"):
             raise ValueError(f"--uncertain must be exclude, positive or negative, got {self.uncertain!r}")
         if self.text_section not in TEXT_SECTIONS:
             raise ValueError(f"--text must be findings, impression, both or max, got {self.text_section!r}")
-        if self.split not in SPLITS:
-            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
-        if self.ensemble not in ENSEMBLES:
-            raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {self.ensemble!r}")
         if self.f1_rule not in ("threshold", "argmax"):
             raise ValueError(f"F1 rule must be threshold or argmax, got {self.f1_rule!r}")
         if self.protocol not in ("cxrkit", "cxr-clip"):
             raise ValueError(f"--protocol must be cxrkit or cxr-clip, got {self.protocol!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.ensemble not in ENSEMBLES:
+            raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {self.ensemble!r}")
         if self.baseline not in BASELINES:
             raise ValueError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         if self.bootstrap < 0:
@@ -90,6 +103,10 @@ class EvalConfig:
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         resolve_device(self.device)
+        if self.prompts_file is None:
+            from cxrprep.text.promptfiles import resolve_prompt_file
+
+            object.__setattr__(self, "prompts_file", resolve_prompt_file(self.prompts, "--prompts"))
 
 
 def resolve_device(device: str) -> str:
@@ -133,24 +150,11 @@ def strict_json(obj) -> str:
     return json.dumps(clean(obj), indent=2, allow_nan=False) + "\n"
 
 
-def _finite(v) -> float | None:
-    return float(v) if v is not None and math.isfinite(float(v)) else None
-
-
 def _pick_image(images: list[dict]) -> dict:
     for im in images:
         if im.get("view") in ("PA", "AP"):
             return im
     return images[0]
-
-
-def split_mask(emb: dict, split: str) -> np.ndarray:
-    return np.ones(len(emb["split"]), bool) if split == "all" else (emb["split"] == split)
-
-
-def split_counts(emb: dict) -> dict[str, int]:
-    vals, counts = np.unique(emb["split"], return_counts=True) if len(emb["split"]) else ([], [])
-    return {str(v): int(c) for v, c in zip(vals, counts)}
 
 
 def check_split(name: str, emb: dict, split: str) -> None:
@@ -239,385 +243,9 @@ def embed_dataset(
     return out | {"cached": False}
 
 
-def _unit(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    n = np.linalg.norm(a, axis=-1, keepdims=True)
-    return a / np.where(n == 0, 1, n)
-
-
-def set_scores(img: np.ndarray, prompt_emb: np.ndarray, ensemble: str) -> np.ndarray:
-    """Score of each image against one prompt set ([K, D] embeddings) -> [N].
-
-    ``mean-similarity``: mean over prompts of cos(image, prompt) (CXR-CLIP's evaluator);
-    ``mean-embedding``: cos(image, normalised mean of the prompt embeddings)."""
-    x, p = _unit(img), _unit(prompt_emb)
-    if ensemble == "mean-similarity":
-        return (x @ p.T).mean(1)
-    if ensemble == "mean-embedding":
-        return x @ _unit(p.mean(0))
-    raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
-
-
-def find_prompts(sets: dict, dataset: str, label: str) -> str | None:
-    """The key of ``sets`` that serves ``label`` of ``dataset``: ``DATASET:Label``, the label, its
-    canonical name, then a case-insensitive match (VinDr's 'Pleural effusion' -> 'Pleural Effusion')."""
-    for k in (f"{dataset}:{label}", label, canonical(label), f"{dataset}:{canonical(label)}"):
-        if k in sets:
-            return k
-    low = {k.casefold(): k for k in sets if ":" not in k}
-    return low.get(label.casefold()) or low.get(canonical(label).casefold())
-
-
-def _binary_targets(col: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndarray]:
-    """-> (mask of rows used, y)."""
-    y = col.copy()
-    if policy == "positive":
-        y[y == -1] = 1
-    elif policy == "negative":
-        y[y == -1] = 0
-    mask = (y == 0) | (y == 1)
-    return mask, y
-
-
-def _threshold_split(split: str) -> str | None:
-    return {"test": "validate", "validate": "train"}.get(split)
-
-
-def _argmax_f1(y: np.ndarray, prob: np.ndarray, reason: str | None) -> dict:
-    """CXR-CLIP's F1 rule: positive when the positive prompt wins the pair (probability > 0.5)."""
-    if reason:
-        return dict(threshold=0.5, threshold_from="argmax", f1=None, mcc=None, f1_reason=reason)
-    return dict(threshold=0.5, threshold_from="argmax", f1=f1_score(y, prob > 0.5), mcc=mcc(y, prob > 0.5))
-
-
-def zero_shot_binary(
-    emb: dict, label_names: list[str], sets: dict, scale: float, text_emb, cfg: EvalConfig, dataset: str = ""
-) -> dict:
-    """Per-label AUROC (+CI) on ``cfg.split``; F1/MCC at a threshold chosen on another split; skipped labels
-    with reasons; a macro AUROC that says how many classes went in."""
-    res, skipped = {}, []
-    scope = split_mask(emb, cfg.split)
-    thr_split = _threshold_split(cfg.split)
-    sp = cfg.split
-    for j, name in enumerate(label_names):
-        key = find_prompts(sets, dataset, name)
-        if key is None:
-            skipped.append(dict(label=name, reason=f"no binary prompt pair for {name!r} in {cfg.prompts}"))
-            continue
-        pn = sets[key]
-        s_pos = set_scores(emb["emb"], text_emb(pn["positive"]), cfg.ensemble)
-        s_neg = set_scores(emb["emb"], text_emb(pn["negative"]), cfg.ensemble)
-        logits = scale * np.stack([s_pos, s_neg], 1)
-        logits -= logits.max(1, keepdims=True)
-        prob = np.exp(logits[:, 0]) / np.exp(logits).sum(1)
-        mask, y = _binary_targets(emb["labels"][:, j], cfg.uncertain)
-        sel = mask & scope
-        npos = int((y[sel] == 1).sum())
-        r = dict(label=name, prompts=key, split=sp, n=int(sel.sum()), positives=npos, negatives=int(sel.sum()) - npos)
-        reason = (
-            f"no labelled rows in {sp}"
-            if not sel.any()
-            else f"no positives in {sp}"
-            if npos == 0
-            else f"no negatives in {sp}"
-            if npos == sel.sum()
-            else None
-        )
-        if reason:
-            r.update(auroc=None, auroc_reason=reason, auroc_ci95=None, auroc_ci95_reason=reason)
-        else:
-            r["auroc"] = auroc(y[sel], prob[sel])
-            if cfg.bootstrap == 0:
-                r.update(auroc_ci95=None, auroc_ci95_reason="--bootstrap 0")
-            else:
-                lo, hi = bootstrap_ci(y[sel], prob[sel], cfg.bootstrap, cfg.seed)
-                if math.isfinite(lo):
-                    r["auroc_ci95"] = [lo, hi]
-                else:
-                    r.update(auroc_ci95=None, auroc_ci95_reason="every bootstrap resample had one class only")
-        tmask = mask & split_mask(emb, thr_split) if thr_split else None
-        if cfg.f1_rule == "argmax":
-            r.update(_argmax_f1(y[sel], prob[sel], reason))
-        elif thr_split is None:
-            r.update(
-                threshold=None,
-                threshold_from=None,
-                f1=None,
-                mcc=None,
-                f1_reason=f"no held-out split to choose a threshold on when scoring {sp}",
-            )
-        elif not (tmask.any() and 0 < (y[tmask] == 1).sum() < tmask.sum()):
-            r.update(
-                threshold=None,
-                threshold_from=thr_split,
-                f1=None,
-                mcc=None,
-                f1_reason=f"{thr_split} split has no positives or no negatives for this label",
-            )
-        elif reason:
-            r.update(threshold=None, threshold_from=thr_split, f1=None, mcc=None, f1_reason=reason)
-        else:
-            t = best_threshold(y[tmask], prob[tmask])
-            r.update(
-                threshold=t,
-                threshold_from=thr_split,
-                f1=f1_score(y[sel], prob[sel] >= t),
-                mcc=mcc(y[sel], prob[sel] >= t),
-            )
-        r["_roc"] = [a.tolist() for a in roc_curve(y[sel], prob[sel])] if r["auroc"] is not None else None
-        res[canonical(name)] = (
-            r  # keyed by the canonical class name (Effusion -> Pleural Effusion); "label" keeps the spelling
-        )
-    vals = [r["auroc"] for r in res.values() if r["auroc"] is not None]
-    out = dict(
-        split=sp,
-        ensemble=cfg.ensemble,
-        classes=res,
-        skipped=skipped,
-        macro_auroc=float(np.mean(vals)) if vals else None,
-        macro_classes=len(vals),
-        macro_of=len(res),
-    )
-    if not vals:
-        out["macro_auroc_reason"] = f"no class has both positives and negatives in {sp}"
-    return out
-
-
-def zero_shot_multiclass(
-    emb: dict, label_names: list[str], classes: dict, text_emb, ensemble: str = "mean-similarity", split: str = "all"
-) -> dict:
-    """Argmax over class prompt sets on the rows of ``split`` with exactly one positive among the set's
-    classes (CheXpert/MIMIC 5x200). Accuracy (micro), per-class accuracy and their mean (macro)."""
-    canon = [canonical(n) for n in label_names]
-    names = [c for c in classes if c in canon]
-    if len(names) < 2:
-        return {}
-    cols = np.stack([emb["labels"][:, canon.index(c)] for c in names], 1)
-    one = ((np.nan_to_num(cols) == 1).sum(1) == 1) & split_mask(emb, split)
-    scores = np.stack([set_scores(emb["emb"], text_emb(classes[c]), ensemble) for c in names], 1)
-    pred = scores.argmax(1)
-    truth = np.nan_to_num(cols).argmax(1)
-    per = {}
-    for k, c in enumerate(names):
-        m = one & (truth == k)
-        per[c] = dict(n=int(m.sum()), accuracy=float((pred[m] == k).mean()) if m.any() else None)
-    r = dict(
-        split=split,
-        ensemble=ensemble,
-        classes=names,
-        n=int(one.sum()),
-        prompts_per_class={c: len(classes[c]) for c in names},
-        per_class=per,
-    )
-    if one.any():
-        accs = [v["accuracy"] for v in per.values() if v["accuracy"] is not None]
-        r.update(
-            accuracy=float((pred[one] == truth[one]).mean()),
-            macro_accuracy=float(np.mean(accs)),
-            macro_classes=len(accs),
-        )
-    else:
-        r.update(
-            accuracy=None,
-            macro_accuracy=None,
-            macro_classes=0,
-            accuracy_reason=f"no row in {split} has exactly one positive among {names}",
-        )
-    return r
-
-
-def retrieval_text(findings: str, impression: str, section: str) -> str:
-    """A study's retrieval text: the section asked for, else the other one; ``max`` is max(findings,
-    impression) as strings (kakaobrain/cxr-clip datasets/README.md, Open-I)."""
-    both = f"{findings} {impression}".strip()
-    t = {"findings": findings, "impression": impression, "both": both, "max": max(findings, impression)}[section]
-    return t or (impression or findings)
-
-
-def retrieval(emb: dict, text_emb, section: str, split: str = "all") -> dict:
-    """Image->text and text->image R@1/5/10 on the rows of ``split`` (texts de-duplicated)."""
-    scope = split_mask(emb, split)
-    texts = []
-    for f, i in zip(emb["findings"][scope], emb["impression"][scope]):
-        t = retrieval_text(str(f), str(i), section)
-        texts.append(str(t))
-    keep = [k for k, t in enumerate(texts) if t]
-    if len(keep) < 2:
-        return {}
-    uniq = sorted(set(texts[k] for k in keep))
-    index = {t: n for n, t in enumerate(uniq)}
-    img = _unit(emb["emb"][scope][keep])
-    txt = _unit(text_emb(uniq))
-    sim = img @ txt.T
-    i2t = recall_at_k(sim, [{index[texts[k]]} for k in keep])
-    owners: dict[int, set[int]] = {}
-    for row, k in enumerate(keep):
-        owners.setdefault(index[texts[k]], set()).add(row)
-    t2i = recall_at_k(sim.T, [owners[n] for n in range(len(uniq))])
-    return dict(
-        split=split,
-        section=section,
-        images=len(keep),
-        unique_texts=len(uniq),
-        image_to_text=i2t,
-        text_to_image=t2i,
-        rsum=float(sum(i2t.values()) + sum(t2i.values())),
-    )
-
-
-_STYLES = ["-", "--", "-.", ":"]
-_MARKERS = ["o", "s", "^", "v", "D", "x", "+", "*"]
-
-
-def plot_rocs(results: dict, png: Path, title: str, baseline: dict | None = None) -> None:
-    """One ROC per class; line style, marker and colour all vary so overlapping curves stay visible; the
-    legend gives AUROC and n. Untrained-baseline curves (if any) are thin grey."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 6), dpi=110)
-    curves = [(cls, r) for cls, r in results.items() if r.get("_roc")]
-    cmap = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
-    step = min(0.005, 0.03 / max(1, len(curves)))  # identical curves are nudged apart, at most ±0.015
-    for k, (cls, r) in enumerate(curves):
-        if True:
-            off = step * (k - (len(curves) - 1) / 2)
-            fpr, tpr = np.asarray(r["_roc"][0]) + off, np.asarray(r["_roc"][1]) + off
-            ax.plot(
-                fpr,
-                tpr,
-                ls=_STYLES[k % 4],
-                marker=_MARKERS[k % len(_MARKERS)],
-                markevery=max(1, len(fpr) // 6),
-                ms=4,
-                lw=1.6,
-                color=cmap(k % cmap.N),
-                alpha=0.85,
-                label=f"{cls}: {r['auroc']:.3f} (n={r['n']}, pos={r['positives']})",
-            )
-    for _cls, r in (baseline or {}).items():
-        if r.get("_roc"):
-            ax.plot(*r["_roc"], color="0.6", lw=0.8, ls=":")
-    if baseline:
-        ax.plot([], [], color="0.6", lw=0.8, ls=":", label="untrained baseline (all classes)")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title, fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(
-            fontsize=7,
-            loc="lower right",
-            title_fontsize=7,
-            title=f"class: AUROC (curves offset by up to ±{step * (len(curves) - 1) / 2:.3f} to stay visible)",
-        )
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
-
-
-def fmt(v) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
-
-
-def _ci(r: dict) -> str:
-    ci = r.get("auroc_ci95")
-    return f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""
-
-
-def markdown_table(metrics: dict) -> str:
-    """One row per number: dataset, split, task, n, positives, metric, value (+ untrained baseline)."""
-    base = (metrics.get("baseline") or {}).get("datasets")
-    head = "| dataset | split | task | n | positives | metric | value |" + (" untrained |" if base else "")
-    lines = [
-        f"Split scored: **{metrics['config']['split']}**; protocol: **{metrics['config'].get('protocol', 'cxrkit')}**; "
-        f"prompt ensemble: {metrics['config']['ensemble']}; prompts: {metrics['config']['prompts']}",
-        "",
-        head,
-        "|---" * (8 if base else 7) + "|",
-    ]
-
-    def row(name, split, task, n, pos, metric, value, bval=None):
-        lines.append(
-            f"| {name} | {split} | {task} | {n} | {pos} | {metric} | {value} |"
-            + (f" {bval if bval is not None else ''} |" if base else "")
-        )
-
-    for name, d in metrics["datasets"].items():
-        bd = (base or {}).get(name, {})
-        b = d.get("binary", {})
-        for cls, r in b.get("classes", {}).items():
-            br = bd.get("binary", {}).get("classes", {}).get(cls)
-            row(
-                name,
-                r["split"],
-                cls,
-                r["n"],
-                r["positives"],
-                "AUROC [95% CI]",
-                f"{fmt(r['auroc'])}{_ci(r)}" + (f" ({r['auroc_reason']})" if r.get("auroc_reason") else ""),
-                f"{fmt(br['auroc'])}{_ci(br)}" if br else None,
-            )
-            row(
-                name,
-                r["split"],
-                cls,
-                r["n"],
-                r["positives"],
-                f"F1 / MCC (threshold from {r['threshold_from']})",
-                f"{fmt(r['f1'])} / {fmt(r['mcc'])}" + (f" ({r['f1_reason']})" if r.get("f1_reason") else ""),
-            )
-        if b.get("classes"):
-            row(
-                name,
-                b["split"],
-                f"macro over {b['macro_classes']} of {b['macro_of']} classes",
-                "",
-                "",
-                "AUROC",
-                fmt(b["macro_auroc"]),
-                fmt(bd["binary"]["macro_auroc"]) if bd.get("binary") else None,
-            )
-        for s in b.get("skipped", []):
-            row(name, b["split"], s["label"], "", "", "skipped", s["reason"])
-        for set_name, r in d.get("multiclass", {}).items():
-            br = bd.get("multiclass", {}).get(set_name)
-            row(
-                name,
-                r["split"],
-                f"{set_name} ({len(r['classes'])}-way)",
-                r["n"],
-                "",
-                "accuracy (macro)",
-                f"{fmt(r['accuracy'])} ({fmt(r['macro_accuracy'])})",
-                f"{fmt(br['accuracy'])} ({fmt(br['macro_accuracy'])})" if br else None,
-            )
-        if d.get("retrieval"):
-            r = d["retrieval"]
-            br = bd.get("retrieval")
-            for direction in ("image_to_text", "text_to_image"):
-                row(
-                    name,
-                    r["split"],
-                    f"retrieval {direction.replace('_to_', '->')} ({r['section']})",
-                    r["images"],
-                    "",
-                    "R@1 / R@5 / R@10",
-                    " / ".join(fmt(r[direction][k]) for k in ("R@1", "R@5", "R@10")),
-                    " / ".join(fmt(br[direction][k]) for k in ("R@1", "R@5", "R@10")) if br else None,
-                )
-        if d.get("note"):
-            row(name, d.get("split", ""), "-", d.get("studies", ""), "", "not evaluated", d["note"])
-    return "\n".join(lines) + "\n"
-
-
 def open_checkpoint(checkpoint: str | Path):
     """(model, config, checkpoint dir, weights sha256); unreadable files are EvalUsageError (exit 2)."""
-    from cxrtrain.train import load_checkpoint, resolve_checkpoint
+    from cxrtrain.checkpoint import load_checkpoint, resolve_checkpoint
 
     ck = resolve_checkpoint(checkpoint)
     try:
@@ -753,7 +381,7 @@ def run_eval(
     from cxrprep.shards import open_datasets
     from cxrprep.text.templates import eval_prompt_sets
 
-    sets = eval_prompt_sets(cfg.prompts)
+    sets = eval_prompt_sets(cfg.prompts_file)
     model, conf, ck, ck_hash = open_checkpoint(checkpoint)
     device = resolve_device(cfg.device)
     model.to(device)
@@ -761,13 +389,11 @@ def run_eval(
     if not datasets and only is None:
         raise EvalUsageError(f"no dataset folders (with manifest.json) under {', '.join(shard_roots)}")
     out.mkdir(parents=True, exist_ok=True)
-    from cxrprep.text.promptfiles import resolve_prompt_file
-
-    pfile = resolve_prompt_file(cfg.prompts, "--prompts")
+    pfile = cfg.prompts_file
     metrics = dict(
         checkpoint=str(ck),
         checkpoint_sha256=ck_hash,
-        config=asdict(cfg) | {"device_used": device},
+        config={k: v for k, v in asdict(cfg).items() if k != "prompts_file"} | {"device_used": device},
         prompts_file=str(pfile),
         prompts_sha256=file_sha256(pfile),
         protocol=_protocol_record(cfg),
@@ -780,17 +406,9 @@ def run_eval(
     )
     if cfg.baseline == "untrained":
         base = untrained_like(model, cfg.seed, ck).to(device)
+        bcfg = replace(cfg, save_embeddings=False)
         bd = _evaluate_model(
-            base,
-            datasets,
-            replace(cfg, save_embeddings=False),
-            sets,
-            out,
-            f"untrained-seed{cfg.seed}-{ck_hash}",
-            device,
-            progress,
-            False,
-            "note",
+            base, datasets, bcfg, sets, out, f"untrained-seed{cfg.seed}-{ck_hash}", device, progress, False, "note"
         )
         metrics["baseline"] = dict(kind="untrained", seed=cfg.seed, datasets=bd)
     for name, d in metrics["datasets"].items():

@@ -73,7 +73,7 @@ print(probs)   # P(effusion), P(no effusion)
 def export(checkpoint: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save_file
 
-    from cxrtrain.train import load_checkpoint, resolve_checkpoint
+    from cxrtrain.checkpoint import load_checkpoint, resolve_checkpoint
 
     ck = resolve_checkpoint(checkpoint)
     model, conf = load_checkpoint(ck)
@@ -113,7 +113,12 @@ class ExportedModel:
         self.cfg = json.loads((d / "cxrkit.json").read_text())
         vis = CLIPVisionModel if self.cfg["image_kind"] == "clip" else AutoModel
         txt = CLIPTextModel if self.cfg["text_kind"] == "clip" else AutoModel
-        self.image_tower = vis.from_pretrained(d / "image_encoder").eval()
+        if self.cfg["image_kind"] == "tv_resnet":  # torchvision keys; torchvision.models.resnet50 loads them too
+            from cxrtrain.tv_tower import load_tv_tower
+
+            self.image_tower = load_tv_tower(d / "image_encoder")
+        else:
+            self.image_tower = vis.from_pretrained(d / "image_encoder").eval()
         self.text_tower = txt.from_pretrained(d / "text_encoder").eval()
         self.tok = AutoTokenizer.from_pretrained(d / "text_encoder")
         self.proj = load_file(str(d / "projections.safetensors"))

@@ -21,9 +21,11 @@ Modes:
 
 Early stopping and a cap that does not bind: every linear head stops when its validate criterion has not
 improved for ``--patience`` epochs. If the best epoch lies within the last ``patience`` epochs of the cap
-(the cap, not the data, ended training), the run is repeated from the same seed with the cap doubled, up to
-``--max-epochs``; each run records ``best_epoch``, ``caps_tried`` and ``cap_binding`` (true only when the
-hard limit was reached while still improving), so a binding cap is visible in fewshot.json and fewshot.md.
+(the cap, not the data, ended training), the run is repeated from the same seed with the cap doubled while
+the epochs of all its runs stay within ``--max-epochs`` (default MAX_EPOCHS = 1000, the bound on probe time:
+about linear in the train rows); each run records ``best_epoch``, ``caps_tried`` and ``cap_binding`` (true
+when the bound was reached while still improving: the probe did not converge, and the log says so), so a
+binding cap is visible in fewshot.json and fewshot.md.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ import torch
 import torch.nn.functional as F
 
 from cxrprep.shards import ShardDataset
-from cxrtrain.data import decode_gray, eval_transform, train_transform
 from cxrtrain.evaluate import (
     EvalConfig,
     EvalUsageError,
@@ -51,8 +52,15 @@ from cxrtrain.evaluate import (
     strict_json,
     zero_shot_binary,
 )
+from cxrtrain.fewshotreport import fewshot_table, plot_fewshot, pm
 from cxrtrain.metrics import auroc
 from cxrtrain.model import set_trainable
+from cxrtrain.transforms import decode_gray, eval_transform, train_transform
+
+# the bound on probe time (issue 20): the epochs one head trains in all, summed over its restarts with a doubled
+# cap. A probe whose best epoch still sits at the cap stops doubling here and is reported as not converged
+# (cap_binding); its time is then about linear in the train rows (one epoch = one pass over them).
+MAX_EPOCHS = 1000
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ class FewshotConfig:
     probe_epochs: int = 300  # subsets (< 100%)
     probe_epochs_full: int = 30  # 100%
     patience: int = 10
-    max_epochs: int = 5000
+    max_epochs: int = MAX_EPOCHS
     prompts: str = "eval"  # a packaged name or a path
     device: str = "auto"
 
@@ -193,6 +201,16 @@ def _train_head_once(
     return head, best_ep, ep, use
 
 
+def _not_converged(r: dict, cfg: FewshotConfig) -> str:
+    """The warning for a log line when some runs stopped at the epoch bound while still improving."""
+    if not r["cap_binding_runs"]:
+        return ""
+    return (
+        f" (CAP BINDING: {r['cap_binding_runs']} run(s) did not converge within --max-epochs {cfg.max_epochs} "
+        f"epochs in all; their AUROC is from the last cap)"
+    )
+
+
 def train_head(
     x_tr,
     y_tr,
@@ -228,7 +246,7 @@ def train_head(
         )
         caps.append(cap)
         binding = last_ep == cap and best_ep > cap - patience
-        if not binding or cap * 2 > max_epochs:
+        if not binding or sum(caps) + cap * 2 > max_epochs:  # max_epochs bounds the epochs of all restarts
             break
         cap *= 2
     return head, dict(
@@ -330,7 +348,8 @@ def run_fewshot(checkpoint, shard_roots: list[str], out: Path, cfg: FewshotConfi
     device = resolve_device(cfg.device)
     model.to(device)
     out.mkdir(parents=True, exist_ok=True)
-    sets = eval_prompt_sets(cfg.prompts)["binary"]
+    zs_cfg = EvalConfig(prompts=cfg.prompts, bootstrap=0, device=device)  # resolves the prompt file once
+    sets = eval_prompt_sets(zs_cfg.prompts_file)["binary"]
     results = dict(
         checkpoint=str(ck),
         checkpoint_sha256=ck_hash,
@@ -340,195 +359,133 @@ def run_fewshot(checkpoint, shard_roots: list[str], out: Path, cfg: FewshotConfi
         datasets={},
     )
     for ds in open_datasets(shard_roots):
-        if not ds.label_names:
-            continue
-        emb = embed_dataset(model, ds, ck_hash, out / "cache", device=device)
-        y = emb["labels"]
-        split = emb["split"]
-        tr, va, te = (np.where(split == s)[0] for s in ("train", "validate", "test"))
-        for name, idx in (("train", tr), ("validate", va), ("test", te)):
-            if not len(idx):
-                raise EvalUsageError(
-                    f"dataset {ds.name!r} has no {name} rows (few-shot trains on train, selects on "
-                    f"validate and reports on test); leave it out of the shard arguments"
-                )
-        cols = [j for j in range(y.shape[1]) if (y[te, j] == 1).any() and (y[te, j] == 0).any()]
-        if not cols:
-            raise EvalUsageError(f"dataset {ds.name!r}: no label has both positives and negatives in its test split")
-        yc = y[:, cols]
-        zs = zero_shot_binary(
-            emb,
-            ds.label_names,
-            sets,
-            float(model.scale().detach()),
-            lambda t: encode_texts(model, t, device=device),
-            EvalConfig(prompts=cfg.prompts, bootstrap=0, device=device),
-            ds.name,
-        )
-        d = dict(
-            classes=[ds.label_names[j] for j in cols],
-            selection_split="validate",
-            report_split="test",
-            studies=dict(train=len(tr), validate=len(va), test=len(te)),
-            zero_shot={c: r["auroc"] for c, r in zs["classes"].items()},
-            zero_shot_macro=zs["macro_auroc"],
-            zero_shot_macro_classes=zs["macro_classes"],
-            shots={},
-            linear_probe={},
-        )
-        local = list(range(len(cols)))
-        grays = (
-            _load_grays(ds, set(emb["study_id"][np.concatenate([tr, va, te])]))
-            if "partial" in cfg.modes and cfg.shots
-            else {}
-        )
-        for k in cfg.shots:
-            for mode in cfg.modes:
-                runs, notes = [], set()
-                for seed in range(cfg.seeds):
-                    idx, nt = sample_kshot(y[:, cols], tr, k, seed)
-                    if mode == "partial" and len(idx) < 2:  # batch norm needs two images; draw on every label
-                        idx = np.union1d(idx, sample_kshot(y, tr, k, seed)[0])
-                    notes.update(nt)
-                    if mode == "linear":
-                        head, info = train_head(
-                            emb["emb"][idx],
-                            yc[idx],
-                            emb["emb"][va],
-                            yc[va],
-                            cap=cfg.epochs,
-                            max_epochs=cfg.max_epochs,
-                            patience=cfg.patience,
-                            select="auroc",
-                            seed=seed,
-                            lr=cfg.lr_linear,
-                        )
-                        with torch.no_grad():
-                            s_te = head(torch.from_numpy(emb["emb"][te]).float()).numpy()
-                    else:
-                        g = lambda ii: [eval_transform(grays[emb["study_id"][i]], model.config) for i in ii]  # noqa: E731, B023 - used at once, in this iteration
-                        s_te, info = partial_finetune(
-                            model,
-                            [grays[emb["study_id"][i]] for i in idx],
-                            yc[idx],
-                            g(va),
-                            yc[va],
-                            g(te),
-                            cols,
-                            cfg,
-                            seed,
-                            device,
-                        )
-                    runs.append(_run_record(seed, len(idx), info, yc[te], s_te, local))
-                r = _summary(runs) | dict(notes=sorted(notes))
-                d["shots"].setdefault(str(k), {})[mode] = r
-                log(
-                    f"{ds.name} k={k} {mode}: macro AUROC (test) {_pm(r)} over {cfg.seeds} seeds; best epochs "
-                    f"{[x['best_epoch'] for x in runs]}{' (CAP BINDING)' if r['cap_binding_runs'] else ''}"
-                )
-        for frac in cfg.fractions:
-            cap = cfg.probe_epochs_full if frac >= 1 else cfg.probe_epochs
-            runs = []
-            for seed in range(cfg.seeds):
-                idx = sample_fraction(tr, frac, seed)
-                head, info = train_head(
-                    emb["feat"][idx],
-                    yc[idx],
-                    emb["feat"][va],
-                    yc[va],
-                    cap=cap,
-                    max_epochs=cfg.max_epochs,
-                    patience=cfg.patience,
-                    select="loss",
-                    seed=seed,
-                    lr=cfg.probe_lr,
-                    wd=cfg.probe_weight_decay,
-                    batch=cfg.probe_batch,
-                    warmup=0.1,
-                )
-                with torch.no_grad():
-                    s_te = head(torch.from_numpy(emb["feat"][te]).float()).numpy()
-                runs.append(_run_record(seed, len(idx), info, yc[te], s_te, local))
-            key = f"{frac * 100:g}%"
-            d["linear_probe"][key] = _summary(runs) | dict(fraction=frac, first_cap=cap)
-            r = d["linear_probe"][key]
-            log(
-                f"{ds.name} linear probe {key} of train: macro AUROC (test) {_pm(r)}; best epochs "
-                f"{[x['best_epoch'] for x in runs]}{' (CAP BINDING)' if r['cap_binding_runs'] else ''}"
-            )
-        results["datasets"][ds.name] = d
+        if ds.label_names:
+            emb = embed_dataset(model, ds, ck_hash, out / "cache", device=device)
+            results["datasets"][ds.name] = _fewshot_dataset(model, ds, emb, cfg, zs_cfg, sets, device, log)
     if not results["datasets"]:
         raise EvalUsageError(f"no labelled dataset under {', '.join(shard_roots)}")
     (out / "fewshot.json").write_text(strict_json(results))
-    (out / "fewshot.md").write_text(_table(results))
-    _plot(results, out / "fewshot.png")
+    (out / "fewshot.md").write_text(fewshot_table(results))
+    plot_fewshot(results, out / "fewshot.png")
     return results
 
 
-def _f(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
-def _pm(r: dict) -> str:
-    return f"{_f(r['mean'])} ± {_f(r['std'])}"
-
-
-def _table(res: dict) -> str:
-    lines = [
-        "Model selection on **validate**, numbers on **test**.",
-        "",
-        "| dataset | split | protocol | train studies | macro AUROC (mean ± std over seeds) | best epochs | cap binding | zero-shot macro AUROC |",  # noqa: E501
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, d in res["datasets"].items():
-        zs = f"{_f(d['zero_shot_macro'])} ({d['zero_shot_macro_classes']} classes)"
-        for k, modes in d["shots"].items():
-            for mode, r in modes.items():
-                nt = sorted({x["n_train"] for x in r["runs"]})
-                lines.append(
-                    f"| {name} | test | {k}-shot {mode} | {nt[0]}{f'-{nt[-1]}' if len(nt) > 1 else ''} | {_pm(r)} | "
-                    f"{', '.join(str(x['best_epoch']) for x in r['runs'])} | {r['cap_binding_runs']} of "
-                    f"{len(r['runs'])} | {zs} |"
-                )
-        for key, r in d["linear_probe"].items():
-            lines.append(
-                f"| {name} | test | linear probe {key} | {r['runs'][0]['n_train']} | {_pm(r)} | "
-                f"{', '.join(str(x['best_epoch']) for x in r['runs'])} | {r['cap_binding_runs']} of "
-                f"{len(r['runs'])} | {zs} |"
+def _fewshot_dataset(model, ds: ShardDataset, emb: dict, cfg: FewshotConfig, zs_cfg, sets, device, log) -> dict:
+    """One labelled dataset: its splits checked, zero-shot for reference, every k-shot mode and probe fraction."""
+    y = emb["labels"]
+    tr, va, te = (np.where(emb["split"] == s)[0] for s in ("train", "validate", "test"))
+    for name, idx in (("train", tr), ("validate", va), ("test", te)):
+        if not len(idx):
+            raise EvalUsageError(
+                f"dataset {ds.name!r} has no {name} rows (few-shot trains on train, selects on "
+                f"validate and reports on test); leave it out of the shard arguments"
             )
-    return "\n".join(lines) + "\n"
+    cols = [j for j in range(y.shape[1]) if (y[te, j] == 1).any() and (y[te, j] == 0).any()]
+    if not cols:
+        raise EvalUsageError(f"dataset {ds.name!r}: no label has both positives and negatives in its test split")
+    zs = zero_shot_binary(
+        emb,
+        ds.label_names,
+        sets,
+        float(model.scale().detach()),
+        lambda t: encode_texts(model, t, device=device),
+        zs_cfg,
+        ds.name,
+    )
+    d = dict(
+        classes=[ds.label_names[j] for j in cols],
+        selection_split="validate",
+        report_split="test",
+        studies=dict(train=len(tr), validate=len(va), test=len(te)),
+        zero_shot={c: r["auroc"] for c, r in zs["classes"].items()},
+        zero_shot_macro=zs["macro_auroc"],
+        zero_shot_macro_classes=zs["macro_classes"],
+        shots={},
+        linear_probe={},
+    )
+    grays = (
+        _load_grays(ds, set(emb["study_id"][np.concatenate([tr, va, te])]))
+        if "partial" in cfg.modes and cfg.shots
+        else {}
+    )
+    for k in cfg.shots:
+        for mode in cfg.modes:
+            r = _kshot(model, emb, grays, cols, (tr, va, te), k, mode, cfg, device)
+            d["shots"].setdefault(str(k), {})[mode] = r
+            log(
+                f"{ds.name} k={k} {mode}: macro AUROC (test) {pm(r)} over {cfg.seeds} seeds; best epochs "
+                f"{[x['best_epoch'] for x in r['runs']]}{_not_converged(r, cfg)}"
+            )
+    for frac in cfg.fractions:
+        key = f"{frac * 100:g}%"
+        r = d["linear_probe"][key] = _probe(emb, y[:, cols], (tr, va, te), frac, cfg)
+        log(
+            f"{ds.name} linear probe {key} of train: macro AUROC (test) {pm(r)}; best epochs "
+            f"{[x['best_epoch'] for x in r['runs']]}{_not_converged(r, cfg)}"
+        )
+    return d
 
 
-def _plot(res: dict, png: Path) -> None:
-    import matplotlib
+def _kshot(model, emb: dict, grays: dict, cols: list[int], splits, k: int, mode: str, cfg: FewshotConfig, device):
+    """``cfg.seeds`` runs of one k-shot mode (a linear head, or partial fine-tuning of the image tower)."""
+    tr, va, te = splits
+    y = emb["labels"]
+    yc = y[:, cols]
+    runs, notes = [], set()
+    for seed in range(cfg.seeds):
+        idx, nt = sample_kshot(yc, tr, k, seed)
+        if mode == "partial" and len(idx) < 2:  # batch norm needs two images; draw on every label
+            idx = np.union1d(idx, sample_kshot(y, tr, k, seed)[0])
+        notes.update(nt)
+        if mode == "linear":
+            head, info = train_head(
+                emb["emb"][idx],
+                yc[idx],
+                emb["emb"][va],
+                yc[va],
+                cap=cfg.epochs,
+                max_epochs=cfg.max_epochs,
+                patience=cfg.patience,
+                select="auroc",
+                seed=seed,
+                lr=cfg.lr_linear,
+            )
+            with torch.no_grad():
+                s_te = head(torch.from_numpy(emb["emb"][te]).float()).numpy()
+        else:
+            g = lambda ii: [eval_transform(grays[emb["study_id"][i]], model.config) for i in ii]  # noqa: E731, B023 - used at once, in this iteration
+            imgs = [grays[emb["study_id"][i]] for i in idx]
+            s_te, info = partial_finetune(model, imgs, yc[idx], g(va), yc[va], g(te), cols, cfg, seed, device)
+        runs.append(_run_record(seed, len(idx), info, yc[te], s_te, list(range(len(cols)))))
+    return _summary(runs) | dict(notes=sorted(notes))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for name, d in res["datasets"].items():
-        ks = [int(k) for k in d["shots"]]
-        for mode in next(iter(d["shots"].values()), {}):
-            pts = [(k, d["shots"][str(k)][mode]) for k in ks if d["shots"][str(k)][mode]["mean"] is not None]
-            if pts:
-                ax.errorbar(
-                    [p[0] for p in pts],
-                    [p[1]["mean"] for p in pts],
-                    yerr=[p[1]["std"] for p in pts],
-                    marker="o",
-                    capsize=3,
-                    label=f"{name} {mode}",
-                )
-        if d["zero_shot_macro"] is not None:
-            ax.axhline(d["zero_shot_macro"], ls=":", color="gray")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("shots per class")
-    ax.set_ylabel("macro AUROC (test)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
+def _probe(emb: dict, yc: np.ndarray, splits, frac: float, cfg: FewshotConfig) -> dict:
+    """``cfg.seeds`` linear probes on the frozen pooled features of a ``frac`` subset of the train split."""
+    tr, va, te = splits
+    cap = cfg.probe_epochs_full if frac >= 1 else cfg.probe_epochs
+    runs = []
+    for seed in range(cfg.seeds):
+        idx = sample_fraction(tr, frac, seed)
+        head, info = train_head(
+            emb["feat"][idx],
+            yc[idx],
+            emb["feat"][va],
+            yc[va],
+            cap=cap,
+            max_epochs=cfg.max_epochs,
+            patience=cfg.patience,
+            select="loss",
+            seed=seed,
+            lr=cfg.probe_lr,
+            wd=cfg.probe_weight_decay,
+            batch=cfg.probe_batch,
+            warmup=0.1,
+        )
+        with torch.no_grad():
+            s_te = head(torch.from_numpy(emb["feat"][te]).float()).numpy()
+        runs.append(_run_record(seed, len(idx), info, yc[te], s_te, list(range(yc.shape[1]))))
+    return _summary(runs) | dict(fraction=frac, first_cap=cap)
 
 
 __all__ = ["FewshotConfig", "run_fewshot", "sample_kshot", "sample_fraction", "train_head"]

@@ -171,11 +171,15 @@ def _tiny_resnet():
 
 
 def build_image_tower(cfg: ModelConfig, towers_dir: Path | None = None) -> tuple[nn.Module, int, str]:
-    """-> (tower, output width, kind). kind: resnet | swin | clip | vit. With ``towers_dir`` (a checkpoint's
+    """-> (tower, output width, kind). kind: resnet | swin | clip | vit | tv_resnet. With ``towers_dir`` (a checkpoint's
     saved tower configs) the architecture is built from there, without weights or hub access."""
     from transformers import AutoConfig, AutoModel, CLIPVisionConfig, CLIPVisionModel, ResNetConfig, SwinConfig
 
     name = cfg.image_encoder
+    from cxrtrain.tv_tower import TVResNetTower, is_tv_tower_dir
+
+    if (towers_dir is not None and is_tv_tower_dir(towers_dir / "image")) or name == "torchvision:resnet50":
+        return TVResNetTower(), 2048, "tv_resnet"  # CXR-CLIP's R50 (imported); weights from the checkpoint
     if towers_dir is not None:
         conf = AutoConfig.from_pretrained(towers_dir / "image")
         m = CLIPVisionModel(conf) if conf.model_type == "clip_vision_model" else AutoModel.from_config(conf)
@@ -359,6 +363,8 @@ class CLIPModel(nn.Module):
         t = self.image_tower
         if self.image_kind == "resnet":
             return [layer for stage in t.encoder.stages for layer in stage.layers]
+        if self.image_kind == "tv_resnet":
+            return t.blocks()
         if self.image_kind == "swin":
             return [b for layer in t.encoder.layers for b in layer.blocks]
         if self.image_kind == "clip":  # transformers < 5 nests the encoder under .vision_model

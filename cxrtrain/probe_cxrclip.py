@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from cxrprep.shards import ShardDataset
 from cxrtrain.compare import fast_auroc
-from cxrtrain.data import decode_gray, eval_transform, train_transform
 from cxrtrain.protocols import PROTOCOLS, VINDR_18, lr_lambda, pandas_sample
+from cxrtrain.transforms import decode_gray, eval_transform, train_transform
 
 
 def _rows(ds: ShardDataset, cols: list[int]) -> dict[str, list]:

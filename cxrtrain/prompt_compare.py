@@ -16,7 +16,7 @@ import numpy as np
 
 from cxrprep.labels import canonical
 from cxrtrain.compare import accuracy_stat, auroc_stat, forest_plot, paired_bootstrap
-from cxrtrain.evaluate import _binary_targets, find_prompts, set_scores, split_mask
+from cxrtrain.zeroshot import _binary_targets, find_prompts, set_scores, split_mask
 
 
 def binary_prob(s_pos: np.ndarray, s_neg: np.ndarray, scale: float) -> np.ndarray:

@@ -54,9 +54,25 @@ class DiskFullError(RuntimeError):
 
 @contextmanager
 def disk_guard(what: Path | str, out: Path):
-    """Turn ENOSPC/EDQUOT while writing ``what`` into a DiskFullError with advice."""
+    """Turn ENOSPC/EDQUOT while writing ``what`` into a DiskFullError with advice. torch.save reports a failed
+    write as a RuntimeError ("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing
+    file data/0: file write failed"), without the errno: that is one line too, with the free space."""
     try:
         yield
+    except RuntimeError as e:
+        if "failed writing" not in str(e) and "file write failed" not in str(e):
+            raise
+        import shutil
+
+        try:
+            free = f"{shutil.disk_usage(out).free / 2**20:,.0f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        raise DiskFullError(
+            f"writing {what} failed (torch.save: file write failed; {free} on the disk holding {out}): the disk is "
+            f"probably full; free space and continue with --resume (last/ holds the last complete checkpoint, "
+            f"if any)"
+        ) from None
     except OSError as e:
         if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
             raise DiskFullError(
@@ -317,6 +333,27 @@ def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
             fontsize=8,
             color="0.4",
         )
+    _chance_levels(ax1, epochs, key)
+    ax1.set_ylabel(name)
+    ax1.set_title(
+        "train vs validation: the image-text term both compute (contrastive losses depend on batch size)"
+        if key != "loss"
+        else "train vs validation",
+        fontsize=9,
+    )
+    ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    _plot_parts(ax2, steps, loss)
+    ax2.set_xlabel("optimizer step")
+    ax2.set_ylabel("loss (train)")
+    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    tmp = Path(png).with_name(f".tmp-{Path(png).name}")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(png)
+
+
+def _chance_levels(ax1, epochs: list[dict], key: str) -> None:
     # a contrastive loss over a batch of B pairs starts at ln(B) (uniform similarities): draw that level for
     # each split, since a small validation batch has a lower floor than the train batch
     levels: dict[float, list[str]] = {}
@@ -334,14 +371,10 @@ def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
             alpha=0.8,
             label=f"chance level ln({b:g}), {' and '.join(who)} batches of {b:g}",
         )
-    ax1.set_ylabel(name)
-    ax1.set_title(
-        "train vs validation: the image-text term both compute (contrastive losses depend on batch size)"
-        if key != "loss"
-        else "train vs validation",
-        fontsize=9,
-    )
-    ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def _plot_parts(ax2, steps: list[dict], loss: str) -> None:
+    """The train total and its parts per step (log scale where all positive)."""
     parts = ["loss"] + [k for k in LOSS_PARTS if steps and k in steps[0] and k != "loss"]
     for i, k in enumerate(parts):
         label = "train total" if k == "loss" else f"train {k}"
@@ -356,14 +389,6 @@ def plot_losses(metrics: Path, png: Path, loss: str = "cxr-clip") -> None:
         ax2.set_title("train total = mvs + icl_weight x icl + tcl_weight x tcl", fontsize=10)
     if steps and all(r[k] > 0 for r in steps for k in parts):
         ax2.set_yscale("log")
-    ax2.set_xlabel("optimizer step")
-    ax2.set_ylabel("loss (train)")
-    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    tmp = Path(png).with_name(f".tmp-{Path(png).name}")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(png)
 
 
 def progress_bar(iterable, total: int | None = None, desc: str = "", unit: str = "it", disable: bool | None = None):

@@ -64,6 +64,17 @@ $BIN/cxrtrain eval "$OUT/runs/tiny" "$S/mimic-cxr" "$S/chexpert-5x200" --prompts
 step "9b. CXR-CLIP benchmark suite (zero-shot, 10%/100% linear probes, retrieval; missing benchmarks listed)"
 $BIN/cxrtrain bench-suite "$OUT/runs/tiny" "$B" --out "$OUT/suite" --bootstrap 200
 
+step "9c. Published models: import a random-weight checkpoint of each format (original layouts), score two side by side"
+# no real weights can be downloaded here: docs/import.md lists the published files and what they report
+$BIN/python examples/make_random_checkpoints.py --out "$OUT/published"
+$BIN/cxrtrain import cxr-clip "$OUT/published/cxr-clip/r50_m.tar" --out "$OUT/runs/cxr-clip-r50" \
+  --text-encoder "$OUT/published/cxr-clip/bert" --overwrite
+$BIN/cxrtrain import chexzero "$OUT/published/chexzero/best_64_5e-05_original_22000_0.864.pt" \
+  --out "$OUT/runs/chexzero" --overwrite
+$BIN/cxrtrain import open-clip "$OUT/published/open-clip" --out "$OUT/runs/open-clip" --overwrite
+$BIN/cxrtrain bench-suite --model "$OUT/runs/chexzero" --model "$OUT/runs/cxr-clip-r50" "$B" \
+  --out "$OUT/side-by-side" --bootstrap 200 --no-probe
+
 step "10. Few-shot (linear probe + partial fine-tuning) on ChestX-ray14"
 $BIN/cxrtrain fewshot "$OUT/runs/tiny" "$S/chestx-ray14" --shots 1,2 --seeds 2 --epochs 5 --fractions 10%,100% \
   --out "$OUT/fewshot"

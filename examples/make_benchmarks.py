@@ -140,6 +140,14 @@ def _quota_ids(make_id, quotas: dict[str, int], split_of) -> list[tuple[str, str
     return sorted(out)
 
 
+def _write_rows(path: Path, header: str, ids: list[tuple[str, str, int]], rows) -> None:
+    """A label CSV: ``header``, then ``rows(k, id, label)`` (lines; it also writes the image) for each id."""
+    lines = [header]
+    for k, (i, _, lab) in enumerate(ids):
+        lines += rows(k, i, lab)
+    path.write_text("\n".join(lines) + "\n")
+
+
 def make_rsna(imgs, rng: random.Random) -> None:
     from cxrprep.datasets.benchmarks import hash_split
 
@@ -149,17 +157,18 @@ def make_rsna(imgs, rng: random.Random) -> None:
         h = hashlib.md5(f"rsna{i}".encode()).hexdigest()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
-    ids = _quota_ids(pid_of, {"train": 6, "validate": 2, "test": 4}, hash_split)
-    lines = ["patientId,x,y,width,height,Target"]
-    for k, (pid, _, lab) in enumerate(ids):
+    def rows(k: int, pid: str, lab: int) -> list[str]:
         _dicom(root / "stage_2_train_images" / f"{pid}.dcm", _img(imgs, k, bool(lab)), view=rng.choice(["PA", "AP"]))
-        if lab:
-            for _ in range(rng.choice([1, 2, 2, 3])):  # one row per box
-                x, y = rng.uniform(100, 600), rng.uniform(150, 600)
-                lines.append(f"{pid},{x:.1f},{y:.1f},{rng.uniform(100, 300):.1f},{rng.uniform(100, 400):.1f},1")
-        else:
-            lines.append(f"{pid},,,,,0")
-    (root / "stage_2_train_labels.csv").write_text("\n".join(lines) + "\n")
+        if not lab:
+            return [f"{pid},,,,,0"]
+        boxes = [
+            (rng.uniform(100, 600), rng.uniform(150, 600), rng.uniform(100, 300), rng.uniform(100, 400))
+            for _ in range(rng.choice([1, 2, 2, 3]))
+        ]
+        return [f"{pid},{x:.1f},{y:.1f},{w:.1f},{h:.1f},1" for x, y, w, h in boxes]  # one row per box
+
+    ids = _quota_ids(pid_of, {"train": 6, "validate": 2, "test": 4}, hash_split)
+    _write_rows(root / "stage_2_train_labels.csv", "patientId,x,y,width,height,Target", ids, rows)
 
 
 def make_siim(imgs, rng: random.Random) -> None:
@@ -171,19 +180,22 @@ def make_siim(imgs, rng: random.Random) -> None:
         {"train": 5, "validate": 2, "test": 4},
         hash_split,
     )
-    lines = ["ImageId, EncodedPixels"]  # the real stage-1 header: leading space before EncodedPixels
-    for k, (iid, _, lab) in enumerate(ids):
+
+    def rows(k: int, iid: str, lab: int) -> list[str]:
         study, series = _uid("study", iid), _uid("series", iid)
         _dicom(root / "dicom-images-train" / study / series / f"{iid}.dcm", _img(imgs, k + 3, bool(lab)), jpeg=True)
-        if lab:
-            for _ in range(rng.choice([1, 2])):  # one row per mask component; starts relative to the last run
-                runs = [rng.randint(100000, 600000), rng.randint(1, 30)]
-                for _ in range(rng.randint(1, 4)):
-                    runs += [rng.randint(990, 1010), rng.randint(1, 30)]  # (gap, length) pairs, next image row
-                lines.append(f"{iid}, {' '.join(map(str, runs))}")
-        else:
-            lines.append(f"{iid}, -1")
-    (root / "train-rle.csv").write_text("\n".join(lines) + "\n")
+        if not lab:
+            return [f"{iid}, -1"]
+        out = []
+        for _ in range(rng.choice([1, 2])):  # one row per mask component; starts relative to the last run
+            runs = [rng.randint(100000, 600000), rng.randint(1, 30)]
+            for _ in range(rng.randint(1, 4)):
+                runs += [rng.randint(990, 1010), rng.randint(1, 30)]  # (gap, length) pairs, next image row
+            out.append(f"{iid}, {' '.join(map(str, runs))}")
+        return out
+
+    # the real stage-1 header: a leading space before EncodedPixels
+    _write_rows(root / "train-rle.csv", "ImageId, EncodedPixels", ids, rows)
 
 
 def make_vindr(imgs, rng: random.Random) -> None:

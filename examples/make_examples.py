@@ -33,45 +33,13 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 from synth_reports import make_report  # noqa: E402
 
-CHEXPERT_HEADER = [
-    "Path",
-    "Sex",
-    "Age",
-    "Frontal/Lateral",
-    "AP/PA",
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-]
-MIMIC_LABELS = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-]
+from cxrprep.labels import CHEXPERT_CSV_LABELS, CHEXPERT_CSV_META, CHEXPERT_LABELS  # noqa: E402
+
+CHEXPERT_HEADER = [*CHEXPERT_CSV_META, *CHEXPERT_CSV_LABELS]
+MIMIC_LABELS = list(CHEXPERT_LABELS)
 SHORT = 256  # demo images: shorter side in pixels
 
 

@@ -112,16 +112,12 @@ def _build_one(
         model_max_length=max_len,
     )
     tok.save_pretrained(out)
+    both = (("layers", layers), ("attention_heads", heads), ("ffn_dim", ffn))  # the same for encoder and decoder
     cfg = MarianConfig(
         vocab_size=len(vocab),
         decoder_vocab_size=len(vocab),
         d_model=d_model,
-        encoder_layers=layers,
-        decoder_layers=layers,
-        encoder_attention_heads=heads,
-        decoder_attention_heads=heads,
-        encoder_ffn_dim=ffn,
-        decoder_ffn_dim=ffn,
+        **{f"{side}_{name}": value for side in ("encoder", "decoder") for name, value in both},
         max_position_embeddings=max_len,
         pad_token_id=pad,
         eos_token_id=0,

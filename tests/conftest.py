@@ -110,3 +110,12 @@ def make_demo_shards(
 def demo_shards(tmp_path_factory) -> Path:
     """A shard root with two tiny datasets written by the real ShardWriter (see make_demo_shards)."""
     return make_demo_shards(tmp_path_factory.mktemp("shards"))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(demo_shards, tmp_path_factory) -> Path:
+    """A real run folder of the tiny model trained 2 steps on demo_shards (one per test module, so that
+    what one module writes into it never reaches another)."""
+    from helpers import train_tiny
+
+    return train_tiny(demo_shards, tmp_path_factory.mktemp("run"))

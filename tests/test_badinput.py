@@ -53,27 +53,6 @@ def bad(tmp_path_factory, demo_shards):
     return d, demo_shards
 
 
-@pytest.fixture(scope="module")
-def checkpoint(demo_shards, tmp_path_factory):
-    """A real (2-step, tiny) run folder, so that option checks after loading are reached too."""
-    from cxrtrain.config import build_config
-    from cxrtrain.train import train
-
-    out = tmp_path_factory.mktemp("run")
-    cfg = build_config(
-        dict(
-            model={"preset": "tiny", "image_size": 32, "embed_dim": 32},
-            epochs=1,
-            batch_size=4,
-            log_every=100,
-            warmup_steps=1,
-            max_steps=2,
-        )
-    )
-    train([str(demo_shards)], out, cfg, log=lambda *_: None)
-    return out
-
-
 def _good_checkpoint_cases(d: Path, shards: Path, ck: Path) -> list[tuple[str, list[str]]]:
     c, s, out = str(ck), str(shards), ["--out", str(d / "o2")]
     tiny = ["--set", "model.preset=tiny", "--set", "model.image_size=32", "--set", "max_steps=1"]
@@ -108,21 +87,24 @@ def _cases(d: Path, shards: Path) -> list[tuple[str, list[str]]]:
     e, g, ed, af = str(d / "empty.csv"), str(d / "garbage.bin"), str(d / "emptydir"), str(d / "afile")
     ok_ds = str(shards / "chexpert")
     out = ["--out", str(d / "out")]
+    # the image block and run options that every image-writing command shares (cxrprep.cli.options)
+    image_block = [
+        [ed, "--size", "-5"],
+        [ed, "--size", "0"],
+        [ed, "--quality", "0"],
+        [ed, "--quality", "500"],
+        [ed, "--format", "gif"],
+        [ed, "--max-image-pixels", "0"],
+        [ed, "--clahe-tiles", "0"],
+        [ed, "--workers", "-1"],
+        [ed, "--workers", "x"],
+        [ed, "--part", "3/2"],
+        [ed, "--max-failed", "lots"],
+        [ed, "--out", af],
+    ]
+    not_a_dataset = [[m], [ed], [af], [str(d / "broken" / "ds")]]  # for the commands that take a dataset folder
     cases = {
-        "reports": [
-            [m],
-            [e],
-            [g],
-            [ed, *out, "--workers", "1"],
-            [af, *out],
-            [ed, "--size", "-5"],
-            [ed, "--workers", "-1"],
-            [ed, "--part", "3/2"],
-            [ed, "--max-failed", "lots"],
-            [ed, "--chunk-size", "0"],
-            [ed, "--quality", "500"],
-            [ed, "--format", "gif"],
-        ],
+        "reports": [[m], [e], [g], [ed, *out, "--workers", "1"], [af, *out], *image_block, [ed, "--chunk-size", "0"]],
         "prompts": [
             [m],
             [e],
@@ -144,39 +126,27 @@ def _cases(d: Path, shards: Path) -> list[tuple[str, list[str]]]:
             [g, *out],
             [str(d / "latin1.csv"), *out],
             [str(d / "nul.csv"), *out],
-            [ed, "--size", "0"],
-            [ed, "--quality", "0"],
-            [ed, "--format", "gif"],
+            *image_block,
             [ed, "--image-root", af],
-            [ed, "--max-image-pixels", "0"],
-            [ed, "--out", af],
-            [ed, "--clahe-tiles", "0"],
-            [ed, "--workers", "x"],
         ],
         "augment": [
-            [m],
-            [ed],
-            [af],
+            *not_a_dataset,
             [ok_ds, "--variants", "0"],
             [ok_ds, "--batch-size", "0"],
             [ok_ds, "--decoding", "foo"],
             [ok_ds, "--backend", "nope"],
             [ok_ds, "--beams", "0"],
-            [str(d / "broken" / "ds")],
         ],
         "inspect": [
-            [m],
-            [ed],
-            [af],
+            *not_a_dataset,
             [ok_ds, "--samples", "-1"],
             [ok_ds, "--tiles", "-3"],
-            [str(d / "broken" / "ds")],
             [str(d / "trunc" / "ds"), "--sheet", str(d / "s.png")],
             [ok_ds, "--sheet", str(d / "afile" / "x.png")],
         ],
         "templates check": [[m], [e], [g], [ed], [str(d / "list.yaml")]],
         "templates preview": [[m], [e], [g], [ed], [str(d / "list.yaml")]],
-        "merge": [[m], [ed], [af], [str(d / "broken" / "ds")]],
+        "merge": not_a_dataset,
         "chexpert-5x200": [
             [m],
             [e, *out],
@@ -269,11 +239,11 @@ def test_every_command_on_bad_inputs(bad, monkeypatch):
 
 
 @pytest.mark.slow  # ~25 s: trains the 2-step checkpoint first
-def test_bad_options_with_a_real_checkpoint(bad, checkpoint, monkeypatch):
+def test_bad_options_with_a_real_checkpoint(bad, tiny_checkpoint, monkeypatch):
     d, shards = bad
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("CXRKIT_DEBUG", raising=False)
-    problems, _ = _check(_good_checkpoint_cases(d, shards, checkpoint))
+    problems, _ = _check(_good_checkpoint_cases(d, shards, tiny_checkpoint))
     assert not problems, "\n".join(problems)
 
 
@@ -299,6 +269,7 @@ def test_top_level_handler(tmp_path, monkeypatch, debug):
         assert "error: internal error: KeyError: 'oops'" in r.output and "CXRKIT_DEBUG=1" in r.output
 
 
+@pytest.mark.slow  # subprocesses
 def test_real_entry_points_print_no_traceback(tmp_path):
     """The installed console scripts go through the same handler (checked in a subprocess)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import cli_args
 from typer.testing import CliRunner
 
 from cxrprep.cli.app import app as prep
+from cxrprep.labels import CHEXPERT_LABELS, COMPETITION_TASKS
 from cxrprep.shards import ShardDataset
 
 ROOT = Path(__file__).parent.parent
@@ -143,19 +145,15 @@ def test_vindr_readers_combined_by_rule(bench_shards, tmp_path):
     assert sum(r["split"] == "test" for r in rows.values()) == 10
     r = runner.invoke(
         prep,
-        [
+        cli_args(
             "vindr",
-            str(B / "vindr/annotations/image_labels_train.csv"),
-            "--readers",
-            "any",
-            "--out",
-            str(tmp_path),
-            "--size",
-            "32",
-            "--workers",
-            "1",
-            "--no-clahe",
-        ],
+            B / "vindr/annotations/image_labels_train.csv",
+            readers="any",
+            out=tmp_path,
+            size=32,
+            workers=1,
+            no_clahe=True,
+        ),
     )
     assert r.exit_code == 0, r.output
     anyr = {x["study_id"]: x for x in _rows(tmp_path / "vindr-cxr")}
@@ -222,19 +220,7 @@ def test_chexpert_5x200_from_a_released_list(tmp_path):
     lst.write_text("Path,Atelectasis\n" + "".join(f"{r['Path']},1\n" for r in one))
     r = runner.invoke(
         prep,
-        [
-            "chexpert-5x200",
-            str(src),
-            "--image-root",
-            str(src.parent),
-            "--list",
-            str(lst),
-            "--out",
-            str(tmp_path / "o"),
-            "--size",
-            "32",
-            "--no-clahe",
-        ],
+        cli_args("chexpert-5x200", src, image_root=src.parent, list=lst, out=tmp_path / "o", size=32, no_clahe=True),
     )
     assert r.exit_code == 0, r.output
     m = ShardDataset(tmp_path / "o/chexpert-5x200").manifest
@@ -250,26 +236,6 @@ def test_chexpert_5x200_from_a_released_list(tmp_path):
     assert r.exit_code == 2 and f"{bad}:1" in r.output and "--list" in r.output
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(demo_shards, tmp_path_factory):
-    from cxrtrain.config import build_config
-    from cxrtrain.train import train
-
-    out = tmp_path_factory.mktemp("run")
-    cfg = build_config(
-        dict(
-            model={"preset": "tiny", "image_size": 32, "embed_dim": 32},
-            epochs=1,
-            batch_size=4,
-            log_every=100,
-            warmup_steps=1,
-            max_steps=2,
-        )
-    )
-    train([str(demo_shards)], out, cfg, log=lambda *_: None)
-    return out
-
-
 @pytest.mark.slow
 def test_bench_suite_on_the_sample_benchmarks(tiny_checkpoint, bench_shards, tmp_path):
     from cxrtrain.cli.app import app as trn
@@ -277,19 +243,9 @@ def test_bench_suite_on_the_sample_benchmarks(tiny_checkpoint, bench_shards, tmp
     out = tmp_path / "suite"
     r = runner.invoke(
         trn,
-        [
-            "bench-suite",
-            str(tiny_checkpoint),
-            str(bench_shards),
-            "--out",
-            str(out),
-            "--bootstrap",
-            "20",
-            "--probe-seeds",
-            "1",
-            "--probe-max-epochs",
-            "300",
-        ],
+        cli_args(
+            "bench-suite", tiny_checkpoint, bench_shards, out=out, bootstrap=20, probe_seeds=1, probe_max_epochs=300
+        ),
     )
     assert r.exit_code == 0, r.output
 
@@ -351,23 +307,8 @@ def test_mimic_5x200_draw_and_list(tmp_path):
         meta = list(csv.DictReader(f))
     frontal = sorted({(r["subject_id"], r["study_id"]) for r in meta if r["ViewPosition"] in ("PA", "AP")})
     assert len(frontal) >= 6
-    labels = [
-        "Atelectasis",
-        "Cardiomegaly",
-        "Consolidation",
-        "Edema",
-        "Enlarged Cardiomediastinum",
-        "Fracture",
-        "Lung Lesion",
-        "Lung Opacity",
-        "No Finding",
-        "Pleural Effusion",
-        "Pleural Other",
-        "Pneumonia",
-        "Pneumothorax",
-        "Support Devices",
-    ]
-    tasks = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+    labels = list(CHEXPERT_LABELS)
+    tasks = COMPETITION_TASKS
     rows = []
     for k, (subj, study) in enumerate(frontal):
         v = {c: "" for c in labels}  # blank = not mentioned -> 0 for the 5x200 rule

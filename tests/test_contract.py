@@ -62,23 +62,9 @@ def _write(out, n=50, **kw):
 
 def test_schema_columns_and_version():
     assert SCHEMA_VERSION == 2
-    assert COLUMNS == (
-        "dataset",
-        "study_id",
-        "subject_id",
-        "split",
-        "source",
-        "findings",
-        "impression",
-        "findings_sentences",
-        "impression_sentences",
-        "findings_bt",
-        "impression_bt",
-        "sections",
-        "fallback",
-        "labels",
-        "prompts",
-        "images",
+    assert COLUMNS == tuple(
+        "dataset study_id subject_id split source findings impression findings_sentences impression_sentences "
+        "findings_bt impression_bt sections fallback labels prompts images".split()
     )
     assert STUDY_SCHEMA.field("labels").type == pa.list_(pa.int8())
     img = STUDY_SCHEMA.field("images").type.value_type

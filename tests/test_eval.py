@@ -9,86 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cli_args
 from typer.testing import CliRunner
 
 from cxrtrain.cli.app import app
-from cxrtrain.metrics import auroc, best_threshold, bootstrap_ci, f1_score, mcc, recall_at_k
 
 ROOT = Path(__file__).parent.parent
 runner = CliRunner()
 
 
-def _pairwise_auc(y, s):
-    pos = [b for a, b in zip(y, s) if a == 1]
-    neg = [b for a, b in zip(y, s) if a == 0]
-    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
-
-
-def test_auroc_by_pairwise_counting():
-    y = [1, 0, 1, 1, 0, 0, 1, 0]
-    s = [0.9, 0.1, 0.4, 0.4, 0.4, 0.3, 0.8, 0.85]
-    assert auroc(np.array(y), np.array(s)) == pytest.approx(_pairwise_auc(y, s))
-    assert auroc(np.array([1, 1]), np.array([0.2, 0.3])) != auroc(np.array([1, 1]), np.array([0.2, 0.3]))  # NaN
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        y = rng.integers(0, 2, 40)
-        s = rng.integers(0, 5, 40).astype(float)  # many ties
-        assert auroc(y, s) == pytest.approx(_pairwise_auc(y, s))
-
-
-def test_f1_mcc_formula_and_threshold():
-    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
-    p = np.array([1, 1, 0, 0, 0, 1, 0, 1])
-    tp, fp, tn, fn = 3, 1, 3, 1
-    assert f1_score(y, p) == pytest.approx(2 * tp / (2 * tp + fp + fn))
-    assert mcc(y, p) == pytest.approx((tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
-    assert mcc(y, np.ones(8)) == 0.0
-    s = np.array([0.9, 0.8, 0.7, 0.2, 0.1, 0.3, 0.05, 0.6])
-    t = best_threshold(y, s)
-    assert f1_score(y, s >= t) == 1.0 and 0.3 < t < 0.6
-    lo, hi = bootstrap_ci(y, s, n=200)
-    assert lo <= auroc(y, s) <= hi
-
-
-def test_recall_at_k():
-    sim = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.1, 0.2, 0.3]])
-    r = recall_at_k(sim, [{0}, {1}, {0}], ks=(1, 2))
-    assert r == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3)}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(demo_shards, tmp_path_factory):
-    from cxrtrain.config import build_config
-    from cxrtrain.train import train
-
-    out = tmp_path_factory.mktemp("run")
-    cfg = build_config(
-        dict(
-            model={"preset": "tiny", "image_size": 32, "embed_dim": 32},
-            epochs=1,
-            batch_size=4,
-            log_every=100,
-            warmup_steps=1,
-            max_steps=2,
-        )
-    )
-    train([str(demo_shards)], out, cfg, log=lambda *_: None)
-    return out
-
-
-def test_eval_end_to_end_and_cache(checkpoint, demo_shards, tmp_path):
+def test_eval_end_to_end_and_cache(tiny_checkpoint, demo_shards, tmp_path):
     out = tmp_path / "ev"
-    args = [
-        "eval",
-        str(checkpoint),
-        str(demo_shards),
-        "--prompts",
-        str(ROOT / "prompts/eval.yaml"),
-        "--out",
-        str(out),
-        "--bootstrap",
-        "50",
-    ]
+    args = cli_args("eval", tiny_checkpoint, demo_shards, prompts=ROOT / "prompts/eval.yaml", out=out, bootstrap=50)
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     m = strict_load(out / "metrics.json")
@@ -100,11 +32,11 @@ def test_eval_end_to_end_and_cache(checkpoint, demo_shards, tmp_path):
     assert not d["embeddings_cached"]
     r = runner.invoke(app, args)
     assert json.loads((out / "metrics.json").read_text())["datasets"]["mimic-cxr"]["embeddings_cached"]
-    r = runner.invoke(app, ["eval", str(checkpoint), str(demo_shards), "--uncertain", "sometimes"])
+    r = runner.invoke(app, ["eval", str(tiny_checkpoint), str(demo_shards), "--uncertain", "sometimes"])
     assert r.exit_code == 2 and "--uncertain" in r.output
 
 
-def test_fewshot_sampling_and_run(checkpoint, demo_shards, tmp_path):
+def test_fewshot_sampling_and_run(tiny_checkpoint, demo_shards, tmp_path):
     from cxrtrain.fewshot import sample_kshot
 
     y = np.array([[1, 0], [0, 1], [1, np.nan], [0, 0], [-1, 1], [1, 1]], float)
@@ -114,23 +46,17 @@ def test_fewshot_sampling_and_run(checkpoint, demo_shards, tmp_path):
     out = tmp_path / "fs"
     r = runner.invoke(
         app,
-        [
+        cli_args(
             "fewshot",
-            str(checkpoint),
-            str(demo_shards / "mimic-cxr"),
-            "--shots",
-            "1,2",
-            "--seeds",
-            "2",
-            "--epochs",
-            "2",
-            "--modes",
-            "linear,partial",
-            "--out",
-            str(out),
-            "--prompts",
-            str(ROOT / "prompts/eval.yaml"),
-        ],
+            tiny_checkpoint,
+            demo_shards / "mimic-cxr",
+            shots="1,2",
+            seeds=2,
+            epochs=2,
+            modes="linear,partial",
+            out=out,
+            prompts=ROOT / "prompts/eval.yaml",
+        ),
     )
     assert r.exit_code == 0, r.output
     res = strict_load(out / "fewshot.json")
@@ -149,13 +75,13 @@ def test_fewshot_sampling_and_run(checkpoint, demo_shards, tmp_path):
     assert (out / "fewshot.png").exists()
 
 
-def test_export_loads_back(checkpoint, tmp_path):
+def test_export_loads_back(tiny_checkpoint, tmp_path):
     from cxrtrain.export import ExportedModel
     from cxrtrain.train import load_checkpoint
 
-    r = runner.invoke(app, ["export", str(checkpoint), "--out", str(tmp_path / "exp")])
+    r = runner.invoke(app, ["export", str(tiny_checkpoint), "--out", str(tmp_path / "exp")])
     assert r.exit_code == 0, r.output
-    model, _ = load_checkpoint(checkpoint)
+    model, _ = load_checkpoint(tiny_checkpoint)
     ex = ExportedModel(tmp_path / "exp")
     x = torch.randn(2, 3, 32, 32)
     texts = ["There is a pleural effusion.", "No pleural effusion."]
@@ -267,19 +193,9 @@ def no_test_shards(tmp_path_factory):
     return root
 
 
-def test_eval_split_is_explicit_and_never_falls_back(checkpoint, no_test_shards, tmp_path):
+def test_eval_split_is_explicit_and_never_falls_back(tiny_checkpoint, no_test_shards, tmp_path):
     out = tmp_path / "ev"
-    base = [
-        "eval",
-        str(checkpoint),
-        str(no_test_shards),
-        "--out",
-        str(out),
-        "--bootstrap",
-        "20",
-        "--prompts",
-        str(ROOT / "prompts/eval.yaml"),
-    ]
+    base = cli_args("eval", tiny_checkpoint, no_test_shards, out=out, bootstrap=20, prompts=ROOT / "prompts/eval.yaml")
     r = runner.invoke(app, base)
     assert r.exit_code == 2, r.output
     assert "--split" in r.output and "'chexpert'" in r.output and "'test'" in r.output and "Traceback" not in r.output
@@ -305,7 +221,7 @@ def test_eval_split_is_explicit_and_never_falls_back(checkpoint, no_test_shards,
     assert r.exit_code == 2 and "--split" in r.output
 
 
-def test_eval_strict_json_skipped_baseline_and_bad_input(checkpoint, demo_shards, tmp_path):
+def test_eval_strict_json_skipped_baseline_and_bad_input(tiny_checkpoint, demo_shards, tmp_path):
     prompts = tmp_path / "few.yaml"  # prompts for two classes only: the others must be listed as skipped
     prompts.write_text(
         "version: 1\nbinary:\n  Pleural Effusion:\n    positive: [Pleural effusion.]\n"
@@ -314,21 +230,16 @@ def test_eval_strict_json_skipped_baseline_and_bad_input(checkpoint, demo_shards
     out = tmp_path / "ev"
     r = runner.invoke(
         app,
-        [
+        cli_args(
             "eval",
-            str(checkpoint),
-            str(demo_shards / "mimic-cxr"),
-            "--prompts",
-            str(prompts),
-            "--out",
-            str(out),
-            "--bootstrap",
-            "20",
-            "--baseline",
-            "untrained",
-            "--device",
-            "auto",
-        ],
+            tiny_checkpoint,
+            demo_shards / "mimic-cxr",
+            prompts=prompts,
+            out=out,
+            bootstrap=20,
+            baseline="untrained",
+            device="auto",
+        ),
     )
     assert r.exit_code == 0, r.output
     m = strict_load(out / "metrics.json")
@@ -342,12 +253,12 @@ def test_eval_strict_json_skipped_baseline_and_bad_input(checkpoint, demo_shards
     assert b["binary"]["classes"]["Edema"]["n"] == d["binary"]["classes"]["Edema"]["n"]
     assert "untrained |" in (out / "metrics.md").read_text()
     assert m["config"]["device_used"] == "cpu" and m["config"]["ensemble"] == "mean-similarity"
-    r = runner.invoke(app, ["eval", str(checkpoint), str(demo_shards), "--bootstrap", "-5"])
+    r = runner.invoke(app, ["eval", str(tiny_checkpoint), str(demo_shards), "--bootstrap", "-5"])
     assert r.exit_code == 2 and "--bootstrap" in r.output and "Traceback" not in r.output
     import shutil
 
     bad = tmp_path / "bad"
-    shutil.copytree(checkpoint / ("best" if (checkpoint / "best").exists() else "last"), bad)
+    shutil.copytree(tiny_checkpoint / ("best" if (tiny_checkpoint / "best").exists() else "last"), bad)
     data = (bad / "model.safetensors").read_bytes()
     (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
     r = runner.invoke(app, ["eval", str(bad), str(demo_shards), "--out", str(tmp_path / "x")])
@@ -362,7 +273,7 @@ def test_strict_json_helper():
     assert json.loads(txt) == {"a": None, "b": [None, 3], "c": [1.5]}
 
 
-def test_cached_embeddings_are_encode_image_and_tower_features(checkpoint, demo_shards):
+def test_cached_embeddings_are_encode_image_and_tower_features(tiny_checkpoint, demo_shards):
     """The eval cache's ``emb`` is exactly model.encode_image (zero-shot) and ``feat`` the frozen tower's pooled
     features (linear probes), for the image eval picks (first PA/AP view)."""
     from cxrprep.shards import ShardDataset
@@ -370,7 +281,7 @@ def test_cached_embeddings_are_encode_image_and_tower_features(checkpoint, demo_
     from cxrtrain.evaluate import _pick_image, embed_dataset
     from cxrtrain.train import load_checkpoint
 
-    model, _ = load_checkpoint(checkpoint)
+    model, _ = load_checkpoint(tiny_checkpoint)
     ds = ShardDataset(demo_shards / "mimic-cxr")
     e = embed_dataset(model, ds, "test", None, batch_size=5)
     row = next(r for r in ds.iter_rows(["study_id", "images"]) if r["study_id"] == e["study_id"][3])

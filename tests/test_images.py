@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from helpers import cli_args
+from helpers import write_dicom as _dicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 from typer.testing import CliRunner
@@ -40,31 +42,6 @@ def _bone_bright(a: np.ndarray) -> bool:
     spine = a[rows, w * 9 // 20 : w * 11 // 20].mean()
     lungs = (a[rows, w // 5 : w * 3 // 10].mean() + a[rows, w * 7 // 10 : w * 4 // 5].mean()) / 2
     return spine > lungs + 30
-
-
-def _dicom(path, px, photometric="MONOCHROME2", bits=12, signed=False, extra=None, rle=False):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.PatientName = "Secret^Name"
-    ds.PatientID = "SECRETID42"
-    ds.Rows, ds.Columns = px.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
-    ds.PixelRepresentation = 1 if signed else 0
-    for k, v in (extra or {}).items():
-        setattr(ds, k, v)
-    ds.PixelData = px.astype(np.int16 if signed else np.uint16).tobytes()
-    if rle:
-        ds.compress(RLELossless, encoding_plugin="pydicom")
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def test_real_fixtures_right_way_up(data_dir):
@@ -196,20 +173,7 @@ def test_images_command_folder_csv_privacy_and_rejects(tmp_path, data_dir):
     out = tmp_path / "shards"
     r = CliRunner().invoke(
         app,
-        [
-            "images",
-            str(src),
-            "--out",
-            str(out),
-            "--dataset",
-            "ev",
-            "--workers",
-            "1",
-            "--size",
-            "32",
-            "--max-failed",
-            "5",
-        ],
+        cli_args("images", src, out=out, dataset="ev", workers=1, size=32, max_failed=5),
     )
     assert r.exit_code == 0, r.output
     assert "inputs seen 3 = rows written 2 + rejects 1" in r.output
@@ -517,20 +481,7 @@ def test_paths_stay_inside_image_root(tmp_path):
         "/etc/passwd,i\n"
     )
     out = tmp_path / "out"
-    args = [
-        "images",
-        str(csv_path),
-        "--image-root",
-        str(root),
-        "--out",
-        str(out),
-        "--workers",
-        "1",
-        "--size",
-        "32",
-        "--max-failed",
-        "100%",
-    ]
+    args = cli_args("images", csv_path, image_root=root, out=out, workers=1, size=32, max_failed="100%")
     r = CliRunner().invoke(app, args + ["--dataset", "strict"])
     assert r.exit_code == 0, r.output
     assert "inputs seen 9 = rows written 3 + rejects 6" in r.output
@@ -549,20 +500,7 @@ def test_paths_stay_inside_image_root(tmp_path):
     # a folder SRC is its own root: symlinks out of it are rejects, symlinked folders are not descended
     r = CliRunner().invoke(
         app,
-        [
-            "images",
-            str(root),
-            "--out",
-            str(out),
-            "--dataset",
-            "folder",
-            "--workers",
-            "1",
-            "--size",
-            "32",
-            "--max-failed",
-            "100%",
-        ],
+        cli_args("images", root, out=out, dataset="folder", workers=1, size=32, max_failed="100%"),
     )
     assert r.exit_code == 0, r.output
     rows, rejects = _image_rows(out, "folder")
@@ -603,22 +541,7 @@ def test_prompts_paths_stay_inside_image_root(tmp_path, examples_dir):
     csv_path = tmp_path / "train.csv"
     csv_path.write_text("\n".join([header, first, f"{escaped},{rest}", f"{absolute},{rest}"]) + "\n")
     out = tmp_path / "out"
-    args = [
-        "prompts",
-        str(csv_path),
-        "--image-root",
-        str(root),
-        "--out",
-        str(out),
-        "--size",
-        "32",
-        "--variants",
-        "1",
-        "--workers",
-        "1",
-        "--max-failed",
-        "100%",
-    ]
+    args = cli_args("prompts", csv_path, image_root=root, out=out, size=32, variants=1, workers=1, max_failed="100%")
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     ds = ShardDataset(out / "chexpert")
@@ -669,20 +592,7 @@ def test_every_pydicom_test_file_in_one_folder(tmp_path):
     out = tmp_path / "out"
     r = CliRunner().invoke(
         app,
-        [
-            "images",
-            str(src),
-            "--out",
-            str(out),
-            "--dataset",
-            "pydicom",
-            "--workers",
-            "2",
-            "--size",
-            "32",
-            "--max-failed",
-            "100%",
-        ],
+        cli_args("images", src, out=out, dataset="pydicom", workers=2, size=32, max_failed="100%"),
     )
     assert r.exit_code == 0 and r.exception is None, r.output
     c = ShardDataset(out / "pydicom").manifest["counts"]

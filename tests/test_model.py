@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_layers
 
 from cxrtrain.model import _minilm_path, create_model
 
@@ -31,23 +32,8 @@ def test_clip_from_local_dir_keeps_its_projections(tmp_path):
     from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
     cfg = CLIPConfig(
-        text_config=dict(
-            vocab_size=30522,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=32,
-            eos_token_id=102,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
+        text_config=tiny_layers(32, vocab_size=30522, max_position_embeddings=32, eos_token_id=102),
+        vision_config=tiny_layers(32, image_size=32, patch_size=8),
         projection_dim=24,
     )
     torch.manual_seed(0)

@@ -43,6 +43,7 @@ def test_ordered_map_keeps_order():
     assert list(ordered_map(abs, [-3, 2], workers=1)) == [3, 2]
 
 
+@pytest.mark.slow  # subprocesses
 def test_workers_die_with_parent_after_kill_9(tmp_path):
     script = textwrap.dedent("""
         import time
@@ -83,6 +84,7 @@ def test_dead_pool_is_a_readable_error():
         list(ordered_map(os._exit, [3, 3, 3], workers=2))
 
 
+@pytest.mark.slow  # a subprocess per start method
 @pytest.mark.parametrize("method", ["forkserver", "spawn"])
 def test_other_start_methods(method):
     """The parent-death guard must not kill workers whose parent is a fork server (Python 3.14's default)."""

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import cli_args, run_in_parts
 from typer.testing import CliRunner
 
 from cxrprep.cli.app import app
@@ -144,26 +145,9 @@ def _nih_csv(tmp_path, examples_dir, extra_row=None):
 
 
 def test_prompts_chexpert_and_nih(tmp_path, examples_dir):
-    out = tmp_path / "shards"
-    r = runner.invoke(
-        app,
-        [
-            "prompts",
-            str(examples_dir / "chexpert/train.csv"),
-            "--image-root",
-            str(examples_dir / "chexpert"),
-            "--out",
-            str(out),
-            "--size",
-            "48",
-            "--variants",
-            "4",
-            "--workers",
-            "1",
-            "--max-failed",
-            "1",
-        ],
-    )
+    out, cx = tmp_path / "shards", examples_dir / "chexpert"
+    args = cli_args("prompts", cx / "train.csv", image_root=cx, out=out, size=48, variants=4, workers=1, max_failed=1)
+    r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     ds = ShardDataset(out / "chexpert")
     c = ds.manifest["counts"]
@@ -210,19 +194,8 @@ def test_prompts_bad_input(tmp_path, examples_dir):
 
 
 def test_chexpert_5x200_and_exclusion(tmp_path, examples_dir):
-    out = tmp_path / "s"
-    args = [
-        "chexpert-5x200",
-        str(examples_dir / "chexpert/train.csv"),
-        "--image-root",
-        str(examples_dir / "chexpert"),
-        "--out",
-        str(out),
-        "--per-class",
-        "1",
-        "--size",
-        "32",
-    ]
+    out, cx = tmp_path / "s", examples_dir / "chexpert"
+    args = cli_args("chexpert-5x200", cx / "train.csv", image_root=cx, out=out, per_class=1, size=32)
     assert runner.invoke(app, args).exit_code == 0
     rows = list(ShardDataset(out / "chexpert-5x200").iter_rows())
     assert len(rows) == 5 and all(r["split"] == "test" for r in rows)
@@ -236,18 +209,8 @@ def test_chexpert_5x200_and_exclusion(tmp_path, examples_dir):
     assert runner.invoke(app, args).exit_code == 0 and (out / "chexpert-5x200/patients.txt").read_text() == first
     r = runner.invoke(app, args[:-4] + ["--per-class", "50", "--no-images"])
     assert r.exit_code == 2 and "--per-class" in r.output
-    r = runner.invoke(
-        app,
-        [
-            "prompts",
-            str(examples_dir / "chexpert/train.csv"),
-            "--out",
-            str(out),
-            "--no-images",
-            "--exclude-patients",
-            str(out / "chexpert-5x200/patients.txt"),
-        ],
-    )
+    excluded = out / "chexpert-5x200/patients.txt"
+    r = runner.invoke(app, cli_args("prompts", cx / "train.csv", out=out, no_images=True, exclude_patients=excluded))
     assert r.exit_code == 0, r.output
     kept = {r["subject_id"] for r in ShardDataset(out / "chexpert").iter_rows()}
     assert not kept & set(first.split())
@@ -292,25 +255,7 @@ def test_prompts_do_not_depend_on_part_or_workers(tmp_path, examples_dir):
     single = tmp_path / "s"
     assert runner.invoke(app, ["prompts", str(nih), "--out", str(single), "--no-images", "--seed", "3"]).exit_code == 0
     multi = tmp_path / "m"
-    for i in range(2):
-        r = runner.invoke(
-            app,
-            [
-                "prompts",
-                str(nih),
-                "--out",
-                str(multi),
-                "--no-images",
-                "--seed",
-                "3",
-                "--part",
-                f"{i}/2",
-                "--workers",
-                "2",
-            ],
-        )
-        assert r.exit_code == 0, r.output
-    assert runner.invoke(app, ["merge", str(multi / "chestx-ray14")]).exit_code == 0
+    run_in_parts(app, "prompts", nih, multi, 2, "chestx-ray14", no_images=True, seed=3, workers=2)
     cols = ["study_id", "labels", "prompts", "split"]
     a = sorted(ShardDataset(single / "chestx-ray14").iter_rows(columns=cols), key=lambda r: r["study_id"])
     b = sorted(ShardDataset(multi / "chestx-ray14").iter_rows(columns=cols), key=lambda r: r["study_id"])

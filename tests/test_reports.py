@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import cli_args, run_in_parts
 from typer.testing import CliRunner
 
 from cxrprep.cli.app import app
@@ -183,19 +184,7 @@ def test_rejects_counts_and_determinism(tmp_path):
         out = tmp_path / f"o{k}"
         r = runner.invoke(
             app,
-            [
-                "reports",
-                str(root),
-                "--out",
-                str(out),
-                "--no-images",
-                "--workers",
-                workers,
-                "--chunk-size",
-                "7",
-                "--max-failed",
-                "5",
-            ],
+            cli_args("reports", root, out=out, no_images=True, workers=workers, chunk_size=7, max_failed=5),
         )
         assert r.exit_code == 0, r.output
         assert "inputs seen 62 = rows written 60 + rejects 2" in r.output
@@ -217,26 +206,7 @@ def test_part_merge_equals_single_run(tmp_path):
     r = runner.invoke(app, ["reports", str(root), "--out", str(single), "--no-images", "--max-failed", "5"])
     assert r.exit_code == 0, r.output
     multi = tmp_path / "multi"
-    for i in range(3):
-        r = runner.invoke(
-            app,
-            [
-                "reports",
-                str(root),
-                "--out",
-                str(multi),
-                "--no-images",
-                "--workers",
-                "1",
-                "--part",
-                f"{i}/3",
-                "--max-failed",
-                "5",
-            ],
-        )
-        assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["merge", str(multi / "mimic-cxr")])
-    assert r.exit_code == 0, r.output
+    run_in_parts(app, "reports", root, multi, 3, "mimic-cxr", no_images=True, workers=1, max_failed=5)
     key = lambda r: r["study_id"]  # noqa: E731
     assert sorted(_rows(single / "mimic-cxr"), key=key) == sorted(_rows(multi / "mimic-cxr"), key=key)
     assert ShardDataset(multi / "mimic-cxr").manifest["counts"]["inputs_seen"] == 42
@@ -365,18 +335,18 @@ def test_split_sections_matches_reference_on_fixtures(data_dir, tmp_path):
 
 # -- bad input (issue 13) ----------------------------------------------------------------------------
 def test_exception_in_one_report_is_a_reject(tmp_path, monkeypatch):
-    from cxrprep.datasets import mimic
+    from cxrprep.datasets import mimic, mimic_worker
 
     root = _synth_root(tmp_path, n=12)
     victim = sorted((root / "files").rglob("*.txt"))[3]
-    real = mimic.parse_report
+    real = mimic_worker.parse_report
 
     def flaky(text):
         if text == victim.read_text():
             raise RuntimeError("boom in the parser")
         return real(text)
 
-    monkeypatch.setattr(mimic, "parse_report", flaky)
+    monkeypatch.setattr(mimic_worker, "parse_report", flaky)
     m = mimic.run_reports(root, tmp_path / "o", mimic.ReportsConfig(images=False, workers=1))
     c = m["counts"]
     assert c["inputs_seen"] == c["rows_written"] + c["skipped"] + c["failed"] == 14
@@ -437,19 +407,7 @@ def test_zip_member_over_the_limit_is_streamed_and_rejected(tmp_path):
     # a smaller limit rejects the ordinary reports too, by their size
     r = runner.invoke(
         app,
-        [
-            "reports",
-            str(z),
-            "--out",
-            str(tmp_path / "o2"),
-            "--no-images",
-            "--workers",
-            "1",
-            "--max-report-bytes",
-            "10",
-            "--max-failed",
-            "100%",
-        ],
+        cli_args("reports", z, out=tmp_path / "o2", no_images=True, workers=1, max_report_bytes=10, max_failed="100%"),
     )
     assert r.exit_code == 0, r.output
     c = ShardDataset(tmp_path / "o2/mimic-cxr").manifest["counts"]

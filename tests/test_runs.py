@@ -8,29 +8,17 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import sets, start_trainer
 from typer.testing import CliRunner
 
 from cxrtrain.cli.app import app
 
-TINY = [
-    "--set",
-    "batch_size=4",
-    "--set",
-    "model.image_size=32",
-    "--set",
-    "model.embed_dim=32",
-    "--set",
-    "warmup_steps=1",
-    "--set",
-    "log_every=100",
-]
+TINY = sets("batch_size=4", "model.image_size=32", "model.embed_dim=32", "warmup_steps=1", "log_every=100")
 
 
 def _run(*args):
@@ -125,30 +113,8 @@ def test_no_validate_rows_said_once(tmp_path):
 @pytest.mark.slow
 def test_sigint_saves_last_like_sigterm(demo_shards, tmp_path):
     out = tmp_path / "run"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cxrtrain.cli.app",
-            "run",
-            str(demo_shards),
-            "--out",
-            str(out),
-            *TINY,
-            "--set",
-            "epochs=50",
-            "--set",
-            "num_workers=1",
-        ],  # a loader worker gets Ctrl-C too
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
-        time.sleep(0.2)
+    # a loader worker gets Ctrl-C too; a new session so that the signal goes to the group as from a terminal
+    p = start_trainer(demo_shards, out, *TINY, *sets("epochs=50", "num_workers=1"), start_new_session=True)
     os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
     output = p.communicate(timeout=120)[0].decode()
     assert p.returncode == 130, output
@@ -165,7 +131,7 @@ class _Killed(BaseException):
 
 
 def test_interrupted_checkpoint_swap_is_recovered_not_restarted(demo_shards, tmp_path, monkeypatch):
-    import cxrtrain.train as T
+    import cxrtrain.checkpoint as T
 
     out = tmp_path / "run"
     assert _run(demo_shards, "--out", out, *TINY, "--set", "max_steps=2").exit_code == 0

@@ -13,64 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers import sets, start_trainer, tiny_config
 
 from cxrtrain.config import TrainConfig, build_config, load_config
 from cxrtrain.data import StudyStream, eval_transform, pick_images, pick_texts, train_transform
-from cxrtrain.loss import clip_loss, cxr_clip_loss
 from cxrtrain.model import create_model, model_config, set_trainable
-
-
-def _loop_clip(a, b, scale, thr=None):
-    """Reference: InfoNCE written as explicit loops over rows."""
-    n = a.shape[0]
-    total = 0.0
-    for x, y in ((a, b), (b, a)):
-        for i in range(n):
-            sims = [float(x[i] @ y[j]) for j in range(n)]
-            pos = sims[i]
-            logits = [scale * s for s in sims]
-            total += -(scale * pos - math.log(sum(math.exp(v) for v in logits)))
-    return total / (2 * n)
-
-
-def _feats(n=6, d=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [F.normalize(torch.randn(n, d, generator=g), dim=-1) for _ in range(4)]
-
-
-def test_clip_loss_matches_loop():
-    a, b, _, _ = _feats()
-    assert float(clip_loss(a, b, torch.tensor(10.0))) == pytest.approx(_loop_clip(a, b, 10.0), rel=1e-5)
-
-
-def test_cxr_clip_loss_matches_components():
-    i1, i2, t1, t2 = _feats()
-    s = torch.tensor(14.0)
-    out = cxr_clip_loss(i1, i2, t1, t2, s, icl_weight=1.0, tcl_weight=0.5)
-    mvs = (_loop_clip(i1, t1, 14) + _loop_clip(i1, t2, 14) + _loop_clip(i2, t1, 14) + _loop_clip(i2, t2, 14)) / 4
-    want = mvs + 1.0 * _loop_clip(i1, i2, 14) + 0.5 * _loop_clip(t1, t2, 14)
-    assert float(out["loss"]) == pytest.approx(want, rel=1e-5)
-    assert float(out["mvs"]) == pytest.approx(mvs, rel=1e-5)
-
-
-def test_relaxation_stops_pull_above_threshold():
-    a, b, _, _ = _feats(4, 8, 1)
-    b = b.clone()
-    b[0] = a[0]  # pair 0 is identical: cosine 1.0 > threshold
-    a = a.clone().requires_grad_(True)
-    relaxed = clip_loss(a, b, torch.tensor(10.0), relax_threshold=0.8)
-    plain = clip_loss(a, b, torch.tensor(10.0))
-    assert float(relaxed.detach()) == pytest.approx(float(plain.detach()))  # same value: the logit is only detached
-    g_relaxed = torch.autograd.grad(relaxed, a)[0][0]
-    g_plain = torch.autograd.grad(clip_loss(a, b, torch.tensor(10.0)), a)[0][0]
-    # no pull toward b[0]: the relaxed gradient lacks the -b[0] component of the plain one
-    assert float(g_relaxed @ b[0]) > float(g_plain @ b[0])
-    # pairs below the threshold are untouched
-    a2, b2, _, _ = _feats(4, 8, 2)
-    assert float(clip_loss(a2, b2, torch.tensor(5.0), relax_threshold=0.99)) == pytest.approx(
-        float(clip_loss(a2, b2, torch.tensor(5.0)))
-    )
 
 
 def test_sampler_views_and_texts():
@@ -151,16 +98,7 @@ def test_config_unknown_key_and_types(tmp_path):
 
 
 def _cfg(**kw):
-    base = dict(
-        model={"preset": "tiny", "image_size": 32, "embed_dim": 32},
-        epochs=2,
-        batch_size=4,
-        shuffle_buffer=8,
-        log_every=100,
-        warmup_steps=1,
-    )
-    base.update(kw)
-    return build_config(base)
+    return tiny_config(**{"epochs": 2, "shuffle_buffer": 8, **kw})
 
 
 def test_stream_is_deterministic_and_skips_exactly(demo_shards, tiny_model):
@@ -209,22 +147,8 @@ def test_full_run_validation_best_and_plot(demo_shards, tmp_path):
 
     r = CliRunner().invoke(
         app,
-        [
-            "run",
-            str(demo_shards),
-            "--out",
-            str(tmp_path / "r"),
-            "--set",
-            "epochs=2",
-            "--set",
-            "batch_size=4",
-            "--set",
-            "model.image_size=32",
-            "--set",
-            "model.embed_dim=32",
-            "--set",
-            "warmup_steps=1",
-        ],
+        ["run", str(demo_shards), "--out", str(tmp_path / "r")]
+        + sets("epochs=2", "batch_size=4", "model.image_size=32", "model.embed_dim=32", "warmup_steps=1"),
     )
     assert r.exit_code == 0, r.output
     assert "trainable parameters" in r.output
@@ -241,76 +165,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, feats, q):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    i1, i2, t1, t2 = [f.clone().requires_grad_(True) for f in feats]
-    n = i1.shape[0] // world
-    sl = slice(rank * n, (rank + 1) * n)
-    out = cxr_clip_loss(i1[sl], i2[sl], t1[sl], t2[sl], torch.tensor(10.0), rank=rank, world_size=world)
-    out["loss"].backward()
-    # gradients of the global loss w.r.t. this rank's features live on this rank
-    q.put((rank, float(out["loss"]), i1.grad[sl].tolist()))  # plain lists: no shared memory to outlive us
-    torch.distributed.destroy_process_group()
-
-
-def test_ddp_gloo_two_processes_match_one():
-    import torch.multiprocessing as mp
-
-    feats = _feats(8, 16, 5)
-    ref_feats = [f.clone().requires_grad_(True) for f in feats]
-    ref = cxr_clip_loss(*ref_feats, torch.tensor(10.0))
-    ref["loss"].backward()
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, feats, q)) for r in range(2)]
-    for p in procs:
-        p.start()
-    res = sorted(q.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(30)
-    # each rank's loss covers its own rows against the gathered global batch; their mean is the global loss
-    assert sum(loss for _, loss, _ in res) / 2 == pytest.approx(float(ref["loss"]), rel=1e-5)
-    for rank, _loss, grad in res:
-        # all_gather's backward sums every rank's gradient for these rows (= world x the gradient of the
-        # global mean loss); DDP then averages parameter gradients over the world, so / 2 matches one process
-        assert torch.allclose(torch.tensor(grad) / 2, ref_feats[0].grad[rank * 4 : (rank + 1) * 4], atol=1e-5)
-
-
+@pytest.mark.slow  # a subprocess trainer
 def test_sigterm_writes_checkpoint(demo_shards, tmp_path):
     import signal
-    import subprocess
-    import time
 
     out = tmp_path / "run"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cxrtrain.cli.app",
-            "run",
-            str(demo_shards),
-            "--out",
-            str(out),
-            "--set",
-            "epochs=50",
-            "--set",
-            "batch_size=4",
-            "--set",
-            "model.image_size=32",
-            "--set",
-            "model.embed_dim=32",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
-        time.sleep(0.2)
+    p = start_trainer(demo_shards, out, *sets("epochs=50", "batch_size=4", "model.image_size=32", "model.embed_dim=32"))
     p.send_signal(signal.SIGTERM)
     output = p.communicate(timeout=120)[0].decode()
     assert p.returncode == 0, output
@@ -319,6 +179,7 @@ def test_sigterm_writes_checkpoint(demo_shards, tmp_path):
     assert st["step"] >= 1
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_torchrun_two_process_training(demo_shards, tmp_path):
     """The real trainer under torchrun with 2 CPU processes (gloo): runs, syncs, checkpoints once."""
     import subprocess
@@ -338,16 +199,7 @@ def test_torchrun_two_process_training(demo_shards, tmp_path):
         str(demo_shards),
         "--out",
         str(out),
-        "--set",
-        "epochs=1",
-        "--set",
-        "batch_size=4",
-        "--set",
-        "max_steps=2",
-        "--set",
-        "model.image_size=32",
-        "--set",
-        "model.embed_dim=32",
+        *sets("epochs=1", "batch_size=4", "max_steps=2", "model.image_size=32", "model.embed_dim=32"),
     ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

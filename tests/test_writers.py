@@ -66,6 +66,7 @@ def corpora(tmp_path_factory):
     return base, refs
 
 
+@pytest.mark.slow  # subprocesses
 def test_second_writer_exits_2_naming_the_holder(corpora, tmp_path):
     base, _ = corpora
     holder = subprocess.Popen(

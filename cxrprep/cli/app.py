@@ -3,11 +3,16 @@ options -> frozen config -> run_*()); this file only assembles them."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from cxrprep.cli import signals
 
-import typer
+if signals.is_entry_point(__name__):
+    signals.early()  # before the imports below: a Ctrl-C while they load exits 130 with one line
 
-from cxrprep.cli.edge import error_line, errors, make_app, register_commands
+from pathlib import Path  # noqa: E402
+
+import typer  # noqa: E402
+
+from cxrprep.cli.edge import error_line, errors, make_app, register_commands  # noqa: E402
 
 app = make_app(
     "cxrprep",
@@ -40,37 +45,17 @@ ORDER = ["reports", "prompts", "templates", "images", "augment", "inspect"]
 register_commands(app, "cxrprep.cli.commands", ORDER)
 
 
-class Interrupted(BaseException):
-    """Ctrl-C (SIGINT). Not a KeyboardInterrupt, so click does not turn it into "Aborted!"; it unwinds
-    through the writers (which remove what the run had not finished) up to ``main``."""
-
-
-def _on_sigint(main_pid: int):
-    import os
-    import signal
-
-    def handler(signum, frame):
-        if os.getpid() != main_pid:
-            return  # a forked pool worker: the parent shuts the pool down
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        raise Interrupted()
-
-    return handler
-
-
 def main() -> None:
     """The ``cxrprep`` entry point: Ctrl-C exits 130 with one line after the unfinished files are
     removed; a write that fails for every later input (disk full) exits 1 naming the cause."""
-    import os
-    import signal
     import sys
 
     from cxrprep.shards import ShardWriteError
 
-    signal.signal(signal.SIGINT, _on_sigint(os.getpid()))
+    signals.install()
     try:
         app()
-    except Interrupted:
+    except signals.Interrupted:
         typer.echo(
             "interrupted: removed what this run had not finished (a previous finished output is unchanged); exit 130",
             err=True,

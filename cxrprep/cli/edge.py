@@ -58,6 +58,11 @@ def make_config(factory: Callable[..., T], **kwargs) -> T:
         raise typer.BadParameter(str(e)) from e
 
 
+def path_str(path: Path | None) -> str | None:
+    """A path option as a config field: its string, or None when the option was not given."""
+    return str(path) if path else None
+
+
 def parse_max_failed(value: str) -> tuple[int | None, float | None]:
     """'--max-failed 10' (a count) or '--max-failed 1%' (a fraction of inputs) -> (count, fraction)."""
     v = value.strip()
@@ -112,6 +117,15 @@ def finish(
             err=True,
         )
         raise typer.Exit(1)
+
+
+def finish_dataset(manifest: dict, dataset_dir: Path, max_failed: tuple[int | None, float | None]) -> None:
+    """``finish`` for a dataset command: the summary of its manifest, failures counted against its inputs,
+    and the rejects file of ``dataset_dir`` named when there are too many."""
+    from cxrprep.shards import summary_lines
+
+    c = manifest["counts"]
+    finish(summary_lines(manifest, dataset_dir), c["failed"], c["inputs_seen"], max_failed, dataset_dir=dataset_dir)
 
 
 def error_line(message: object) -> None:

@@ -5,6 +5,9 @@ option."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from pathlib import Path
 
 import typer
@@ -21,9 +24,71 @@ FORMAT = typer.Option(ImageSettings.format, "--format", help="jpeg or png")
 QUALITY = typer.Option(ImageSettings.quality, "--quality", help="JPEG quality")
 MAX_PIXELS = typer.Option(MAX_IMAGE_PIXELS, "--max-image-pixels", help="Reject larger images (decompression bombs)")
 
+#: The image block as (parameter name, type, option), in --help order.
+IMAGE_OPTIONS = (
+    ("size", int, SIZE),
+    ("clahe", bool, CLAHE),
+    ("clahe_clip", float, CLAHE_CLIP),
+    ("clahe_tiles", int, CLAHE_TILES),
+    ("fmt", str, FORMAT),
+    ("quality", int, QUALITY),
+    ("max_image_pixels", int, MAX_PIXELS),
+)
+
+
+def image_options(command):
+    """Give a command the image block (--size ... --max-image-pixels) in place of its ``image`` parameter
+    and hand the values to it as that one dict (for ``image_settings(**image)``): the block is declared
+    once, here, for every command that writes images."""
+    sig = inspect.signature(command)
+    hints = typing.get_type_hints(command)
+    kept = [p.replace(annotation=hints[p.name]) for p in sig.parameters.values()]
+    at = [p.name for p in kept].index("image")
+    block = [
+        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=o, annotation=t)
+        for n, t, o in IMAGE_OPTIONS
+    ]
+    params = kept[:at] + block + kept[at + 1 :]
+
+    @functools.wraps(command)
+    def run(**kwargs):
+        image = {name: kwargs.pop(name) for name, _, _ in IMAGE_OPTIONS}
+        return command(image=image, **kwargs)
+
+    run.__signature__ = sig.replace(parameters=params)
+    run.__annotations__ = {p.name: p.annotation for p in params} | {"return": hints.get("return")}
+    return run
+
+
 # -- runs of the dataset commands ------------------------------------------------------------------------
 WORKERS = typer.Option(0, "--workers", help="Worker processes (0 = all cores)")
 OUT = typer.Option(Path("shards"), "--out", help="Shard root")
+# benchmark readers (issue 20): their rows have labels but no text, so they are kept out of the training root
+BENCH_OUT = typer.Option(
+    Path("bench"),
+    "--out",
+    help="Root for benchmark sets (default bench/: outside the training root shards/, as their rows have no text "
+    "to train on)",
+)
+
+
+def file_option(flag: str, help: str, **kw) -> typer.models.OptionInfo:
+    """An optional input file (default None): it must exist and not be a folder."""
+    return typer.Option(None, flag, exists=True, dir_okay=False, help=help, **kw)
+
+
+def image_root_option(help: str, **kw) -> typer.models.OptionInfo:
+    """``--image-root``: the folder that relative image paths resolve against (default None)."""
+    return typer.Option(None, "--image-root", help=help, **kw)
+
+
+def allow_outside_root_option(paths: str) -> typer.models.OptionInfo:
+    """``--allow-outside-root``: read ``paths`` that resolve outside --image-root (default: they are rejects)."""
+    return typer.Option(
+        False,
+        "--allow-outside-root",
+        help=f"Read {paths} that resolve outside --image-root (default: they are rejects)",
+    )
 
 
 def part_option(unit: str = "patients") -> typer.models.OptionInfo:
@@ -103,3 +168,14 @@ def run_options(max_failed: str, part: str | None, workers: int) -> tuple[tuple,
         return parse_max_failed(max_failed), parse_part(part), resolve_workers(workers)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
+
+
+def dataset_config(
+    factory, image: dict, max_failed: str, part: str | None, workers: int, settings_field: str, **fields
+):
+    """The config of a dataset command that writes images: --max-failed, --part and --workers parsed (bad
+    values exit 2, in that order), then the image block (``image``, from ``image_options``) as
+    ``settings_field``, then ``factory(workers=..., part=..., **fields)``. -> (config, parsed --max-failed)."""
+    mf, part_t, nworkers = run_options(max_failed, part, workers)
+    fields[settings_field] = image_settings(**image)
+    return make_config(factory, workers=nworkers, part=part_t, **fields), mf

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cxrprep.datasets.csvtext import read_utf8
 from cxrprep.datasets.splits import check_split_method, cxr_clip_vindr_split, gloria_split
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.parallel import in_part, ordered_map
@@ -59,12 +61,10 @@ class BenchConfig:
 
 
 def _open_csv(path: Path) -> tuple[list[str], csv.reader]:
-    f = open(path, newline="", encoding="utf-8-sig")
-    reader = csv.reader(f)
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""))  # not UTF-8: a message naming the line
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
-        f.close()
         raise ValueError(f"{path}: empty file (no header)") from None
     return header, reader
 

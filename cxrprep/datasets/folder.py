@@ -77,6 +77,12 @@ def _walk_images(src: Path) -> list[Path]:
     return sorted(out)
 
 
+def escaped(text: str) -> str:
+    """A file name as text that can be stored: bytes that are not UTF-8 (``bad\\xff name.png``, which Python
+    holds as lone surrogates) are written as ``\\xff``; any other name is unchanged."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def input_root(src: Path, image_root: Path | None) -> Path:
     """The folder every input must resolve inside: SRC itself for a folder, else --image-root or the CSV's
     folder."""
@@ -92,7 +98,7 @@ def list_inputs(src: Path, image_root: Path | None) -> tuple[list[dict], list[st
         items = [
             dict(
                 path=p,
-                study_id=str(p.relative_to(src).with_suffix("")),
+                study_id=escaped(str(p.relative_to(src).with_suffix(""))),
                 subject_id=None,
                 split="test",
                 view=None,
@@ -151,11 +157,14 @@ def _read_csv(src: Path, root: Path) -> tuple[list[dict], list[str]]:
 def _work(args: tuple[dict, ImageSettings, str, bool]) -> tuple[dict, list[dict], list[tuple[str, str]], str]:
     """One input in a worker -> (item, images, [(path, reason)], reject stage)."""
     item, settings, root, allow_outside = args
-    todo, outside = split_outside([(str(item["path"]), Path(item["path"]).stem, item["view"])], root, allow_outside)
+    todo, outside = split_outside(
+        [(str(item["path"]), escaped(Path(item["path"]).stem), item["view"])], root, allow_outside
+    )
+    outside = [(escaped(p), escaped(why)) for p, why in outside]
     if outside:
         return item, [], outside, "path"
     ok, failed = process_study_images(todo, settings)
-    return item, ok, failed, "image"
+    return item, ok, [(escaped(p), escaped(why)) for p, why in failed], "image"
 
 
 def run_images(src: Path, out: Path, cfg: ImagesConfig, progress=lambda it, total: it) -> dict:
@@ -180,10 +189,10 @@ def run_images(src: Path, out: Path, cfg: ImagesConfig, progress=lambda it, tota
         )
         for item, ok, failed, stage in progress(results, len(mine)):
             if not ok:
-                w.reject(str(item["path"]), item["study_id"], stage=stage, kind="failed", reason=failed[0][1])
+                w.reject(escaped(str(item["path"])), item["study_id"], stage=stage, kind="failed", reason=failed[0][1])
                 continue
             row = empty_row(cfg.dataset, item["study_id"], item["subject_id"], item["split"])
-            row["source"] = str(item["path"])
+            row["source"] = escaped(str(item["path"]))
             row["labels"] = item["labels"] if label_names else None
             row["images"] = ok
             w.write(row)

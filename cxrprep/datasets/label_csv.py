@@ -13,6 +13,21 @@ CHEXPERT_REQUIRED = ("Path",) + CHEXPERT_LABELS
 _VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": None}
 
 
+def _read_label_csv(path: Path, required: tuple[str, ...], expected: str):
+    """The CSV as strings with a ``_row`` index; ValueError naming the file when it is not a readable CSV
+    or lacks one of the ``required`` columns (``expected`` says what such a CSV has)."""
+    import polars as pl
+
+    try:
+        df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
+    except (pl.exceptions.NoDataError, pl.exceptions.ComputeError) as e:  # empty, not UTF-8, not a CSV
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; {expected}")
+    return df
+
+
 def _bad_value(df, col: str, allowed):
     """First row whose ``col`` is not in ``allowed`` (a 0- or 1-row frame)."""
     import polars as pl
@@ -26,16 +41,9 @@ def chexpert_frame(path: Path):
     columns. Shared by ``cxrprep prompts`` and ``cxrprep chexpert-5x200``."""
     import polars as pl
 
-    try:
-        df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
-    except (pl.exceptions.NoDataError, pl.exceptions.ComputeError) as e:  # empty, not UTF-8, not a CSV
-        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
-    missing = [c for c in CHEXPERT_REQUIRED if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{path}: missing columns {missing}; a CheXpert CSV has Path, Sex, Age, Frontal/Lateral, "
-            f"AP/PA and the 14 observations"
-        )
+    df = _read_label_csv(
+        path, CHEXPERT_REQUIRED, "a CheXpert CSV has Path, Sex, Age, Frontal/Lateral, AP/PA and the 14 observations"
+    )
     for c in CHEXPERT_LABELS:
         bad = _bad_value(df, c, _VALUES)
         if bad.height:
@@ -130,18 +138,7 @@ def chexpert_studies(path: Path):
 
 def read_chexpert(path: Path) -> list[dict]:
     """-> studies sorted by study_id: {study_id, subject_id, split, labels, images: [(rel path, view)]}."""
-    g, _ = chexpert_studies(path)
-    return [
-        dict(
-            study_id=r["study_id"],
-            subject_id=r["subject_id"],
-            split=r["split"],
-            labels=list(r["labels"]),
-            images=list(zip(r["paths"], r["views"])),
-            conflict=r["conflict"],
-        )
-        for r in g.iter_rows(named=True)
-    ]
+    return _study_dicts(chexpert_studies(path)[0])
 
 
 def read_list(p: Path) -> set[str]:
@@ -211,16 +208,11 @@ def nih_studies(path: Path, split_lists: Path | None):
     repeat an ``Image Index``)."""
     import polars as pl
 
-    try:
-        df = pl.read_csv(path, infer_schema_length=0).with_row_index("_row")
-    except (pl.exceptions.NoDataError, pl.exceptions.ComputeError) as e:  # empty, not UTF-8, not a CSV
-        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
-    missing = [c for c in NIH_REQUIRED if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{path}: missing columns {missing}; a ChestX-ray14 Data_Entry CSV has Image Index, "
-            f"Finding Labels, Follow-up #, Patient ID, ..."
-        )
+    df = _read_label_csv(
+        path,
+        NIH_REQUIRED,
+        "a ChestX-ray14 Data_Entry CSV has Image Index, Finding Labels, Follow-up #, Patient ID, ...",
+    )
     tv, te, have_lists = _nih_split_lists(path, split_lists)
     names = pl.col("Finding Labels").fill_null("").str.split("|").list.eval(pl.element().str.strip_chars())
     df = df.with_columns(names.alias("_names"))
@@ -253,7 +245,11 @@ def nih_studies(path: Path, split_lists: Path | None):
 
 
 def read_nih(path: Path, split_lists: Path | None) -> list[dict]:
-    g, _ = nih_studies(path, split_lists)
+    return _study_dicts(nih_studies(path, split_lists)[0])  # conflict: always False (one image per study)
+
+
+def _study_dicts(g) -> list[dict]:
+    """The rows of a studies frame (chexpert_studies, nih_studies) as plain dicts, images as (path, view)."""
     return [
         dict(
             study_id=r["study_id"],
@@ -261,7 +257,7 @@ def read_nih(path: Path, split_lists: Path | None) -> list[dict]:
             split=r["split"],
             labels=list(r["labels"]),
             images=list(zip(r["paths"], r["views"])),
-            conflict=False,
+            conflict=r["conflict"],
         )
         for r in g.iter_rows(named=True)
     ]

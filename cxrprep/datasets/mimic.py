@@ -21,12 +21,13 @@ members are streamed); any other exception while reading or parsing one report i
 exception; entries the listing cannot follow (a symlink loop) are rejects too. Conflicting duplicate rows
 in the split or chexpert CSV (same study, different values) are an error before any work.
 
-Throughput: the main process only lists file names and writes Parquet. Workers (``--workers``) get
-(study id, path) tuples, read the reports themselves (each opens the zip once), parse sections, split
-sentences (cxrprep.text.sentences), join split and labels (the tables are sent to each worker once) and build
-the Arrow columns of their chunk in bulk; the main process appends the tables in input order
-(``ShardWriter.write_table``), so the bytes do not depend on ``--workers``, and memory stays flat because
-at most a few chunks are in flight.
+Throughput: the main process only lists file names and writes Parquet; with several workers it loads
+spaCy once before forking them, so they share it. Workers (``--workers``,
+cxrprep.datasets.mimic_worker) get (study id, path) tuples, read the reports themselves (each opens the zip
+once), parse sections, split sentences (cxrprep.text.sentences), join split and labels (the tables are sent
+to each worker once) and build the Arrow columns of their chunk in bulk; the main process appends the tables
+in input order (``ShardWriter.write_table``), so the bytes do not depend on ``--workers``, and memory stays
+flat because at most a few chunks are in flight.
 """
 
 from __future__ import annotations
@@ -34,23 +35,21 @@ from __future__ import annotations
 import os
 import re
 import zipfile
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from cxrprep.image.process import ImageSettings, process_study_images
+from cxrprep.datasets.mimic_inputs import not_empty
+from cxrprep.datasets.mimic_worker import DATASET, IMAGE_EXT, hash_split, init_worker, process_chunk
+from cxrprep.image.settings import ImageSettings
 from cxrprep.labels import CHEXPERT_LABELS
 from cxrprep.parallel import chunked, in_part, ordered_map
 from cxrprep.shards import ShardWriter
-from cxrprep.text.sections import normalize_ws, parse_report
 
-DATASET = "mimic-cxr"
+__all__ = ["DATASET", "IMAGE_EXT", "ReportsConfig", "hash_split", "load_tables", "run_reports"]
 _REPORT = re.compile(r"^s(\d+)\.txt$")
 _PATIENT = re.compile(r"^p(\d+)$")
 _GROUP = re.compile(r"^p\d\d$")
-IMAGE_EXT = (".jpg", ".jpeg", ".dcm", ".png")
-
 REQUIRED_COLUMNS = {
     "metadata": ("dicom_id", "ViewPosition"),
     "split": ("study_id", "split"),
@@ -304,229 +303,81 @@ def load_tables(base: Path, cfg: ReportsConfig) -> tuple[dict, dict, dict, dict]
     return views, splits, labels, used
 
 
-def hash_split(subject_id: str) -> str:
-    """Deterministic patient-level split for studies without an official one."""
-    h = zlib.crc32(f"split:{subject_id}".encode()) % 100
-    return "validate" if h == 98 else "test" if h == 99 else "train"
+def _warm_before_fork() -> None:
+    """Load spaCy and the sentence splitter's tables (about 1 s of CPU per process) before the pool forks
+    the workers, so they share them instead of each loading them. Without fork (spawn, forkserver) this is
+    skipped and each worker loads them on its first report."""
+    import multiprocessing
+
+    if multiprocessing.get_start_method(allow_none=False) != "fork":
+        return
+    from cxrprep.text.sentences import preload
+
+    preload()
 
 
-# -- worker ------------------------------------------------------------------------------------------
-# Worker state, set once per process by _init_worker: the side tables (sent once, not with every task),
-# the lazily loaded sentence splitter, and the open reports zip.
-_STATE: dict = {}
+def _chunks(studies: Iterator[Study], cfg: ReportsConfig, pending: list) -> Iterator[tuple]:
+    """Pool tasks: chunks of (study_id, subject_id, path, member, error, image_dir) for the studies not
+    seen before; each chunk's [(study, duplicate?)] in input order goes to ``pending``."""
+    seen: set[str] = set()
+    for chunk in chunked(studies, cfg.chunk_size):
+        entries, items = [], []
+        for st in chunk:
+            dup = st.study_id in seen
+            seen.add(st.study_id)
+            entries.append((st, dup))
+            if not dup:
+                items.append(
+                    (st.study_id, st.subject_id, st.path, st.member, st.error, st.image_dir if cfg.images else None)
+                )
+        pending.append(entries)
+        yield items, cfg.images, cfg.image_settings
 
 
-def _init_worker(views: dict, splits: dict, labels: dict, zip_path: str | None, max_bytes: int) -> None:
-    _STATE.clear()
-    _STATE.update(views=views, splits=splits, labels=labels, zip_path=zip_path, max_bytes=max_bytes, zip=None)
-
-
-def _read_report(path: str | None, member: str | None) -> bytes:
-    """The report's bytes, never more than max_report_bytes (+1 to tell it was larger): raises
-    _Reject for a file or member over the limit."""
-    limit = _STATE["max_bytes"]
-    if member is not None:
-        z = _STATE.get("zip")
-        if z is None:
-            z = _STATE["zip"] = zipfile.ZipFile(_STATE["zip_path"])
-        info = z.getinfo(member)
-        if info.file_size > limit:
-            raise _Reject(
-                "read",
-                "failed",
-                f"zip member is {info.file_size:,} bytes uncompressed, over --max-report-bytes {limit:,}",
-            )
-        with z.open(info) as f:  # streamed: a member whose header lies about its size stops at the limit
-            data = _read_bounded(f, info.file_size, limit)
-    else:
-        with open(path, "rb", buffering=0) as f:
-            data = _read_bounded(f, os.fstat(f.fileno()).st_size, limit)
-    if len(data) > limit:
-        raise _Reject("read", "failed", f"report is over --max-report-bytes {limit:,} bytes")
-    return data
-
-
-def _read_bounded(f, expected: int, limit: int) -> bytes:
-    """Read ``f`` to its end, but never more than ``limit`` + 1 bytes. ``read(limit + 1)`` allocates the
-    whole limit (1 MiB) for every few-KB report (3x slower per file, measured); this reads what the size
-    says, then on to the end in small steps (the file grew, a zip header lied, or a read came back short)."""
-    data = f.read(min(expected, limit) + 1)
-    # exactly the expected size: the +1 byte was not there, the end. Else read on to the end: a short read
-    # (network file systems) must not cut a report
-    while len(data) != expected and len(data) <= limit:
-        more = f.read(min(limit + 1 - len(data), 1 << 13))
-        if not more:
-            break
-        data += more
-    return data
-
-
-class _Reject(Exception):
-    def __init__(self, stage: str, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.args3 = (stage, kind, reason)
-
-
-def _one_report(study_id: str, path: str | None, member: str | None, error: str | None, lazy):
-    """-> (Report, findings sentences, impression sentences); raises _Reject."""
-    from cxrprep.text.sentences import split_sections
-
-    if error is not None:
-        raise _Reject("read", "failed", error)
-    try:
-        data = _read_report(path, member)
-    except OSError as e:
-        raise _Reject("read", "failed", f"cannot read: {e.strerror or e}") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-        raise _Reject("read", "failed", f"cannot read zip member: {e}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _Reject("read", "failed", f"not UTF-8 text (byte {e.start}: {data[e.start : e.start + 4]!r})") from None
-    if not text.strip():
-        raise _Reject("read", "skipped", "empty report file")
-    rep = parse_report(text)
-    if rep.findings is None and rep.impression is None:
-        raise _Reject("sections", "skipped", "no findings, impression or any paragraph of text")
-    fs, ims = split_sections([rep.findings, rep.impression], lazy)
-    return rep, fs, ims
-
-
-def _process_chunk(args):
-    """Worker: a chunk of (study_id, subject_id, path, member, error, image_dir) -> (Arrow table of the
-    rows, row size estimates, events, counters). ``events`` has one entry per input, in order: ("row",
-    [(image path, reason) ...]) or ("reject", stage, kind, reason)."""
+def _record_chunk(w: ShardWriter, entries: list, result: tuple, extra: dict) -> None:
+    """Write one worker result: its rows (with their sources), its rejects and duplicates in input order."""
     import pyarrow as pa
 
-    from cxrprep.text.sentences import _LazyNLP
-
-    items, with_images, settings = args
-    lazy = _STATE.get("lazy") or _STATE.setdefault("lazy", _LazyNLP())
-    views, splits, labels = _STATE["views"], _STATE["splits"], _STATE["labels"]
-    events: list = []
-    extra = {"fallback": 0, "split_assigned": 0, "no_labels": 0}
-    col: dict[str, list] = {
-        k: []
-        for k in ("study_id", "subject_id", "split", "findings", "impression", "fallback", "labels", "images", "sizes")
-    }
-    fs_flat: list[str] = []
-    fs_off = [0]
-    is_flat: list[str] = []
-    is_off = [0]
-    sec_names: list[str] = []
-    sec_texts: list[str | None] = []
-    sec_off = [0]
-    for study_id, subject_id, path, member, error, image_dir in items:
-        try:
-            rep, fs, ims = _one_report(study_id, path, member, error, lazy)
-            images, failed = [], []
-            if with_images:
-                names = []
-                if image_dir and os.path.isdir(image_dir):
-                    with os.scandir(image_dir) as it:
-                        names = sorted(e.name for e in it if e.is_file() and e.name.lower().endswith(IMAGE_EXT))
-                found = [(os.path.join(image_dir, n), Path(n).stem, views.get(Path(n).stem)) for n in names]
-                if not found:
-                    raise _Reject(
-                        "image",
-                        "skipped",
-                        f"no images (*.jpg, *.dcm) in {image_dir or 'the zip'}; use --no-images for text-only shards",
-                    )
-                images, failed = process_study_images(found, settings)
-                if not images:
-                    raise _Reject("image", "failed", f"all {len(found)} images failed; first: {failed[0][1]}")
-        except _Reject as r:
-            events.append(("reject",) + r.args3)
+    table, sizes, events, counts = result
+    sources = []
+    ev = iter(events)
+    w.counts.inputs_seen += len(entries)
+    for st, dup in entries:
+        if dup:
+            w.reject(
+                st.source,
+                st.study_id,
+                stage="read",
+                kind="skipped",
+                reason=f"duplicate study id {st.study_id} (first seen earlier in this run)",
+            )
             continue
-        except Exception as e:  # one odd report never stops the run
-            events.append(("reject", "read", "failed", f"{type(e).__name__}: {e}"))
+        e = next(ev)
+        if e[0] == "reject":
+            w.reject(st.source, st.study_id, stage=e[1], kind=e[2], reason=e[3])
             continue
-        findings, impression = normalize_ws(rep.findings), normalize_ws(rep.impression)
-        split = splits.get(study_id)
-        if split is None:
-            split = hash_split(subject_id)
-            extra["split_assigned"] += 1
-        lab = labels.get(study_id)
-        extra["no_labels"] += lab is None
-        extra["fallback"] += rep.fallback
-        col["study_id"].append(study_id)
-        col["subject_id"].append(subject_id)
-        col["split"].append(split)
-        col["findings"].append(findings)
-        col["impression"].append(impression)
-        col["fallback"].append(rep.fallback)
-        col["labels"].append(lab)
-        col["images"].append(images)
-        fs_flat += fs
-        fs_off.append(len(fs_flat))
-        is_flat += ims
-        is_off.append(len(is_flat))
-        for n, t in rep.sections:
-            if n not in ("findings", "impression"):
-                sec_names.append(n)
-                sec_texts.append(normalize_ws(t))
-        sec_off.append(len(sec_names))
-        size = 256 + 2 * len(findings or "") + 2 * len(impression or "")
-        for img in images:
-            size += len(img.get("image") or b"") + len(img.get("image_clahe") or b"")
-        col["sizes"].append(size)
-        events.append(("row", failed))
-    n = len(col["study_id"])
-    if not n:
-        return None, [], events, extra
-    from cxrprep.schema import SECTION, STUDY_SCHEMA
-
-    string = pa.string()
-    empty = pa.ListArray.from_arrays(pa.array([0] * (n + 1), pa.int32()), pa.array([], string))
-
-    def lists(off, flat):
-        return pa.ListArray.from_arrays(pa.array(off, pa.int32()), pa.array(flat, string))
-
-    sections = pa.ListArray.from_arrays(
-        pa.array(sec_off, pa.int32()),
-        pa.StructArray.from_arrays([pa.array(sec_names, string), pa.array(sec_texts, string)], fields=list(SECTION)),
-    )
-    arrays = {
-        "dataset": pa.array([DATASET] * n, string),
-        "study_id": pa.array(col["study_id"], string),
-        "subject_id": pa.array(col["subject_id"], string),
-        "split": pa.array(col["split"], string),
-        "source": None,  # filled by the main process, which knows the sources
-        "findings": pa.array(col["findings"], string),
-        "impression": pa.array(col["impression"], string),
-        "findings_sentences": lists(fs_off, fs_flat),
-        "impression_sentences": lists(is_off, is_flat),
-        "findings_bt": empty,
-        "impression_bt": empty,
-        "sections": sections,
-        "fallback": pa.array(col["fallback"], pa.bool_()),
-        "labels": pa.array(col["labels"], STUDY_SCHEMA.field("labels").type),
-        "prompts": empty,
-        "images": pa.array(col["images"], STUDY_SCHEMA.field("images").type),
-    }
-    arrays["source"] = pa.nulls(n, string)
-    table = pa.Table.from_arrays(
-        [arrays[f.name].cast(f.type) if arrays[f.name].type != f.type else arrays[f.name] for f in STUDY_SCHEMA],
-        schema=STUDY_SCHEMA,
-    )
-    return table, col["sizes"], events, extra
+        for path, reason in e[1]:
+            w.reject(path, st.study_id, stage="image", kind="failed", reason=reason, level="image")
+        sources.append(st.source)
+    for k, v in counts.items():
+        extra[k] += v
+    if table is not None:
+        table = table.set_column(table.schema.get_field_index("source"), "source", pa.array(sources, pa.string()))
+        w.write_table(table, sizes)
 
 
 def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, total: it) -> dict:
     """Run the whole command; returns the manifest. Raises ValueError for bad inputs before any work."""
-    import pyarrow as pa
-
     base, files, zpath = resolve_root(Path(root))
     views, splits, labels, used = load_tables(base, cfg)
     if cfg.images and zpath is not None:
         raise ValueError(f"{zpath}: a reports zip has no images; add --no-images or give the MIMIC-CXR-JPG root")
     skipped: list = []
     studies = iter_studies_zip(zpath, cfg.part) if zpath else iter_studies_dir(files, cfg.part, skipped)
+    studies = not_empty(studies, skipped, base, files, zpath, cfg.part)
     conf = asdict(cfg)
     conf.update(root=str(root), inputs=used)
-    seen: set[str] = set()
     extra = {"fallback": 0, "split_assigned": 0, "no_labels": 0}
-
     with ShardWriter(
         out,
         DATASET,
@@ -537,66 +388,19 @@ def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, t
         part=cfg.part,
     ) as w:
         pending: list[list[tuple[Study, bool]]] = []  # per chunk sent: (study, duplicate?) in input order
-
-        def chunks():
-            for chunk in chunked(studies, cfg.chunk_size):
-                entries, items = [], []
-                for st in chunk:
-                    dup = st.study_id in seen
-                    seen.add(st.study_id)
-                    entries.append((st, dup))
-                    if not dup:
-                        items.append(
-                            (
-                                st.study_id,
-                                st.subject_id,
-                                st.path,
-                                st.member,
-                                st.error,
-                                st.image_dir if cfg.images else None,
-                            )
-                        )
-                pending.append(entries)
-                yield items, cfg.images, cfg.image_settings
-
+        if cfg.workers > 1:
+            _warm_before_fork()
         results = ordered_map(
-            _process_chunk,
-            chunks(),
+            process_chunk,
+            _chunks(studies, cfg, pending),
             workers=cfg.workers,
-            initializer=_init_worker,
+            initializer=init_worker,
             initargs=(views if cfg.images else {}, splits, labels, str(zpath) if zpath else None, cfg.max_report_bytes),
         )
         bar = progress(results, None)
         _total_later(bar, files, zpath, cfg.part, cfg.chunk_size)
-        for table, sizes, events, counts in bar:
-            entries = pending.pop(0)
-            sources = []
-            ev = iter(events)
-            for st, dup in entries:
-                w.counts.inputs_seen += 1
-                if dup:
-                    w.reject(
-                        st.source,
-                        st.study_id,
-                        stage="read",
-                        kind="skipped",
-                        reason=f"duplicate study id {st.study_id} (first seen earlier in this run)",
-                    )
-                    continue
-                e = next(ev)
-                if e[0] == "reject":
-                    w.reject(st.source, st.study_id, stage=e[1], kind=e[2], reason=e[3])
-                    continue
-                for path, reason in e[1]:
-                    w.reject(path, st.study_id, stage="image", kind="failed", reason=reason, level="image")
-                sources.append(st.source)
-            for k, v in counts.items():
-                extra[k] += v
-            if table is not None:
-                table = table.set_column(
-                    table.schema.get_field_index("source"), "source", pa.array(sources, pa.string())
-                )
-                w.write_table(table, sizes)
+        for result in bar:
+            _record_chunk(w, pending.pop(0), result, extra)
         for path, reason in skipped:  # folders or entries the listing could not follow: say so
             w.counts.inputs_seen += 1
             w.reject(os.path.relpath(path, base), None, stage="read", kind="failed", reason=reason)

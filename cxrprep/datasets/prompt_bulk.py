@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from cxrprep.labels import CHEXPERT_LABELS, NIH_LABELS
+from cxrprep.labels import CHEXPERT_LABELS, NIH_LABELS, NO_FINDING_COMPATIBLE
+from cxrprep.text.template_qualifiers import agrees, profiles, qualifiers_of
 from cxrprep.text.templates import Templates
 
 _M64 = (1 << 64) - 1
@@ -58,7 +59,28 @@ def _uniform(keys, tag: int, variant, cls):
 def state_codes(kind: str, labels, policy: str, keys, negatives: int):
     """(n, C) int8 matrix of sentence states per study and class: 0 none, 1 positive, 2 negative,
     3 uncertain; the same rules as chexpert_states / nih_states (NIH negatives: ``negatives`` absent
-    classes drawn per study without replacement)."""
+    classes drawn per study without replacement), the No Finding conflict rule included."""
+    st = raw_state_codes(kind, labels, policy, keys, negatives)
+    resolve_no_finding_codes(kind, st)
+    return st
+
+
+def resolve_no_finding_codes(kind: str, st):
+    """The conflict rule (cxrprep.labels.resolve_no_finding) on a state matrix, in place: where No Finding is
+    positive together with a positive or uncertain finding (Support Devices excepted), the No Finding
+    sentence is dropped. Returns the (n,) bool mask of those studies."""
+    import numpy as np
+
+    names = CHEXPERT_LABELS if kind == "chexpert" else NIH_LABELS
+    nf = names.index("No Finding")
+    other = np.array([n not in NO_FINDING_COMPATIBLE for n in names])
+    mask = (st[:, nf] == 1) & ((st[:, other] == 1) | (st[:, other] == 3)).any(axis=1)
+    st[mask, nf] = 0
+    return mask
+
+
+def raw_state_codes(kind: str, labels, policy: str, keys, negatives: int):
+    """state_codes before the No Finding conflict rule."""
     import numpy as np
 
     lab = labels  # (n, C) float with nan for null
@@ -85,46 +107,83 @@ def state_codes(kind: str, labels, policy: str, keys, negatives: int):
     return st
 
 
+def _pool_table(t: Templates, class_names):
+    """Every sentence once (``text``), and for each (class, state code, qualifier profile) the slice of
+    ``members`` (indices into ``text``) holding the sentences that agree with that profile: offsets and sizes
+    (C, 4, P) and the number of profiles per (class, state) (C, 4). A pool with no severity or side has one
+    profile whose slice is the whole pool, in order."""
+    import numpy as np
+
+    missing = [name for name in class_names if t.classes.get(t.canonical(name)) is None]
+    if missing:
+        raise ValueError(
+            f"{t.path}: no templates for {len(missing)} classes: {', '.join(missing)}; add them under classes:"
+        )
+    text: list[str] = []
+    members: list[int] = []
+    slices: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for c, name in enumerate(class_names):
+        for code, state in ((1, "positive"), (2, "negative"), (3, "uncertain")):
+            pool = t.sentences(name, state)
+            base = len(text)
+            text.extend(pool)
+            quals = [qualifiers_of(x) for x in pool]
+            for prof in profiles(pool):
+                agree = [base + i for i, q in enumerate(quals) if agrees(q, prof)]
+                slices.setdefault((c, code), []).append((len(members), len(agree)))
+                members.extend(agree)
+    width = max([len(v) for v in slices.values()] + [1])
+    offs = np.zeros((len(class_names), 4, width), np.int64)
+    sizes = np.zeros((len(class_names), 4, width), np.int64)
+    nprof = np.zeros((len(class_names), 4), np.int64)
+    for (c, code), sl in slices.items():
+        nprof[c, code] = len(sl)
+        for j, (o, n) in enumerate(sl):
+            offs[c, code, j], sizes[c, code, j] = o, n
+    return text, np.asarray(members + [0], np.int64), offs, sizes, nprof
+
+
 def render_bulk(t: Templates, class_names, states, keys, variants: int):
     """Prompt reports for many studies at once -> (pyarrow list<string> array, one list of ``variants``
     prompts per study (empty when the study has no sentence to say), prompts per study).
 
     Each variant of a study is one sentence per (class, state) that has sentences, drawn from the
     pre-expanded pools of ``Templates.sentences``, in a random order; the draws come from the study's
-    key (a counter-based generator), so they do not depend on which other studies are rendered."""
+    key (a counter-based generator), so they do not depend on which other studies are rendered. Each study
+    first draws one qualifier profile per class (severity, side; see cxrprep/text/template_qualifiers.py) and
+    every variant draws from the sentences that agree with it, so no two texts of a study contradict."""
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
-    pool_text: list[str] = []
-    offs = np.zeros((len(class_names), 4), np.int64)
-    sizes = np.zeros((len(class_names), 4), np.int64)
-    for c, name in enumerate(class_names):
-        for code, state in ((1, "positive"), (2, "negative"), (3, "uncertain")):
-            try:
-                pool = t.sentences(name, state)
-            except KeyError:
-                raise ValueError(f"{t.path}: no templates for class {name!r}; add it under classes:") from None
-            offs[c, code], sizes[c, code] = len(pool_text), len(pool)
-            pool_text.extend(pool)
+    pool_text, members, offs, sizes, nprof = _pool_table(t, class_names)
     n, ncls = states.shape
-    size = sizes[np.arange(ncls)[None, :], states]  # (n, C): pool size, 0 where nothing to say
-    k = (size > 0).sum(axis=1)  # sentences per prompt
+    cidx = np.arange(ncls)[None, :]
+    k = (sizes[cidx, states, 0] > 0).sum(axis=1)  # sentences per prompt
     has = k > 0
     v = np.arange(variants, dtype=np.uint64)[None, :, None]
     cls = np.arange(ncls, dtype=np.uint64)[None, None, :]
     pieces = []
     for lo in range(0, n, 8192):  # bounded memory: (studies, variants, classes) arrays per block
         hi = min(n, lo + 8192)
-        sz = size[lo:hi][:, None, :].astype(np.uint64)
-        kk = keys[lo:hi][:, None, None]
+        st, kk = states[lo:hi], keys[lo:hi][:, None, None]
+        npf = np.maximum(nprof[cidx, st], 1).astype(np.uint64)[:, None, :]
+        prof = (_uniform(kk, 4, np.zeros(1, np.uint64), cls) % npf).astype(np.int64)[:, 0, :]  # one per study
+        sz = sizes[cidx, st, prof][:, None, :].astype(np.uint64)
         pick = _uniform(kk, 2, v, cls) % np.maximum(sz, np.uint64(1))
-        sent = offs[np.arange(ncls)[None, :], states[lo:hi]][:, None, :] + pick.astype(np.int64)
+        sent = members[offs[cidx, st, prof][:, None, :] + pick.astype(np.int64)]
         # shuffle each prompt's sentences: sort by a random key, classes with nothing to say last
         order = np.argsort(np.where(sz > 0, _uniform(kk, 3, v, cls) >> np.uint64(1), np.uint64(_M64)), axis=2)
         sent = np.take_along_axis(sent, order, axis=2)
         valid = np.take_along_axis(np.broadcast_to(sz > 0, sent.shape), order, axis=2)
         pieces.append(sent[valid])
+    return _assemble(pool_text, pieces, k, has, n, variants)
+
+
+def _assemble(pool_text, pieces, k, has, n: int, variants: int):
+    """Join the drawn sentence indices into prompts -> (list<string> array, prompts per study, characters)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     flat = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
     group_len = np.repeat(k[has], variants)
     inner = np.zeros(len(group_len) + 1, np.int64)

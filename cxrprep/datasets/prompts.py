@@ -16,7 +16,14 @@ as CXR-CLIP did; without the lists, a deterministic 70/10/20 patient-level split
 Prompts: ``--variants K`` prompt reports per study; each is one sentence per labelled class (positive,
 negative or uncertain templates; uncertain labels follow ``--uncertain``), for ChestX-ray14 the positives
 plus ``--negatives N`` sampled absent classes, in random order; randomness is seeded per study from
-``--seed`` and the study id, so output is deterministic.
+``--seed`` and the study id, so output is deterministic. ``--qualifiers none|sample`` (default: the template
+file's ``qualifiers:``, else none) says whether severity and side are invented; with ``sample`` one profile
+per study and class is drawn and all K variants agree with it (cxrprep/text/template_qualifiers.py).
+
+Conflicting labels: "No Finding" positive together with a positive or uncertain finding (Support Devices
+excepted, as the CheXpert labeler allows it) drops the No Finding sentence (a finding outranks "normal"); the
+stored labels stay as read, and the study counts in ``label_conflicts`` (as do studies whose CSV rows
+disagree).
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cxrprep.datasets.csvtext import check_utf8
 from cxrprep.datasets.label_csv import NIH_REQUIRED, chexpert_studies, nih_studies, read_list, resolve_image
-from cxrprep.datasets.prompt_bulk import render_bulk, state_codes, study_keys
+from cxrprep.datasets.prompt_bulk import raw_state_codes, render_bulk, resolve_no_finding_codes, study_keys
 from cxrprep.image.process import ImageSettings, process_study_images
-from cxrprep.labels import CHEXPERT_LABELS, NIH_LABELS
+from cxrprep.labels import CHEXPERT_LABELS, NIH_LABELS, resolve_no_finding
 from cxrprep.parallel import in_part, ordered_map
 from cxrprep.paths import split_outside
 from cxrprep.shards import ShardWriter
@@ -51,6 +59,7 @@ class PromptsConfig:
     negatives: int = 3
     uncertain: str = "uncertain"
     seed: int = 0
+    qualifiers: str | None = None  # none | sample (severity, side); None: the template file's (default none)
     split_lists: str | None = None
     exclude_patients: str | None = None
     workers: int = 1
@@ -64,6 +73,8 @@ class PromptsConfig:
             raise ValueError(f"--negatives must be >= 0, got {self.negatives}")
         if self.uncertain not in UNCERTAIN_POLICIES:
             raise ValueError(f"--uncertain must be one of {', '.join(UNCERTAIN_POLICIES)}, got {self.uncertain!r}")
+        if self.qualifiers not in (None, "none", "sample"):
+            raise ValueError(f"--qualifiers must be none or sample, got {self.qualifiers!r}")
         if self.dataset not in (None, "chexpert", "chestx-ray14"):
             raise ValueError(f"--dataset must be chexpert or chestx-ray14, got {self.dataset!r}")
 
@@ -86,8 +97,10 @@ def detect_dataset(header: list[str], path: Path) -> str:
 
 # -- rendering --------------------------------------------------------------------------------------
 def render_prompts(t: Templates, states: list[tuple[str, str]], rng: random.Random, variants: int) -> list[str]:
-    """``states`` = [(class name, positive|negative|uncertain)] -> ``variants`` prompt reports."""
-    pools = [t.sentences(c, s) for c, s in states]
+    """``states`` = [(class name, positive|negative|uncertain)] -> ``variants`` prompt reports. One qualifier
+    profile per class is drawn first (Templates.draw_profile), so the variants never contradict each other
+    on a severity or side."""
+    pools = [t.sentences(c, s, t.draw_profile(c, s, rng)) for c, s in states]
     pools = [p for p in pools if p]
     out = []
     for _ in range(variants):
@@ -111,14 +124,14 @@ def chexpert_states(labels: list[int | None], policy: str) -> list[tuple[str, st
         if name == "No Finding" and state != "positive":
             continue  # never "no No Finding"
         states.append((name, state))
-    return states
+    return resolve_no_finding(states)
 
 
 def nih_states(labels: list[int], rng: random.Random, negatives: int) -> list[tuple[str, str]]:
     pos = [n for n, v in zip(NIH_LABELS, labels) if v == 1]
     absent = [n for n, v in zip(NIH_LABELS, labels) if v == 0 and n != "No Finding"]
     neg = rng.sample(absent, min(negatives, len(absent)))
-    return [(n, "positive") for n in pos] + [(n, "negative") for n in neg]
+    return resolve_no_finding([(n, "positive") for n in pos] + [(n, "negative") for n in neg])
 
 
 # -- worker -----------------------------------------------------------------------------------------
@@ -158,7 +171,8 @@ def _read_studies(csv_path: Path, cfg: PromptsConfig):
 
     import polars as pl
 
-    with open(csv_path, newline="") as f:
+    check_utf8(csv_path)  # a Latin-1 CSV: one line naming the file and line, not a bare codec error
+    with open(csv_path, newline="", encoding="utf-8") as f:
         header = next(_csv.reader(f), [])
     kind = cfg.dataset or detect_dataset(header, csv_path)
     if kind == "chexpert":
@@ -278,17 +292,31 @@ def _write_with_images(
         w.write_table(part)
 
 
+def _check_coverage(t: Templates, label_names: list[str], kind: str) -> None:
+    """Refuse a template file that leaves classes of the dataset without sentences, naming them all."""
+    from cxrprep.text.template_coverage import describe, missing_sentences
+
+    missing = missing_sentences(t, label_names)
+    if missing:
+        raise ValueError(
+            f"{t.path}: {len(missing)} of {len(label_names)} {kind} classes lack sentences (with qualifiers "
+            f"{t.qualifiers}): {describe(missing)}; add them under classes: (cxrprep templates check --dataset {kind})"
+        )
+
+
 def run_prompts(csv_path: Path, out: Path, cfg: PromptsConfig, progress=lambda it, total: it) -> dict:
     """Run ``cxrprep prompts``; returns the manifest. Raises ValueError (bad CSV/template) before work.
 
     Labels are read and grouped with polars, every study's prompts are rendered in bulk (numpy + Arrow),
     and text-only runs write the whole table at once; with images, worker processes decode the images of
     chunks of studies and the rows are written chunk by chunk, in study order."""
-    t = load_templates(cfg.templates)  # template errors surface before any work (TemplateError is a ValueError)
+    t = load_templates(cfg.templates, cfg.qualifiers)  # errors surface before any work (TemplateError: ValueError)
     kind, frame, dups, label_names = _read_studies(csv_path, cfg)
+    _check_coverage(t, label_names, kind)
     root = Path(cfg.image_root) if cfg.image_root else csv_path.parent
     conf = asdict(cfg)
     conf["csv"] = str(csv_path)
+    conf["qualifiers"] = t.qualifiers  # the mode in effect (the option, else the file's key)
     extra = {"label_conflicts": 0, "excluded_patients": 0, "prompts_written": 0}
     with ShardWriter(
         out,
@@ -302,7 +330,9 @@ def run_prompts(csv_path: Path, out: Path, cfg: PromptsConfig, progress=lambda i
         w.counts.inputs_seen = frame.height + len(dups)
         keep = _reject_skipped(w, frame, dups, cfg, extra)
         keys = study_keys(cfg.seed, keep["study_id"].to_list())
-        states = state_codes(kind, _labels_matrix(keep, len(label_names)), cfg.uncertain, keys, cfg.negatives)
+        states = raw_state_codes(kind, _labels_matrix(keep, len(label_names)), cfg.uncertain, keys, cfg.negatives)
+        nf_conflict = resolve_no_finding_codes(kind, states)  # a finding outranks No Finding
+        keep = keep.with_columns(conflict=keep["conflict"].to_numpy() | nf_conflict)  # both count in label_conflicts
         prompts, counts, chars = render_bulk(t, label_names, states, keys, cfg.variants)
         table = _study_table(keep, kind, prompts)
         if not cfg.images:

@@ -33,17 +33,23 @@ def _first(value):
     return value
 
 
-def _header_int(ds, keyword: str, default, path: Path):
-    """An integer header value, accepting text ("512", b"512 "); raises ImageError naming the value."""
+def _header_value(ds, keyword: str, path: Path):
+    """A header element's (first) value, bytes decoded as Latin-1; None when absent or empty. Raises
+    ImageError when pydicom cannot read it."""
     try:
-        elem = ds[keyword] if keyword in ds else None
-        value = None if elem is None else _first(elem.value)
+        value = _first(ds[keyword].value) if keyword in ds else None
     except Exception as e:  # pydicom converts lazily: a garbage value raises on access
         raise ImageError(f"{path}: {keyword} cannot be read ({type(e).__name__}: {e})") from None
     if value is None or value == "" or value == b"":
+        return None
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _header_int(ds, keyword: str, default, path: Path):
+    """An integer header value, accepting text ("512", b"512 "); raises ImageError naming the value."""
+    value = _header_value(ds, keyword, path)
+    if value is None:
         return default
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
     try:
         f = float(str(value).strip())
         if not np.isfinite(f) or f != int(f):
@@ -56,16 +62,9 @@ def _header_int(ds, keyword: str, default, path: Path):
 def _header_float(ds, keyword: str, path: Path, what: str) -> float | None:
     """A decimal header value (DS, possibly text or multi-valued -> the first); None when absent.
     Raises ImageError when present but not a finite number."""
-    if keyword not in ds:
+    value = _header_value(ds, keyword, path)
+    if value is None:
         return None
-    try:
-        value = _first(ds[keyword].value)
-    except Exception as e:
-        raise ImageError(f"{path}: {keyword} cannot be read ({type(e).__name__}: {e})") from None
-    if value is None or value == "" or value == b"":
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
     try:
         f = float(str(value).strip())
     except ValueError:
@@ -227,6 +226,15 @@ def _view_position(ds) -> str | None:
     return view
 
 
+def _low_bits_to_8(a: np.ndarray, bits: int | None) -> np.ndarray:
+    """uint8 pixels that use fewer than 8 bits (BitsStored 1: segmentation-like masks; 8-bit with BitsStored 2)
+    scaled to the full 0..255 range, so they are not stored nearly black; anything else is unchanged."""
+    if a.dtype != np.uint8 or not bits or bits >= 8:
+        return a
+    top = (1 << bits) - 1
+    return ((np.minimum(a, top).astype(np.uint16) * 255 + top // 2) // top).astype(np.uint8)
+
+
 def read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, str | None]:
     """Decode the first frame of a DICOM file to 8-bit MONOCHROME2; return it and its ViewPosition."""
     ds = _open_dicom(path)
@@ -256,7 +264,7 @@ def read_dicom(path: Path, max_pixels: int) -> tuple[np.ndarray, str | None]:
     if mono:
         a = _modality_lut(a, ds, path)
         a = _voi_lut(a, ds, path)
-        a = to_uint8(a, path)
+        a = to_uint8(_low_bits_to_8(a, h["BitsStored"]), path)
         if photometric == "MONOCHROME1":
             a = 255 - a  # MONOCHROME1: low values are bright; invert so bone is bright
     else:

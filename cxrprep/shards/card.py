@@ -9,6 +9,7 @@ import hashlib
 import json
 
 from cxrprep.schema import DATA_DIR, SCHEMA_VERSION, SPLITS
+from cxrprep.shards.sources import card_section, hub_licence
 
 
 def split_order(splits) -> list[str]:
@@ -26,9 +27,12 @@ def card_text(manifest: dict, manifest_bytes: bytes) -> str:
     rows = manifest.get("splits") or {}
     splits = split_order(rows)
     c = manifest["counts"]
+    licence, link = hub_licence(name)
     yaml = [
         "---",
         f"pretty_name: {_q(name + ' (cxrkit study shards)')}",
+        f"license: {licence}",
+        *([f"license_link: {_q(link)}"] if link else []),
         "tags:",
         "- medical",
         "- chest-x-ray",
@@ -68,6 +72,7 @@ def card_text(manifest: dict, manifest_bytes: bytes) -> str:
             + ".",
             "",
         ]
+    body += card_section(name)
     built = manifest.get("invocation") or manifest.get("command") or ""
     body += ["Built by:", "", "```", built, "```", ""]
     if manifest.get("merged_from"):

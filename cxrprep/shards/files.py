@@ -67,9 +67,48 @@ def atomic_write_bytes(path: Path, data: bytes, owner: str = "") -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError:
+    except BaseException:  # a write error, or Ctrl-C (Interrupted) while writing: no .tmp-* is left behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_tmp(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def commit_files(files: list[tuple[Path, bytes]], remove_first: Path | None = None) -> None:
+    """Write several files as one step: each goes to its temporary name first (a failure or Ctrl-C there
+    removes them all and leaves the folder as it was), then ``remove_first`` is removed and they are renamed
+    in order, with SIGINT/SIGTERM held back for those few renames (a signal then arrives once they are done),
+    so an interrupted ``cxrprep merge`` never leaves half of its outputs."""
+    import signal
+    import threading
+
+    tmps = [(tmp_name(Path(p)), Path(p), data) for p, data in files]
+    try:
+        for tmp, _, data in tmps:
+            _write_tmp(tmp, data)
+    except BaseException:
+        for tmp, _, _ in tmps:
+            tmp.unlink(missing_ok=True)
+        raise
+    block = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+    held = {signal.SIGINT, signal.SIGTERM}
+    if block:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        if remove_first is not None:
+            remove_first.unlink(missing_ok=True)
+        for tmp, path, _ in tmps:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _, _ in tmps:
+            tmp.unlink(missing_ok=True)
+        if block:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def manifest_bytes(obj: dict) -> bytes:

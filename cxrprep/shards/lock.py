@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 from pathlib import Path
 
 from cxrprep.schema import LOCK
@@ -24,10 +26,38 @@ class DatasetBusy(ValueError):
     """Another run holds the dataset folder's lock (a usage error: exit code 2)."""
 
 
+# a planted symbolic link (or FIFO, device) named .lock is refused, never followed: opening it for writing
+# would truncate whatever file it points to, as the manifest, rejects and card writers already never do
+_FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+def _open_lock(path: Path) -> int:
+    """Open (create) a lock file without following a symbolic link; refuse anything but a regular file."""
+    try:
+        fd = os.open(path, _FLAGS, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DatasetBusy(
+                f"{path} is a symbolic link; refusing to follow it (it could truncate the file it points to); "
+                f"remove it and run again"
+            ) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DatasetBusy(f"{path} is not a regular file; remove it and run again")
+    return fd
+
+
 def _describe(path: Path) -> str:
     try:
-        info = json.loads(path.read_text() or "{}")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            info = json.loads(os.read(fd, 1 << 16).decode("utf-8", "replace") or "{}")
+        finally:
+            os.close(fd)
     except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict):
         info = {}
     if not info:
         return "pid unknown"
@@ -37,7 +67,7 @@ def _describe(path: Path) -> str:
 def _held(path: Path) -> bool:
     """Whether another open file holds ``path`` exclusively (probe with a shared, non-blocking lock)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
     try:
@@ -83,7 +113,7 @@ class DatasetLock:
     def acquire(self) -> "DatasetLock":
         self.dir.mkdir(parents=True, exist_ok=True)
         self._pid = os.getpid()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open_lock(self.path)
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if self.tag else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -92,7 +122,11 @@ class DatasetLock:
         self._fds.append(fd)
         own = fd
         if self.tag:
-            pfd = os.open(self._piece_path(self.tag), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                pfd = _open_lock(self._piece_path(self.tag))
+            except BaseException:
+                self.release()
+                raise
             try:
                 fcntl.flock(pfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

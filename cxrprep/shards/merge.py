@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cxrprep.schema import CARD, DATA_DIR, DATA_FILE_RE, MANIFEST, REJECTS, ShardSchemaError
 from cxrprep.shards.card import card_text, split_order
-from cxrprep.shards.files import atomic_write_bytes, manifest_bytes, read_rejects, rejects_bytes, sha256_file
+from cxrprep.shards.files import commit_files, manifest_bytes, read_rejects, rejects_bytes, sha256_file
 from cxrprep.shards.lock import DatasetLock
 
 
@@ -78,9 +78,12 @@ def _merge(d: Path) -> dict:
         rejects=dict(file=REJECTS, rows=len(rejects)),
     )
     merged["config"] = dict(cfg0, part=None)
-    (d / MANIFEST).unlink(missing_ok=True)
-    atomic_write_bytes(d / REJECTS, rejects_bytes(rejects))
     mbytes = manifest_bytes(merged)
-    atomic_write_bytes(d / CARD, card_text(merged, mbytes).encode())
-    atomic_write_bytes(d / MANIFEST, mbytes)
+    # all three or none: written to temporary names, then renamed with Ctrl-C held back (the manifest last)
+    files = [
+        (d / REJECTS, rejects_bytes(rejects)),
+        (d / CARD, card_text(merged, mbytes).encode()),
+        (d / MANIFEST, mbytes),
+    ]
+    commit_files(files, remove_first=d / MANIFEST)
     return merged

@@ -118,6 +118,27 @@ class ShardDataset:
             check_shard(p, self.label_names)
             if verify and sha256_file(p) != meta["sha256"]:
                 raise ShardSchemaError(f"{p}: sha256 differs from {self.dir / MANIFEST}; the file changed")
+        if verify:
+            self._check_no_strays()
+
+    def _check_no_strays(self) -> None:
+        """Every file under data/ must be one the manifest lists: pyarrow, polars and datasets read the whole
+        folder, so a stray copy (``train-00000-of-00001 (1).parquet``) would add its rows to theirs. Hidden
+        names (``.tmp-*``) are skipped by those readers and here."""
+        listed = {p.resolve() for p in self.paths}
+        data = self.dir / DATA_DIR
+        strays = sorted(
+            str(p.relative_to(self.dir))
+            for p in (data.rglob("*") if data.is_dir() else [])
+            if not p.is_dir() and not p.name.startswith(".") and p.resolve() not in listed
+        )
+        if strays:
+            more = f" and {len(strays) - 3} more" if len(strays) > 3 else ""
+            raise ShardSchemaError(
+                f"{self.dir}: {len(strays)} file(s) in {DATA_DIR}/ not listed in {MANIFEST}: "
+                f"{', '.join(repr(s) for s in strays[:3])}{more}; pyarrow and polars would read their rows too: "
+                f"remove them"
+            )
 
     @property
     def num_rows(self) -> int:
@@ -161,8 +182,15 @@ class ShardDataset:
         for g in groups:
             if split is not None and self.split_of.get(g.path) not in (None, split):
                 continue
-            pf = files.get(g.path) or files.setdefault(g.path, pq.ParquetFile(g.path))
-            table = pf.read_row_group(g.index, columns=cols)
+            try:
+                pf = files.get(g.path) or files.setdefault(g.path, pq.ParquetFile(g.path))
+                table = pf.read_row_group(g.index, columns=cols)
+            except (OSError, pa.ArrowException) as e:  # a corrupt page: "ZSTD decompression failed", ...
+                cause = " ".join(str(e).split())[:200]
+                raise ShardSchemaError(
+                    f"{g.path}: row group {g.index} cannot be read ({cause}); the file is damaged: check it with "
+                    f"cxrprep inspect --verify {self.dir} and write the dataset again"
+                ) from None
             if split is not None and self.split_of.get(g.path) is None:
                 import pyarrow.compute as pc
 

@@ -117,6 +117,15 @@ def table_row_bytes(table: pa.Table) -> list[int]:
     return out.tolist()
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def stable_reason(reason) -> str:
+    """A reject reason without memory addresses (PIL names ``<_io.BytesIO object at 0x7f...>``), so the same
+    input gives the same rejects file in every run."""
+    return _ADDRESS.sub("", str(reason))
+
+
 @dataclass
 class Counts:
     """Counters that end up in manifest.json."""
@@ -326,7 +335,9 @@ class ShardWriter:
         if level not in REJECT_LEVELS:
             raise ValueError(f"reject level must be one of {REJECT_LEVELS}, got {level!r}")
         self._rejects.append(
-            dict(source=str(source), study_id=study_id, stage=stage, kind=kind, level=level, reason=str(reason))
+            dict(
+                source=str(source), study_id=study_id, stage=stage, kind=kind, level=level, reason=stable_reason(reason)
+            )
         )
         if level == "image":
             self.counts.images_failed += 1

@@ -21,7 +21,7 @@ PACKAGE = "cxrprep.prompt_files"
 
 def packaged_dir() -> Path:
     """The folder holding the packaged prompt YAML files."""
-    checkout = Path(__file__).resolve().parents[2] / "prompts"  # cxrprep/text/promptfiles.py -> repo root
+    checkout = Path(__file__).resolve().parents[2] / "prompts"  # cxrprep/text/promptfiles.py -> the checkout
     if (checkout / "default.yaml").is_file() and (checkout / "__init__.py").is_file():
         return checkout  # a source checkout (the package's files live here too when installed editable)
     from importlib import resources

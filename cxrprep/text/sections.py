@@ -195,22 +195,35 @@ def _paragraphs(text: str) -> list[str]:
     return [p for p in re.split(r"\n[ \t]*\n", text) if p.strip()]
 
 
-def parse_report(text: str) -> Report:
-    """Split a report into sections. Never raises on odd text; an empty report gives an empty Report."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+def _addendum_and_body(text: str) -> tuple[list[str], str]:
+    """(addendum lines, the report below them without its banner line). Addenda come first, then a line
+    of underscores; a first line that is a ``FINAL REPORT`` banner is dropped. Without underscores (most
+    reports) the text is not split into lines at all."""
+    if "__________" not in text:
+        nl = text.find("\n")
+        if _BANNER.match(text if nl < 0 else text[:nl]):
+            return [], "" if nl < 0 else text[nl + 1 :]
+        return [], text
     lines = text.split("\n")
     addendum: list[str] = []
-    for i, line in enumerate(lines if "__________" in text else ()):  # addenda, underscores, then the report
+    for i, line in enumerate(lines):  # addenda, underscores, then the report
         if _UNDERSCORE_LINE.match(line):
             addendum, lines = lines[:i], lines[i + 1 :]
             break
     if lines and _BANNER.match(lines[0]):
         lines = lines[1:]
+    return addendum, "\n".join(lines)
+
+
+def parse_report(text: str) -> Report:
+    """Split a report into sections. Never raises on odd text; an empty report gives an empty Report."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    addendum, main = _addendum_and_body(text)
     rep = Report()
     if any(s.strip() for s in addendum):
         body = "\n".join(addendum)
         rep.sections.append(("addendum", body.strip("\n")))
-    for name, body in _section_bodies("\n".join(lines)):
+    for name, body in _section_bodies(main):
         body = body.strip("\n")
         if name == "preamble" and not body.strip():
             continue
@@ -221,7 +234,7 @@ def parse_report(text: str) -> Report:
         elif name == "impression" and body.strip():
             rep.impression = body
     if rep.findings is None and rep.impression is None:
-        paras = _paragraphs("\n".join(lines))
+        paras = _paragraphs(main)
         if paras:
             last = paras[-1]
             m = _HEADER.match(last.strip("\n").split("\n")[0])

@@ -91,14 +91,19 @@ def get_nlp():
     return nlp
 
 
-def _import_spacy():
-    """``import spacy``. In a worker process that has not loaded torch, thinc's optional probe for torch
-    is answered "not installed": importing torch there took over half of spaCy's import time and ~180
-    MB per worker, and the blank tokenizer never uses it. Other processes import spaCy as usual."""
+def _import_spacy(block_torch: bool = False):
+    """``import spacy``. In a worker process (or with ``block_torch``) that has not loaded torch, thinc's
+    optional probe for torch is answered "not installed": importing torch there took over half of spaCy's
+    import time and ~180 MB per worker, and the blank tokenizer never uses it. Other processes import
+    spaCy as usual."""
     import multiprocessing
     import sys
 
-    if "spacy" in sys.modules or "torch" in sys.modules or multiprocessing.parent_process() is None:
+    if "spacy" in sys.modules or "torch" in sys.modules:
+        import spacy
+
+        return spacy
+    if not block_torch and multiprocessing.parent_process() is None:
         import spacy
 
         return spacy
@@ -109,6 +114,14 @@ def _import_spacy():
         if sys.modules.get("torch", 0) is None:
             del sys.modules["torch"]
     return spacy
+
+
+def preload() -> None:
+    """Import spaCy and build the splitter's tables in this process, so that worker processes forked
+    afterwards share them instead of each loading them (about 1 s of CPU each). spaCy is imported as in
+    a worker: if torch is not loaded yet, thinc in this process will not use it (cxrkit never does)."""
+    _import_spacy(block_torch=True)
+    _LazyNLP().load()
 
 
 def blocks(section: str) -> list[str]:
@@ -319,11 +332,12 @@ def _cross_space_pairs(nlp) -> tuple[re.Pattern, re.Pattern, frozenset]:
     return quick, re.compile(f"(?=({body}))"), frozenset(pairs)
 
 
-def _sentences_of_block(text: str, lazy: _LazyNLP) -> list[str]:
-    """Same result as ``_sentences_of_doc(nlp.tokenizer(text))`` for a block (single spaces, stripped)."""
+def _sentences_of_block(text: str, lazy: _LazyNLP, check: bool = True) -> list[str]:
+    """Same result as ``_sentences_of_doc(nlp.tokenizer(text))`` for a block (single spaces, stripped).
+    ``check=False``: the caller knows the block is not context dependent (see split_sections_and_text)."""
     if "." not in text and "?" not in text and "!" not in text:
         return [text] if text else []
-    if lazy.context_dependent(text):
+    if check and lazy.context_dependent(text):
         return _sentences_of_doc(lazy.nlp.tokenizer(text))
     # common case: every chunk with a special character is "word." (a cut after it), "1." (a cut unless
     # it starts the sentence) or inert ("2.5"); the next chunk then starts the next sentence
@@ -349,8 +363,13 @@ def _sentences_of_block(text: str, lazy: _LazyNLP) -> list[str]:
         if len(cuts) == 2:
             return [text]
         return [text[a : b - 1] if b < len(text) else text[a:b] for a, b in zip(cuts, cuts[1:])]
-    # reduced token list: (start, end, code, closers, short number); a run of chunks without special
-    # characters is one _PLAIN entry (its real tokens end in none of . ? ! and are not all closers)
+    return _sentences_of_tokens(text, lazy)
+
+
+def _sentences_of_tokens(text: str, lazy: _LazyNLP) -> list[str]:
+    """The rules of ``_sentences_of_doc`` on a reduced token list: (start, end, code, closers, short
+    number) per token of the chunks with special characters; a run of chunks without special characters
+    is one _PLAIN entry (its real tokens end in none of . ? ! and are not all closers)."""
     toks: list[tuple] = []
     pos = 0
     for m in _SPECIAL.finditer(text):
@@ -407,6 +426,29 @@ def split_sections(sections: list[str | None], nlp=None) -> list[list[str]]:
     """Sentences of each section (raw text with line breaks). ``None`` or empty -> []."""
     lazy = nlp if isinstance(nlp, _LazyNLP) else _LazyNLP(nlp)
     return [[x for b in blocks(s) for x in _sentences_of_block(b, lazy)] if s else [] for s in sections]
+
+
+def split_sections_and_text(sections: list[str | None], nlp=None) -> tuple[list[list[str]], list[str | None]]:
+    """(``split_sections(sections)``, ``[normalize_ws(s) for s in sections]``) from one pass: a section's
+    blocks joined by single spaces are its whitespace-normalised text (blocks only cut and re-join at
+    whitespace). The context check (``_LazyNLP.context_dependent``) runs once on that joined text; only
+    when it could match there is each block checked on its own."""
+    lazy = nlp if isinstance(nlp, _LazyNLP) else _LazyNLP(nlp)
+    sents: list[list[str]] = []
+    texts: list[str | None] = []
+    for s in sections:
+        bl = blocks(s) if s else []
+        joined = " ".join(bl)
+        if not bl:
+            sents.append([])
+            texts.append(None)
+            continue
+        if lazy.quick is None:
+            lazy.load()
+        check = lazy.quick.search(joined) is not None
+        sents.append([x for b in bl for x in _sentences_of_block(b, lazy, check)])
+        texts.append(joined)
+    return sents, texts
 
 
 def split_sections_reference(sections: list[str | None], nlp=None) -> list[list[str]]:

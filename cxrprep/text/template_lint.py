@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from cxrprep.text.template_articles import COUNT_NOUNS, DETERMINERS, indefinite, noun_phrase
 from cxrprep.text.template_syntax import Src
 
 #: words that qualify a finding (severity, side, location, subtype); a negative sentence must not contain
@@ -32,7 +33,52 @@ _PLURAL_IS = re.compile(r"\b([A-Za-z]+s)\s+(is|was)\b")
 _THERE_IS_OF = re.compile(r"\bthere is\b[^.]*?\b([A-Za-z]+s) of\b", re.I)  # "There is no convincing signs of"
 _SINGULAR_S = ("sis", "ss", "us", "xis", "ous", "ics", "ias", "is")
 _DOUBLED = re.compile(r"\b(\w+)\s+\1\b", re.I)
-DEFECT_KINDS = ("double-verb", "qualified-negative", "article-after-modifier", "duplicate", "agreement", "malformed")
+DEFECT_KINDS = (
+    "double-verb",
+    "qualified-negative",
+    "article-after-modifier",
+    "missing-article",
+    "a-an",
+    "duplicate",
+    "agreement",
+    "malformed",
+)
+#: phrases after which a noun phrase needs a determiner when its head is countable and singular
+_FRAMES = re.compile(
+    r"\b(there is|there are|evidence of|consistent with|compatible with|suggestive of|suggesting|represents?|"
+    r"development of|presence of)\s",
+    re.I,
+)
+_NOT_AFTER = {"no", "not", "without", "nor"}  # a negation before the frame
+
+
+def _is_plural(word: str) -> bool:
+    low = word.lower()
+    return low.endswith("s") and not low.endswith(_SINGULAR_S) and low not in COUNT_NOUNS
+
+
+def _article_defects(sentence: str) -> list[str]:
+    """missing-article ("There is nodule."), agreement of "there is/are" with the noun phrase ("There are a
+    effusion.", "There is nodules."), and a-an ("a effusion", "an nodule")."""
+    out = []
+    for m in _FRAMES.finditer(sentence):
+        if {w.lower() for w in re.findall(r"[A-Za-z]+", sentence[: m.start()])} & _NOT_AFTER:
+            continue  # "No convincing evidence of pneumothorax.": negated, not a claim of one
+        frame = m.group(1).lower()
+        np_ = noun_phrase(re.findall(r"[A-Za-z][A-Za-z-]*|[,;.]", sentence[m.end() :]))
+        if not np_:
+            continue
+        first, head = np_[0].lower(), np_[-1].lower()
+        if frame == "there are" and (first in ("a", "an", "one") or (first != "no" and head in COUNT_NOUNS)):
+            out.append("agreement")
+        elif frame == "there is" and _is_plural(head) and first not in ("a", "an", "one"):
+            out.append("agreement")
+        elif frame != "there are" and first not in DETERMINERS and head in COUNT_NOUNS:
+            out.append("missing-article")
+    for m in re.finditer(r"\b(a|an)\s+([A-Za-z][A-Za-z-]*)", sentence, re.I):
+        if indefinite(m.group(2)) != m.group(1).lower():
+            out.append("a-an")
+    return list(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
@@ -67,11 +113,18 @@ def sentence_defects(
         out.append("qualified-negative")
     if _ARTICLE.search(sentence):
         out.append("article-after-modifier")
+    more = _article_defects(sentence)
+    if "missing-article" in more:
+        out.append("missing-article")
     there = _THERE_IS_OF.search(sentence)
-    if any(not m.group(1).lower().endswith(_SINGULAR_S) for m in _PLURAL_IS.finditer(sentence)) or (
-        there and not there.group(1).lower().endswith(_SINGULAR_S)
+    if (
+        any(not m.group(1).lower().endswith(_SINGULAR_S) for m in _PLURAL_IS.finditer(sentence))
+        or (there and not there.group(1).lower().endswith(_SINGULAR_S))
+        or "agreement" in more
     ):
         out.append("agreement")
+    if "a-an" in more:
+        out.append("a-an")
     bad_form = (
         not sentence
         or not (sentence[0].isupper() or sentence[0].isdigit())
@@ -86,3 +139,12 @@ def sentence_defects(
     if bad_form:
         out.append("malformed")
     return out
+
+
+#: the kinds a ``verbatim:`` file is exempt from (its words are a paper's); a duplicate still fails it
+STYLE_KINDS = frozenset(DEFECT_KINDS) - {"duplicate"}
+
+
+def enforced(defects: list[Defect], verbatim: str | None) -> list[Defect]:
+    """The defects that fail a file: all of them, or for a ``verbatim`` file those outside STYLE_KINDS."""
+    return [d for d in defects if not verbatim or d.kind not in STYLE_KINDS]

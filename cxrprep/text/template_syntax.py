@@ -9,6 +9,8 @@ import contextvars
 import re
 from dataclasses import dataclass
 
+from cxrprep.text.template_articles import with_article
+
 STATES = ("positive", "negative", "uncertain")
 #: Resource caps (each error names the file, line and class): one expression may expand to at most
 #: MAX_EXPANSIONS strings, counted before the strings are built; one class and state may have at most
@@ -158,8 +160,13 @@ def expand(text: str, src: Src = Src("<string>", 1, 1)) -> list[str]:
 
 
 def render(sentence: str, expression: str | None = None) -> str:
-    """Fill the slot and capitalise the first letter (expressions keep their own case otherwise)."""
-    s = sentence.replace("{}", expression) if expression is not None else sentence
+    """Fill the slot and capitalise the first letter (expressions keep their own case otherwise). The slot
+    ``{a}`` puts "a"/"an" before an expression whose head is a countable singular noun ("There is {a}." ->
+    "There is a nodule.", "There is atelectasis."; see cxrprep/text/template_articles.py)."""
+    if expression is not None:
+        s = sentence.replace("{a}", with_article(expression)).replace("{}", expression)
+    else:
+        s = sentence
     return s[:1].upper() + s[1:] if s else s
 
 

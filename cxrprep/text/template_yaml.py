@@ -46,6 +46,13 @@ def to_python(node, file: str, budget: list[int] | None = None, depth: int = 0):
                     file, k.start_mark.line + 1, k.start_mark.column + 1, "a mapping key must be a plain string"
                 )
             key, ksrc = key
+            if str(key) in out:  # YAML keeps the last one silently: a class defined twice is a mistake
+                raise TemplateError(
+                    file,
+                    ksrc.line,
+                    ksrc.column,
+                    f"{str(key)!r} is defined twice (line {out[str(key)][1].line} and line {ksrc.line}); remove one",
+                )
             out[str(key)] = (to_python(v, file, budget, depth + 1), ksrc)
         return out
     raise TemplateError(file, line, col, "unsupported YAML node")

@@ -5,7 +5,8 @@ Grammar (a superset of the one in the CXR-CLIP appendix)::
     expr  := term (['+'] term)*        concatenation ('+' or juxtaposition), joined with one space
     term  := '[' alts ']' | text
     alts  := expr (',' expr)*          alternatives; '( )' or '()' is the empty option
-    text  := any characters but [ ] , +   ('{}' is the slot for a class expression)
+    text  := any characters but [ ] , +   ('{}' is the slot for a class expression; '{a}' the same with
+                                           "a"/"an" before a countable singular noun: cxrprep/text/template_articles.py)
 
 ``[There is, ( )] + [no {}., no evidence of {}.]`` expands to ``There is no {}.``, ``There is no evidence
 of {}.``, ``no {}.``, ``no evidence of {}.``; rendering fills the slot and capitalises the first letter.
@@ -13,7 +14,9 @@ of {}.``, ``no {}.``, ``no evidence of {}.``; rendering fills the slot and capit
 A template file (YAML)::
 
     version: 1
-    defaults:                      # sentence templates; each must contain exactly one {}
+    qualifiers: none               # none (default, as CXR-CLIP) | sample: cxrprep/text/template_qualifiers.py
+    verbatim: "CXR-CLIP appendix"  # optional: the file is a paper's words; exempt from the style lint
+    defaults:                      # sentence templates; each must contain exactly one {} or {a}
       positive: ["..."]
       negative: ["..."]
       uncertain: ["..."]
@@ -36,7 +39,9 @@ variety to positive and uncertain sentences. Pools never hold a sentence twice. 
 a radiologist would not write (see ``DEFECT_KINDS``); ``cxrprep templates check`` fails on them.
 
 Modules: template_syntax.py (expand, render, caps, TemplateError), template_yaml.py (YAML with positions),
-this module (validation and the Templates object), template_lint.py (lint).
+this module (validation and the Templates object), template_lint.py (lint), template_articles.py ({a}),
+template_qualifiers.py (qualifiers none|sample, per-study profiles), template_coverage.py (a dataset's
+classes). User documentation: docs/templates.md.
 
 Errors (``TemplateError``) carry file, line and column: YAML syntax, unknown keys or classes,
 unbalanced brackets, an expansion that is empty, a ``{}`` slot where it cannot be (in an expression, twice
@@ -55,6 +60,7 @@ import yaml
 
 from cxrprep.labels import ALIASES, CHEXPERT_LABELS, NIH_LABELS
 from cxrprep.text.template_lint import DEFECT_KINDS, QUALIFIERS, Defect, sentence_defects
+from cxrprep.text.template_qualifiers import DEFAULT_QUALIFIERS, agreeing, apply_mode, load_file_options, profiles
 from cxrprep.text.template_syntax import (
     MAX_DEPTH,
     MAX_EXPANSIONS,
@@ -96,16 +102,29 @@ class Templates:
     multiclass: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     # evaluation prompts before de-duplication: (section, set, class, state, prompt, source)
     eval_origins: list[tuple[str, str, str, str, str, Src]] = field(default_factory=list)
+    verbatim: str | None = None  # the source a file transcribes word for word (exempt from the style lint)
+    qualifiers: str = DEFAULT_QUALIFIERS  # none | sample: see cxrprep/text/template_qualifiers.py
 
     def canonical(self, name: str) -> str:
         return self.aliases.get(name, ALIASES.get(name, name))
 
-    def sentences(self, class_name: str, state: str) -> list[str]:
-        """Rendered sentences of a class (dataset spelling accepted) for state positive|negative|uncertain."""
+    def sentences(self, class_name: str, state: str, profile: tuple | None = None) -> list[str]:
+        """Rendered sentences of a class (dataset spelling accepted) for state positive|negative|uncertain;
+        with a ``profile`` (severity, side) drawn by ``draw_profile``, only the sentences that agree with it."""
         c = self.classes.get(self.canonical(class_name))
         if c is None:
             raise KeyError(f"{self.path}: no templates for class {class_name!r}")
-        return c.sentences[state]
+        return agreeing(c.sentences[state], profile)
+
+    def profiles(self, class_name: str, state: str) -> list[tuple]:
+        """The qualifier profiles a study may draw for this class and state (one: nothing to agree on)."""
+        return profiles(self.sentences(class_name, state))
+
+    def draw_profile(self, class_name: str, state: str, rng) -> tuple | None:
+        """One study's profile for a class (``rng``: a random.Random of that study and epoch), or None when the
+        pool has a single profile. Render every text of the study with ``sentences(..., profile)``."""
+        ps = self.profiles(class_name, state)
+        return rng.choice(ps) if len(ps) > 1 else None
 
 
 def _strings(value, what: str, src: Src) -> list[tuple[str, Src]]:
@@ -121,20 +140,26 @@ def _strings(value, what: str, src: Src) -> list[tuple[str, Src]]:
     return out
 
 
+def _has_slot(s: str) -> bool:
+    return "{}" in s or "{a}" in s
+
+
 def _check_slots(s: str, src: Src, required: bool) -> None:
-    n = s.count("{}")
+    n = s.count("{}") + s.count("{a}")
     if n > 1:
-        raise src.error(f"a sentence may contain one {{}} slot, found {n}: {s!r}")
+        raise src.error(f"a sentence may contain one {{}} slot, found {n} (counting {{a}}): {s!r}")
     if required and n == 0:
         raise src.error(f"default sentence has no {{}} slot for the class expression: {s!r}")
-    if re.search(r"\{[^}]+\}", s):
-        raise src.error(f"only an empty {{}} slot is allowed: {s!r}")
+    if re.search(r"\{(?!a\})[^}]+\}", s):
+        raise src.error(f"only an empty {{}} slot is allowed (or {{a}}, the slot with its article): {s!r}")
 
 
-def load_templates(path: str | Path) -> Templates:
-    """Parse and validate a template file. Raises TemplateError (file:line:col: message)."""
+def load_templates(path: str | Path, qualifiers: str | None = None) -> Templates:
+    """Parse and validate a template file. Raises TemplateError (file:line:col: message). ``qualifiers``
+    (none | sample) overrides the file's ``qualifiers:`` key (default none, as CXR-CLIP)."""
     with file_budget(MAX_TOTAL_SENTENCES):
-        return _load_templates(path)
+        t = _load_templates(path)
+    return apply_mode(t, qualifiers)
 
 
 def _read_document(path: str | Path) -> tuple[Path, yaml.MappingNode, dict]:
@@ -165,7 +190,7 @@ def _check_top_level(file: str, node: yaml.MappingNode, doc: dict) -> None:
                 vnode.start_mark.column + 1,
                 f"version must be 1 (the only template format), got {shown!r}",
             )
-    allowed = {"version", "defaults", "classes", "aliases", "binary", "multiclass", "grids"}
+    allowed = {"version", "defaults", "classes", "aliases", "binary", "multiclass", "verbatim", "qualifiers", "grids"}
     for k, (_, ksrc) in doc.items():
         if k not in allowed:
             raise ksrc.error(f"unknown key {k!r}; expected one of {sorted(allowed)}")
@@ -176,6 +201,7 @@ def _load_templates(path: str | Path) -> Templates:
     file = str(path)
     _check_top_level(file, node, doc)
     t = Templates(path=file)
+    load_file_options(t, doc)
     if "aliases" in doc:
         _load_aliases(t, *doc["aliases"])
     defaults = _load_defaults(*doc["defaults"]) if "defaults" in doc else {}
@@ -264,7 +290,12 @@ def _class_options(name: str, body, nsrc: Src) -> bool:
             )
     if "use_defaults" not in body:
         return True
-    val, vsrc = body["use_defaults"][0]
+    given, ksrc = body["use_defaults"]
+    if not isinstance(given, tuple):  # a list or a mapping, not a scalar
+        raise ksrc.error(
+            f"use_defaults must be true or false, got {'a list' if isinstance(given, list) else 'a mapping'}"
+        )
+    val, vsrc = given
     if str(val).lower() not in ("true", "false"):
         raise vsrc.error(f"use_defaults must be true or false, got {val!r}")
     return str(val).lower() == "true"
@@ -291,13 +322,13 @@ def _state_sentences(name: str, state: str, body: dict, xs: list) -> list[tuple[
         for e in expand(s, src):
             _check_slots(e, src, required=False)
             _cap(
-                len(rendered) + (len(xs) if "{}" in e else 1),
+                len(rendered) + (len(xs) if _has_slot(e) else 1),
                 MAX_SENTENCES,
                 f"class {name!r} {state} sentences",
                 src,
                 f"{len(xs):,} expressions per sentence",
             )
-            if "{}" in e:
+            if _has_slot(e):
                 rendered.extend((render(e, x), src, xsrc) for x, xsrc in xs)
             else:
                 rendered.append((render(e), src, None))
@@ -370,8 +401,8 @@ def _load_multiclass(t: Templates, smap, ssrc: Src) -> None:
 
 def _no_slot(items: list[str], src: Src) -> list[str]:
     for e in items:
-        if "{}" in e:
-            raise src.error(f"an evaluation prompt cannot contain a {{}} slot: {e!r}")
+        if _has_slot(e):
+            raise src.error(f"an evaluation prompt cannot contain a {{}} or {{a}} slot: {e!r}")
     return items
 
 

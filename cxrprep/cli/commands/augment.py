@@ -64,36 +64,22 @@ def augment(
     Offline: cxrprep augment shards/mimic-cxr --forward-model models/opus-mt-en-it --backward-model models/opus-
     mt-it-en
     """
-    cfg = _augment_config(
-        backtranslate=backtranslate,
-        forward_model=forward_model,
-        backward_model=backward_model,
-        backend=backend,
-        device=device,
-        compute_type=compute_type,
-        decoding=dict(
-            method=decoding,
-            beams=beams,
-            temperature=temperature,
-            top_k=top_k,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-        ),
-        variants=variants,
-        batch_size=batch_size,
-        batch_tokens=batch_tokens,
-        cache_dir=cache_dir.expanduser(),
-        threads=threads,
-        check_numbers=not no_number_check,
-    )
-    _augment(dataset_dir, cfg)
+    options = dict(locals())  # first statement: exactly the command's parameters, by name
+    _augment(options.pop("dataset_dir"), _augment_config(options))
 
 
-def _augment_config(decoding: dict, **options):
-    """AugmentConfig from the options; a bad value exits 2 naming its option."""
+#: The options that make up the Decoding (besides --decoding itself, its method).
+_DECODING_OPTIONS = ("beams", "temperature", "top_k", "max_new_tokens", "seed")
+
+
+def _augment_config(options: dict):
+    """AugmentConfig from the command's options (by parameter name); a bad value exits 2 naming its option."""
     from cxrprep.cli.edge import make_config
     from cxrprep.text.translate import AugmentConfig, Decoding
 
+    decoding = dict(method=options.pop("decoding"), **{k: options.pop(k) for k in _DECODING_OPTIONS})
+    options["cache_dir"] = options["cache_dir"].expanduser()
+    options["check_numbers"] = not options.pop("no_number_check")
     return make_config(AugmentConfig, decoding=make_config(Decoding, **decoding), **options)
 
 

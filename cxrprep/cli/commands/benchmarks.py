@@ -8,8 +8,8 @@ import typer
 
 from cxrprep.cli.edge import errors, finish, make_config, progress
 from cxrprep.cli.options import (
+    BENCH_OUT,
     CLAHE,
-    OUT,
     SIZE,
     WORKERS,
     deprecated,
@@ -104,7 +104,7 @@ def rsna(
     image_root: Path = typer.Option(
         None, "--image-root", help="Folder of {patientId}.dcm (default: stage_2_train_images/ beside the CSV)"
     ),
-    out: Path = OUT,
+    out: Path = BENCH_OUT,
     size: int = SIZE,
     clahe: bool = CLAHE,
     workers: int = WORKERS,
@@ -113,9 +113,9 @@ def rsna(
     split_method: str = _SPLIT_METHOD,
     # fmt: on
 ) -> None:
-    """RSNA Pneumonia -> shards/rsna-pneumonia (label Pneumonia = Target; 70/15/15 hashed split).
+    """RSNA Pneumonia -> bench/rsna-pneumonia (label Pneumonia = Target; 70/15/15 hashed split).
 
-    Example: cxrprep rsna stage_2_train_labels.csv --image-root stage_2_train_images --out shards/
+    Example: cxrprep rsna stage_2_train_labels.csv --image-root stage_2_train_images --out bench/
     """
     from cxrprep.datasets.benchmarks import read_rsna
 
@@ -132,7 +132,7 @@ def siim(
     image_root: Path = typer.Option(
         None, "--image-root", help="Folder searched for {ImageId}.dcm (default: dicom-images-train/ beside the CSV)"
     ),
-    out: Path = OUT,
+    out: Path = BENCH_OUT,
     size: int = SIZE,
     clahe: bool = CLAHE,
     workers: int = WORKERS,
@@ -141,9 +141,9 @@ def siim(
     split_method: str = _SPLIT_METHOD,
     # fmt: on
 ) -> None:
-    """SIIM-ACR Pneumothorax -> shards/siim-acr-pneumothorax (label Pneumothorax: -1 -> 0, a mask -> 1).
+    """SIIM-ACR Pneumothorax -> bench/siim-acr-pneumothorax (label Pneumothorax: -1 -> 0, a mask -> 1).
 
-    Example: cxrprep siim train-rle.csv --image-root dicom-images-train --out shards/
+    Example: cxrprep siim train-rle.csv --image-root dicom-images-train --out bench/
     """
     from cxrprep.datasets.benchmarks import read_siim
 
@@ -171,7 +171,7 @@ def vindr(
     split_method: str = typer.Option(
         "hash", "--split-method", help="Validate from train: hash (20%) | cxr-clip (CXR-CLIP's seeded 20%)"
     ),
-    out: Path = OUT,
+    out: Path = BENCH_OUT,
     size: int = SIZE,
     clahe: bool = CLAHE,
     workers: int = WORKERS,
@@ -179,9 +179,9 @@ def vindr(
     max_failed: str = _MAXF,
     # fmt: on
 ) -> None:
-    """VinDr-CXR image-level labels (28 columns) -> shards/vindr-cxr (official test; 20% of train -> validate).
+    """VinDr-CXR image-level labels (28 columns) -> bench/vindr-cxr (official test; 20% of train -> validate).
 
-    Example: cxrprep vindr vindr/annotations/image_labels_train.csv --image-root vindr/ --out shards/
+    Example: cxrprep vindr vindr/annotations/image_labels_train.csv --image-root vindr/ --out bench/
     """
     from cxrprep.datasets.benchmarks import read_vindr
 
@@ -203,7 +203,7 @@ def openi(
     ),
     split_old: str = deprecated("--split", "--split-method", default=None),
     images: bool = typer.Option(True, "--images/--no-images"),
-    out: Path = OUT,
+    out: Path = BENCH_OUT,
     size: int = SIZE,
     clahe: bool = CLAHE,
     workers: int = WORKERS,
@@ -211,9 +211,9 @@ def openi(
     max_failed: str = _MAXF,
     # fmt: on
 ) -> None:
-    """Open-I / IU X-ray XML reports + images -> shards/openi (findings, impression, sentences, MeSH).
+    """Open-I / IU X-ray XML reports + images -> bench/openi (findings, impression, sentences, MeSH).
 
-    Example: cxrprep openi NLMCXR/ecgen-radiology --image-root NLMCXR/NLMCXR_png --out shards/
+    Example: cxrprep openi NLMCXR/ecgen-radiology --image-root NLMCXR/NLMCXR_png --out bench/
     """
     from cxrprep.datasets.openi import OpenIConfig, run_openi
 
@@ -241,7 +241,7 @@ def mimic_5x200(
     root: Path = typer.Argument(
         ..., exists=True, file_okay=False, help="MIMIC-CXR-JPG root (with files/ and the CSVs)"
     ),
-    out: Path = OUT,
+    out: Path = BENCH_OUT,
     per_class: int = typer.Option(200, "--per-class"),
     seed: int = typer.Option(0, "--seed"),
     from_split: str = typer.Option(
@@ -261,7 +261,7 @@ def mimic_5x200(
 ) -> None:
     """MIMIC 5x200: frontal images whose study has exactly one competition finding, with reports.
 
-    Example: cxrprep mimic-5x200 /data/mimic-cxr-jpg/2.0.0 --out shards/ --per-class 200 --seed 0
+    Example: cxrprep mimic-5x200 /data/mimic-cxr-jpg/2.0.0 --out bench/ --per-class 200 --seed 0
     """
     from cxrprep.datasets.mimic5x200 import DATASET, Mimic5x200Config, run_mimic_5x200
 

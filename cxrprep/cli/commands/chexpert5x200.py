@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import errors, make_config
-from cxrprep.cli.options import CLAHE, SIZE, image_settings
+from cxrprep.cli.edge import errors, make_config, path_str
+from cxrprep.cli.options import CLAHE, SIZE, file_option, image_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -15,17 +15,17 @@ def register(app: typer.Typer) -> None:
     def chexpert_5x200(
         # fmt: off
         train_csv: Path = typer.Argument(..., exists=True, dir_okay=False, help="CheXpert train.csv"),
-        out: Path = typer.Option(Path("shards"), "--out", help="Shard root; writes OUT/chexpert-5x200/"),
+        out: Path = typer.Option(
+            Path("bench"),
+            "--out",
+            help="Benchmark root (default bench/, outside the training root); writes OUT/chexpert-5x200/",
+        ),
         image_root: Path = typer.Option(None, "--image-root", help="Folder the Path column is relative to"),
         per_class: int = typer.Option(200, "--per-class", help="Images per competition class"),
         seed: int = typer.Option(0, "--seed"),
-        list_file: Path = typer.Option(
-            None,
+        list_file: Path = file_option(
             "--list",
-            exists=True,
-            dir_okay=False,
-            help="Use a released list of image paths (CSV with a Path column, or one per line) instead of the "
-            "seeded draw",
+            "Use a released list of image paths (CSV with a Path column, or one per line) instead of the seeded draw",
         ),
         released: bool = typer.Option(
             False,
@@ -41,20 +41,19 @@ def register(app: typer.Typer) -> None:
         """Build CheXpert 5x200 (frontal, exactly one competition finding positive, the rest 0) with a seed,
         plus patients.txt for `cxrprep prompts --exclude-patients`.
 
-        Example: cxrprep chexpert-5x200 CheXpert-v1.0/train.csv --image-root /data --out shards/ --seed 0
+        Example: cxrprep chexpert-5x200 CheXpert-v1.0/train.csv --image-root /data --out bench/ --seed 0
         """
         from cxrprep.datasets.chexpert5x200 import FiveX200Config, run_5x200
         from cxrprep.shards import summary_lines
 
-        settings = image_settings(size, clahe)
         cfg = make_config(
             FiveX200Config,
             per_class=per_class,
             seed=seed,
             images=images,
-            image_root=str(image_root) if image_root else None,
-            image_settings=settings,
-            list_path=str(list_file) if list_file else None,
+            image_root=path_str(image_root),
+            image_settings=image_settings(size, clahe),
+            list_path=path_str(list_file),
             released=released,
         )
         with errors({ValueError: 2}):

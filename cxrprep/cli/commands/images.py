@@ -8,16 +8,13 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import errors, fail, finish, make_config, progress
+from cxrprep.cli.edge import errors, fail, finish_dataset, path_str, progress
 from cxrprep.cli.options import (  # noqa: F401 (image_settings, run_options: also re-exported for old imports)
-    CLAHE,
-    CLAHE_CLIP,
-    CLAHE_TILES,
-    FORMAT,
-    MAX_PIXELS,
-    QUALITY,
-    SIZE,
     WORKERS,
+    allow_outside_root_option,
+    dataset_config,
+    image_options,
+    image_root_option,
     image_settings,
     max_failed_option,
     part_option,
@@ -44,6 +41,7 @@ def run_errors(target: Path):
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @image_options
     def images(
         # fmt: off
         src: Path = typer.Argument(
@@ -54,25 +52,13 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(Path("shards"), "--out", help="Shard root; writes OUT/DATASET/"),
         dataset: str = typer.Option("images", "--dataset", help="Dataset folder name, e.g. rsna-pneumonia"),
-        image_root: Path = typer.Option(
-            None,
-            "--image-root",
+        image_root: Path = image_root_option(
+            "Base of relative CSV paths (default: the CSV's folder); every path must resolve inside it",
             exists=True,
             file_okay=False,
-            help="Base of relative CSV paths (default: the CSV's folder); every path must resolve inside it",
         ),
-        allow_outside_root: bool = typer.Option(
-            False,
-            "--allow-outside-root",
-            help="Read CSV paths that resolve outside --image-root (default: they are rejects)",
-        ),
-        size: int = SIZE,
-        clahe: bool = CLAHE,
-        clahe_clip: float = CLAHE_CLIP,
-        clahe_tiles: int = CLAHE_TILES,
-        fmt: str = FORMAT,
-        quality: int = QUALITY,
-        max_image_pixels: int = MAX_PIXELS,
+        allow_outside_root: bool = allow_outside_root_option("CSV paths"),
+        image: dict = None,  # the image block: see image_options
         workers: int = WORKERS,
         part: str = part_option("subjects"),
         max_failed: str = max_failed_option("inputs"),
@@ -98,20 +84,18 @@ def register(app: typer.Typer) -> None:
         Example: cxrprep images rsna.csv --dataset rsna-pneumonia --image-root /data/rsna --out shards/
         """
         from cxrprep.datasets.folder import ImagesConfig, run_images
-        from cxrprep.shards import summary_lines
 
-        mf, part_t, nworkers = run_options(max_failed, part, workers)
-        settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
-        cfg = make_config(
+        cfg, mf = dataset_config(
             ImagesConfig,
+            image,
+            max_failed,
+            part,
+            workers,
+            "images",
             dataset=dataset,
-            image_root=str(image_root) if image_root else None,
+            image_root=path_str(image_root),
             allow_outside_root=allow_outside_root,
-            workers=nworkers,
-            part=part_t,
-            images=settings,
         )
         with run_errors(out / dataset):
             m = run_images(src, out, cfg, progress=lambda it, n: progress(it, n, "images", "img"))
-        c = m["counts"]
-        finish(summary_lines(m, out / dataset), c["failed"], c["inputs_seen"], mf, dataset_dir=out / dataset)
+        finish_dataset(m, out / dataset, mf)

@@ -6,32 +6,23 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import errors, finish, make_config, progress
+from cxrprep.cli.edge import errors, finish_dataset, path_str, progress
 from cxrprep.cli.options import (
-    CLAHE,
-    CLAHE_CLIP,
-    CLAHE_TILES,
-    FORMAT,
-    MAX_PIXELS,
-    QUALITY,
-    SIZE,
     WORKERS,
-    image_settings,
+    allow_outside_root_option,
+    dataset_config,
+    image_options,
+    image_root_option,
     max_failed_option,
     part_option,
     prompts_option,
-    run_options,
 )
 
 _TEMPLATES = prompts_option("default", "Template file: a path, or a packaged name (default, eval)", "--templates")
-_IMAGE_ROOT = typer.Option(
-    None,
-    "--image-root",
-    help="Folder the CSV's image paths are relative to (default: the CSV's folder); every path must resolve inside it",
+_IMAGE_ROOT = image_root_option(
+    "Folder the CSV's image paths are relative to (default: the CSV's folder); every path must resolve inside it"
 )
-_ALLOW_OUTSIDE_ROOT = typer.Option(
-    False, "--allow-outside-root", help="Read image paths that resolve outside --image-root (default: they are rejects)"
-)
+_ALLOW_OUTSIDE_ROOT = allow_outside_root_option("image paths")
 _SPLIT_LISTS = typer.Option(
     None,
     "--split-lists",
@@ -42,6 +33,7 @@ _EXCLUDE_PATIENTS = typer.Option(
 )
 
 
+@image_options
 def prompts(
     # fmt: off
     labels_csv: Path = typer.Argument(
@@ -61,15 +53,14 @@ def prompts(
         "uncertain", "--uncertain", help="CheXpert -1 labels: uncertain | positive | negative | drop"
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the per-study randomness"),
+    qualifiers: str = typer.Option(
+        None,
+        "--qualifiers",
+        help="Invent severity/side the labels lack? none | sample (one draw per study); default: the file's, else none",
+    ),
     split_lists: Path = _SPLIT_LISTS,
     exclude_patients: Path = _EXCLUDE_PATIENTS,
-    size: int = SIZE,
-    clahe: bool = CLAHE,
-    clahe_clip: float = CLAHE_CLIP,
-    clahe_tiles: int = CLAHE_TILES,
-    fmt: str = FORMAT,
-    quality: int = QUALITY,
-    max_image_pixels: int = MAX_PIXELS,
+    image: dict = None,  # the image block: see image_options
     workers: int = WORKERS,
     part: str = part_option("patients"),
     max_failed: str = max_failed_option("studies"),
@@ -81,31 +72,30 @@ def prompts(
     shards/
     """
     from cxrprep.datasets.prompts import PromptsConfig, run_prompts
-    from cxrprep.shards import summary_lines
 
-    mf, part_t, nworkers = run_options(max_failed, part, workers)
-    settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
-    cfg = make_config(
+    cfg, mf = dataset_config(
         PromptsConfig,
+        image,
+        max_failed,
+        part,
+        workers,
+        "image_settings",
         templates=templates,  # a PromptFile: the name as given, resolved once
         dataset=dataset,
-        image_root=str(image_root) if image_root else None,
-        allow_outside_root=allow_outside_root,
         images=images,
+        allow_outside_root=allow_outside_root,
+        image_root=path_str(image_root),
         variants=variants,
         negatives=negatives,
+        split_lists=path_str(split_lists),
         uncertain=uncertain,
         seed=seed,
-        split_lists=str(split_lists) if split_lists else None,
-        exclude_patients=str(exclude_patients) if exclude_patients else None,
-        workers=nworkers,
-        part=part_t,
-        image_settings=settings,
+        qualifiers=qualifiers,
+        exclude_patients=path_str(exclude_patients),
     )
     with errors({ValueError: 2}):
         m = run_prompts(labels_csv, out, cfg, progress=lambda it, n: progress(it, n, "study chunks", "chunk"))
-    c = m["counts"]
-    finish(summary_lines(m, out / m["dataset"]), c["failed"], c["inputs_seen"], mf, dataset_dir=out / m["dataset"])
+    finish_dataset(m, out / m["dataset"], mf)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,27 +6,21 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import errors, finish, make_config, progress
+from cxrprep.cli.edge import errors, finish_dataset, path_str, progress
 from cxrprep.cli.options import (
-    CLAHE,
-    CLAHE_CLIP,
-    CLAHE_TILES,
-    FORMAT,
-    MAX_PIXELS,
-    QUALITY,
-    SIZE,
     WORKERS,
+    dataset_config,
     deprecated,
-    image_settings,
+    image_options,
     max_failed_option,
     part_option,
     renamed,
-    run_options,
 )
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @image_options
     def reports(
         # fmt: off
         root: Path = typer.Argument(
@@ -46,13 +40,7 @@ def register(app: typer.Typer) -> None:
         images: bool = typer.Option(
             True, "--images/--no-images", help="Join the study's images (sNNNNNNNN/*.jpg|*.dcm)"
         ),
-        size: int = SIZE,
-        clahe: bool = CLAHE,
-        clahe_clip: float = CLAHE_CLIP,
-        clahe_tiles: int = CLAHE_TILES,
-        fmt: str = FORMAT,
-        quality: int = QUALITY,
-        max_image_pixels: int = MAX_PIXELS,
+        image: dict = None,  # the image block: see image_options
         workers: int = WORKERS,
         chunk_size: int = typer.Option(1024, "--chunk-size", help="Reports per worker task"),
         max_report_bytes: int = typer.Option(
@@ -68,24 +56,22 @@ def register(app: typer.Typer) -> None:
         Example: cxrprep reports /data/mimic-cxr-jpg/2.0.0 --out shards/ --workers 8
         """
         from cxrprep.datasets.mimic import ReportsConfig, run_reports
-        from cxrprep.shards import summary_lines
 
         split = renamed(split_csv, split_old, "--split-csv", "--split")
-        mf, part_t, nworkers = run_options(max_failed, part, workers)
-        settings = image_settings(size, clahe, clahe_clip, clahe_tiles, fmt, quality, max_image_pixels)
-        cfg = make_config(
+        cfg, mf = dataset_config(
             ReportsConfig,
-            metadata=str(metadata) if metadata else None,
-            split=str(split) if split else None,
-            chexpert=str(chexpert) if chexpert else None,
+            image,
+            max_failed,
+            part,
+            workers,
+            "image_settings",
+            metadata=path_str(metadata),
+            split=path_str(split),
+            chexpert=path_str(chexpert),
             images=images,
-            workers=nworkers,
             chunk_size=chunk_size,
-            part=part_t,
             max_report_bytes=max_report_bytes,
-            image_settings=settings,
         )
         with errors({ValueError: 2}):
             m = run_reports(root, out, cfg, progress=lambda it, n: progress(it, n, "report chunks", "chunk"))
-        c = m["counts"]
-        finish(summary_lines(m, out / "mimic-cxr"), c["failed"], c["inputs_seen"], mf, dataset_dir=out / "mimic-cxr")
+        finish_dataset(m, out / "mimic-cxr", mf)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cxrprep.cli.edge import errors
+from cxrprep.cli.options import file_option
 
 
 def register(app: typer.Typer) -> None:
@@ -16,9 +17,7 @@ def register(app: typer.Typer) -> None:
         shards: list[Path] = typer.Argument(
             ..., exists=True, help="Shard roots or dataset folders, as for cxrtrain run"
         ),
-        config: Path = typer.Option(
-            None, "--config", exists=True, dir_okay=False, help="YAML config (as for cxrtrain run)"
-        ),
+        config: Path = file_option("--config", "YAML config (as for cxrtrain run)"),
         out: Path = typer.Option(..., "--out", help="Folder for batch.png and batch.npz"),
         n: int = typer.Option(None, "--n", min=1, help="Studies to draw (default: the training micro-batch size)"),
         epoch: int = typer.Option(0, "--epoch", min=0, help="Which epoch's first batch"),
@@ -38,8 +37,9 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--config/--set") from e
         from cxrtrain.batch import draw_batch, write_batch
+        from cxrtrain.runlog import UsageError
 
-        with errors({(ValueError, FileNotFoundError, RuntimeError): 1}):
+        with errors({UsageError: 2, (ValueError, FileNotFoundError, RuntimeError): 1}):  # no usable rows: 2
             b = draw_batch(cfg, [str(s) for s in shards], n, epoch)
         png, npz = write_batch(b, out)
         typer.echo(f"{len(b['study_id'])} studies, 2 views of {b['images'].shape[-1]} px each: {png}, {npz}")

@@ -15,8 +15,16 @@ def register(app: typer.Typer) -> None:
     @app.command("bench-suite")
     def bench_suite(
         # fmt: off
-        checkpoint: Path = typer.Argument(..., exists=True, help="A run folder or checkpoint folder"),
-        shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots holding the benchmark datasets"),
+        checkpoint: Path = typer.Argument(
+            ..., exists=True, help="A run folder or checkpoint folder (with --model: the first shard root)"
+        ),
+        shards: list[Path] = typer.Argument(None, exists=True, help="Shard roots holding the benchmark datasets"),
+        models: list[Path] = typer.Option(
+            None,
+            "--model",
+            exists=True,
+            help="Score several runs side by side (repeat; the first is the reference); all arguments are shard roots",
+        ),
         prompts: str = typer.Option(
             None,
             "--prompts",
@@ -38,7 +46,7 @@ def register(app: typer.Typer) -> None:
         ),
         probe_seeds: int = typer.Option(1, "--probe-seeds", help="Seeds for the linear probes"),
         probe_max_epochs: int = typer.Option(
-            5000, "--probe-max-epochs", help="Hard limit when a binding probe cap is doubled"
+            1000, "--probe-max-epochs", help="Epochs one probe head may train in all (fewshot --max-epochs)"
         ),
         bootstrap: int = BOOTSTRAP,
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed"),
@@ -48,7 +56,7 @@ def register(app: typer.Typer) -> None:
         """Zero-shot (VinDr, RSNA, SIIM AUROC; CheXpert/MIMIC 5x200 accuracy), linear probes and retrieval
         (MIMIC, Open-I) in one table shaped like CXR-CLIP's; missing benchmarks are listed as missing.
 
-        Example: cxrtrain bench-suite runs/clip shards/ --out runs/clip/suite
+        Example: cxrtrain bench-suite runs/clip bench/ --out runs/clip/suite
         """
         from cxrprep.cli.edge import make_config
         from cxrtrain.evaluate import EvalConfig
@@ -69,6 +77,14 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             device=device,
         )
+        if models:
+            from cxrtrain.cli.commands._side import side_by_side
+
+            suite = dict(probe=probe, probe_seeds=probe_seeds, probe_max_epochs=probe_max_epochs)
+            return side_by_side(models, [checkpoint, *(shards or [])], out, cfg, suite)
+        if not shards:
+            typer.echo("error: SHARDS: give at least one shard root after the checkpoint (or use --model)", err=True)
+            raise typer.Exit(2)
         out_dir = out or (checkpoint / "bench-suite")
         with errors(eval_errors()):
             run_suite(

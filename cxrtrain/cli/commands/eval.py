@@ -16,9 +16,17 @@ def register(app: typer.Typer) -> None:
     def eval_(
         # fmt: off
         checkpoint: Path = typer.Argument(
-            ..., exists=True, help="A run folder (uses best/, else last/) or a checkpoint folder"
+            ...,
+            exists=True,
+            help="A run folder (uses best/, else last/) or a checkpoint folder (with --model: a shard root)",
         ),
-        shards: list[Path] = typer.Argument(..., exists=True, help="Shard roots or dataset folders"),
+        shards: list[Path] = typer.Argument(None, exists=True, help="Shard roots or dataset folders"),
+        models: list[Path] = typer.Option(
+            None,
+            "--model",
+            exists=True,
+            help="Score several runs side by side (repeat; the first is the reference); all arguments are shard roots",
+        ),
         prompts: list[str] = typer.Option(
             None,
             "--prompts",
@@ -81,6 +89,13 @@ def register(app: typer.Typer) -> None:
             ensemble=ensemble,
             baseline=baseline,
         )
+        if models:
+            from cxrtrain.cli.commands._side import side_by_side
+
+            return side_by_side(models, [checkpoint, *(shards or [])], out, cfg, None)
+        if not shards:
+            typer.echo("error: SHARDS: give at least one shard root after the checkpoint (or use --model)", err=True)
+            raise typer.Exit(2)
         out_dir = out or (checkpoint / "eval")
         with errors(eval_errors()):
             run_eval(

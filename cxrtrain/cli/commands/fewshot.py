@@ -47,7 +47,12 @@ def register(app: typer.Typer) -> None:
         ),
         probe_lr: float = typer.Option(5e-5, "--probe-lr", help="Linear probe AdamW learning rate (CXR-CLIP: 5e-5)"),
         patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without validate improvement"),
-        max_epochs: int = typer.Option(5000, "--max-epochs", help="Hard limit when a binding cap is doubled"),
+        max_epochs: int = typer.Option(
+            1000,
+            "--max-epochs",
+            help="Epochs one head may train in all, over its restarts with a doubled cap (bounds probe time; a head "
+            "still improving there is reported as not converged)",
+        ),
         prompts: str = prompts_option("eval", "Prompts of the zero-shot reference: a path or a packaged name"),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/fewshot)"),
         device: str = DEVICE,

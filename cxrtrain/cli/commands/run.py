@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cxrprep.cli.edge import errors, fail
+from cxrprep.cli.options import file_option
 
 
 def default_out() -> Path:
@@ -25,13 +26,7 @@ def run(
     shards: list[Path] = typer.Argument(
         None, exists=True, help="Shard roots or dataset folders (every dataset below is used)"
     ),
-    config: Path = typer.Option(
-        None,
-        "--config",
-        exists=True,
-        dir_okay=False,
-        help="YAML config of TrainConfig keys (e.g. examples/train_tiny.yaml)",
-    ),
+    config: Path = file_option("--config", "YAML config of TrainConfig keys (e.g. examples/train_tiny.yaml)"),
     out: Path = typer.Option(
         None,
         "--out",

@@ -1,0 +1,1 @@
+"""Image towers written in plain torch (no torchvision import needed)."""

@@ -1,0 +1,28 @@
+"""Issue 24 ("a researcher's first day"): outputs that repeat exactly, messages that say what happened."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from cxrprep.cli.app import app as prep
+
+runner = CliRunner()
+
+
+def test_rejects_file_is_identical_between_runs(tmp_path):
+    """A PIL decode error names ``<_io.BytesIO object at 0x...>``; the address must not reach rejects.jsonl."""
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(np.tile(np.arange(0, 240, 6, dtype=np.uint8), (40, 1))).save(src / "good.png")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not a png at all" * 8)
+    texts = []
+    for k in range(2):
+        out = tmp_path / f"out{k}"
+        r = runner.invoke(prep, ["images", str(src), "--out", str(out), "--dataset", "d", "--size", "32",
+                                 "--workers", "1", "--max-failed", "1"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        texts.append((out / "d" / "rejects.jsonl").read_text())
+    assert texts[0] == texts[1]
+    assert "broken.png" in texts[0] and " at 0x" not in texts[0]
