@@ -26,7 +26,8 @@ from collections.abc import Callable
 import numpy as np
 
 Stat = Callable[[np.ndarray], float]
-VERDICTS = ("better", "worse", "within noise", "undefined")
+VERDICTS = ("better", "worse", "within noise", "too few images", "undefined")
+MIN_IMAGES = 10  # fewer scored images than this: no verdict (a resample of 1-9 images is not evidence)
 
 
 def fast_auroc(y: np.ndarray, s: np.ndarray) -> float:
@@ -55,6 +56,7 @@ def auroc_stat(y: np.ndarray, s: np.ndarray) -> Stat:
         keep = ~np.isnan(yy)
         return fast_auroc(yy[keep] == 1, s[idx][keep])
 
+    stat.n = int((~np.isnan(y)).sum())  # images scored on the full set
     return stat
 
 
@@ -67,6 +69,7 @@ def accuracy_stat(correct: np.ndarray, mask: np.ndarray | None = None) -> Stat:
         m = mask[idx]
         return float(correct[idx][m].mean()) if m.any() else float("nan")
 
+    stat.n = int(mask.sum())
     return stat
 
 
@@ -86,15 +89,17 @@ def _macro(values: dict[str, float], names: list[str]) -> float:
     return float(np.mean(got)) if got else float("nan")
 
 
-def _summary(point: float, ref: float, deltas: np.ndarray, alpha: float) -> dict:
+def _summary(point: float, ref: float, deltas: np.ndarray, alpha: float, n: int | None, min_n: int) -> dict:
     finite = deltas[np.isfinite(deltas)]
     ci = [float(np.quantile(finite, alpha / 2)), float(np.quantile(finite, 1 - alpha / 2))] if len(finite) else None
+    few = n is not None and n < min_n and ci is not None
     return dict(
+        images=n,
         value=point if math.isfinite(point) else None,
         reference_value=ref if math.isfinite(ref) else None,
         delta=point - ref if math.isfinite(point - ref) else None,
         ci95=ci,
-        verdict=verdict(ci),
+        verdict=f"too few images ({n} < {min_n})" if few else verdict(ci),
         resamples=int(len(finite)),
     )
 
@@ -107,9 +112,12 @@ def paired_bootstrap(
     seed: int = 0,
     macros: dict[str, list[str]] | None = None,
     alpha: float = 0.05,
+    min_n: int = MIN_IMAGES,
 ) -> dict:
     """Score every system on every task on the full set and on ``n_boot`` shared resamples of ``n``
     images; deltas against ``reference`` per task and per macro (mean over the named tasks, per resample).
+    A task scored on fewer than ``min_n`` images (a stat's ``n``; a macro: its smallest member's) gets the
+    verdict ``too few images``, whatever its interval.
     -> ``{"reference", "systems", "n", "resamples", "seed", "tasks": {task: {system: summary}}}``."""
     systems = list(dict.fromkeys(s for t in tasks.values() for s in t))
     if reference not in systems:
@@ -123,17 +131,24 @@ def paired_bootstrap(
             for s, f in st.items():
                 boot[t][s][b] = f(idx)
     for name, members in macros.items():
-        point[name] = {s: _macro({t: point[t][s] for t in members if s in point[t]}, members) for s in systems}
+        scored = [s for s in systems if any(s in tasks.get(t, {}) for t in members)]  # systems with a member
+        point[name] = {s: _macro({t: point[t][s] for t in members if s in point[t]}, members) for s in scored}
         boot[name] = {
             s: np.array([_macro({t: boot[t][s][b] for t in members if s in boot[t]}, members) for b in range(n_boot)])
-            for s in systems
+            for s in scored
         }
+    size = {t: min((getattr(f, "n", n) for f in st.values()), default=n) for t, st in tasks.items()}
+    size |= {m: min((size[t] for t in members if t in size), default=n) for m, members in macros.items()}
     out = {}
     for t in point:
         if reference not in point[t]:
             continue
         ref, ref_b = point[t][reference], boot[t][reference]
-        out[t] = {s: _summary(point[t][s], ref, boot[t][s] - ref_b, alpha) for s in point[t] if s != reference}
+        out[t] = {
+            s: _summary(point[t][s], ref, boot[t][s] - ref_b, alpha, size.get(t), min_n)
+            for s in point[t]
+            if s != reference
+        }
     return dict(reference=reference, systems=systems, n=n, resamples=n_boot, seed=seed, tasks=out)
 
 
@@ -150,22 +165,29 @@ def forest_plot(result: dict, png, title: str) -> None:
         for s, r in per.items()
         if r["delta"] is not None
     ]
-    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.32 * max(1, len(rows))), dpi=110)
-    colours = {"better": "tab:green", "worse": "tab:red", "within noise": "0.35", "undefined": "0.7"}
+    fig, ax = plt.subplots(figsize=(6.5, 1.5 + 0.32 * max(1, len(rows))), dpi=110)
+    colours = {"better": "tab:green", "worse": "tab:red", "within noise": "0.35", "too few images": "tab:orange"}
+    colours["undefined"] = "0.7"
+
+    def colour(v: str) -> str:
+        return colours["too few images"] if v.startswith("too few") else colours[v]
+
     for k, (_label, r) in enumerate(rows):
         y = len(rows) - 1 - k
         if r["ci95"]:
-            ax.plot(r["ci95"], [y, y], color=colours[r["verdict"]], lw=1.8)
-        ax.plot([r["delta"]], [y], "o", color=colours[r["verdict"]], ms=5)
+            ax.plot(r["ci95"], [y, y], color=colour(r["verdict"]), lw=1.8)
+        ax.plot([r["delta"]], [y], "o", color=colour(r["verdict"]), ms=5)
     ax.axvline(0, color="k", lw=0.8, ls=":")
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([label for label, _ in reversed(rows)], fontsize=7)
-    ax.set_xlabel(f"delta vs {result['reference']} (95% paired bootstrap CI, {result['resamples']} resamples)")
+    ax.set_xlabel(
+        f"delta vs {result['reference']} (95% paired bootstrap CI, {result['resamples']} resamples)", fontsize=8
+    )
     ax.set_title(title, fontsize=9)
     for v, c in colours.items():
         ax.plot([], [], "o", color=c, label=v)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    fig.legend(fontsize=7, loc="lower center", ncol=5, frameon=False)
+    fig.tight_layout(rect=(0, 0.35 / (1.5 + 0.32 * max(1, len(rows))), 1, 1))  # room for the legend below
     fig.savefig(png)
     plt.close(fig)
 

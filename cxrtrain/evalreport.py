@@ -75,7 +75,8 @@ def markdown_table(metrics: dict) -> str:
     base = (metrics.get("baseline") or {}).get("datasets")
     head = "| dataset | split | task | n | positives | metric | value |" + (" untrained |" if base else "")
     lines = [
-        f"Split scored: **{metrics['config']['split']}**; prompt ensemble: {metrics['config']['ensemble']}; "
+        f"Split scored: **{metrics['config']['split']}**; protocol: **{metrics['config'].get('protocol', 'cxrkit')}**; "
+        f"prompt ensemble: {metrics['config']['ensemble']}; "
         f"prompts: {metrics['config']['prompts']}",
         "",
         head,

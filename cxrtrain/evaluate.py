@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +44,11 @@ from cxrtrain.evalreport import fmt, markdown_table, plot_rocs  # noqa: F401  (f
 from cxrtrain.transforms import decode_gray, eval_transform
 from cxrtrain.zeroshot import (  # noqa: F401  (set_scores, find_prompts: kept importable from here)
     ENSEMBLES,
+    TEXT_SECTIONS,
     _threshold_split,
     find_prompts,
     retrieval,
+    retrieval_text,
     set_scores,
     split_counts,
     split_mask,
@@ -74,6 +76,9 @@ class EvalConfig:
     split: str = "test"
     ensemble: str = "mean-similarity"
     baseline: str = "none"
+    protocol: str = "cxrkit"  # cxrkit | cxr-clip (cxrtrain/protocols.py; recorded in metrics.json)
+    f1_rule: str = "threshold"  # threshold (max-F1 on another split) | argmax (CXR-CLIP: s_pos > s_neg)
+    save_embeddings: bool = False  # OUT/embeddings/<dataset>.npz (cxrtrain/embeddings.py)
     # ``prompts`` resolved to its file, once (the CLI's --prompts callback has checked it already); not a choice
     # of its own, so it is left out of metrics.json's config (its path and sha256 are recorded beside it)
     prompts_file: Path | None = field(default=None, compare=False)
@@ -81,8 +86,12 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.uncertain not in ("exclude", "positive", "negative"):
             raise ValueError(f"--uncertain must be exclude, positive or negative, got {self.uncertain!r}")
-        if self.text_section not in ("findings", "impression", "both"):
-            raise ValueError(f"--text must be findings, impression or both, got {self.text_section!r}")
+        if self.text_section not in TEXT_SECTIONS:
+            raise ValueError(f"--text must be findings, impression, both or max, got {self.text_section!r}")
+        if self.f1_rule not in ("threshold", "argmax"):
+            raise ValueError(f"F1 rule must be threshold or argmax, got {self.f1_rule!r}")
+        if self.protocol not in ("cxrkit", "cxr-clip"):
+            raise ValueError(f"--protocol must be cxrkit or cxr-clip, got {self.protocol!r}")
         if self.split not in SPLITS:
             raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.ensemble not in ENSEMBLES:
@@ -327,10 +336,35 @@ def _evaluate_model(
                 d["multiclass"] = mc
         if has_text:
             r = retrieval(emb, text_emb, cfg.text_section, cfg.split)
+            if r and cfg.protocol == "cxr-clip":  # Table 3: image->text only
+                r.update(rsum=float(sum(r["image_to_text"].values())), rsum_directions=["image_to_text"])
             if r:
                 d["retrieval"] = r
+        if cfg.save_embeddings:
+            from cxrtrain.embeddings import save_embeddings
+
+            helpers = (find_prompts, retrieval_text, split_mask)
+            npz = out / "embeddings" / f"{ds.name}.npz"
+            save_embeddings(npz, emb, ds.label_names, sets, ds.name, text_emb, scale, cfg, helpers)
+            d["embeddings_file"] = f"embeddings/{ds.name}.npz"
         result[ds.name] = d
     return result
+
+
+def _protocol_record(cfg: EvalConfig) -> dict:
+    """metrics.json ``protocol``: the choices in effect and the preset's full list (cxrtrain/protocols.py)."""
+    from cxrtrain.protocols import protocol
+
+    return dict(
+        split=cfg.split,
+        ensemble=cfg.ensemble,
+        uncertain=cfg.uncertain,
+        threshold_from="argmax" if cfg.f1_rule == "argmax" else _threshold_split(cfg.split),
+        retrieval_text=cfg.text_section,
+        preset=cfg.protocol,
+        f1_rule=cfg.f1_rule,
+        choices=protocol(cfg.protocol),
+    )
 
 
 def run_eval(
@@ -372,13 +406,7 @@ def run_eval(
         config={k: v for k, v in asdict(cfg).items() if k != "prompts_file"} | {"device_used": device},
         prompts_file=str(pfile),
         prompts_sha256=file_sha256(pfile),
-        protocol=dict(
-            split=cfg.split,
-            ensemble=cfg.ensemble,
-            uncertain=cfg.uncertain,
-            threshold_from=_threshold_split(cfg.split),
-            retrieval_text=cfg.text_section,
-        ),
+        protocol=_protocol_record(cfg),
         prompts=sets,
         model=conf["model"],
         datasets={},
@@ -388,8 +416,9 @@ def run_eval(
     ) | {name: dict(split=cfg.split, studies_scored=0, note=note) for name, note in skipped.items()}
     if cfg.baseline == "untrained":
         base = untrained_like(model, cfg.seed, ck).to(device)
+        bcfg = replace(cfg, save_embeddings=False)
         bd = _evaluate_model(
-            base, datasets, cfg, sets, out, f"untrained-seed{cfg.seed}-{ck_hash}", device, progress, False, "note"
+            base, datasets, bcfg, sets, out, f"untrained-seed{cfg.seed}-{ck_hash}", device, progress, False, "note"
         )
         metrics["baseline"] = dict(kind="untrained", seed=cfg.seed, datasets=bd)
     for name, d in metrics["datasets"].items():

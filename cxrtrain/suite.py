@@ -29,8 +29,17 @@ from cxrtrain.evaluate import EvalConfig, EvalUsageError, run_eval, strict_json
 
 CLASSIFICATION = ("vindr-cxr", "rsna-pneumonia", "siim-acr-pneumothorax")
 MULTICLASS = ("chexpert-5x200", "mimic-5x200")
-RETRIEVAL = ("mimic-5x200", "mimic-cxr", "openi")
+RETRIEVAL = ("mimic-5x200", "mimic-cxr", "openi")  # --protocol cxr-clip: chexpert-5x200, mimic-cxr, openi
 BENCHMARKS = tuple(dict.fromkeys(CLASSIFICATION + MULTICLASS + RETRIEVAL))
+
+
+def retrieval_sets(cfg: EvalConfig) -> tuple[str, ...]:
+    """The retrieval columns (and RSUM terms) of the protocol (cxrtrain/protocols.py)."""
+    from cxrtrain.protocols import protocol
+
+    return tuple(protocol(cfg.protocol)["retrieval_datasets"])
+
+
 PROBE_FRACTIONS = (0.1, 1.0)
 
 
@@ -49,7 +58,13 @@ def run_suite(
     present = {d.name for d in open_datasets(shard_roots)} & set(BENCHMARKS)
     m = run_eval(checkpoint, shard_roots, out / "eval", cfg, only=present, missing_split="note", log=log)
     probes: dict[str, dict] = {}
-    if probe:
+    if probe and cfg.protocol == "cxr-clip":  # fixed epochs, augmentation, warm-up + cosine (probe_cxrclip.py)
+        from cxrtrain.probe_cxrclip import suite_probes
+
+        probes = suite_probes(checkpoint, shard_roots, sorted(present & set(CLASSIFICATION)), cfg.device, log)
+        (out / "probe").mkdir(parents=True, exist_ok=True)
+        (out / "probe" / "cxr-clip-probe.json").write_text(strict_json(probes))
+    elif probe:
         from cxrtrain.fewshot import FewshotConfig, run_fewshot
 
         fcfg = FewshotConfig(
@@ -75,6 +90,7 @@ def run_suite(
         split=cfg.split,
         ensemble=cfg.ensemble,
         prompts=cfg.prompts,
+        protocol=cfg.protocol,
         prompts_file=m["prompts_file"],
         benchmarks=table["cells"],
         missing=sorted(set(BENCHMARKS) - present),
@@ -129,7 +145,8 @@ def _suite_cells(m: dict, probes: dict, present: set[str], cfg: EvalConfig, prob
             reason=st or (None if r else "no 5-way rows"),
         )
     rsum, rsum_of = 0.0, []
-    for name in RETRIEVAL:
+    retrieval = retrieval_sets(cfg)
+    for name in retrieval:
         st = status(name)
         r = ds.get(name, {}).get("retrieval")
         c = dict(metric="R@1/5/10 image->text", split=cfg.split, reason=st or (None if r else "no report text"))
@@ -148,10 +165,11 @@ def _suite_cells(m: dict, probes: dict, present: set[str], cfg: EvalConfig, prob
 def _suite_md(cells: dict, rsum: float, rsum_of: list[str], present: set[str], cfg: EvalConfig, probe: bool) -> str:
     """suite.md: one table row of every benchmark's number, then what was not scored and why."""
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    retrieval = retrieval_sets(cfg)
     cls_head = " | ".join(f"{n} ZS" + (f" | {n} 10% | {n} 100%" if probe else "") for n in CLASSIFICATION)
     mc_head = " | ".join(f"{n} ZS-ACC" for n in MULTICLASS)
-    ret_head = " | ".join(f"{n} R@1 | {n} R@5 | {n} R@10" for n in RETRIEVAL)
-    ncols = len(CLASSIFICATION) * (3 if probe else 1) + len(MULTICLASS) + 3 * len(RETRIEVAL) + 1
+    ret_head = " | ".join(f"{n} R@1 | {n} R@5 | {n} R@10" for n in retrieval)
+    ncols = len(CLASSIFICATION) * (3 if probe else 1) + len(MULTICLASS) + 3 * len(retrieval) + 1
     vals = []
     for n in CLASSIFICATION:
         c = cells[n]
@@ -161,12 +179,13 @@ def _suite_md(cells: dict, rsum: float, rsum_of: list[str], present: set[str], c
     for n in MULTICLASS:
         c = cells[f"{n} ZS-ACC"]
         vals.append("missing" if n not in present else pct(c["value"]))
-    for n in RETRIEVAL:
+    for n in retrieval:
         c = cells[f"{n} retrieval"]
         vals += ["missing" if n not in present else pct(c.get(k)) for k in ("R@1", "R@5", "R@10")]
     vals.append(f"{100 * rsum:.1f}" if rsum_of else "n/a")
     lines = [
-        f"CXR-CLIP benchmark suite: split **{cfg.split}**, prompts {cfg.prompts}, ensemble {cfg.ensemble}; "
+        f"CXR-CLIP benchmark suite, protocol **{cfg.protocol}**: split **{cfg.split}**, prompts {cfg.prompts}, "
+        f"ensemble {cfg.ensemble}; "
         f"classification in AUROC x100 (VinDr: mean over its classes with prompts), 5x200 in accuracy x100, "
         f"retrieval image->text recall x100; linear probes select on validate.",
         "",

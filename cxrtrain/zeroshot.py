@@ -110,6 +110,13 @@ def _threshold_part(
     )
 
 
+def _argmax_f1(y: np.ndarray, prob: np.ndarray, reason: str | None) -> dict:
+    """CXR-CLIP's F1 rule: positive when the positive prompt wins the pair (probability > 0.5)."""
+    if reason:
+        return dict(threshold=0.5, threshold_from="argmax", f1=None, mcc=None, f1_reason=reason)
+    return dict(threshold=0.5, threshold_from="argmax", f1=f1_score(y, prob > 0.5), mcc=mcc(y, prob > 0.5))
+
+
 def zero_shot_binary(
     emb: dict, label_names: list[str], sets: dict, scale: float, text_emb, cfg, dataset: str = ""
 ) -> dict:
@@ -145,7 +152,10 @@ def zero_shot_binary(
         )
         r.update(_auroc_part(y[sel], prob[sel], reason, cfg))
         tmask = mask & split_mask(emb, thr_split) if thr_split else None
-        r.update(_threshold_part(y, prob, sel, tmask, reason, thr_split, sp))
+        if getattr(cfg, "f1_rule", "threshold") == "argmax":
+            r.update(_argmax_f1(y[sel], prob[sel], reason))
+        else:
+            r.update(_threshold_part(y, prob, sel, tmask, reason, thr_split, sp))
         r["_roc"] = [a.tolist() for a in roc_curve(y[sel], prob[sel])] if r["auroc"] is not None else None
         res[canonical(name)] = (
             r  # keyed by the canonical class name (Effusion -> Pleural Effusion); "label" keeps the spelling
@@ -208,13 +218,21 @@ def zero_shot_multiclass(
     return r
 
 
+TEXT_SECTIONS = ("findings", "impression", "both", "max")  # max: the larger string (CXR-CLIP's Open-I text)
+
+
+def retrieval_text(findings: str, impression: str, section: str) -> str:
+    """A study's retrieval text: the section asked for, else the other one; ``max`` is max(findings,
+    impression) as strings (kakaobrain/cxr-clip datasets/README.md, Open-I)."""
+    both = f"{findings} {impression}".strip()
+    t = {"findings": findings, "impression": impression, "both": both, "max": max(findings, impression)}[section]
+    return t or (impression or findings)
+
+
 def retrieval(emb: dict, text_emb, section: str, split: str = "all") -> dict:
     """Image->text and text->image R@1/5/10 on the rows of ``split`` (texts de-duplicated)."""
     scope = split_mask(emb, split)
-    texts = []
-    for f, i in zip(emb["findings"][scope], emb["impression"][scope]):
-        t = {"findings": f, "impression": i, "both": f"{f} {i}".strip()}[section] or (i or f)
-        texts.append(str(t))
+    texts = [retrieval_text(str(f), str(i), section) for f, i in zip(emb["findings"][scope], emb["impression"][scope])]
     keep = [k for k, t in enumerate(texts) if t]
     if len(keep) < 2:
         return {}

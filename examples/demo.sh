@@ -58,6 +58,8 @@ $BIN/cxrtrain eval "$OUT/runs/tiny" "$S/chexpert" --out "$OUT/eval-refused" \
   || echo "(refused as expected: name --split train|all to score training rows on purpose)"
 $BIN/cxrtrain eval "$OUT/runs/tiny" "$S/mimic-cxr" "$S/chexpert-5x200" "$S/chestx-ray14" "$B/openi" "$B/rsna-pneumonia" \
   --prompts prompts/eval.yaml --out "$OUT/eval" --bootstrap 200 --baseline untrained
+step "9a. Prompt files compared on the same images (paired bootstrap CIs, forest plot); embeddings saved for re-scoring"
+$BIN/cxrtrain eval "$OUT/runs/tiny" "$S/mimic-cxr" "$S/chexpert-5x200" --prompts eval --prompts gloria --prompts cxr-clip --split all --out "$OUT/eval-prompts" --bootstrap 200 --save-embeddings
 
 step "9b. CXR-CLIP benchmark suite (zero-shot, 10%/100% linear probes, retrieval; missing benchmarks listed)"
 $BIN/cxrtrain bench-suite "$OUT/runs/tiny" "$B" --out "$OUT/suite" --bootstrap 200

@@ -5,9 +5,10 @@ Each reader turns the dataset's own label file(s) into "items" (one study = one 
 Inputs seen = rows written + rejects (a missing or unreadable image is a reject with its reason).
 
 Splits (deterministic, no patient ids are available in these files, so the unit is the image/study id):
-``hash_split(key)`` = sha256(key) mod 100 -> < 70 train, < 85 validate, else test: the 70/15/15 ratio
-CXR-CLIP took from GLoRIA for RSNA and SIIM. VinDr-CXR keeps its official test set and moves 20% of the
-official training images (same hash, < 20) to validate, as CXR-CLIP split validation from training.
+``--split-method gloria`` (RSNA, SIIM) reproduces GLoRIA's published split (cxrprep/datasets/splits.py);
+the default ``hash``: ``hash_split(key)`` = sha256(key) mod 100 -> < 70 train, < 85 validate, else test:
+the 70/15/15 ratio CXR-CLIP took from GLoRIA for RSNA and SIIM. VinDr-CXR keeps its official test set and
+moves 20% of the official training images (same hash, < 20) to validate, as CXR-CLIP split validation from training.
 
 * **RSNA Pneumonia** (``stage_2_train_labels.csv``: ``patientId,x,y,width,height,Target``, one row per box,
   several rows per patientId): label ``Pneumonia`` = Target of the patient's rows (conflicting Targets
@@ -31,10 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cxrprep.datasets.csvtext import read_utf8
+from cxrprep.datasets.splits import check_split_method, cxr_clip_vindr_split, gloria_split
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.parallel import in_part, ordered_map
 from cxrprep.schema import empty_row
 from cxrprep.shards import ShardWriter
+
+_GS = ("hash", "gloria")  # the split methods of RSNA and SIIM
 
 
 def hash_split(key: str, train: int = 70, validate: int = 15) -> str:
@@ -73,7 +77,7 @@ def _require(header: list[str], cols: tuple[str, ...], path: Path, what: str) ->
 
 
 # -- RSNA ---------------------------------------------------------------------------------------------
-def read_rsna(csv_path: Path, image_root: Path) -> tuple[list[dict], list[str]]:
+def read_rsna(csv_path: Path, image_root: Path, split_method: str = "hash") -> tuple[list[dict], list[str]]:
     header, reader = _open_csv(csv_path)
     ix = _require(
         header, ("patientId", "Target"), csv_path, "stage_2_train_labels.csv (patientId,x,y,width,height,Target)"
@@ -90,11 +94,13 @@ def read_rsna(csv_path: Path, image_root: Path) -> tuple[list[dict], list[str]]:
                 f"{csv_path}:{line}: patientId {pid} has Target {t} here but {target[pid][0]} on line {target[pid][1]}"
             )
         target.setdefault(pid, (int(t), line))
+    pids = sorted(target)
+    split = dict(zip(pids, gloria_split(pids))) if check_split_method(split_method, _GS) == "gloria" else {}
     items = [
         dict(
             study_id=pid,
             subject_id=pid,
-            split=hash_split(pid),
+            split=split.get(pid) or hash_split(pid),
             labels=[t],
             paths=[image_root / f"{pid}.dcm"],
             source=f"{csv_path.name}:{line}",
@@ -105,14 +111,16 @@ def read_rsna(csv_path: Path, image_root: Path) -> tuple[list[dict], list[str]]:
 
 
 # -- SIIM ---------------------------------------------------------------------------------------------
-def read_siim(csv_path: Path, image_root: Path) -> tuple[list[dict], list[str]]:
+def read_siim(csv_path: Path, image_root: Path, split_method: str = "hash") -> tuple[list[dict], list[str]]:
     header, reader = _open_csv(csv_path)  # the real header is "ImageId, EncodedPixels" (leading space)
     ix = _require(header, ("ImageId", "EncodedPixels"), csv_path, "train-rle.csv (ImageId, EncodedPixels)")
     label: dict[str, tuple[int, int]] = {}
+    order: list[str] = []  # one entry per CSV row: GLoRIA splits rows, not images
     for line, row in enumerate(reader, start=2):
         if not row:
             continue
         iid, enc = row[ix["ImageId"]].strip(), row[ix["EncodedPixels"]].strip()
+        order.append(iid)
         if enc == "-1":
             v = 0
         else:
@@ -126,12 +134,13 @@ def read_siim(csv_path: Path, image_root: Path) -> tuple[list[dict], list[str]]:
         if prev is not None and prev[0] != v:
             raise ValueError(f"{csv_path}:{line}: ImageId {iid} has a mask on one row and -1 on line {prev[1]}")
         label[iid] = (v, prev[1] if prev else line)
+    split = _row_splits(order) if check_split_method(split_method, _GS) == "gloria" else {}
     found = {p.stem: p for p in sorted(image_root.rglob("*")) if p.suffix.lower() in (".dcm", ".dicom")}
     items = [
         dict(
             study_id=iid,
             subject_id=iid,
-            split=hash_split(iid),
+            split=split.get(iid) or hash_split(iid),
             labels=[v],
             paths=[found.get(iid, image_root / f"{iid}.dcm")],
             source=f"{csv_path.name}:{line}",
@@ -141,8 +150,19 @@ def read_siim(csv_path: Path, image_root: Path) -> tuple[list[dict], list[str]]:
     return items, ["Pneumothorax"]
 
 
+def _row_splits(order: list[str]) -> dict[str, str]:
+    """GLoRIA's split of CSV rows -> one split per image: the split of the image's first row (GLoRIA keeps
+    every row, so an image with several mask rows can sit in two of its splits; cxrkit keeps one)."""
+    out: dict[str, str] = {}
+    for iid, sp in zip(order, gloria_split(order)):
+        out.setdefault(iid, sp)
+    return out
+
+
 # -- VinDr-CXR ----------------------------------------------------------------------------------------
-def read_vindr(csv_paths: list[Path], image_root: Path, readers: str = "majority") -> tuple[list[dict], list[str]]:
+def read_vindr(
+    csv_paths: list[Path], image_root: Path, readers: str = "majority", split_method: str = "hash"
+) -> tuple[list[dict], list[str]]:
     names: list[str] | None = None
     items = []
     for path in csv_paths:
@@ -171,13 +191,19 @@ def read_vindr(csv_paths: list[Path], image_root: Path, readers: str = "majority
             votes.setdefault(iid, []).append(vals)
             first.setdefault(iid, line)
         sub = "test" if is_test else "train"
+        cc = check_split_method(split_method, ("hash", "cxr-clip")) == "cxr-clip" and not is_test
+        valid = dict(zip(sorted(votes), cxr_clip_vindr_split(sorted(votes)))) if cc else {}
         for iid in sorted(votes):
             vs = votes[iid]
             lab = [
                 int(sum(v[k] for v in vs) * 2 > len(vs)) if readers == "majority" else int(any(v[k] for v in vs))
                 for k in range(len(names))
             ]
-            split = "test" if is_test else ("validate" if hash_split(iid, 80, 20) == "validate" else "train")
+            split = (
+                "test"
+                if is_test
+                else valid.get(iid) or ("validate" if hash_split(iid, 80, 20) == "validate" else "train")
+            )
             cands = [
                 image_root / sub / f"{iid}.dicom",
                 image_root / sub / f"{iid}.dcm",

@@ -13,6 +13,12 @@ published theirs, e.g. MedCLIP's chexpert-5x200 CSV): a CSV with a ``Path``/``pa
 column, or one path per line. Each path is matched to train.csv (the ``CheXpert-v1.0(-small)/`` prefix is
 optional) and must have exactly one positive competition task, which becomes its class; anything else is
 an error naming the list line.
+
+``--released`` reads the released 5x200 file itself instead of train.csv (GLoRIA's ``chexpert_5x200.csv``,
+which CXR-CLIP evaluates: kakaobrain/cxr-clip configs/data_test/chexpert5x200.yaml and datasets/README.md):
+train.csv's columns for the 1,000 images plus ``Report Impression``. Labels come from the file, each row
+must have exactly one positive competition task, and the report text becomes the row's ``impression`` so
+``cxrtrain eval`` scores CheXpert 5x200 retrieval (Table 3) as well as 5-way accuracy (Table 2).
 """
 
 from __future__ import annotations
@@ -36,12 +42,15 @@ class FiveX200Config:
     seed: int = 0
     image_root: str | None = None
     list_path: str | None = None
+    released: bool = False  # csv_path is the released 5x200 file (labels + Report Impression)
     images: bool = True
     image_settings: ImageSettings = field(default_factory=ImageSettings)
 
     def __post_init__(self) -> None:
         if self.per_class < 1:
             raise ValueError(f"--per-class must be >= 1, got {self.per_class}")
+        if self.released and self.list_path:
+            raise ValueError("--released reads the released file's own rows; it cannot be combined with --list")
 
 
 def select_5x200(csv_path: Path, per_class: int, seed: int) -> list[dict]:
@@ -144,12 +153,43 @@ def select_from_list(csv_path: Path, list_path: Path) -> list[dict]:
     return out
 
 
+REPORT_COLUMN = "Report Impression"
+
+
+def select_released(path: Path) -> list[dict]:
+    """The released 5x200 file's rows (train.csv columns + Report Impression); rows as select_5x200's plus
+    ``report``. A row without exactly one positive competition task is an error naming its line."""
+    df = chexpert_frame(path)
+    if REPORT_COLUMN not in df.columns:
+        raise ValueError(f"{path}: no {REPORT_COLUMN!r} column; --released expects GLoRIA's chexpert_5x200.csv")
+    raw = df.select(CHEXPERT_LABELS)
+    out = []
+    for i, p in enumerate(df["Path"].to_list()):
+        labs = raw.row(i)
+        pos = [t for t in COMPETITION_TASKS if labs[CHEXPERT_LABELS.index(t)] == 1]
+        if len(pos) != 1:
+            raise ValueError(
+                f"{path}: line {i + 2}: {p!r} has {len(pos)} positive competition labels ({pos}); "
+                f"a 5x200 image has exactly one (--released)"
+            )
+        report = " ".join((df[REPORT_COLUMN][i] or "").split())
+        view = (df["_appa"][i] or "").strip().upper() or None
+        out.append(dict(path=p, patient=p.split("/")[-3], task=pos[0], labels=labs, view=view, report=report))
+    return out
+
+
+def _select(csv_path: Path, cfg: FiveX200Config) -> list[dict]:
+    if cfg.released:
+        return select_released(csv_path)
+    if cfg.list_path:
+        return select_from_list(csv_path, Path(cfg.list_path))
+    return select_5x200(csv_path, cfg.per_class, cfg.seed)
+
+
 def run_5x200(csv_path: Path, out: Path, cfg: FiveX200Config) -> dict:
-    rows = (
-        select_from_list(csv_path, Path(cfg.list_path))
-        if cfg.list_path
-        else select_5x200(csv_path, cfg.per_class, cfg.seed)
-    )
+    import re
+
+    rows = _select(csv_path, cfg)
     root = Path(cfg.image_root) if cfg.image_root else csv_path.parent
     conf = asdict(cfg)
     conf["csv"] = str(csv_path)
@@ -162,7 +202,11 @@ def run_5x200(csv_path: Path, out: Path, cfg: FiveX200Config) -> dict:
         image_settings=cfg.image_settings.manifest() if cfg.images else None,
         extra_manifest={
             "classes": list(COMPETITION_TASKS),
-            "selection": f"list {cfg.list_path}" if cfg.list_path else f"seeded draw (seed {cfg.seed})",
+            "selection": "released file (with Report Impression)"
+            if cfg.released
+            else f"list {cfg.list_path}"
+            if cfg.list_path
+            else f"seeded draw (seed {cfg.seed})",
         },
     ) as w:
         w.counts.inputs_seen = len(rows)
@@ -178,6 +222,8 @@ def run_5x200(csv_path: Path, out: Path, cfg: FiveX200Config) -> dict:
                     continue
             row = empty_row(DATASET, sid, r["patient"], "test")
             row.update(source=r["path"], labels=list(r["labels"]), images=images)
+            if r.get("report"):
+                row.update(impression=r["report"], impression_sentences=re.split(r"(?<=\.)\s+", r["report"]))
             w.write(row)
     patients = sorted({r["patient"] for r in rows})
     tmp = out / DATASET / ".tmp-patients.txt"

@@ -190,7 +190,7 @@ def _check_top_level(file: str, node: yaml.MappingNode, doc: dict) -> None:
                 vnode.start_mark.column + 1,
                 f"version must be 1 (the only template format), got {shown!r}",
             )
-    allowed = {"version", "defaults", "classes", "aliases", "binary", "multiclass", "verbatim", "qualifiers"}
+    allowed = {"version", "defaults", "classes", "aliases", "binary", "multiclass", "verbatim", "qualifiers", "grids"}
     for k, (_, ksrc) in doc.items():
         if k not in allowed:
             raise ksrc.error(f"unknown key {k!r}; expected one of {sorted(allowed)}")
@@ -211,6 +211,13 @@ def _load_templates(path: str | Path) -> Templates:
         _load_binary(t, *doc["binary"])
     if "multiclass" in doc:
         _load_multiclass(t, *doc["multiclass"])
+    if "grids" in doc:  # word-list grids (cxrprep/text/grids.py): verbatim prompts, duplicates kept as weight
+        from cxrprep.text.grids import load_grids
+
+        for set_name, classes in load_grids(
+            doc["grids"], lambda n, s, any_name: _class_name(t, n, s, any_name)
+        ).items():
+            t.multiclass.setdefault(set_name, {}).update(classes)
     return t
 
 

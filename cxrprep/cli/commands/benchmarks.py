@@ -72,11 +72,28 @@ def _bench(
             dataset,
             cfg,
             dataset,
-            {"labels": [str(labels_csv), *map(str, extra)]},
+            {
+                "labels": [str(labels_csv), *map(str, extra)],
+                "split_method": getattr(reader, "keywords", {}).get("split_method", "hash"),
+            },
             progress=lambda it, n: progress(it, n, dataset, "img"),
         )
 
     _run(go, out, dataset, mf)
+
+
+_SPLIT_METHOD = typer.Option(
+    "hash", "--split-method", help="hash (sha256 70/15/15) | gloria (GLoRIA's published split, as CXR-CLIP)"
+)
+
+
+def _with_split(reader, split_method: str, allowed: tuple[str, ...] = ("hash", "gloria")):
+    """The reader with ``--split-method`` bound (a bad value is a usage error naming the option)."""
+    from functools import partial
+
+    if split_method not in allowed:
+        raise typer.BadParameter(f"must be {' or '.join(allowed)}, got {split_method!r}", param_hint="--split-method")
+    return partial(reader, split_method=split_method)
 
 
 def rsna(
@@ -93,6 +110,7 @@ def rsna(
     workers: int = WORKERS,
     part: str = _PART,
     max_failed: str = _MAXF,
+    split_method: str = _SPLIT_METHOD,
     # fmt: on
 ) -> None:
     """RSNA Pneumonia -> bench/rsna-pneumonia (label Pneumonia = Target; 70/15/15 hashed split).
@@ -102,7 +120,8 @@ def rsna(
     from cxrprep.datasets.benchmarks import read_rsna
 
     root = image_root or (labels_csv.parent / "stage_2_train_images")
-    _bench(labels_csv, root, out, "rsna-pneumonia", read_rsna, size, clahe, workers, part, max_failed)
+    reader = _with_split(read_rsna, split_method)
+    _bench(labels_csv, root, out, "rsna-pneumonia", reader, size, clahe, workers, part, max_failed)
 
 
 def siim(
@@ -119,6 +138,7 @@ def siim(
     workers: int = WORKERS,
     part: str = _PART,
     max_failed: str = _MAXF,
+    split_method: str = _SPLIT_METHOD,
     # fmt: on
 ) -> None:
     """SIIM-ACR Pneumothorax -> bench/siim-acr-pneumothorax (label Pneumothorax: -1 -> 0, a mask -> 1).
@@ -128,7 +148,8 @@ def siim(
     from cxrprep.datasets.benchmarks import read_siim
 
     root = image_root or (labels_csv.parent / "dicom-images-train")
-    _bench(labels_csv, root, out, "siim-acr-pneumothorax", read_siim, size, clahe, workers, part, max_failed)
+    reader = _with_split(read_siim, split_method)
+    _bench(labels_csv, root, out, "siim-acr-pneumothorax", reader, size, clahe, workers, part, max_failed)
 
 
 def vindr(
@@ -145,7 +166,10 @@ def vindr(
         None, "--image-root", help="Folder with train/ and test/ DICOMs (default: the CSV folder's parent)"
     ),
     readers: str = typer.Option(
-        "majority", "--readers", help="Combine the radiologists of a training image: majority | any"
+        "majority", "--readers", help="Combine the radiologists of a training image: majority | any (CXR-CLIP)"
+    ),
+    split_method: str = typer.Option(
+        "hash", "--split-method", help="Validate from train: hash (20%) | cxr-clip (CXR-CLIP's seeded 20%)"
     ),
     out: Path = BENCH_OUT,
     size: int = SIZE,
@@ -164,7 +188,8 @@ def vindr(
     test = test_csv or (train_csv.parent / "image_labels_test.csv")
     extra = [test] if test.exists() else []
     root = image_root or train_csv.parent.parent
-    _bench(train_csv, root, out, "vindr-cxr", read_vindr, size, clahe, workers, part, max_failed, readers, extra)
+    reader = _with_split(read_vindr, split_method, ("hash", "cxr-clip"))
+    _bench(train_csv, root, out, "vindr-cxr", reader, size, clahe, workers, part, max_failed, readers, extra)
 
 
 def openi(

@@ -27,6 +27,12 @@ def register(app: typer.Typer) -> None:
             "--list",
             "Use a released list of image paths (CSV with a Path column, or one per line) instead of the seeded draw",
         ),
+        released: bool = typer.Option(
+            False,
+            "--released",
+            help="TRAIN_CSV is the released 5x200 file (GLoRIA's chexpert_5x200.csv): its rows, labels and "
+            "Report Impression (for retrieval)",
+        ),
         images: bool = typer.Option(True, "--images/--no-images"),
         size: int = SIZE,
         clahe: bool = CLAHE,
@@ -48,6 +54,7 @@ def register(app: typer.Typer) -> None:
             image_root=path_str(image_root),
             image_settings=image_settings(size, clahe),
             list_path=path_str(list_file),
+            released=released,
         )
         with errors({ValueError: 2}):
             m = run_5x200(train_csv, out, cfg)

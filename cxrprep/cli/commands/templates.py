@@ -111,6 +111,9 @@ def preview(
     file: str = typer.Argument(..., help="A template file or a packaged name (default, eval)"),
     cls: str = typer.Option(None, "--class", help="Only this class (dataset spellings accepted)"),
     limit: int = typer.Option(5, "--limit", help="Sentences shown per state (0 = all)"),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print every class's expanded prompts as one JSON object (--limit ignored)"
+    ),
     qualifiers: str = typer.Option(
         None, "--qualifiers", help="Show the pools as rendered with qualifiers none|sample (default: the file's)"
     ),
@@ -131,6 +134,9 @@ def preview(
             f"no class {cls!r} in {file}; has {', '.join(sorted(t.classes) or sorted(t.binary))}",
             param_hint="--class",
         )
+    if as_json:
+        typer.echo(_preview_json(t, set(names) if cls else None))
+        return
     cut = (lambda xs: xs) if limit == 0 else (lambda xs: xs[:limit])
     for name in names:
         if name in t.classes:
@@ -161,6 +167,21 @@ def preview(
             typer.echo(f"multiclass {set_name} / {name}: {len(prompts)} prompts")
             for x in cut(prompts):
                 typer.echo(f"    {x}")
+
+
+def _preview_json(t, only: set[str] | None) -> str:
+    """Every expanded prompt of a template file as JSON: ``classes`` (training sentences per state),
+    ``binary`` (eval pairs) and ``multiclass`` (eval sets, duplicates kept), each list complete."""
+    import json
+
+    keep = (lambda n: True) if only is None else (lambda n: n in only)
+    doc = dict(
+        file=t.path,
+        classes={n: dict(c.sentences) for n, c in sorted(t.classes.items()) if keep(n)},
+        binary={n: sets for n, sets in sorted(t.binary.items()) if keep(n)},
+        multiclass={s: {n: p for n, p in cl.items() if keep(n)} for s, cl in sorted(t.multiclass.items())},
+    )
+    return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import errors
-from cxrprep.cli.options import BOOTSTRAP, DEVICE, ENSEMBLE, EVAL_SPLIT, prompts_option
+from cxrprep.cli.edge import check_option, errors
+from cxrprep.cli.options import BOOTSTRAP, DEVICE, ENSEMBLE, EVAL_SPLIT
 from cxrtrain.cli.commands import eval_errors
 
 
@@ -25,7 +25,19 @@ def register(app: typer.Typer) -> None:
             exists=True,
             help="Score several runs side by side (repeat; the first is the reference); all arguments are shard roots",
         ),
-        prompts: str = prompts_option("cxr-clip", "Eval prompt file: a packaged name (cxr-clip, eval) or a path"),
+        prompts: str = typer.Option(
+            None,
+            "--prompts",
+            callback=lambda v: v if v is None else check_option(v, "--prompts"),
+            help="Eval prompt file: a packaged name (cxr-clip, eval, gloria) or a path (default: cxr-clip; "
+            "cxr-clip-protocol under --protocol cxr-clip)",
+        ),
+        protocol: str = typer.Option(
+            "cxrkit",
+            "--protocol",
+            help="cxrkit | cxr-clip (CXR-CLIP's evaluator: its prompts, argmax F1, its probe recipe, retrieval on "
+            "chexpert-5x200/mimic-cxr/openi); named in the table header; see docs/protocols.md",
+        ),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/bench-suite)"),
         split: str = EVAL_SPLIT,
         ensemble: str = ENSEMBLE,
@@ -50,9 +62,15 @@ def register(app: typer.Typer) -> None:
         from cxrtrain.evaluate import EvalConfig
         from cxrtrain.suite import run_suite
 
+        if protocol not in ("cxrkit", "cxr-clip"):
+            raise typer.BadParameter(f"must be cxrkit or cxr-clip, got {protocol!r}", param_hint="--protocol")
+        prompts = prompts or check_option("cxr-clip-protocol" if protocol == "cxr-clip" else "cxr-clip", "--prompts")
         cfg = make_config(
             EvalConfig,
             prompts=prompts,  # a PromptFile: the name as given, resolved once
+            protocol=protocol,
+            f1_rule="argmax" if protocol == "cxr-clip" else "threshold",
+            text_section="max" if protocol == "cxr-clip" else "impression",
             split=split,
             ensemble=ensemble,
             bootstrap=bootstrap,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cxrprep.cli.edge import errors
-from cxrprep.cli.options import BOOTSTRAP, DEVICE, ENSEMBLE, EVAL_SPLIT, prompts_option
+from cxrprep.cli.edge import check_option, errors
+from cxrprep.cli.options import BOOTSTRAP, DEVICE, ENSEMBLE, EVAL_SPLIT
 from cxrtrain.cli.commands import eval_errors
 
 
@@ -27,7 +27,22 @@ def register(app: typer.Typer) -> None:
             exists=True,
             help="Score several runs side by side (repeat; the first is the reference); all arguments are shard roots",
         ),
-        prompts: str = prompts_option("eval", "Zero-shot prompt file: a packaged name (eval, cxr-clip) or a path"),
+        prompts: list[str] = typer.Option(
+            None,
+            "--prompts",
+            callback=lambda v: [check_option(x, "--prompts") for x in v or []],
+            help="Zero-shot prompt file: a packaged name (eval, gloria, cxr-clip) or a path; give it twice or "
+            "more to compare prompt files on the same images (paired bootstrap vs the first; default eval)",
+        ),
+        protocol: str = typer.Option(
+            "cxrkit",
+            "--protocol",
+            help="cxrkit (today's choices) | cxr-clip (CXR-CLIP's evaluator: its prompts, argmax F1, "
+            "image->text RSUM); see docs/protocols.md",
+        ),
+        save_embeddings: bool = typer.Option(
+            False, "--save-embeddings", help="Write OUT/embeddings/<dataset>.npz (re-scorable; docs/protocols.md)"
+        ),
         out: Path = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/eval)"),
         split: str = EVAL_SPLIT,
         ensemble: str = ENSEMBLE,
@@ -35,7 +50,12 @@ def register(app: typer.Typer) -> None:
             "none", "--baseline", help="none | untrained: also score a random-init model of the same architecture"
         ),
         uncertain: str = typer.Option("exclude", "--uncertain", help="-1 labels: exclude | positive | negative"),
-        text: str = typer.Option("impression", "--text", help="Retrieval text: findings | impression | both"),
+        text: str = typer.Option(
+            None,
+            "--text",
+            help="Retrieval text: findings | impression | both | max (default impression; max under "
+            "--protocol cxr-clip)",
+        ),
         batch_size: int = typer.Option(64, "--batch-size"),
         bootstrap: int = BOOTSTRAP,
         seed: int = typer.Option(0, "--seed", help="Bootstrap and untrained-baseline seed"),
@@ -50,11 +70,17 @@ def register(app: typer.Typer) -> None:
         from cxrprep.cli.edge import make_config, progress
         from cxrtrain.evaluate import EvalConfig, run_eval
 
+        if protocol not in ("cxrkit", "cxr-clip"):
+            raise typer.BadParameter(f"must be cxrkit or cxr-clip, got {protocol!r}", param_hint="--protocol")
+        prompts = prompts or [check_option("cxr-clip-protocol" if protocol == "cxr-clip" else "eval", "--prompts")]
         cfg = make_config(
             EvalConfig,
-            prompts=prompts,  # a PromptFile: the name as given, resolved once
+            prompts=prompts[0],  # a PromptFile: the name as given, resolved once
+            protocol=protocol,
+            f1_rule="argmax" if protocol == "cxr-clip" else "threshold",
+            save_embeddings=save_embeddings,
             uncertain=uncertain,
-            text_section=text,
+            text_section=text or ("max" if protocol == "cxr-clip" else "impression"),
             batch_size=batch_size,
             bootstrap=bootstrap,
             seed=seed,
@@ -80,6 +106,10 @@ def register(app: typer.Typer) -> None:
                 progress=lambda it: progress(it, None, "embed", "img"),
                 log=typer.echo,
             )
+            if len(prompts) > 1:
+                from cxrtrain.prompt_compare import run_prompt_comparison
+
+                run_prompt_comparison(checkpoint, [str(s) for s in shards], out_dir, cfg, [str(p) for p in prompts])
         typer.echo((out_dir / "metrics.md").read_text())
         rocs = f"{out_dir}/roc_*.png" if any(out_dir.glob("roc_*.png")) else "none (nothing to plot)"
         typer.echo(f"metrics: {out_dir / 'metrics.json'}, ROC plots: {rocs}")
