@@ -21,57 +21,48 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
+def _preset(image: str, text: str, size: int, norm: tuple, pool: str, max_len: int, **extra) -> dict:
+    """One preset: image tower, text tower, image size, normalisation (mean, std), text pooling, text length."""
+    mean, std = norm
+    return dict(
+        image_encoder=image,
+        text_encoder=text,
+        image_size=size,
+        image_mean=mean,
+        image_std=std,
+        text_pooling=pool,
+        max_text_len=max_len,
+        **extra,
+    )
+
+
+#: Normalisations (mean, std): ImageNet's (torchvision), CXR-CLIP's 0.5 / 0.5, OpenAI CLIP's.
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_HALF = ((0.5,) * 3, (0.5,) * 3)
+_OPENAI = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+#: What both CXR-CLIP presets share (kakaobrain/cxr-clip configs/model/clip_*_clinical.yaml): BioClinicalBERT
+#: text pooled at the last real token ("eos"), 224-pixel images, linear projections with bias, no cap on the
+#: learnable temperature, text up to 256 tokens.
+_BERT = "emilyalsentzer/Bio_ClinicalBERT"
+_CXR_CLIP = dict(proj_bias=True, min_temperature=None)
+_B32 = "openai/clip-vit-base-patch32"
+
 #: Presets are data: encoder names (hub ids or local dirs), image size and normalisation, text pooling.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(
-        image_encoder="config:tiny-resnet",
-        text_encoder="minilm",
-        image_size=64,
-        image_mean=(0.5, 0.5, 0.5),
-        image_std=(0.25, 0.25, 0.25),
-        text_pooling="mean",
-        max_text_len=64,
-    ),
-    # CXR-CLIP (kakaobrain/cxr-clip configs/model/clip_*_clinical.yaml, data_utils.transform_image): images
-    # normalised with mean 0.5 / std 0.5 for both towers, BERT text pooled at the last real token ("eos"),
-    # linear projections with bias, no cap on the learnable temperature, text up to 256 tokens.
+    "tiny": _preset("config:tiny-resnet", "minilm", 64, ((0.5,) * 3, (0.25,) * 3), "mean", 64),
+    # CXR-CLIP (data_utils.transform_image): images normalised with mean 0.5 / std 0.5 for both towers.
     # ResNet-50: torchvision's architecture and ImageNet weights, normalised with ImageNet mean/std
     # (cxrclip/model/modules/image_encoder.py; cxrclip/trainer.py sets normalize "imagenet" for the resnet
     # encoder). microsoft/resnet-50 stays an alternative: --set model.image_encoder=microsoft/resnet-50.
-    "cxr-clip-r50": dict(
-        image_encoder="torchvision/resnet50",
-        text_encoder="emilyalsentzer/Bio_ClinicalBERT",
-        image_size=224,
-        image_mean=(0.485, 0.456, 0.406),
-        image_std=(0.229, 0.224, 0.225),
-        image_pooling="pooler",
-        text_pooling="eos",
-        proj_bias=True,
-        min_temperature=None,
-        max_text_len=256,
+    "cxr-clip-r50": _preset(
+        "torchvision/resnet50", _BERT, 224, _IMAGENET, "eos", 256, image_pooling="pooler", **_CXR_CLIP
     ),
     # Swin: CXR-CLIP takes the first token of the final (layer-normed) hidden states, not the average
-    "cxr-clip-swin": dict(
-        image_encoder="microsoft/swin-tiny-patch4-window7-224",
-        text_encoder="emilyalsentzer/Bio_ClinicalBERT",
-        image_size=224,
-        image_mean=(0.5, 0.5, 0.5),
-        image_std=(0.5, 0.5, 0.5),
-        image_pooling="first",
-        text_pooling="eos",
-        proj_bias=True,
-        min_temperature=None,
-        max_text_len=256,
+    "cxr-clip-swin": _preset(
+        "microsoft/swin-tiny-patch4-window7-224", _BERT, 224, _HALF, "eos", 256, image_pooling="first", **_CXR_CLIP
     ),
-    "clip-b32": dict(
-        image_encoder="openai/clip-vit-base-patch32",
-        text_encoder="openai/clip-vit-base-patch32",
-        image_size=224,
-        image_mean=(0.48145466, 0.4578275, 0.40821073),
-        image_std=(0.26862954, 0.26130258, 0.27577711),
-        text_pooling="eos",
-        max_text_len=77,
-    ),
+    "clip-b32": _preset(_B32, _B32, 224, _OPENAI, "eos", 77),
 }
 
 IMAGE_POOLING = ("pooler", "mean", "first")
