@@ -25,7 +25,16 @@ from pathlib import Path
 
 import torch
 
-from cxrtrain.imports.common import ImportUsageError, TowerDir, load_into, sha256, shape_of, unknown, write_run
+from cxrtrain.imports.common import (
+    ImportUsageError,
+    TowerDir,
+    load_into,
+    preprocessing_record,
+    shape_of,
+    source_record,
+    unknown,
+    write_run,
+)
 from cxrtrain.imports.safe_load import safe_load
 
 #: CheXzero zero_shot.py: Normalize((101.48761,)*3, (83.43944,)*3) on 0-255 pixels
@@ -64,31 +73,30 @@ def openai_dims(sd: dict) -> dict:
     )
 
 
+def _tower_kwargs(d: dict, tower: str) -> dict:
+    """The CLIP config keys both towers share, from ``openai_dims``' ``vision_*`` or ``text_*`` entries."""
+    return dict(
+        hidden_size=d[f"{tower}_width"],
+        intermediate_size=d[f"{tower}_mlp"],
+        num_hidden_layers=d[f"{tower}_layers"],
+        num_attention_heads=d[f"{tower}_heads"],
+        projection_dim=d["embed_dim"],
+        hidden_act=d.get("act", "quick_gelu"),
+        layer_norm_eps=1e-5,
+    )
+
+
 def hf_configs(d: dict):
     """(CLIPVisionConfig, CLIPTextConfig) for the dims of ``openai_dims`` (``act``: quick_gelu, OpenAI's)."""
     from transformers import CLIPTextConfig, CLIPVisionConfig
 
     vision = CLIPVisionConfig(
-        hidden_size=d["vision_width"],
-        intermediate_size=d["vision_mlp"],
-        num_hidden_layers=d["vision_layers"],
-        num_attention_heads=d["vision_heads"],
-        image_size=d["image_resolution"],
-        patch_size=d["patch_size"],
-        projection_dim=d["embed_dim"],
-        hidden_act=d.get("act", "quick_gelu"),
-        layer_norm_eps=1e-5,
+        **_tower_kwargs(d, "vision"), image_size=d["image_resolution"], patch_size=d["patch_size"]
     )
     text = CLIPTextConfig(
+        **_tower_kwargs(d, "text"),
         vocab_size=d["vocab_size"],
-        hidden_size=d["text_width"],
-        intermediate_size=d["text_mlp"],
-        num_hidden_layers=d["text_layers"],
-        num_attention_heads=d["text_heads"],
         max_position_embeddings=d["context_length"],
-        projection_dim=d["embed_dim"],
-        hidden_act=d.get("act", "quick_gelu"),
-        layer_norm_eps=1e-5,
         bos_token_id=d["vocab_size"] - 2,
         eos_token_id=d["vocab_size"] - 1,
         pad_token_id=d["vocab_size"] - 1,
@@ -294,17 +302,16 @@ def import_chexzero(ckpt: Path, out: Path, text_encoder: Path | None = None) -> 
     with TowerDir() as tower:
         model, dims = build_openai_clip(sd, ckpt, "chexzero", obj, text_encoder, mean, std, tower)
         dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in sd.values() if isinstance(v, torch.Tensor)})
-        record = dict(
-            format="chexzero",
-            source=str(ckpt.resolve()),
-            source_sha256=sha256(ckpt),
+        record = source_record(
+            "chexzero",
+            ckpt,
             dims=dims,
             source_dtypes=dtypes,
             logit_scale=float(model.logit_scale.detach()),
-            preprocessing=dict(
-                image_size=model.config.image_size,
-                mean=mean,
-                std=std,
+            preprocessing=preprocessing_record(
+                model.config.image_size,
+                mean,
+                std,
                 original="letterbox to 320x320 (zero padding), Normalize(101.48761, 83.43944) on 0-255, "
                 "bicubic resize to the input resolution (rajpurkarlab/CheXzero zero_shot.py, data_process.py)",
                 cxrkit="centre crop of the shorter side to image_size, same mean/std",

@@ -24,6 +24,16 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def source_record(fmt: str, ckpt: Path, **fields) -> dict:
+    """``import.json``'s head (format, the checkpoint's path and sha256), then ``fields`` in their order."""
+    return dict(format=fmt, source=str(ckpt.resolve()), source_sha256=sha256(ckpt), **fields)
+
+
+def preprocessing_record(size: int, mean, std, original: str, cxrkit: str) -> dict:
+    """``import.json``'s preprocessing: input size, mean/std, the source's own pipeline and cxrkit's."""
+    return dict(image_size=size, mean=mean, std=std, original=original, cxrkit=cxrkit)
+
+
 def shape_of(v) -> str:
     return "x".join(map(str, v.shape)) if isinstance(v, torch.Tensor) else type(v).__name__
 

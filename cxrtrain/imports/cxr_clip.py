@@ -30,7 +30,15 @@ from pathlib import Path
 
 import torch
 
-from cxrtrain.imports.common import ImportUsageError, TowerDir, load_into, sha256, unknown, write_run
+from cxrtrain.imports.common import (
+    ImportUsageError,
+    TowerDir,
+    load_into,
+    preprocessing_record,
+    source_record,
+    unknown,
+    write_run,
+)
 from cxrtrain.imports.safe_load import plain, safe_load
 from cxrtrain.towers.image import TORCHVISION_RESNET50
 
@@ -176,18 +184,17 @@ def import_cxr_clip(ckpt: Path, out: Path, text_encoder: Path | None = None, ima
         if "logit_scale" not in mapped:
             mapped["logit_scale"] = torch.tensor(scale)
         load_into(model, mapped, ckpt, "cxr-clip", obj)
-        record = dict(
-            format="cxr-clip",
-            source=str(ckpt.resolve()),
-            source_sha256=sha256(ckpt),
+        record = source_record(
+            "cxr-clip",
+            ckpt,
             image_tower=kind,
             towers=sources,
             epoch=obj.get("epoch"),
             logit_scale=scale,
-            preprocessing=dict(
-                image_size=size,
-                mean=mean,
-                std=std,
+            preprocessing=preprocessing_record(
+                size,
+                mean,
+                std,
                 original=f"{'ImageNet' if kind == 'resnet' else '0.5/0.5'} normalisation at {size} px "
                 "(kakaobrain/cxr-clip evaluator.py, data_utils.transform_image); resize + centre crop",
                 cxrkit="shorter side to image_size, centre crop, same mean/std",
