@@ -9,6 +9,7 @@ import typer
 from cxrprep.cli.edge import check_option, errors
 from cxrprep.cli.options import BOOTSTRAP, DEVICE, ENSEMBLE, EVAL_SPLIT
 from cxrtrain.cli.commands import eval_errors
+from cxrtrain.cli.commands._side import MODELS, side_by_side_or_shards
 
 
 def register(app: typer.Typer) -> None:
@@ -19,12 +20,7 @@ def register(app: typer.Typer) -> None:
             ..., exists=True, help="A run folder or checkpoint folder (with --model: the first shard root)"
         ),
         shards: list[Path] = typer.Argument(None, exists=True, help="Shard roots holding the benchmark datasets"),
-        models: list[Path] = typer.Option(
-            None,
-            "--model",
-            exists=True,
-            help="Score several runs side by side (repeat; the first is the reference); all arguments are shard roots",
-        ),
+        models: list[Path] = MODELS,
         prompts: str = typer.Option(
             None,
             "--prompts",
@@ -77,25 +73,11 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             device=device,
         )
-        if models:
-            from cxrtrain.cli.commands._side import side_by_side
-
-            suite = dict(probe=probe, probe_seeds=probe_seeds, probe_max_epochs=probe_max_epochs)
-            return side_by_side(models, [checkpoint, *(shards or [])], out, cfg, suite)
-        if not shards:
-            typer.echo("error: SHARDS: give at least one shard root after the checkpoint (or use --model)", err=True)
-            raise typer.Exit(2)
+        suite = dict(probe=probe, probe_seeds=probe_seeds, probe_max_epochs=probe_max_epochs)
+        if side_by_side_or_shards(models, checkpoint, shards, out, cfg, suite):
+            return
         out_dir = out or (checkpoint / "bench-suite")
         with errors(eval_errors()):
-            run_suite(
-                checkpoint,
-                [str(s) for s in shards],
-                out_dir,
-                cfg,
-                probe=probe,
-                probe_seeds=probe_seeds,
-                probe_max_epochs=probe_max_epochs,
-                log=typer.echo,
-            )
+            run_suite(checkpoint, [str(s) for s in shards], out_dir, cfg, **suite, log=typer.echo)
         typer.echo((out_dir / "suite.md").read_text())
         typer.echo(f"suite: {out_dir / 'suite.json'}; details: {out_dir / 'eval'}, {out_dir / 'probe'}")

@@ -9,6 +9,7 @@ import typer
 from cxrprep.cli.edge import check_option, errors
 from cxrprep.cli.options import BOOTSTRAP, DEVICE, ENSEMBLE, EVAL_SPLIT
 from cxrtrain.cli.commands import eval_errors
+from cxrtrain.cli.commands._side import MODELS, side_by_side_or_shards
 
 
 def register(app: typer.Typer) -> None:
@@ -21,12 +22,7 @@ def register(app: typer.Typer) -> None:
             help="A run folder (uses best/, else last/) or a checkpoint folder (with --model: a shard root)",
         ),
         shards: list[Path] = typer.Argument(None, exists=True, help="Shard roots or dataset folders"),
-        models: list[Path] = typer.Option(
-            None,
-            "--model",
-            exists=True,
-            help="Score several runs side by side (repeat; the first is the reference); all arguments are shard roots",
-        ),
+        models: list[Path] = MODELS,
         prompts: list[str] = typer.Option(
             None,
             "--prompts",
@@ -89,13 +85,8 @@ def register(app: typer.Typer) -> None:
             ensemble=ensemble,
             baseline=baseline,
         )
-        if models:
-            from cxrtrain.cli.commands._side import side_by_side
-
-            return side_by_side(models, [checkpoint, *(shards or [])], out, cfg, None)
-        if not shards:
-            typer.echo("error: SHARDS: give at least one shard root after the checkpoint (or use --model)", err=True)
-            raise typer.Exit(2)
+        if side_by_side_or_shards(models, checkpoint, shards, out, cfg, None):
+            return
         out_dir = out or (checkpoint / "eval")
         with errors(eval_errors()):
             run_eval(
