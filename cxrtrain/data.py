@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from cxrprep.schema import COLUMNS as SCHEMA_COLUMNS
 from cxrprep.shards import ShardDataset
 from cxrtrain.prompt_render import renderer_for
 from cxrtrain.sampling import build_index, patient_batches, plan_cycle
@@ -57,21 +58,9 @@ from cxrtrain.usable import has_text
 
 cv2.setNumThreads(1)
 
-COLUMNS = [
-    "dataset",
-    "study_id",
-    "subject_id",
-    "split",
-    "findings",
-    "impression",
-    "findings_sentences",
-    "impression_sentences",
-    "findings_bt",
-    "impression_bt",
-    "prompts",
-    "labels",
-    "images",
-]
+#: The columns training reads: every column of the shard schema but the source, the raw sections and the
+#: fallback flag.
+COLUMNS = [c for c in SCHEMA_COLUMNS if c not in ("source", "sections", "fallback")]
 
 
 # -- study-level sampling ----------------------------------------------------------------------------
@@ -277,35 +266,9 @@ def distinct_batches(items: Iterable[tuple[str, object]], size: int, distinct: b
     """Batches of ``size`` payloads from (study_id, payload) pairs, in order, except that (``distinct``) a
     study already in the batch waits for the next one: a study seen twice in one batch would be its own
     false negative in the contrastive loss. That happens when the shuffle buffer spans the end of one pass
-    over a small dataset and the start of the next. The last, partial batch is yielded too (validation)."""
-    batch: list = []
-    ids: set = set()
-    carry: list[tuple[str, object]] = []
-
-    def take(queue: list[tuple[str, object]]) -> Iterator[list]:
-        nonlocal batch, ids, carry
-        while queue:
-            sid, obj = queue.pop(0)
-            if distinct and sid in ids:
-                carry.append((sid, obj))
-                continue
-            batch.append(obj)
-            ids.add(sid)
-            if len(batch) == size:
-                yield batch
-                batch, ids = [], set()
-                queue[:0], carry = carry, []
-
-    for item in items:
-        yield from take([item])
-    while carry:  # the end (validation): what waited goes in further batches, still distinct
-        if batch:
-            yield batch
-        batch, ids = [], set()
-        queue, carry = carry, []
-        yield from take(queue)
-    if batch:
-        yield batch
+    over a small dataset and the start of the next. The last, partial batch is yielded too (validation).
+    ``cxrtrain.sampling.patient_batches`` with the study as the only key."""
+    return patient_batches((((sid,), obj) for sid, obj in items), size, distinct=distinct)
 
 
 def count_rows(datasets: list[ShardDataset], split: str) -> int:

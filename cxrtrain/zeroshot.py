@@ -81,29 +81,22 @@ def _auroc_part(y: np.ndarray, prob: np.ndarray, reason: str | None, cfg) -> dic
     return r | dict(auroc_ci95=None, auroc_ci95_reason="every bootstrap resample had one class only")
 
 
+def _no_f1(threshold: float | None, threshold_from: str | None, reason: str) -> dict:
+    """The F1/MCC part of a label that has no F1: null scores and the reason."""
+    return dict(threshold=threshold, threshold_from=threshold_from, f1=None, mcc=None, f1_reason=reason)
+
+
 def _threshold_part(
     y: np.ndarray, prob: np.ndarray, sel: np.ndarray, tmask, reason: str | None, thr_split: str | None, sp: str
 ) -> dict:
     """F1 and MCC on the scored rows ``sel`` at the threshold that maximises F1 on ``thr_split`` (rows ``tmask``),
     or null with the reason."""
     if thr_split is None:
-        return dict(
-            threshold=None,
-            threshold_from=None,
-            f1=None,
-            mcc=None,
-            f1_reason=f"no held-out split to choose a threshold on when scoring {sp}",
-        )
+        return _no_f1(None, None, f"no held-out split to choose a threshold on when scoring {sp}")
     if not (tmask.any() and 0 < (y[tmask] == 1).sum() < tmask.sum()):
-        return dict(
-            threshold=None,
-            threshold_from=thr_split,
-            f1=None,
-            mcc=None,
-            f1_reason=f"{thr_split} split has no positives or no negatives for this label",
-        )
+        return _no_f1(None, thr_split, f"{thr_split} split has no positives or no negatives for this label")
     if reason:
-        return dict(threshold=None, threshold_from=thr_split, f1=None, mcc=None, f1_reason=reason)
+        return _no_f1(None, thr_split, reason)
     t = best_threshold(y[tmask], prob[tmask])
     return dict(
         threshold=t, threshold_from=thr_split, f1=f1_score(y[sel], prob[sel] >= t), mcc=mcc(y[sel], prob[sel] >= t)
@@ -113,7 +106,7 @@ def _threshold_part(
 def _argmax_f1(y: np.ndarray, prob: np.ndarray, reason: str | None) -> dict:
     """CXR-CLIP's F1 rule: positive when the positive prompt wins the pair (probability > 0.5)."""
     if reason:
-        return dict(threshold=0.5, threshold_from="argmax", f1=None, mcc=None, f1_reason=reason)
+        return _no_f1(0.5, "argmax", reason)
     return dict(threshold=0.5, threshold_from="argmax", f1=f1_score(y, prob > 0.5), mcc=mcc(y, prob > 0.5))
 
 
