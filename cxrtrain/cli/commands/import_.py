@@ -7,6 +7,16 @@ from pathlib import Path
 import typer
 
 FORMATS = ("cxr-clip", "chexzero", "open-clip")
+#: Local copies of the towers (a file or folder; checked below, so the message names the option).
+TEXT_ENCODER = typer.Option(
+    None,
+    "--text-encoder",
+    help="Local copy of the text tower's config+tokenizer (e.g. a Bio_ClinicalBERT folder; for CLIP "
+    "a tokenizer folder or OpenAI's bpe_simple_vocab_16e6.txt.gz); default: the hub name in the checkpoint",
+)
+IMAGE_ENCODER = typer.Option(
+    None, "--image-encoder", help="Local copy of the image tower's config (e.g. a Swin-T folder)"
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,15 +26,8 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Argument(..., metavar="FORMAT", help="cxr-clip | chexzero | open-clip"),
         ckpt: Path = typer.Argument(..., help="The checkpoint file (or an open_clip model folder)"),
         out: Path = typer.Option(..., "--out", help="Run folder to write (best/ as cxrtrain run writes it)"),
-        text_encoder: Path = typer.Option(
-            None,
-            "--text-encoder",
-            help="Local copy of the text tower's config+tokenizer (e.g. a Bio_ClinicalBERT folder; for CLIP "
-            "a tokenizer folder or OpenAI's bpe_simple_vocab_16e6.txt.gz); default: the hub name in the checkpoint",
-        ),
-        image_encoder: Path = typer.Option(
-            None, "--image-encoder", help="Local copy of the image tower's config (e.g. a Swin-T folder)"
-        ),
+        text_encoder: Path = TEXT_ENCODER,
+        image_encoder: Path = IMAGE_ENCODER,
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out"),
         # fmt: on
     ) -> None:
