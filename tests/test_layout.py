@@ -123,6 +123,20 @@ def test_no_module_over_500_lines():
     assert not long, f"modules over 500 lines: {long}"
 
 
+def test_no_function_over_80_lines_without_a_reason():
+    """Issue 19: a function over 80 lines says why in a ``# long: ...`` comment just above it."""
+    long = []
+    for name, f in _modules().items():
+        lines = f.read_text().splitlines()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                above = lines[max(0, first - 3) : first - 1]
+                if not any(x.strip().startswith("# long:") for x in above):
+                    long.append(f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, f"functions over 80 lines without a '# long:' reason: {long}"
+
+
 def test_pyproject_lists_every_package():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(f.parent.relative_to(ROOT).parts) for pkg in PACKAGES for f in (ROOT / pkg).rglob("__init__.py")}

@@ -12,7 +12,9 @@ from cxrtrain.cli.commands import eval_errors
 from cxrtrain.cli.commands._side import MODELS, side_by_side_or_shards
 
 
+# long: registers the eval command below, most of whose lines declare its options
 def register(app: typer.Typer) -> None:
+    # long: a Typer command, most of whose lines declare its options (see cxrprep/cli/options.py)
     @app.command("eval")
     def eval_(
         # fmt: off

@@ -21,6 +21,7 @@ def default_out() -> Path:
     return p
 
 
+# long: a Typer command, most of whose lines declare its options (see cxrprep/cli/options.py)
 def run(
     # fmt: off
     shards: list[Path] = typer.Argument(
