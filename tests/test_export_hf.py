@@ -49,6 +49,15 @@ def _tiny_vit_dir(path):
     return str(path)
 
 
+def _tiny_swin_dir(path):
+    from transformers import SwinConfig, SwinModel
+
+    torch.manual_seed(2)
+    conf = SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4)
+    SwinModel(conf).save_pretrained(path)
+    return str(path)
+
+
 def _checkpoint(path, logit_scale=None, **model):
     from cxrtrain.checkpoint import save_checkpoint
     from cxrtrain.config import TrainConfig
@@ -87,14 +96,18 @@ def _export(ck, out):
     return runner.invoke(app, ["export", str(ck), "--out", str(out), "--format", "hf"])
 
 
-def test_vit_with_clip_text_loads_as_vision_text_dual_encoder(tmp_path):
+@pytest.mark.parametrize("tower", ["vit", "swin"])
+def test_vit_or_swin_with_clip_text_loads_as_vision_text_dual_encoder(tmp_path, tower):
     from PIL import Image
     from transformers import AutoImageProcessor, VisionTextDualEncoderModel
 
     tok = _tok()
     clip = _tiny_clip_dir(tmp_path / "clip", tok)
     ck = _checkpoint(
-        tmp_path / "ck", image_encoder=_tiny_vit_dir(tmp_path / "vit"), text_encoder=clip, text_pooling="eos"
+        tmp_path / "ck",
+        image_encoder=(_tiny_vit_dir if tower == "vit" else _tiny_swin_dir)(tmp_path / tower),
+        text_encoder=clip,
+        text_pooling="eos",
     )
     r = _export(ck, tmp_path / "hf")
     assert r.exit_code == 0, r.output
@@ -122,7 +135,7 @@ def test_clip_pair_loads_as_clip_model_with_capped_scale(tmp_path):
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
     ours = _cxrkit_logits(ck, pixels, TEXTS)
     hf = CLIPModel.from_pretrained(tmp_path / "hf")
-    assert abs(float(hf.logit_scale.exp()) - 100.0) < 1e-3
+    assert abs(float(hf.logit_scale.detach().exp()) - 100.0) < 1e-3
     assert torch.allclose(ours, _hf_logits(CLIPModel, tmp_path / "hf", pixels, TEXTS), atol=1e-5)
 
 
@@ -149,3 +162,20 @@ def test_resnet_image_tower_refused(tmp_path):
     ck = _checkpoint(tmp_path / "ck", text_encoder=_tiny_clip_dir(tmp_path / "clip", _tok()), text_pooling="eos")
     r = _export(ck, tmp_path / "hf")  # the tiny preset's transformers ResNet
     assert r.exit_code == 2 and "ResNet" in r.output and "--format cxrkit" in r.output, r.output
+
+
+def test_imported_chexzero_run_loads_as_clip_model(tmp_path):
+    """A CheXzero checkpoint (OpenAI CLIP layout) imported by cxrtrain import: CLIP's own tokenizer, whose EOS
+    is the largest id, and OpenAI's ViT; the export scores as the imported run."""
+    from test_import import _half_some, _import, tiny_openai_clip
+    from transformers import CLIPModel
+
+    _, ref = tiny_openai_clip(seed=4)
+    torch.save(_half_some(ref.state_dict()), tmp_path / "chexzero.pt")
+    assert _import("chexzero", tmp_path / "chexzero.pt", tmp_path / "run").exit_code == 0
+    r = _export(tmp_path / "run", tmp_path / "hf")
+    assert r.exit_code == 0 and "CLIPModel" in r.output, r.output
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    texts = [*TEXTS, "a much longer sentence " * 30]  # truncated at the context length
+    ours = _cxrkit_logits(tmp_path / "run", pixels, texts)
+    assert torch.allclose(ours, _hf_logits(CLIPModel, tmp_path / "hf", pixels, texts), atol=1e-5)
