@@ -75,3 +75,31 @@ def test_cxrkit_split_names_and_refusals(shards, tmp_path):
     assert again.exit_code == 2 and "--out" in again.output and "Traceback" not in again.output
     bad = runner.invoke(app, ["export-hf", str(shards), "--out", str(tmp_path / "x"), "--split-names", "huggingface"])
     assert bad.exit_code == 2 and "--split-names" in bad.output and not (tmp_path / "x").exists()
+
+
+def test_files_roll_over_and_output_is_deterministic(shards, tmp_path):
+    import datasets
+
+    from cxrprep.shards.hfview import export_flat
+
+    counts = export_flat(shards, tmp_path / "a", max_file_bytes=1)  # a new file after every source row group
+    export_flat(shards, tmp_path / "b", max_file_bytes=1)
+    files = sorted(p.name for p in (tmp_path / "a/data").iterdir())
+    assert files == [
+        "test-00000-of-00001.parquet",
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+        "validation-00000-of-00001.parquet",
+    ]
+    for f in files:
+        assert (tmp_path / "a/data" / f).read_bytes() == (tmp_path / "b/data" / f).read_bytes()
+    ds = datasets.load_dataset(str(tmp_path / "a"))
+    assert (
+        {s: ds[s].num_rows for s in ds}
+        == {s: c["images"] for s, c in counts.items()}
+        == {
+            "train": 5,
+            "validation": 1,
+            "test": 1,
+        }
+    )

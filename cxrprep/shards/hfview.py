@@ -1,9 +1,10 @@
 """``cxrprep export-hf``: a flat, one-image-per-row copy of a dataset folder for Hugging Face ``datasets``.
 
 cxrkit's shards hold one row per study with a list of images; most image-text tools want one row per image.
-This view writes ``OUT/data/SPLIT-00000-of-00001.parquet`` with an ``image`` column stored as
-``datasets.Image`` (``struct<bytes, path>`` plus the features in the schema metadata), the study's ids, split,
-text columns and named labels repeated on each of its images, and ``OUT/README.md`` (YAML ``configs`` splits,
+This view writes ``OUT/data/SPLIT-00000-of-0000N.parquet`` (a new file every ``MAX_FILE_BYTES`` of images)
+with an ``image`` column stored as ``datasets.Image`` (``struct<bytes, path>`` plus the features in the schema
+metadata), the study's ids, split, text columns and named labels repeated on each of its images, and
+``OUT/README.md`` (YAML ``configs`` splits,
 counts, the source's licence and citation). A study without images gives no row; the card and the returned
 counts say how many. Split names: ``hf`` renames MIMIC's ``validate`` (the name in MIMIC-CXR's official
 split file, which cxrkit's shards keep) to ``validation``, the name Hugging Face datasets use; ``cxrkit``
@@ -85,11 +86,50 @@ def flat_rows(study: dict, split: str, label_names: list[str]) -> list[dict]:
     return out
 
 
-def _write_split(ds: ShardDataset, split: str, name: str, path: Path, schema: pa.Schema) -> tuple[int, int, int]:
-    """Stream ``split``'s studies into ``path``, one row group per source row group -> (studies, images,
+#: a new data file starts once the current one holds this many bytes of images (Hugging Face's hub
+#: suggests Parquet files of a few hundred MB); rows of one source row group never straddle two files
+MAX_FILE_BYTES = 500 * 2**20
+
+
+class _SplitFiles:
+    """``NAME-00000-of-0000N.parquet`` files of one split, rolled over at ``max_bytes`` of image data."""
+
+    def __init__(self, folder: Path, name: str, schema: pa.Schema, max_bytes: int) -> None:
+        self.folder, self.name, self.schema, self.max_bytes = folder, name, schema, max_bytes
+        self.parts: list[Path] = []
+        self.writer: pq.ParquetWriter | None = None
+        self.bytes = 0
+
+    def write(self, rows: list[dict], nbytes: int) -> None:
+        if self.writer is None or self.bytes >= self.max_bytes:
+            self.close()
+            self.parts.append(self.folder / f".{self.name}-{len(self.parts):05d}.partial")
+            self.writer = pq.ParquetWriter(self.parts[-1], self.schema, compression="zstd")
+            self.bytes = 0
+        self.writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+        self.bytes += nbytes
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def finish(self) -> None:
+        """Close and give the files their final names (an empty split still gets one file, with no rows)."""
+        if not self.parts:
+            self.write([], 0)
+        self.close()
+        n = len(self.parts)
+        for k, p in enumerate(self.parts):
+            os.replace(p, self.folder / f"{self.name}-{k:05d}-of-{n:05d}.parquet")
+
+
+def _write_split(ds: ShardDataset, split: str, name: str, folder: Path, max_bytes: int) -> tuple[int, int, int]:
+    """Stream ``split``'s studies into ``folder``, one row group per source row group -> (studies, images,
     studies without images)."""
     studies = images = imageless = 0
-    with pq.ParquetWriter(path, schema, compression="zstd") as w:
+    files = _SplitFiles(folder, name, flat_schema(ds.label_names), max_bytes)
+    try:
         for batch in ds.iter_batches(split=split):
             rows = []
             for study in batch.to_pylist():
@@ -99,11 +139,16 @@ def _write_split(ds: ShardDataset, split: str, name: str, path: Path, schema: pa
                 imageless += not flat
                 rows += flat
             if rows:
-                w.write_table(pa.Table.from_pylist(rows, schema=schema))
+                files.write(rows, sum(len(r["image"]["bytes"]) for r in rows))
+        files.finish()
+    finally:
+        files.close()
     return studies, images, imageless
 
 
-def export_flat(dataset_dir: str | Path, out: str | Path, split_names: str = "hf", command: str = "") -> dict:
+def export_flat(
+    dataset_dir: str | Path, out: str | Path, split_names: str = "hf", command: str = "", max_file_bytes: int = 0
+) -> dict:
     """Write the flat view of ``dataset_dir`` to ``out`` (which must not exist or be empty). Returns the counts:
     ``{split: {"studies", "images", "without_images"}}`` under the written split names."""
     out = Path(out)
@@ -111,7 +156,6 @@ def export_flat(dataset_dir: str | Path, out: str | Path, split_names: str = "hf
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"--out {out} exists and is not an empty folder; choose another or remove it")
     ds = ShardDataset(dataset_dir)
-    schema = flat_schema(ds.label_names)
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     counts: dict[str, dict] = {}
@@ -119,7 +163,7 @@ def export_flat(dataset_dir: str | Path, out: str | Path, split_names: str = "hf
         (tmp / DATA_DIR).mkdir(parents=True)
         for s in split_order(k for k, n in ds.splits.items() if n):
             name = split_name(s, split_names)
-            st, im, no = _write_split(ds, s, name, tmp / DATA_DIR / f"{name}-00000-of-00001.parquet", schema)
+            st, im, no = _write_split(ds, s, name, tmp / DATA_DIR, max_file_bytes or MAX_FILE_BYTES)
             if st != ds.splits[s]:  # nothing lost silently: every study the manifest lists was read
                 raise ShardSchemaError(f"{ds.dir}: read {st} {s} studies, {MANIFEST} lists {ds.splits[s]}")
             counts[name] = {"studies": st, "images": im, "without_images": no}

@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         from cxrprep.shards import invocation
         from cxrprep.shards.hfview import SPLIT_NAMES, export_flat
 
+        _not_a_root(dataset_dir)
         if split_names not in SPLIT_NAMES:
             raise typer.BadParameter(f"{split_names!r} is not one of hf, cxrkit", param_hint="--split-names")
         with errors({FileExistsError: 2, (ShardSchemaError, OSError): 1}):
@@ -41,3 +42,16 @@ def register(app: typer.Typer) -> None:
                 + (f" ({c['without_images']:,} studies without images)" if c["without_images"] else "")
             )
         typer.echo(f"wrote {out}: data/*.parquet and README.md (load with datasets.load_dataset)")
+
+
+def _not_a_root(folder: Path) -> None:
+    """A shard root given for a dataset folder: name its datasets (exit 2)."""
+    from cxrprep.schema import MANIFEST
+    from cxrprep.shards.reader import scan_datasets
+
+    if (folder / MANIFEST).exists():
+        return
+    done, _ = scan_datasets(folder)
+    if done and folder not in done:
+        names = ", ".join(str(d) for d in done[:4]) + (" ..." if len(done) > 4 else "")
+        raise typer.BadParameter(f"{folder} is a shard root, not a dataset folder; give one of: {names}")
