@@ -147,6 +147,13 @@ def _cases(d: Path, shards: Path) -> list[tuple[str, list[str]]]:
         "templates check": [[m], [e], [g], [ed], [str(d / "list.yaml")]],
         "templates preview": [[m], [e], [g], [ed], [str(d / "list.yaml")]],
         "merge": not_a_dataset,
+        "export-hf": [
+            *[[*a, *out] for a in not_a_dataset],
+            [str(d / "trunc" / "ds"), *out],
+            [ok_ds, "--out", af],
+            [ok_ds, "--out", str(shards)],  # not empty: refused, never overwritten
+            [ok_ds, *out, "--split-names", "validation"],
+        ],
         "chexpert-5x200": [
             [m],
             [e, *out],
@@ -192,7 +199,14 @@ def _cases(d: Path, shards: Path) -> list[tuple[str, list[str]]]:
             [str(d / "ck"), str(shards), "--seeds", "0"],
             [str(d / "ck"), str(shards), "--modes", "magic"],
         ],
-        "export": [[m, *out], [ed, *out], [af, *out], [str(d / "ck"), *out], [str(d / "ck2"), *out]],
+        "export": [
+            [m, *out],
+            [ed, *out],
+            [af, *out],
+            [str(d / "ck"), *out],
+            [str(d / "ck2"), *out],
+            [str(d / "ck2"), *out, "--format", "onnx"],
+        ],
     }
     # good inputs, unusable output (--out is a file) and inconsistent sources
     ex = Path(__file__).resolve().parents[1] / "examples"
@@ -232,7 +246,17 @@ def test_every_command_on_bad_inputs(bad, monkeypatch):
     problems, seen_commands = _check(_cases(d, shards))
     expected = {
         ("cxrprep", c)
-        for c in ("reports", "prompts", "images", "augment", "inspect", "templates", "merge", "chexpert-5x200")
+        for c in (
+            "reports",
+            "prompts",
+            "images",
+            "augment",
+            "inspect",
+            "templates",
+            "merge",
+            "chexpert-5x200",
+            "export-hf",
+        )
     } | {("cxrtrain", c) for c in ("run", "eval", "fewshot", "export")}
     assert expected <= seen_commands
     assert not problems, "\n".join(problems)
