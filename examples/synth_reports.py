@@ -154,8 +154,11 @@ def report_path(root: Path, subject: int, study: int) -> Path:
     return root / "files" / f"p{s[:2]}" / f"p{s}" / f"s{study:08d}.txt"
 
 
-def write_corpus(root: Path, n: int, seed: int = 0) -> int:
-    """Write ``n`` reports under ``root/files/`` (about 2.5 studies per patient); returns n."""
+def write_corpus(root: Path, n: int, seed: int = 0, make=None) -> int:
+    """Write ``n`` reports under ``root/files/`` (about 2.5 studies per patient); returns n.
+
+    ``make(rng) -> str`` composes one report (default: this module's ``make_report``)."""
+    make = make or make_report
     rng = random.Random(seed)
     subject, study, k = 10000000, 50000000, 0
     while k < n:
@@ -166,7 +169,7 @@ def write_corpus(root: Path, n: int, seed: int = 0) -> int:
             study += rng.randint(1, 40)
             p = report_path(root, subject, study)
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(make_report(rng))
+            p.write_text(make(rng))
             k += 1
     return n
 
