@@ -41,6 +41,7 @@ from typing import Iterator
 
 from cxrprep.datasets.mimic_inputs import not_empty
 from cxrprep.datasets.mimic_worker import DATASET, IMAGE_EXT, hash_split, init_worker, process_chunk
+from cxrprep.datasets.writing import command_writer
 from cxrprep.image.settings import ImageSettings
 from cxrprep.labels import CHEXPERT_LABELS
 from cxrprep.parallel import chunked, in_part, ordered_map
@@ -378,15 +379,7 @@ def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, t
     conf = asdict(cfg)
     conf.update(root=str(root), inputs=used)
     extra = {"fallback": 0, "split_assigned": 0, "no_labels": 0}
-    with ShardWriter(
-        out,
-        DATASET,
-        config=conf,
-        label_names=CHEXPERT_LABELS,
-        image_settings=cfg.image_settings.manifest() if cfg.images else None,
-        command="reports",
-        part=cfg.part,
-    ) as w:
+    with command_writer(out, DATASET, cfg, "reports", conf, part=cfg.part) as w:
         pending: list[list[tuple[Study, bool]]] = []  # per chunk sent: (study, duplicate?) in input order
         if cfg.workers > 1:
             _warm_before_fork()

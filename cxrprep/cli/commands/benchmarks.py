@@ -96,60 +96,60 @@ def _with_split(reader, split_method: str, allowed: tuple[str, ...] = ("hash", "
     return partial(reader, split_method=split_method)
 
 
-def rsna(
-    # fmt: off
-    labels_csv: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="stage_2_train_labels.csv (Kaggle RSNA Pneumonia)"
-    ),
-    image_root: Path = typer.Option(
-        None, "--image-root", help="Folder of {patientId}.dcm (default: stage_2_train_images/ beside the CSV)"
-    ),
-    out: Path = BENCH_OUT,
-    size: int = SIZE,
-    clahe: bool = CLAHE,
-    workers: int = WORKERS,
-    part: str = _PART,
-    max_failed: str = _MAXF,
-    split_method: str = _SPLIT_METHOD,
-    # fmt: on
-) -> None:
+def _kaggle_command(
+    name: str, reader_name: str, dataset: str, csv_help: str, root_help: str, images_dir: str, doc: str
+):
+    """The command for a Kaggle benchmark (RSNA, SIIM): one labels CSV, one folder of DICOMs (default
+    ``images_dir`` beside the CSV), ``--split-method`` hash | gloria."""
+
+    def command(
+        # fmt: off
+        labels_csv: Path = typer.Argument(..., exists=True, dir_okay=False, help=csv_help),
+        image_root: Path = typer.Option(None, "--image-root", help=root_help),
+        out: Path = BENCH_OUT,
+        size: int = SIZE,
+        clahe: bool = CLAHE,
+        workers: int = WORKERS,
+        part: str = _PART,
+        max_failed: str = _MAXF,
+        split_method: str = _SPLIT_METHOD,
+        # fmt: on
+    ) -> None:
+        from cxrprep.datasets import benchmarks
+
+        root = image_root or (labels_csv.parent / images_dir)
+        reader = _with_split(getattr(benchmarks, reader_name), split_method)
+        _bench(labels_csv, root, out, dataset, reader, size, clahe, workers, part, max_failed)
+
+    command.__name__ = command.__qualname__ = name
+    command.__doc__ = doc
+    return command
+
+
+rsna = _kaggle_command(
+    "rsna",
+    "read_rsna",
+    "rsna-pneumonia",
+    "stage_2_train_labels.csv (Kaggle RSNA Pneumonia)",
+    "Folder of {patientId}.dcm (default: stage_2_train_images/ beside the CSV)",
+    "stage_2_train_images",
     """RSNA Pneumonia -> bench/rsna-pneumonia (label Pneumonia = Target; 70/15/15 hashed split).
 
     Example: cxrprep rsna stage_2_train_labels.csv --image-root stage_2_train_images --out bench/
-    """
-    from cxrprep.datasets.benchmarks import read_rsna
-
-    root = image_root or (labels_csv.parent / "stage_2_train_images")
-    reader = _with_split(read_rsna, split_method)
-    _bench(labels_csv, root, out, "rsna-pneumonia", reader, size, clahe, workers, part, max_failed)
-
-
-def siim(
-    # fmt: off
-    labels_csv: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="train-rle.csv (Kaggle SIIM-ACR; header 'ImageId, EncodedPixels')"
-    ),
-    image_root: Path = typer.Option(
-        None, "--image-root", help="Folder searched for {ImageId}.dcm (default: dicom-images-train/ beside the CSV)"
-    ),
-    out: Path = BENCH_OUT,
-    size: int = SIZE,
-    clahe: bool = CLAHE,
-    workers: int = WORKERS,
-    part: str = _PART,
-    max_failed: str = _MAXF,
-    split_method: str = _SPLIT_METHOD,
-    # fmt: on
-) -> None:
+    """,
+)
+siim = _kaggle_command(
+    "siim",
+    "read_siim",
+    "siim-acr-pneumothorax",
+    "train-rle.csv (Kaggle SIIM-ACR; header 'ImageId, EncodedPixels')",
+    "Folder searched for {ImageId}.dcm (default: dicom-images-train/ beside the CSV)",
+    "dicom-images-train",
     """SIIM-ACR Pneumothorax -> bench/siim-acr-pneumothorax (label Pneumothorax: -1 -> 0, a mask -> 1).
 
     Example: cxrprep siim train-rle.csv --image-root dicom-images-train --out bench/
-    """
-    from cxrprep.datasets.benchmarks import read_siim
-
-    root = image_root or (labels_csv.parent / "dicom-images-train")
-    reader = _with_split(read_siim, split_method)
-    _bench(labels_csv, root, out, "siim-acr-pneumothorax", reader, size, clahe, workers, part, max_failed)
+    """,
+)
 
 
 def vindr(
