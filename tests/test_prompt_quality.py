@@ -70,20 +70,24 @@ def test_the_a_slot_adds_the_right_article():
     ]
 
 
+def _load_error(path: Path, text: str) -> str:
+    """Write ``text`` to ``path``: the message of the TemplateError that loading it must raise."""
+    path.write_text(text)
+    with pytest.raises(TemplateError) as e:
+        load_templates(path)
+    return str(e.value)
+
+
 def test_a_slot_errors_name_file_and_line(tmp_path):
     p = tmp_path / "t.yaml"
-    p.write_text("version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n    positive: ['{a} and {}']\n")
-    with pytest.raises(TemplateError) as e:
-        load_templates(p)
-    assert str(e.value) == f"{p}:5:16: a sentence may contain one {{}} slot, found 2 (counting {{a}}): '{{a}} and {{}}'"
+    msg = _load_error(p, "version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n    positive: ['{a} and {}']\n")
+    assert msg == f"{p}:5:16: a sentence may contain one {{}} slot, found 2 (counting {{a}}): '{{a}} and {{}}'"
 
 
 def test_other_braces_and_missing_classes_are_named(tmp_path):
     p = tmp_path / "t.yaml"
-    p.write_text("version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n    positive: ['There is {an}.']\n")
-    with pytest.raises(TemplateError) as e:
-        load_templates(p)
-    assert str(e.value) == (
+    msg = _load_error(p, "version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n    positive: ['There is {an}.']\n")
+    assert msg == (
         f"{p}:5:16: only an empty {{}} slot is allowed (or {{a}}, the slot with its article): 'There is {{an}}.'"
     )
     p.write_text("version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n")
@@ -195,10 +199,8 @@ def test_qualifiers_none_is_the_default_and_invents_nothing():
 
 def test_qualifier_key_and_option_errors(tmp_path):
     f = tmp_path / "q.yaml"
-    f.write_text("version: 1\nqualifiers: maybe\nclasses:\n  Edema: {expressions: [edema]}\n")
-    with pytest.raises(TemplateError) as e:
-        load_templates(f)
-    assert str(e.value) == f"{f}:2:1: qualifiers must be one of none, sample, got 'maybe'"
+    msg = _load_error(f, "version: 1\nqualifiers: maybe\nclasses:\n  Edema: {expressions: [edema]}\n")
+    assert msg == f"{f}:2:1: qualifiers must be one of none, sample, got 'maybe'"
     r = runner.invoke(app, ["templates", "check", str(f)])
     assert (
         r.exit_code == 2 and r.output.strip() == f"error: {f}:2:1: qualifiers must be one of none, sample, got 'maybe'"
