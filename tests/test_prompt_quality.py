@@ -108,6 +108,12 @@ def test_every_shipped_file_passes_templates_check():
     assert "style lint skipped, 74 sentences differ from our style" in r.output
 
 
+def _check(path: Path, text: str, *options: str):
+    """Write ``text`` to ``path`` and run ``cxrprep templates check`` on it: the CliRunner result."""
+    path.write_text(text)
+    return runner.invoke(app, ["templates", "check", str(path), *options])
+
+
 def test_verbatim_exempts_style_not_syntax_or_duplicates(tmp_path):
     body = 'binary:\n  Pneumothorax: {positive: ["Pneumothorax"], negative: ["No Pneumothorax"]}\n'
     plain, verb = tmp_path / "plain.yaml", tmp_path / "verb.yaml"
@@ -120,17 +126,14 @@ def test_verbatim_exempts_style_not_syntax_or_duplicates(tmp_path):
         f"{verb}: ok (0 classes, 0 expansions, 1 binary tasks, 0 multi-class sets, qualifiers none, "
         "verbatim from a paper, Table 1: style lint skipped, 2 sentences differ from our style)"
     )
-    dup = tmp_path / "dup.yaml"
-    dup.write_text('version: 1\nverbatim: "x"\nbinary:\n  Edema: {positive: ["Edema", "Edema"], negative: ["No"]}\n')
-    r = runner.invoke(app, ["templates", "check", str(dup)])
+    dup = 'version: 1\nverbatim: "x"\nbinary:\n  Edema: {positive: ["Edema", "Edema"], negative: ["No"]}\n'
+    r = _check(tmp_path / "dup.yaml", dup)
     assert r.exit_code == 1 and "duplicate: 'Edema'" in r.output
-    broken = tmp_path / "broken.yaml"
-    broken.write_text('version: 1\nverbatim: "x"\nbinary:\n  Edema: {positive: ["[Edema"], negative: ["No"]}\n')
-    r = runner.invoke(app, ["templates", "check", str(broken)])
+    broken = 'version: 1\nverbatim: "x"\nbinary:\n  Edema: {positive: ["[Edema"], negative: ["No"]}\n'
+    r = _check(tmp_path / "broken.yaml", broken)
     assert r.exit_code == 2 and "unbalanced brackets" in r.output
     empty = tmp_path / "empty.yaml"
-    empty.write_text('version: 1\nverbatim: ""\nbinary:\n  Edema: {positive: ["Edema."], negative: ["No edema."]}\n')
-    r = runner.invoke(app, ["templates", "check", str(empty)])
+    r = _check(empty, 'version: 1\nverbatim: ""\nbinary:\n  Edema: {positive: ["Edema."], negative: ["No edema."]}\n')
     assert r.exit_code == 2
     assert r.output.strip() == (
         f"error: {empty}:2:1: verbatim must name the source the file transcribes, e.g. 'CXR-CLIP appendix, Table 7'"
@@ -140,8 +143,7 @@ def test_verbatim_exempts_style_not_syntax_or_duplicates(tmp_path):
 # -- coverage and empty files -------------------------------------------------------------------------
 def test_check_fails_a_file_with_no_sentences(tmp_path):
     f = tmp_path / "nothing.yaml"
-    f.write_text("version: 1\ndefaults:\n  positive: ['{}.']\n")
-    r = runner.invoke(app, ["templates", "check", str(f)])
+    r = _check(f, "version: 1\ndefaults:\n  positive: ['{}.']\n")
     assert r.exit_code == 1
     assert r.output.strip() == (
         f"{f}: no sentences: the file has no classes (training) and no binary or multiclass prompts (eval)"
@@ -151,11 +153,11 @@ def test_check_fails_a_file_with_no_sentences(tmp_path):
 
 def test_check_names_every_uncovered_class_at_once(tmp_path):
     f = tmp_path / "two.yaml"
-    f.write_text(
+    text = (
         "version: 1\ndefaults:\n  positive: ['{}.']\n  negative: ['No {}.']\n"
         "classes:\n  Atelectasis: {expressions: [atelectasis]}\n  Edema: {expressions: [pulmonary edema]}\n"
     )
-    r = runner.invoke(app, ["templates", "check", str(f), "--dataset", "chexpert"])
+    r = _check(f, text, "--dataset", "chexpert")
     assert r.exit_code == 1 and "ok" not in r.output
     missing = [c for c in CHEXPERT_LABELS if c not in ("Atelectasis", "Edema")]
     listed = ", ".join(f"{c} (positive)" if c == "No Finding" else f"{c} (positive, negative)" for c in missing)

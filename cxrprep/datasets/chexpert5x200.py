@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cxrprep.datasets.label_csv import chexpert_frame
 from cxrprep.datasets.label_csv import resolve_image as _resolve_image
-from cxrprep.datasets.writing import five_by_200_writer
+from cxrprep.datasets.writing import five_by_200_writer, write_patients
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.labels import CHEXPERT_LABELS, COMPETITION_TASKS
 from cxrprep.schema import empty_row
@@ -207,8 +207,5 @@ def run_5x200(csv_path: Path, out: Path, cfg: FiveX200Config) -> dict:
             if r.get("report"):
                 row.update(impression=r["report"], impression_sentences=re.split(r"(?<=\.)\s+", r["report"]))
             w.write(row)
-    patients = sorted({r["patient"] for r in rows})
-    tmp = out / DATASET / ".tmp-patients.txt"
-    tmp.write_text("".join(p + "\n" for p in patients))
-    tmp.replace(out / DATASET / "patients.txt")
+    write_patients(out / DATASET, (r["patient"] for r in rows))
     return w.manifest

@@ -21,7 +21,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cxrprep.datasets.writing import five_by_200_writer
+from cxrprep.datasets.writing import five_by_200_writer, write_patients
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.labels import CHEXPERT_LABELS, COMPETITION_TASKS
 from cxrprep.schema import empty_row
@@ -194,8 +194,5 @@ def run_mimic_5x200(root: Path, out: Path, cfg: Mimic5x200Config) -> dict:
                 fallback=rep.fallback,
             )
             w.write(row)
-    patients = sorted({r["subject"] for r in rows})
-    tmp = out / DATASET / ".tmp-patients.txt"
-    tmp.write_text("".join(p + "\n" for p in patients))
-    tmp.replace(out / DATASET / "patients.txt")
+    write_patients(out / DATASET, (r["subject"] for r in rows))
     return w.manifest

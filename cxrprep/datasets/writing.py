@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from cxrprep.labels import CHEXPERT_LABELS, COMPETITION_TASKS
 from cxrprep.shards import ShardWriter
@@ -26,3 +26,11 @@ def five_by_200_writer(out: Path, dataset: str, cfg, command: str, config: dict,
     return command_writer(
         out, dataset, cfg, command, config, extra_manifest={"classes": list(COMPETITION_TASKS), "selection": selection}
     )
+
+
+def write_patients(folder: Path, patients: Iterable[str]) -> None:
+    """``folder/patients.txt``: the distinct ``patients``, sorted, one a line (written atomically, so a
+    benchmark's patient list can be excluded from training)."""
+    tmp = folder / ".tmp-patients.txt"
+    tmp.write_text("".join(p + "\n" for p in sorted(set(patients))))
+    tmp.replace(folder / "patients.txt")
