@@ -19,13 +19,12 @@ without a period, typo headers and reports with neither findings nor impression.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-from synth_reports import _inline, _wrap  # noqa: E402
+from synth_reports import _inline, _wrap, corpus_parser  # noqa: E402
 from synth_reports import write_corpus as _write_corpus  # noqa: E402
 
 SIDES = ["right", "left", "bilateral", "right-sided", "left-sided", "bibasilar"]
@@ -368,10 +367,7 @@ def corpus_stats(files: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("root", type=Path)
-    ap.add_argument("-n", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = corpus_parser(__doc__)
     ap.add_argument("--stats", action="store_true", help="print the corpus statistics after writing it")
     a = ap.parse_args()
     write_corpus(a.root, a.n, a.seed)

@@ -174,12 +174,17 @@ def write_corpus(root: Path, n: int, seed: int = 0, make=None) -> int:
     return n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def corpus_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a report corpus generator (this one, bench/realistic_reports.py): ROOT, -n, --seed."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path)
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    a = corpus_parser(__doc__).parse_args()
     write_corpus(a.root, a.n, a.seed)
     print(f"wrote {a.n} reports under {a.root / 'files'}")
 
