@@ -52,7 +52,8 @@ def _run_options(fn):
 
     @functools.wraps(fn)
     def command(**kw) -> None:
-        fn(**kw, run=_RunOpts(*(kw.pop(n) for n in _RunOpts._fields)))
+        run = _RunOpts(*(kw.pop(n) for n in _RunOpts._fields))
+        fn(**kw, run=run)
 
     command.__signature__ = sig.replace(parameters=[*params[:at], *opts, *params[at + 1 :]])
     return command
