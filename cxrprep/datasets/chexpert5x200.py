@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cxrprep.datasets.bounds import check_at_least
 from cxrprep.datasets.label_csv import chexpert_frame
 from cxrprep.datasets.label_csv import resolve_image as _resolve_image
 from cxrprep.datasets.writing import five_by_200_writer, write_patients
@@ -47,8 +48,7 @@ class FiveX200Config:
     image_settings: ImageSettings = field(default_factory=ImageSettings)
 
     def __post_init__(self) -> None:
-        if self.per_class < 1:
-            raise ValueError(f"--per-class must be >= 1, got {self.per_class}")
+        check_at_least(self, per_class=1)
         if self.released and self.list_path:
             raise ValueError("--released reads the released file's own rows; it cannot be combined with --list")
 

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from cxrprep.datasets.bounds import check_at_least
 from cxrprep.datasets.mimic_inputs import not_empty
 from cxrprep.datasets.mimic_worker import DATASET, IMAGE_EXT, hash_split, init_worker, process_chunk
 from cxrprep.datasets.writing import command_writer
@@ -73,10 +74,7 @@ class ReportsConfig:
     image_settings: ImageSettings = field(default_factory=ImageSettings)
 
     def __post_init__(self) -> None:
-        if self.chunk_size < 1:
-            raise ValueError(f"--chunk-size must be >= 1, got {self.chunk_size}")
-        if self.max_report_bytes < 1:
-            raise ValueError(f"--max-report-bytes must be >= 1, got {self.max_report_bytes}")
+        check_at_least(self, chunk_size=1, max_report_bytes=1)
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cxrprep.datasets.bounds import check_at_least
 from cxrprep.datasets.writing import five_by_200_writer, write_patients
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.labels import CHEXPERT_LABELS, COMPETITION_TASKS
@@ -43,8 +44,7 @@ class Mimic5x200Config:
     image_settings: ImageSettings = field(default_factory=ImageSettings)
 
     def __post_init__(self) -> None:
-        if self.per_class < 1:
-            raise ValueError(f"--per-class must be >= 1, got {self.per_class}")
+        check_at_least(self, per_class=1)
         if self.from_split not in ("train", "validate", "test", "any"):
             raise ValueError(f"--from-split must be train, validate, test or any, got {self.from_split!r}")
 

@@ -33,6 +33,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cxrprep.datasets.bounds import check_at_least
 from cxrprep.datasets.csvtext import check_utf8, open_csv_text
 from cxrprep.datasets.label_csv import NIH_REQUIRED, chexpert_studies, nih_studies, read_list, resolve_image
 from cxrprep.datasets.prompt_bulk import raw_state_codes, render_bulk, resolve_no_finding_codes, study_keys
@@ -68,10 +69,7 @@ class PromptsConfig:
     image_settings: ImageSettings = field(default_factory=ImageSettings)
 
     def __post_init__(self) -> None:
-        if self.variants < 1:
-            raise ValueError(f"--variants must be >= 1, got {self.variants}")
-        if self.negatives < 0:
-            raise ValueError(f"--negatives must be >= 0, got {self.negatives}")
+        check_at_least(self, variants=1, negatives=0)
         if self.uncertain not in UNCERTAIN_POLICIES:
             raise ValueError(f"--uncertain must be one of {', '.join(UNCERTAIN_POLICIES)}, got {self.uncertain!r}")
         if self.qualifiers not in (None, "none", "sample"):
