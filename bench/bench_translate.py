@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "bench"))
+from realistic_reports import STOCK_HEAD  # noqa: E402
 
 SIDES = ["left", "right", "bilateral"]
 SEVERITY = ["small", "moderate", "large", "trace", "mild"]
@@ -61,12 +63,7 @@ FINDING = [
 TUBES = ["Endotracheal tube", "Enteric tube", "Right internal jugular central venous catheter", "Left PICC line"]
 ENDS = ["terminates", "ends", "has its tip"]
 COMMON = [  # frequent sentences, drawn with Zipf-like weights
-    "No pneumothorax.",
-    "No acute cardiopulmonary process.",
-    "The lungs are clear.",
-    "Heart size is normal.",
-    "There is no pleural effusion or pneumothorax.",
-    "The cardiomediastinal silhouette is within normal limits.",
+    *STOCK_HEAD,
     "No focal consolidation is seen.",
     "Hilar contours are normal.",
     "No acute osseous abnormality.",

@@ -19,13 +19,13 @@ without a period, typo headers and reports with neither findings nor impression.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-from synth_reports import _inline, _wrap, report_path  # noqa: E402
+from synth_reports import _inline, _wrap, corpus_parser  # noqa: E402
+from synth_reports import write_corpus as _write_corpus  # noqa: E402
 
 SIDES = ["right", "left", "bilateral", "right-sided", "left-sided", "bibasilar"]
 ZONES = [
@@ -120,13 +120,16 @@ VEINS = ["mid SVC", "low SVC", "cavoatrial junction", "right atrium", "brachioce
 GUT = ["stomach", "proximal stomach", "gastric fundus", "distal esophagus", "duodenum"]
 PA = ["right pulmonary artery", "left pulmonary artery", "main pulmonary artery", "right interlobar artery"]
 CHAMBERS = ["right atrium and right ventricle", "right ventricle", "right atrium"]
-STOCK = [  # stock phrases that recur in real reports (about one sentence in 16 here)
+STOCK_HEAD = [  # the most frequent stock phrases (bench/bench_translate.py's COMMON starts with them too)
     "No pneumothorax.",
     "No acute cardiopulmonary process.",
     "The lungs are clear.",
     "Heart size is normal.",
     "There is no pleural effusion or pneumothorax.",
     "The cardiomediastinal silhouette is within normal limits.",
+]
+STOCK = [  # stock phrases that recur in real reports (about one sentence in 16 here)
+    *STOCK_HEAD,
     "No acute osseous abnormality is identified.",
     "Hilar contours are normal.",
     "There is no focal consolidation.",
@@ -332,20 +335,8 @@ def make_report(rng: random.Random) -> str:
 
 
 def write_corpus(root: Path, n: int, seed: int = 0) -> int:
-    """Write ``n`` reports under ``root/files/`` (about 2.5 studies per patient); returns n."""
-    rng = random.Random(seed)
-    subject, study, k = 10000000, 50000000, 0
-    while k < n:
-        subject += rng.randint(1, 50)
-        for _ in range(rng.randint(1, 4)):
-            if k >= n:
-                break
-            study += rng.randint(1, 40)
-            p = report_path(root, subject, study)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(make_report(rng))
-            k += 1
-    return n
+    """Write ``n`` realistic reports under ``root/files/`` (the layout and patient draw of synth_reports)."""
+    return _write_corpus(root, n, seed, make=make_report)
 
 
 def corpus_stats(files: Path) -> dict:
@@ -376,10 +367,7 @@ def corpus_stats(files: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("root", type=Path)
-    ap.add_argument("-n", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = corpus_parser(__doc__)
     ap.add_argument("--stats", action="store_true", help="print the corpus statistics after writing it")
     a = ap.parse_args()
     write_corpus(a.root, a.n, a.seed)

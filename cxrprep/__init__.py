@@ -20,16 +20,25 @@ _API = {
 }
 
 
-def __getattr__(name: str):
-    if name in _API:
-        from cxrprep import api
+def lazy_exports(package: str, module: str, names: set[str]):
+    """``(__getattr__, __dir__)`` for ``package``: the attributes in ``names`` load from ``module`` on first use
+    (so importing the package stays cheap); cxrtrain's package uses it too."""
 
-        return getattr(api, name)
-    raise AttributeError(f"module 'cxrprep' has no attribute {name!r}")
+    def __getattr__(name: str):
+        if name in names:
+            from importlib import import_module
+
+            return getattr(import_module(module), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        from sys import modules
+
+        return sorted(set(vars(modules[package])) | names)
+
+    return __getattr__, __dir__
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | _API)
-
+__getattr__, __dir__ = lazy_exports(__name__, "cxrprep.api", _API)
 
 __all__ = ["__version__", *sorted(_API)]

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrprep import _API
 from cxrprep.image.process import read_gray, resize_short
 from cxrprep.shards.reader import ShardDataset, find_datasets
-from cxrprep.text.sections import Report, parse_report
-from cxrprep.text.sentences import split_sentences
+from cxrprep.text.sections import Report, parse_report  # noqa: F401 (exported: __all__ below)
+from cxrprep.text.sentences import split_sentences  # noqa: F401 (exported: __all__ below)
 from cxrprep.text.templates import Templates, load_templates
 
 _STATE = {1: "positive", 0: "negative", -1: "uncertain"}
@@ -65,14 +66,4 @@ def open_shards(path: str | Path) -> list[ShardDataset]:
     return [ShardDataset(d) for d in find_datasets(p)]
 
 
-__all__ = [
-    "Report",
-    "ShardDataset",
-    "Templates",
-    "load_templates",
-    "open_shards",
-    "parse_report",
-    "prompts_from_labels",
-    "read_image",
-    "split_sentences",
-]
+__all__ = sorted(_API)  # the names cxrprep exports lazily (cxrprep/__init__.py)

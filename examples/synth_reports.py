@@ -154,8 +154,11 @@ def report_path(root: Path, subject: int, study: int) -> Path:
     return root / "files" / f"p{s[:2]}" / f"p{s}" / f"s{study:08d}.txt"
 
 
-def write_corpus(root: Path, n: int, seed: int = 0) -> int:
-    """Write ``n`` reports under ``root/files/`` (about 2.5 studies per patient); returns n."""
+def write_corpus(root: Path, n: int, seed: int = 0, make=None) -> int:
+    """Write ``n`` reports under ``root/files/`` (about 2.5 studies per patient); returns n.
+
+    ``make(rng) -> str`` composes one report (default: this module's ``make_report``)."""
+    make = make or make_report
     rng = random.Random(seed)
     subject, study, k = 10000000, 50000000, 0
     while k < n:
@@ -166,17 +169,22 @@ def write_corpus(root: Path, n: int, seed: int = 0) -> int:
             study += rng.randint(1, 40)
             p = report_path(root, subject, study)
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(make_report(rng))
+            p.write_text(make(rng))
             k += 1
     return n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def corpus_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a report corpus generator (this one, bench/realistic_reports.py): ROOT, -n, --seed."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path)
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    a = corpus_parser(__doc__).parse_args()
     write_corpus(a.root, a.n, a.seed)
     print(f"wrote {a.n} reports under {a.root / 'files'}")
 

@@ -63,12 +63,11 @@ def tiny_layers(hidden: int, **kw) -> dict:
     return dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=2, **kw)
 
 
-def write_dicom(path, px, photometric="MONOCHROME2", bits=12, signed=False, extra=None, rle=False):
-    """Write ``px`` (2-D) as a CR DICOM file with a (fake) patient name and ID to check de-identification:
-    ``bits`` stored of 16 allocated, ``extra`` attributes set as given, RLE-compressed when ``rle``."""
-    import numpy as np
+def cr_dataset(shape: tuple[int, int]):
+    """An empty CR DICOM dataset of ``shape`` (rows, columns) with its file meta (explicit VR little endian)
+    and fresh UIDs; the caller sets the pixel attributes and data."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
@@ -78,9 +77,19 @@ def write_dicom(path, px, photometric="MONOCHROME2", bits=12, signed=False, extr
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality = "CR"
+    ds.Rows, ds.Columns = shape
+    return ds
+
+
+def write_dicom(path, px, photometric="MONOCHROME2", bits=12, signed=False, extra=None, rle=False):
+    """Write ``px`` (2-D) as a CR DICOM file with a (fake) patient name and ID to check de-identification:
+    ``bits`` stored of 16 allocated, ``extra`` attributes set as given, RLE-compressed when ``rle``."""
+    import numpy as np
+    from pydicom.uid import RLELossless
+
+    ds = cr_dataset(px.shape)
     ds.PatientName = "Secret^Name"
     ds.PatientID = "SECRETID42"
-    ds.Rows, ds.Columns = px.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1

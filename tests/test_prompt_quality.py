@@ -70,20 +70,24 @@ def test_the_a_slot_adds_the_right_article():
     ]
 
 
+def _load_error(path: Path, text: str) -> str:
+    """Write ``text`` to ``path``: the message of the TemplateError that loading it must raise."""
+    path.write_text(text)
+    with pytest.raises(TemplateError) as e:
+        load_templates(path)
+    return str(e.value)
+
+
 def test_a_slot_errors_name_file_and_line(tmp_path):
     p = tmp_path / "t.yaml"
-    p.write_text("version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n    positive: ['{a} and {}']\n")
-    with pytest.raises(TemplateError) as e:
-        load_templates(p)
-    assert str(e.value) == f"{p}:5:16: a sentence may contain one {{}} slot, found 2 (counting {{a}}): '{{a}} and {{}}'"
+    msg = _load_error(p, "version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n    positive: ['{a} and {}']\n")
+    assert msg == f"{p}:5:16: a sentence may contain one {{}} slot, found 2 (counting {{a}}): '{{a}} and {{}}'"
 
 
 def test_other_braces_and_missing_classes_are_named(tmp_path):
     p = tmp_path / "t.yaml"
-    p.write_text("version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n    positive: ['There is {an}.']\n")
-    with pytest.raises(TemplateError) as e:
-        load_templates(p)
-    assert str(e.value) == (
+    msg = _load_error(p, "version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n    positive: ['There is {an}.']\n")
+    assert msg == (
         f"{p}:5:16: only an empty {{}} slot is allowed (or {{a}}, the slot with its article): 'There is {{an}}.'"
     )
     p.write_text("version: 1\nclasses:\n  Mass:\n    expressions: [mass]\n")
@@ -104,6 +108,12 @@ def test_every_shipped_file_passes_templates_check():
     assert "style lint skipped, 74 sentences differ from our style" in r.output
 
 
+def _check(path: Path, text: str, *options: str):
+    """Write ``text`` to ``path`` and run ``cxrprep templates check`` on it: the CliRunner result."""
+    path.write_text(text)
+    return runner.invoke(app, ["templates", "check", str(path), *options])
+
+
 def test_verbatim_exempts_style_not_syntax_or_duplicates(tmp_path):
     body = 'binary:\n  Pneumothorax: {positive: ["Pneumothorax"], negative: ["No Pneumothorax"]}\n'
     plain, verb = tmp_path / "plain.yaml", tmp_path / "verb.yaml"
@@ -116,17 +126,14 @@ def test_verbatim_exempts_style_not_syntax_or_duplicates(tmp_path):
         f"{verb}: ok (0 classes, 0 expansions, 1 binary tasks, 0 multi-class sets, qualifiers none, "
         "verbatim from a paper, Table 1: style lint skipped, 2 sentences differ from our style)"
     )
-    dup = tmp_path / "dup.yaml"
-    dup.write_text('version: 1\nverbatim: "x"\nbinary:\n  Edema: {positive: ["Edema", "Edema"], negative: ["No"]}\n')
-    r = runner.invoke(app, ["templates", "check", str(dup)])
+    dup = 'version: 1\nverbatim: "x"\nbinary:\n  Edema: {positive: ["Edema", "Edema"], negative: ["No"]}\n'
+    r = _check(tmp_path / "dup.yaml", dup)
     assert r.exit_code == 1 and "duplicate: 'Edema'" in r.output
-    broken = tmp_path / "broken.yaml"
-    broken.write_text('version: 1\nverbatim: "x"\nbinary:\n  Edema: {positive: ["[Edema"], negative: ["No"]}\n')
-    r = runner.invoke(app, ["templates", "check", str(broken)])
+    broken = 'version: 1\nverbatim: "x"\nbinary:\n  Edema: {positive: ["[Edema"], negative: ["No"]}\n'
+    r = _check(tmp_path / "broken.yaml", broken)
     assert r.exit_code == 2 and "unbalanced brackets" in r.output
     empty = tmp_path / "empty.yaml"
-    empty.write_text('version: 1\nverbatim: ""\nbinary:\n  Edema: {positive: ["Edema."], negative: ["No edema."]}\n')
-    r = runner.invoke(app, ["templates", "check", str(empty)])
+    r = _check(empty, 'version: 1\nverbatim: ""\nbinary:\n  Edema: {positive: ["Edema."], negative: ["No edema."]}\n')
     assert r.exit_code == 2
     assert r.output.strip() == (
         f"error: {empty}:2:1: verbatim must name the source the file transcribes, e.g. 'CXR-CLIP appendix, Table 7'"
@@ -136,8 +143,7 @@ def test_verbatim_exempts_style_not_syntax_or_duplicates(tmp_path):
 # -- coverage and empty files -------------------------------------------------------------------------
 def test_check_fails_a_file_with_no_sentences(tmp_path):
     f = tmp_path / "nothing.yaml"
-    f.write_text("version: 1\ndefaults:\n  positive: ['{}.']\n")
-    r = runner.invoke(app, ["templates", "check", str(f)])
+    r = _check(f, "version: 1\ndefaults:\n  positive: ['{}.']\n")
     assert r.exit_code == 1
     assert r.output.strip() == (
         f"{f}: no sentences: the file has no classes (training) and no binary or multiclass prompts (eval)"
@@ -147,11 +153,11 @@ def test_check_fails_a_file_with_no_sentences(tmp_path):
 
 def test_check_names_every_uncovered_class_at_once(tmp_path):
     f = tmp_path / "two.yaml"
-    f.write_text(
+    text = (
         "version: 1\ndefaults:\n  positive: ['{}.']\n  negative: ['No {}.']\n"
         "classes:\n  Atelectasis: {expressions: [atelectasis]}\n  Edema: {expressions: [pulmonary edema]}\n"
     )
-    r = runner.invoke(app, ["templates", "check", str(f), "--dataset", "chexpert"])
+    r = _check(f, text, "--dataset", "chexpert")
     assert r.exit_code == 1 and "ok" not in r.output
     missing = [c for c in CHEXPERT_LABELS if c not in ("Atelectasis", "Edema")]
     listed = ", ".join(f"{c} (positive)" if c == "No Finding" else f"{c} (positive, negative)" for c in missing)
@@ -195,10 +201,8 @@ def test_qualifiers_none_is_the_default_and_invents_nothing():
 
 def test_qualifier_key_and_option_errors(tmp_path):
     f = tmp_path / "q.yaml"
-    f.write_text("version: 1\nqualifiers: maybe\nclasses:\n  Edema: {expressions: [edema]}\n")
-    with pytest.raises(TemplateError) as e:
-        load_templates(f)
-    assert str(e.value) == f"{f}:2:1: qualifiers must be one of none, sample, got 'maybe'"
+    msg = _load_error(f, "version: 1\nqualifiers: maybe\nclasses:\n  Edema: {expressions: [edema]}\n")
+    assert msg == f"{f}:2:1: qualifiers must be one of none, sample, got 'maybe'"
     r = runner.invoke(app, ["templates", "check", str(f)])
     assert (
         r.exit_code == 2 and r.output.strip() == f"error: {f}:2:1: qualifiers must be one of none, sample, got 'maybe'"

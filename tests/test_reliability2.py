@@ -398,19 +398,10 @@ def test_non_utf8_file_name_is_escaped(tmp_path):
 
 # -- low-bit DICOMs are scaled to BitsStored, not stored nearly black -------------------------------------
 def _low_bit_dicom(path: Path, px: np.ndarray, allocated: int, stored: int) -> Path:
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from helpers import cr_dataset
     from pydicom.pixels import pack_bits
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = px.shape
+    ds = cr_dataset(px.shape)
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = allocated, stored, stored - 1, 0
     ds.PixelData = pack_bits(px) if allocated == 1 else px.astype(np.uint8).tobytes()

@@ -96,18 +96,23 @@ def read_rsna(csv_path: Path, image_root: Path, split_method: str = "hash") -> t
         target.setdefault(pid, (int(t), line))
     pids = sorted(target)
     split = dict(zip(pids, gloria_split(pids))) if check_split_method(split_method, _GS) == "gloria" else {}
-    items = [
+    return _one_image_items(csv_path, target, split, lambda pid: image_root / f"{pid}.dcm"), ["Pneumonia"]
+
+
+def _one_image_items(csv_path: Path, label: dict[str, tuple[int, int]], split: dict[str, str], path_of) -> list[dict]:
+    """One study per image id (its own subject), labelled ``label[id] = (value, CSV line)``, in id order; the
+    split is ``split[id]`` where given (GLoRIA's), else the id's hashed split."""
+    return [
         dict(
-            study_id=pid,
-            subject_id=pid,
-            split=split.get(pid) or hash_split(pid),
-            labels=[t],
-            paths=[image_root / f"{pid}.dcm"],
+            study_id=key,
+            subject_id=key,
+            split=split.get(key) or hash_split(key),
+            labels=[v],
+            paths=[path_of(key)],
             source=f"{csv_path.name}:{line}",
         )
-        for pid, (t, line) in sorted(target.items())
+        for key, (v, line) in sorted(label.items())
     ]
-    return items, ["Pneumonia"]
 
 
 # -- SIIM ---------------------------------------------------------------------------------------------
@@ -136,17 +141,7 @@ def read_siim(csv_path: Path, image_root: Path, split_method: str = "hash") -> t
         label[iid] = (v, prev[1] if prev else line)
     split = _row_splits(order) if check_split_method(split_method, _GS) == "gloria" else {}
     found = {p.stem: p for p in sorted(image_root.rglob("*")) if p.suffix.lower() in (".dcm", ".dicom")}
-    items = [
-        dict(
-            study_id=iid,
-            subject_id=iid,
-            split=split.get(iid) or hash_split(iid),
-            labels=[v],
-            paths=[found.get(iid, image_root / f"{iid}.dcm")],
-            source=f"{csv_path.name}:{line}",
-        )
-        for iid, (v, line) in sorted(label.items())
-    ]
+    items = _one_image_items(csv_path, label, split, lambda iid: found.get(iid, image_root / f"{iid}.dcm"))
     return items, ["Pneumothorax"]
 
 

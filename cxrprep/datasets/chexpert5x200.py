@@ -26,12 +26,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cxrprep.datasets.bounds import check_at_least
 from cxrprep.datasets.label_csv import chexpert_frame
 from cxrprep.datasets.label_csv import resolve_image as _resolve_image
+from cxrprep.datasets.writing import five_by_200_writer, write_patients
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.labels import CHEXPERT_LABELS, COMPETITION_TASKS
 from cxrprep.schema import empty_row
-from cxrprep.shards import ShardWriter
 
 DATASET = "chexpert-5x200"
 
@@ -47,8 +48,7 @@ class FiveX200Config:
     image_settings: ImageSettings = field(default_factory=ImageSettings)
 
     def __post_init__(self) -> None:
-        if self.per_class < 1:
-            raise ValueError(f"--per-class must be >= 1, got {self.per_class}")
+        check_at_least(self, per_class=1)
         if self.released and self.list_path:
             raise ValueError("--released reads the released file's own rows; it cannot be combined with --list")
 
@@ -119,6 +119,19 @@ def _strip_release(p: str) -> str:
     return "/".join(parts)
 
 
+def _task_row(labs: tuple, path: str, appa: str | None, where: str, context: str, option: str) -> dict:
+    """A 5x200 row for an image labelled ``labs`` (CheXpert order); an image without exactly one positive
+    competition task is an error naming ``where`` (file, line, path), ``context`` and ``option``."""
+    pos = [t for t in COMPETITION_TASKS if labs[CHEXPERT_LABELS.index(t)] == 1]
+    if len(pos) != 1:
+        raise ValueError(
+            f"{where} has {len(pos)} positive competition labels{context} ({pos}); a 5x200 image has exactly one "
+            f"({option})"
+        )
+    view = (appa or "").strip().upper() or None
+    return dict(path=path, patient=path.split("/")[-3], task=pos[0], labels=labs, view=view)
+
+
 def select_from_list(csv_path: Path, list_path: Path) -> list[dict]:
     """The released 5x200 list, labelled from train.csv; rows as select_5x200's."""
     df = chexpert_frame(csv_path)
@@ -133,23 +146,8 @@ def select_from_list(csv_path: Path, list_path: Path) -> list[dict]:
         if key in seen:
             raise ValueError(f"{list_path}:{line}: {p!r} is listed twice (--list)")
         seen.add(key)
-        labs = raw.row(i)
-        pos = [t for t in COMPETITION_TASKS if labs[CHEXPERT_LABELS.index(t)] == 1]
-        if len(pos) != 1:
-            raise ValueError(
-                f"{list_path}:{line}: {p!r} has {len(pos)} positive competition labels in {csv_path} "
-                f"({pos}); a 5x200 image has exactly one (--list)"
-            )
-        path = df["Path"][i]
-        out.append(
-            dict(
-                path=path,
-                patient=path.split("/")[-3],
-                task=pos[0],
-                labels=labs,
-                view=(df["_appa"][i] or "").strip().upper() or None,
-            )
-        )
+        where = f"{list_path}:{line}: {p!r}"
+        out.append(_task_row(raw.row(i), df["Path"][i], df["_appa"][i], where, f" in {csv_path}", "--list"))
     return out
 
 
@@ -165,16 +163,8 @@ def select_released(path: Path) -> list[dict]:
     raw = df.select(CHEXPERT_LABELS)
     out = []
     for i, p in enumerate(df["Path"].to_list()):
-        labs = raw.row(i)
-        pos = [t for t in COMPETITION_TASKS if labs[CHEXPERT_LABELS.index(t)] == 1]
-        if len(pos) != 1:
-            raise ValueError(
-                f"{path}: line {i + 2}: {p!r} has {len(pos)} positive competition labels ({pos}); "
-                f"a 5x200 image has exactly one (--released)"
-            )
-        report = " ".join((df[REPORT_COLUMN][i] or "").split())
-        view = (df["_appa"][i] or "").strip().upper() or None
-        out.append(dict(path=p, patient=p.split("/")[-3], task=pos[0], labels=labs, view=view, report=report))
+        row = _task_row(raw.row(i), p, df["_appa"][i], f"{path}: line {i + 2}: {p!r}", "", "--released")
+        out.append(row | {"report": " ".join((df[REPORT_COLUMN][i] or "").split())})
     return out
 
 
@@ -193,22 +183,14 @@ def run_5x200(csv_path: Path, out: Path, cfg: FiveX200Config) -> dict:
     root = Path(cfg.image_root) if cfg.image_root else csv_path.parent
     conf = asdict(cfg)
     conf["csv"] = str(csv_path)
-    with ShardWriter(
-        out,
-        DATASET,
-        config=conf,
-        label_names=CHEXPERT_LABELS,
-        command="chexpert-5x200",
-        image_settings=cfg.image_settings.manifest() if cfg.images else None,
-        extra_manifest={
-            "classes": list(COMPETITION_TASKS),
-            "selection": "released file (with Report Impression)"
-            if cfg.released
-            else f"list {cfg.list_path}"
-            if cfg.list_path
-            else f"seeded draw (seed {cfg.seed})",
-        },
-    ) as w:
+    selection = (
+        "released file (with Report Impression)"
+        if cfg.released
+        else f"list {cfg.list_path}"
+        if cfg.list_path
+        else f"seeded draw (seed {cfg.seed})"
+    )
+    with five_by_200_writer(out, DATASET, cfg, "chexpert-5x200", conf, selection) as w:
         w.counts.inputs_seen = len(rows)
         for r in sorted(rows, key=lambda r: r["path"]):
             sid = "/".join(r["path"].split("/")[-3:]).rsplit(".", 1)[0]
@@ -225,8 +207,5 @@ def run_5x200(csv_path: Path, out: Path, cfg: FiveX200Config) -> dict:
             if r.get("report"):
                 row.update(impression=r["report"], impression_sentences=re.split(r"(?<=\.)\s+", r["report"]))
             w.write(row)
-    patients = sorted({r["patient"] for r in rows})
-    tmp = out / DATASET / ".tmp-patients.txt"
-    tmp.write_text("".join(p + "\n" for p in patients))
-    tmp.replace(out / DATASET / "patients.txt")
+    write_patients(out / DATASET, (r["patient"] for r in rows))
     return w.manifest

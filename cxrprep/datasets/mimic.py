@@ -39,8 +39,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from cxrprep.datasets.bounds import check_at_least
 from cxrprep.datasets.mimic_inputs import not_empty
 from cxrprep.datasets.mimic_worker import DATASET, IMAGE_EXT, hash_split, init_worker, process_chunk
+from cxrprep.datasets.writing import command_writer
 from cxrprep.image.settings import ImageSettings
 from cxrprep.labels import CHEXPERT_LABELS
 from cxrprep.parallel import chunked, in_part, ordered_map
@@ -72,10 +74,7 @@ class ReportsConfig:
     image_settings: ImageSettings = field(default_factory=ImageSettings)
 
     def __post_init__(self) -> None:
-        if self.chunk_size < 1:
-            raise ValueError(f"--chunk-size must be >= 1, got {self.chunk_size}")
-        if self.max_report_bytes < 1:
-            raise ValueError(f"--max-report-bytes must be >= 1, got {self.max_report_bytes}")
+        check_at_least(self, chunk_size=1, max_report_bytes=1)
 
 
 @dataclass(slots=True)
@@ -378,15 +377,7 @@ def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, t
     conf = asdict(cfg)
     conf.update(root=str(root), inputs=used)
     extra = {"fallback": 0, "split_assigned": 0, "no_labels": 0}
-    with ShardWriter(
-        out,
-        DATASET,
-        config=conf,
-        label_names=CHEXPERT_LABELS,
-        image_settings=cfg.image_settings.manifest() if cfg.images else None,
-        command="reports",
-        part=cfg.part,
-    ) as w:
+    with command_writer(out, DATASET, cfg, "reports", conf, part=cfg.part) as w:
         pending: list[list[tuple[Study, bool]]] = []  # per chunk sent: (study, duplicate?) in input order
         if cfg.workers > 1:
             _warm_before_fork()

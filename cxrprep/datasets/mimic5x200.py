@@ -21,10 +21,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cxrprep.datasets.bounds import check_at_least
+from cxrprep.datasets.writing import five_by_200_writer, write_patients
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.labels import CHEXPERT_LABELS, COMPETITION_TASKS
 from cxrprep.schema import empty_row
-from cxrprep.shards import ShardWriter
 
 DATASET = "mimic-5x200"
 _PATH = re.compile(r"p(\d{8})/s(\d{8})/([0-9a-f-]+)\.(?:jpg|dcm)$")
@@ -43,8 +44,7 @@ class Mimic5x200Config:
     image_settings: ImageSettings = field(default_factory=ImageSettings)
 
     def __post_init__(self) -> None:
-        if self.per_class < 1:
-            raise ValueError(f"--per-class must be >= 1, got {self.per_class}")
+        check_at_least(self, per_class=1)
         if self.from_split not in ("train", "validate", "test", "any"):
             raise ValueError(f"--from-split must be train, validate, test or any, got {self.from_split!r}")
 
@@ -156,20 +156,10 @@ def run_mimic_5x200(root: Path, out: Path, cfg: Mimic5x200Config) -> dict:
     rows = select_mimic_5x200(root, cfg)
     files = root if root.name == "files" else root / "files"
     conf = asdict(cfg) | {"root": str(root)}
-    with ShardWriter(
-        out,
-        DATASET,
-        config=conf,
-        label_names=CHEXPERT_LABELS,
-        command="mimic-5x200",
-        image_settings=cfg.image_settings.manifest() if cfg.images else None,
-        extra_manifest={
-            "classes": list(COMPETITION_TASKS),
-            "selection": f"list {cfg.list_path}"
-            if cfg.list_path
-            else f"seeded draw (seed {cfg.seed}, from split {cfg.from_split})",
-        },
-    ) as w:
+    selection = (
+        f"list {cfg.list_path}" if cfg.list_path else f"seeded draw (seed {cfg.seed}, from split {cfg.from_split})"
+    )
+    with five_by_200_writer(out, DATASET, cfg, "mimic-5x200", conf, selection) as w:
         w.counts.inputs_seen = len(rows)
         for r in sorted(rows, key=lambda r: r["study"]):
             sid, subject = f"s{r['study']}", r["subject"]
@@ -204,8 +194,5 @@ def run_mimic_5x200(root: Path, out: Path, cfg: Mimic5x200Config) -> dict:
                 fallback=rep.fallback,
             )
             w.write(row)
-    patients = sorted({r["subject"] for r in rows})
-    tmp = out / DATASET / ".tmp-patients.txt"
-    tmp.write_text("".join(p + "\n" for p in patients))
-    tmp.replace(out / DATASET / "patients.txt")
+    write_patients(out / DATASET, (r["subject"] for r in rows))
     return w.manifest

@@ -33,9 +33,11 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cxrprep.datasets.bounds import check_at_least
 from cxrprep.datasets.csvtext import check_utf8, open_csv_text
 from cxrprep.datasets.label_csv import NIH_REQUIRED, chexpert_studies, nih_studies, read_list, resolve_image
 from cxrprep.datasets.prompt_bulk import raw_state_codes, render_bulk, resolve_no_finding_codes, study_keys
+from cxrprep.datasets.writing import command_writer
 from cxrprep.image.process import ImageSettings, process_study_images
 from cxrprep.labels import CHEXPERT_LABELS, NIH_LABELS, resolve_no_finding
 from cxrprep.parallel import in_part, ordered_map
@@ -67,10 +69,7 @@ class PromptsConfig:
     image_settings: ImageSettings = field(default_factory=ImageSettings)
 
     def __post_init__(self) -> None:
-        if self.variants < 1:
-            raise ValueError(f"--variants must be >= 1, got {self.variants}")
-        if self.negatives < 0:
-            raise ValueError(f"--negatives must be >= 0, got {self.negatives}")
+        check_at_least(self, variants=1, negatives=0)
         if self.uncertain not in UNCERTAIN_POLICIES:
             raise ValueError(f"--uncertain must be one of {', '.join(UNCERTAIN_POLICIES)}, got {self.uncertain!r}")
         if self.qualifiers not in (None, "none", "sample"):
@@ -318,15 +317,7 @@ def run_prompts(csv_path: Path, out: Path, cfg: PromptsConfig, progress=lambda i
     conf["csv"] = str(csv_path)
     conf["qualifiers"] = t.qualifiers  # the mode in effect (the option, else the file's key)
     extra = {"label_conflicts": 0, "excluded_patients": 0, "prompts_written": 0}
-    with ShardWriter(
-        out,
-        kind,
-        config=conf,
-        label_names=label_names,
-        image_settings=cfg.image_settings.manifest() if cfg.images else None,
-        command="prompts",
-        part=cfg.part,
-    ) as w:
+    with command_writer(out, kind, cfg, "prompts", conf, label_names, part=cfg.part) as w:
         w.counts.inputs_seen = frame.height + len(dups)
         keep = _reject_skipped(w, frame, dups, cfg, extra)
         keys = study_keys(cfg.seed, keep["study_id"].to_list())

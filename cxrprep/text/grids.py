@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import itertools
 
+from cxrprep.text.template_yaml import string_items
+
 MAX_GRID_PROMPTS = 100_000  # per class
 
 
@@ -38,11 +40,7 @@ def _word_lists(body, where: str, src) -> list[list[str]]:
     for lname, (words, lsrc) in body.items():
         if not isinstance(words, list) or not words:
             raise lsrc.error(f"{where}.{lname} must be a non-empty list of words ('' is the empty word)")
-        got = []
-        for w in words:
-            if not isinstance(w, tuple) or not isinstance(w[0], str):
-                raise lsrc.error(f"{where}.{lname} must be a list of strings")
-            got.append(w[0])
+        got = [w for w, _ in string_items(words, f"{where}.{lname}", lsrc)]
         total *= len(got)
         if total > MAX_GRID_PROMPTS:
             raise lsrc.error(f"{where} expands to more than {MAX_GRID_PROMPTS:,} prompts; use fewer words")

@@ -103,3 +103,12 @@ def read_text(path: Path, file: str) -> str:
         raise TemplateError(
             file, line, col, f"not UTF-8 text (byte 0x{data[e.start]:02x}: {e.reason}); save the file as UTF-8"
         ) from None
+
+
+def string_items(items: list, what: str, src: Src) -> list[tuple[str, Src]]:
+    """The ``(text, Src)`` items of a parsed YAML list; an item that is not a string is an error naming
+    ``what`` at ``src``."""
+    for v in items:
+        if not isinstance(v, tuple) or not isinstance(v[0], str):
+            raise src.error(f"{what} must be a list of strings")
+    return list(items)

@@ -75,7 +75,7 @@ from cxrprep.text.template_syntax import (
     render,
 )
 from cxrprep.text.template_syntax import cap as _cap
-from cxrprep.text.template_yaml import compose, read_text, to_python
+from cxrprep.text.template_yaml import compose, read_text, string_items, to_python
 
 #: every class a template file may name (canonical names; aliases map dataset spellings onto them)
 KNOWN_CLASSES = tuple(sorted({ALIASES.get(c, c) for c in CHEXPERT_LABELS + NIH_LABELS}))
@@ -132,12 +132,7 @@ def _strings(value, what: str, src: Src) -> list[tuple[str, Src]]:
         value = [value]
     if not isinstance(value, list) or not value:
         raise src.error(f"{what} must be a non-empty list of strings")
-    out = []
-    for v in value:
-        if not isinstance(v, tuple) or not isinstance(v[0], str):
-            raise src.error(f"{what} must be a list of strings")
-        out.append(v)
-    return out
+    return string_items(value, what, src)
 
 
 def _has_slot(s: str) -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
+from typing import NamedTuple, get_type_hints
 
 import typer
 
@@ -24,6 +27,38 @@ _PART = part_option("studies")
 _MAXF = max_failed_option("inputs")
 
 
+class _RunOpts(NamedTuple):
+    """The options every image benchmark command takes, in their help order."""
+
+    out: Path
+    size: int
+    clahe: bool
+    workers: int
+    part: str
+    max_failed: str
+
+
+_RUN_DEFAULTS = (BENCH_OUT, SIZE, CLAHE, WORKERS, _PART, _MAXF)
+
+
+def _run_options(fn):
+    """``fn`` with its parameter ``run`` shown to Typer as the options of ``_RunOpts`` (--out --size --clahe
+    --workers --part --max-failed, at that place), which reach ``fn`` together as one ``_RunOpts``."""
+    sig = inspect.signature(fn, eval_str=True)
+    params = list(sig.parameters.values())
+    at = [p.name for p in params].index("run")
+    kind, types = inspect.Parameter.POSITIONAL_OR_KEYWORD, get_type_hints(_RunOpts)
+    opts = [inspect.Parameter(n, kind, default=d, annotation=types[n]) for n, d in zip(_RunOpts._fields, _RUN_DEFAULTS)]
+
+    @functools.wraps(fn)
+    def command(**kw) -> None:
+        run = _RunOpts(*(kw.pop(n) for n in _RunOpts._fields))
+        fn(**kw, run=run)
+
+    command.__signature__ = sig.replace(parameters=[*params[:at], *opts, *params[at + 1 :]])
+    return command
+
+
 def _run(fn, out: Path, dataset: str, mf) -> None:
     from cxrprep.shards import summary_lines
 
@@ -33,24 +68,25 @@ def _run(fn, out: Path, dataset: str, mf) -> None:
     finish(summary_lines(m, out / dataset), c["failed"], c["inputs_seen"], mf)
 
 
+def _checked(run: _RunOpts) -> tuple:
+    """``(max_failed, part, workers, ImageSettings)`` from the run options (a bad value is a usage error)."""
+    mf, part_t, nworkers = run_options(run.max_failed, run.part, run.workers)
+    return mf, part_t, nworkers, image_settings(run.size, run.clahe)
+
+
 def _bench(
     labels_csv: Path,
     image_root: Path | None,
-    out: Path,
     dataset: str,
     reader,
-    size,
-    clahe,
-    workers,
-    part,
-    max_failed,
+    run: _RunOpts,
     readers: str = "majority",
     extra: list[Path] = (),
 ) -> None:
     from cxrprep.datasets.benchmarks import BenchConfig, write_items
 
-    mf, part_t, nworkers = run_options(max_failed, part, workers)
-    settings = image_settings(size, clahe)
+    out = run.out
+    mf, part_t, nworkers, settings = _checked(run)
     cfg = make_config(
         BenchConfig,
         image_root=str(image_root) if image_root else None,
@@ -96,62 +132,59 @@ def _with_split(reader, split_method: str, allowed: tuple[str, ...] = ("hash", "
     return partial(reader, split_method=split_method)
 
 
-def rsna(
-    # fmt: off
-    labels_csv: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="stage_2_train_labels.csv (Kaggle RSNA Pneumonia)"
-    ),
-    image_root: Path = typer.Option(
-        None, "--image-root", help="Folder of {patientId}.dcm (default: stage_2_train_images/ beside the CSV)"
-    ),
-    out: Path = BENCH_OUT,
-    size: int = SIZE,
-    clahe: bool = CLAHE,
-    workers: int = WORKERS,
-    part: str = _PART,
-    max_failed: str = _MAXF,
-    split_method: str = _SPLIT_METHOD,
-    # fmt: on
-) -> None:
+def _kaggle_command(
+    name: str, reader_name: str, dataset: str, csv_help: str, root_help: str, images_dir: str, doc: str
+):
+    """The command for a Kaggle benchmark (RSNA, SIIM): one labels CSV, one folder of DICOMs (default
+    ``images_dir`` beside the CSV), ``--split-method`` hash | gloria."""
+
+    @_run_options
+    def command(
+        # fmt: off
+        labels_csv: Path = typer.Argument(..., exists=True, dir_okay=False, help=csv_help),
+        image_root: Path = typer.Option(None, "--image-root", help=root_help),
+        run: _RunOpts = None,
+        split_method: str = _SPLIT_METHOD,
+        # fmt: on
+    ) -> None:
+        from cxrprep.datasets import benchmarks
+
+        root = image_root or (labels_csv.parent / images_dir)
+        reader = _with_split(getattr(benchmarks, reader_name), split_method)
+        _bench(labels_csv, root, dataset, reader, run)
+
+    command.__name__ = command.__qualname__ = name
+    command.__doc__ = doc
+    return command
+
+
+rsna = _kaggle_command(
+    "rsna",
+    "read_rsna",
+    "rsna-pneumonia",
+    "stage_2_train_labels.csv (Kaggle RSNA Pneumonia)",
+    "Folder of {patientId}.dcm (default: stage_2_train_images/ beside the CSV)",
+    "stage_2_train_images",
     """RSNA Pneumonia -> bench/rsna-pneumonia (label Pneumonia = Target; 70/15/15 hashed split).
 
     Example: cxrprep rsna stage_2_train_labels.csv --image-root stage_2_train_images --out bench/
-    """
-    from cxrprep.datasets.benchmarks import read_rsna
-
-    root = image_root or (labels_csv.parent / "stage_2_train_images")
-    reader = _with_split(read_rsna, split_method)
-    _bench(labels_csv, root, out, "rsna-pneumonia", reader, size, clahe, workers, part, max_failed)
-
-
-def siim(
-    # fmt: off
-    labels_csv: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="train-rle.csv (Kaggle SIIM-ACR; header 'ImageId, EncodedPixels')"
-    ),
-    image_root: Path = typer.Option(
-        None, "--image-root", help="Folder searched for {ImageId}.dcm (default: dicom-images-train/ beside the CSV)"
-    ),
-    out: Path = BENCH_OUT,
-    size: int = SIZE,
-    clahe: bool = CLAHE,
-    workers: int = WORKERS,
-    part: str = _PART,
-    max_failed: str = _MAXF,
-    split_method: str = _SPLIT_METHOD,
-    # fmt: on
-) -> None:
+    """,
+)
+siim = _kaggle_command(
+    "siim",
+    "read_siim",
+    "siim-acr-pneumothorax",
+    "train-rle.csv (Kaggle SIIM-ACR; header 'ImageId, EncodedPixels')",
+    "Folder searched for {ImageId}.dcm (default: dicom-images-train/ beside the CSV)",
+    "dicom-images-train",
     """SIIM-ACR Pneumothorax -> bench/siim-acr-pneumothorax (label Pneumothorax: -1 -> 0, a mask -> 1).
 
     Example: cxrprep siim train-rle.csv --image-root dicom-images-train --out bench/
-    """
-    from cxrprep.datasets.benchmarks import read_siim
-
-    root = image_root or (labels_csv.parent / "dicom-images-train")
-    reader = _with_split(read_siim, split_method)
-    _bench(labels_csv, root, out, "siim-acr-pneumothorax", reader, size, clahe, workers, part, max_failed)
+    """,
+)
 
 
+@_run_options
 def vindr(
     # fmt: off
     train_csv: Path = typer.Argument(..., exists=True, dir_okay=False, help="annotations/image_labels_train.csv"),
@@ -171,12 +204,7 @@ def vindr(
     split_method: str = typer.Option(
         "hash", "--split-method", help="Validate from train: hash (20%) | cxr-clip (CXR-CLIP's seeded 20%)"
     ),
-    out: Path = BENCH_OUT,
-    size: int = SIZE,
-    clahe: bool = CLAHE,
-    workers: int = WORKERS,
-    part: str = _PART,
-    max_failed: str = _MAXF,
+    run: _RunOpts = None,
     # fmt: on
 ) -> None:
     """VinDr-CXR image-level labels (28 columns) -> bench/vindr-cxr (official test; 20% of train -> validate).
@@ -189,9 +217,10 @@ def vindr(
     extra = [test] if test.exists() else []
     root = image_root or train_csv.parent.parent
     reader = _with_split(read_vindr, split_method, ("hash", "cxr-clip"))
-    _bench(train_csv, root, out, "vindr-cxr", reader, size, clahe, workers, part, max_failed, readers, extra)
+    _bench(train_csv, root, "vindr-cxr", reader, run, readers, extra)
 
 
+@_run_options
 def openi(
     # fmt: off
     xml_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="ecgen-radiology/ (NLMCXR XML reports)"),
@@ -203,12 +232,7 @@ def openi(
     ),
     split_old: str = deprecated("--split", "--split-method", default=None),
     images: bool = typer.Option(True, "--images/--no-images"),
-    out: Path = BENCH_OUT,
-    size: int = SIZE,
-    clahe: bool = CLAHE,
-    workers: int = WORKERS,
-    part: str = _PART,
-    max_failed: str = _MAXF,
+    run: _RunOpts = None,
     # fmt: on
 ) -> None:
     """Open-I / IU X-ray XML reports + images -> bench/openi (findings, impression, sentences, MeSH).
@@ -217,8 +241,8 @@ def openi(
     """
     from cxrprep.datasets.openi import OpenIConfig, run_openi
 
-    mf, part_t, nworkers = run_options(max_failed, part, workers)
-    settings = image_settings(size, clahe)
+    out = run.out
+    mf, part_t, nworkers, settings = _checked(run)
     cfg = make_config(
         OpenIConfig,
         image_root=str(image_root) if image_root else None,
