@@ -310,6 +310,7 @@ MODEL_HELP: dict[str, str] = dict(
     init_temperature="initial softmax temperature (CLIP: 0.07)",
     min_temperature="lower bound of the learnable temperature (logit scale <= 1/this); null: no cap (CXR-CLIP)",
     random_init="build the towers from default configs without pretrained weights (benchmarks)",
+    image_weights="image_encoder torchvision/resnet50: a torchvision-format .pth file (default: torchvision's cache)",
 )
 
 
