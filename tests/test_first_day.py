@@ -26,3 +26,20 @@ def test_rejects_file_is_identical_between_runs(tmp_path):
         texts.append((out / "d" / "rejects.jsonl").read_text())
     assert texts[0] == texts[1]
     assert "broken.png" in texts[0] and " at 0x" not in texts[0]
+
+
+def test_reports_without_tables_warns_once(tmp_path):
+    """Reports without MIMIC's split/label/metadata tables: one warning line says what that costs."""
+    import shutil
+    from pathlib import Path
+
+    src = tmp_path / "mimic"
+    shutil.copytree(Path(__file__).parent.parent / "examples/mimic/files", src / "files")
+    r = runner.invoke(prep, ["reports", str(src), "--no-images", "--out", str(tmp_path / "s"), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    warn = [x for x in r.output.splitlines() if x.startswith("warning:")]
+    assert len(warn) == 1 and "splits are hashed by patient" in warn[0] and "labels are null" in warn[0]
+    r = runner.invoke(
+        prep, ["reports", "examples/mimic", "--no-images", "--out", str(tmp_path / "t"), "--workers", "1"]
+    )
+    assert r.exit_code == 0 and "warning:" not in r.output

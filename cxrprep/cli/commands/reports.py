@@ -74,4 +74,25 @@ def register(app: typer.Typer) -> None:
         )
         with errors({ValueError: 2}):
             m = run_reports(root, out, cfg, progress=lambda it, n: progress(it, n, "report chunks", "chunk"))
+        _warn_missing_tables(m)
         finish_dataset(m, out / "mimic-cxr", mf)
+
+
+_TABLES = {  # what is lost without each table of MIMIC-CXR(-JPG) (DESIGN.md, cxrprep reports)
+    "split": ("--split-csv", "splits are hashed by patient instead of the official split"),
+    "chexpert": ("--chexpert", "labels are null"),
+    "metadata": ("--metadata", "views are unknown"),
+}
+
+
+def _warn_missing_tables(manifest: dict) -> None:
+    """One warning line when the run found none of some MIMIC tables (issue 24: say so, never silently)."""
+    used = (manifest.get("config") or {}).get("inputs") or {}
+    missing = [k for k in _TABLES if k in used and not used[k]]
+    if missing:
+        names = ", ".join(f"mimic-cxr-2.0.0-{k}.csv(.gz)" for k in missing)
+        lost = "; ".join(_TABLES[k][1] for k in missing)
+        opts = " / ".join(_TABLES[k][0] for k in missing)
+        typer.echo(
+            f"warning: no {names} found beside the reports: {lost}; put them beside files/ or pass {opts}", err=True
+        )
