@@ -40,6 +40,15 @@ def test_reports_without_tables_warns_once(tmp_path):
     warn = [x for x in r.output.splitlines() if x.startswith("warning:")]
     assert len(warn) == 1 and "splits are hashed by patient" in warn[0] and "labels are null" in warn[0]
     r = runner.invoke(
-        prep, ["reports", "examples/mimic", "--no-images", "--out", str(tmp_path / "t"), "--workers", "1"]
+        prep,
+        [
+            "reports",
+            str(Path(__file__).parent.parent / "examples/mimic"),
+            "--no-images",
+            "--out",
+            str(tmp_path / "t"),
+            "--workers",
+            "1",
+        ],
     )
     assert r.exit_code == 0 and "warning:" not in r.output
