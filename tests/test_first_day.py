@@ -52,3 +52,20 @@ def test_reports_without_tables_warns_once(tmp_path):
         ],
     )
     assert r.exit_code == 0 and "warning:" not in r.output
+
+
+def test_a_finished_dataset_is_replaced_only_with_overwrite(tmp_path):
+    """cxrprep refuses to replace a finished dataset unless --overwrite; a killed run's leftovers are replaced."""
+    from pathlib import Path
+
+    src = str(Path(__file__).parent.parent / "examples/mimic")
+    args = ["reports", src, "--no-images", "--out", str(tmp_path), "--workers", "1"]
+    assert runner.invoke(prep, args).exit_code == 0
+    before = (tmp_path / "mimic-cxr/manifest.json").read_bytes()
+    r = runner.invoke(prep, args)
+    assert r.exit_code == 2 and "already holds a finished dataset" in r.output and "--overwrite" in r.output
+    assert (tmp_path / "mimic-cxr/manifest.json").read_bytes() == before  # untouched
+    assert runner.invoke(prep, [*args, "--overwrite"]).exit_code == 0
+    assert (tmp_path / "mimic-cxr/manifest.json").read_bytes() == before  # same inputs: same files
+    (tmp_path / "mimic-cxr/manifest.json").unlink()  # a killed run leaves no manifest: replaced without asking
+    assert runner.invoke(prep, args).exit_code == 0

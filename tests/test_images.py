@@ -549,7 +549,7 @@ def test_prompts_paths_stay_inside_image_root(tmp_path, examples_dir):
     rejects = {x["study_id"]: x["reason"] for x in ds.rejects()}
     assert set(rejects) == {"patient00002/study1", "patient00003/study1"}
     assert all("outside --image-root" in v for v in rejects.values())
-    r = CliRunner().invoke(app, args + ["--allow-outside-root"])
+    r = CliRunner().invoke(app, args + ["--allow-outside-root", "--overwrite"])
     assert r.exit_code == 0, r.output
     assert len(list(ShardDataset(out / "chexpert").iter_rows())) == 3
 

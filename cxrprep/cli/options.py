@@ -63,6 +63,12 @@ def image_options(command):
 # -- runs of the dataset commands ------------------------------------------------------------------------
 WORKERS = typer.Option(0, "--workers", help="Worker processes (0 = all cores)")
 OUT = typer.Option(Path("shards"), "--out", help="Shard root")
+OVERWRITE = typer.Option(
+    False,
+    "--overwrite",
+    help="Replace a finished dataset of the same name in --out (default: refuse; a killed run's leftovers are "
+    "always replaced)",
+)
 # benchmark readers (issue 20): their rows have labels but no text, so they are kept out of the training root
 BENCH_OUT = typer.Option(
     Path("bench"),

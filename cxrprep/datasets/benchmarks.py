@@ -54,6 +54,7 @@ class BenchConfig:
     workers: int = 1
     part: tuple[int, int] | None = None
     images: ImageSettings = field(default_factory=ImageSettings)
+    overwrite: bool = False  # --overwrite: replace a finished dataset of the same name (never recorded)
 
     def __post_init__(self) -> None:
         if self.readers not in ("majority", "any"):

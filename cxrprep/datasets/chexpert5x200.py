@@ -46,6 +46,7 @@ class FiveX200Config:
     released: bool = False  # csv_path is the released 5x200 file (labels + Report Impression)
     images: bool = True
     image_settings: ImageSettings = field(default_factory=ImageSettings)
+    overwrite: bool = False  # --overwrite: replace a finished dataset of the same name (never recorded)
 
     def __post_init__(self) -> None:
         check_at_least(self, per_class=1)

@@ -54,6 +54,7 @@ class ImagesConfig:
     workers: int = 1
     part: tuple[int, int] | None = None
     images: ImageSettings = field(default_factory=ImageSettings)
+    overwrite: bool = False  # --overwrite: replace a finished dataset of the same name (never recorded)
 
 
 def _label(value: str, path: Path, line: int, column: str) -> int | None:

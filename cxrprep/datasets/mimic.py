@@ -72,6 +72,7 @@ class ReportsConfig:
     part: tuple[int, int] | None = None
     max_report_bytes: int = 1 << 20  # a larger report file or zip member is a reject, never read whole
     image_settings: ImageSettings = field(default_factory=ImageSettings)
+    overwrite: bool = False  # --overwrite: replace a finished dataset of the same name (never recorded)
 
     def __post_init__(self) -> None:
         check_at_least(self, chunk_size=1, max_report_bytes=1)

@@ -42,6 +42,7 @@ class Mimic5x200Config:
     chexpert: str | None = None
     images: bool = True
     image_settings: ImageSettings = field(default_factory=ImageSettings)
+    overwrite: bool = False  # --overwrite: replace a finished dataset of the same name (never recorded)
 
     def __post_init__(self) -> None:
         check_at_least(self, per_class=1)

@@ -38,6 +38,7 @@ class OpenIConfig:
     workers: int = 1
     part: tuple[int, int] | None = None
     image_settings: ImageSettings = field(default_factory=ImageSettings)
+    overwrite: bool = False  # --overwrite: replace a finished dataset of the same name (never recorded)
 
     def __post_init__(self) -> None:
         if self.split not in ("test", "hash"):

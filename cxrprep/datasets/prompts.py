@@ -67,6 +67,7 @@ class PromptsConfig:
     workers: int = 1
     part: tuple[int, int] | None = None
     image_settings: ImageSettings = field(default_factory=ImageSettings)
+    overwrite: bool = False  # --overwrite: replace a finished dataset of the same name (never recorded)
 
     def __post_init__(self) -> None:
         check_at_least(self, variants=1, negatives=0)

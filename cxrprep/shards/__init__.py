@@ -14,6 +14,7 @@ The contract itself (columns, types, folder layout, version) is cxrprep/schema.p
 
 from cxrprep.shards.card import card_text
 from cxrprep.shards.files import (
+    DatasetExists,
     MiB,
     ShardWriteError,
     atomic_write_json,
@@ -38,6 +39,7 @@ from cxrprep.shards.writer import Counts, ShardWriter, part_tag
 __all__ = [
     "Counts",
     "DatasetBusy",
+    "DatasetExists",
     "DatasetLock",
     "IncompleteDataset",
     "MiB",

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -139,3 +140,25 @@ def read_rejects(path: str | Path) -> list[dict]:
 
                     raise ShardSchemaError(f"{path}:{i}: not a JSON line ({e})") from e
     return out
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def stable_reason(reason) -> str:
+    """A reject reason without memory addresses (PIL's ``<_io.BytesIO object at 0x7f...>``): same rejects file."""
+    return _ADDRESS.sub("", str(reason))
+
+
+class DatasetExists(ValueError):
+    """The dataset folder already holds a finished dataset and the command was not given --overwrite."""
+
+
+def refuse_finished(folder: Path, overwrite: bool) -> None:
+    """Raise DatasetExists when ``folder`` holds a finished dataset (its manifest.json) and ``overwrite`` is
+    off. A killed run's leftovers (no manifest) are always replaced."""
+    if not overwrite and (Path(folder) / "manifest.json").exists():
+        raise DatasetExists(
+            f"{folder} already holds a finished dataset (manifest.json); pass --overwrite to replace it, or choose "
+            "another --out (a killed run's leftovers, without a manifest, are replaced without it)"
+        )

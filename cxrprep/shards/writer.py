@@ -48,12 +48,15 @@ from cxrprep.schema import (
 from cxrprep.shards.card import card_text, split_order
 from cxrprep.shards.files import (
     PARQUET_OPTS,
+    DatasetExists,
     MiB,
     atomic_write_bytes,
     invocation,
     manifest_bytes,
+    refuse_finished,
     rejects_bytes,
     sha256_file,
+    stable_reason,
     write_failure,
 )
 from cxrprep.shards.lock import DatasetLock
@@ -115,14 +118,6 @@ def table_row_bytes(table: pa.Table) -> list[int]:
         )
         out += per_row(images, size)
     return out.tolist()
-
-
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-
-
-def stable_reason(reason) -> str:
-    """A reject reason without memory addresses (PIL's ``<_io.BytesIO object at 0x7f...>``): same rejects file."""
-    return _ADDRESS.sub("", str(reason))
 
 
 @dataclass
@@ -198,7 +193,8 @@ class ShardWriter:
                 raise ValueError(f"{what} {p} is a file; it must be a folder (the shard root, e.g. --out shards/)")
         self.dir = out_root / dataset
         self.dataset = dataset
-        self.config = config or {}
+        self.config = dict(config or {})
+        overwrite = self.config.pop("overwrite", True)  # the commands' --overwrite decides; it is not recorded
         self.label_names = list(label_names)
         self.schema = file_schema(self.label_names)
         self.image_settings = image_settings
@@ -223,8 +219,12 @@ class ShardWriter:
             raise write_failure(self.dir, e) from e
         self._lock = DatasetLock(self.dir, self.tag).acquire()
         try:
+            refuse_finished(self.dir, overwrite)
             (self.dir / DATA_DIR).mkdir(exist_ok=True)
             self._remove_stale_tmp()
+        except DatasetExists:
+            self._lock.release()
+            raise
         except OSError as e:
             self._lock.release()
             raise write_failure(self.dir, e) from e

@@ -13,6 +13,7 @@ from cxrprep.cli.edge import errors, finish, make_config, progress
 from cxrprep.cli.options import (
     BENCH_OUT,
     CLAHE,
+    OVERWRITE,
     SIZE,
     WORKERS,
     deprecated,
@@ -36,9 +37,10 @@ class _RunOpts(NamedTuple):
     workers: int
     part: str
     max_failed: str
+    overwrite: bool
 
 
-_RUN_DEFAULTS = (BENCH_OUT, SIZE, CLAHE, WORKERS, _PART, _MAXF)
+_RUN_DEFAULTS = (BENCH_OUT, SIZE, CLAHE, WORKERS, _PART, _MAXF, OVERWRITE)
 
 
 def _run_options(fn):
@@ -94,6 +96,7 @@ def _bench(
         workers=nworkers,
         part=part_t,
         images=settings,
+        overwrite=run.overwrite,
     )
     root = image_root or labels_csv.parent
 
@@ -251,6 +254,7 @@ def openi(
         workers=nworkers,
         part=part_t,
         image_settings=settings,
+        overwrite=run.overwrite,
     )
     _run(
         lambda: run_openi(xml_dir, out, cfg, progress=lambda it, n: progress(it, n, "openi", "study")),
@@ -279,6 +283,7 @@ def mimic_5x200(
     split_old: Path = deprecated("--split", "--split-csv"),
     chexpert: Path = typer.Option(None, "--chexpert"),
     images: bool = typer.Option(True, "--images/--no-images"),
+    overwrite: bool = OVERWRITE,
     size: int = SIZE,
     clahe: bool = CLAHE,
     # fmt: on
@@ -301,6 +306,7 @@ def mimic_5x200(
         chexpert=str(chexpert) if chexpert else None,
         images=images,
         image_settings=settings,
+        overwrite=overwrite,
     )
     _run(lambda: run_mimic_5x200(root, out, cfg), out, DATASET, (0, None))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cxrprep.cli.edge import errors, make_config, path_str
-from cxrprep.cli.options import CLAHE, SIZE, file_option, image_settings
+from cxrprep.cli.options import CLAHE, OVERWRITE, SIZE, file_option, image_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
             "Report Impression (for retrieval)",
         ),
         images: bool = typer.Option(True, "--images/--no-images"),
+        overwrite: bool = OVERWRITE,
         size: int = SIZE,
         clahe: bool = CLAHE,
         # fmt: on
@@ -55,6 +56,7 @@ def register(app: typer.Typer) -> None:
             image_settings=image_settings(size, clahe),
             list_path=path_str(list_file),
             released=released,
+            overwrite=overwrite,
         )
         with errors({ValueError: 2}):
             m = run_5x200(train_csv, out, cfg)

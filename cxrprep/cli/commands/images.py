@@ -10,6 +10,7 @@ import typer
 
 from cxrprep.cli.edge import errors, fail, finish_dataset, path_str, progress
 from cxrprep.cli.options import (  # noqa: F401 (image_settings, run_options: also re-exported for old imports)
+    OVERWRITE,
     WORKERS,
     allow_outside_root_option,
     dataset_config,
@@ -60,6 +61,7 @@ def register(app: typer.Typer) -> None:
         allow_outside_root: bool = allow_outside_root_option("CSV paths"),
         image: dict = None,  # the image block: see image_options
         workers: int = WORKERS,
+        overwrite: bool = OVERWRITE,
         part: str = part_option("subjects"),
         max_failed: str = max_failed_option("inputs"),
         # fmt: on
@@ -92,6 +94,7 @@ def register(app: typer.Typer) -> None:
             part,
             workers,
             "images",
+            overwrite=overwrite,
             dataset=dataset,
             image_root=path_str(image_root),
             allow_outside_root=allow_outside_root,

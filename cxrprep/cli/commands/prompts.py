@@ -8,6 +8,7 @@ import typer
 
 from cxrprep.cli.edge import errors, finish_dataset, path_str, progress
 from cxrprep.cli.options import (
+    OVERWRITE,
     WORKERS,
     allow_outside_root_option,
     dataset_config,
@@ -62,6 +63,7 @@ def prompts(
     exclude_patients: Path = _EXCLUDE_PATIENTS,
     image: dict = None,  # the image block: see image_options
     workers: int = WORKERS,
+    overwrite: bool = OVERWRITE,
     part: str = part_option("patients"),
     max_failed: str = max_failed_option("studies"),
     # fmt: on
@@ -80,6 +82,7 @@ def prompts(
         part,
         workers,
         "image_settings",
+        overwrite=overwrite,
         templates=templates,  # a PromptFile: the name as given, resolved once
         dataset=dataset,
         images=images,

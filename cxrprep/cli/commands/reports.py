@@ -8,6 +8,7 @@ import typer
 
 from cxrprep.cli.edge import errors, finish_dataset, path_str, progress
 from cxrprep.cli.options import (
+    OVERWRITE,
     WORKERS,
     dataset_config,
     deprecated,
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
         ),
         image: dict = None,  # the image block: see image_options
         workers: int = WORKERS,
+        overwrite: bool = OVERWRITE,
         chunk_size: int = typer.Option(1024, "--chunk-size", help="Reports per worker task"),
         max_report_bytes: int = typer.Option(
             1 << 20, "--max-report-bytes", help="A larger report file or zip member is a reject (never read whole)"
@@ -65,6 +67,7 @@ def register(app: typer.Typer) -> None:
             part,
             workers,
             "image_settings",
+            overwrite=overwrite,
             metadata=path_str(metadata),
             split=path_str(split),
             chexpert=path_str(chexpert),
