@@ -207,7 +207,10 @@ def test_chexpert_5x200_and_exclusion(tmp_path, examples_dir):
         ]
         assert sorted(v or 0 for v in comp) == [0, 0, 0, 0, 1]
     first = (out / "chexpert-5x200/patients.txt").read_text()
-    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0 and (out / "chexpert-5x200/patients.txt").read_text() == first
+    assert (
+        runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+        and (out / "chexpert-5x200/patients.txt").read_text() == first
+    )
     r = runner.invoke(app, args[:-4] + ["--per-class", "50", "--no-images"])
     assert r.exit_code == 2 and "--per-class" in r.output
     excluded = out / "chexpert-5x200/patients.txt"
