@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 #: The model every trainer test builds: the tiny preset at 32 pixels with 32-dim embeddings.
 TINY_MODEL = {"preset": "tiny", "image_size": 32, "embed_dim": 32}
 
@@ -113,3 +115,21 @@ def run_in_parts(app, command: str, src: Path, out: Path, parts: int, dataset: s
         assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["merge", str(out / dataset)])
     assert r.exit_code == 0, r.output
+
+
+def untrained_checkpoint(folder: Path) -> Path:
+    """An untrained tiny model saved as a checkpoint folder (folder/best): enough to start eval or fewshot."""
+    from cxrtrain.config import load_config
+    from cxrtrain.model import create_model
+    from cxrtrain.train import save_checkpoint
+
+    cfg = load_config(None, ["model.image_size=32", "model.embed_dim=32", "batch_size=4"])
+    save_checkpoint(folder / "best", create_model(cfg.model), cfg)
+    return folder / "best"
+
+
+def phantom(h=64, w=64) -> np.ndarray:
+    """Dark lungs left/right, bright 'spine' column in the centre: intensity in 'bone is bright' terms."""
+    a = np.full((h, w), 0.2, np.float32)
+    a[:, w // 2 - 6 : w // 2 + 6] = 0.9
+    return a
