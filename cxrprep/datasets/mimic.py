@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from cxrprep.arrowprobe import skip_pandas_probe
 from cxrprep.datasets.bounds import check_at_least
 from cxrprep.datasets.mimic_inputs import not_empty
 from cxrprep.datasets.mimic_worker import DATASET, IMAGE_EXT, hash_split, init_worker, process_chunk
@@ -257,9 +258,7 @@ def _check_conflicts(df, cols: list[str], path: Path, what: str) -> None:
 
 def load_tables(base: Path, cfg: ReportsConfig) -> tuple[dict, dict, dict, dict]:
     """-> (views by dicom_id, split by study_id, labels by study_id, paths used). Raises ValueError on a
-    missing column before any work starts."""
-    import polars as pl
-
+    missing column before any work starts. polars is imported only when there is a CSV to read."""
     used: dict[str, str | None] = {}
     views: dict[str, str | None] = {}
     p = find_csv(base, "mimic-cxr-2.0.0-metadata", cfg.metadata)
@@ -272,6 +271,8 @@ def load_tables(base: Path, cfg: ReportsConfig) -> tuple[dict, dict, dict, dict]
     p = find_csv(base, "mimic-cxr-2.0.0-split", cfg.split)
     used["split"] = str(p) if p else None
     if p:
+        import polars as pl
+
         df = _read_csv(p, "split").select("_row", "study_id", "split")
         bad = df.filter(~pl.col("split").is_in(["train", "validate", "test"]) | pl.col("split").is_null())
         if bad.height:
@@ -287,6 +288,8 @@ def load_tables(base: Path, cfg: ReportsConfig) -> tuple[dict, dict, dict, dict]
     p = find_csv(base, "mimic-cxr-2.0.0-chexpert", cfg.chexpert)
     used["chexpert"] = str(p) if p else None
     if p:
+        import polars as pl
+
         df = _read_csv(p, "chexpert")
         cols = [pl.col(c).cast(pl.Float64, strict=False).alias(c) for c in CHEXPERT_LABELS]
         parsed = df.select([pl.col("_row"), pl.col("study_id")] + cols)
@@ -369,6 +372,7 @@ def _record_chunk(w: ShardWriter, entries: list, result: tuple, extra: dict) -> 
 def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, total: it) -> dict:
     """Run the whole command; returns the manifest. Raises ValueError for bad inputs before any work."""
     base, files, zpath = resolve_root(Path(root))
+    skip_pandas_probe()
     views, splits, labels, used = load_tables(base, cfg)
     if cfg.images and zpath is not None:
         raise ValueError(f"{zpath}: a reports zip has no images; add --no-images or give the MIMIC-CXR-JPG root")

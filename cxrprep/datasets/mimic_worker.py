@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxrprep.arrowprobe import skip_pandas_probe
 from cxrprep.text.sections import Report, normalize_ws, parse_report
 from cxrprep.text.sentences import _LazyNLP, split_sections_and_text
 
@@ -56,33 +57,7 @@ def init_worker(views: dict, splits: dict, labels: dict, zip_path: str | None, m
     """Pool initializer: this process's :class:`WorkerState`."""
     global _WORKER
     _WORKER = WorkerState(views, splits, labels, zip_path, max_bytes)
-    _skip_pandas_probe()
-
-
-def _skip_pandas_probe() -> None:
-    """In a worker process without pandas loaded, answer pyarrow's pandas probe "not installed".
-    pyarrow probes on its first ``pa.array`` of a Python list (is it a pandas object?) and imports pandas
-    to answer: about 0.35 s of CPU per process, for a worker that never sees a pandas object. An explicit
-    pandas call in pyarrow (``to_pandas``) would still import pandas. The main process is left alone."""
-    import multiprocessing
-    import sys
-
-    if multiprocessing.parent_process() is None or "pandas" in sys.modules:
-        return
-    import pyarrow as pa
-
-    class _NoPandas:  # a finder that says pandas is not installed (None in sys.modules is not enough here)
-        @staticmethod
-        def find_spec(name, path=None, target=None):
-            if name == "pandas" or name.startswith("pandas."):
-                raise ModuleNotFoundError("pandas is not loaded in report workers", name=name)
-            return None
-
-    sys.meta_path.insert(0, _NoPandas)
-    try:
-        pa.array([0])
-    finally:
-        sys.meta_path.remove(_NoPandas)
+    skip_pandas_probe()
 
 
 class Reject(Exception):

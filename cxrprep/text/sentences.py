@@ -25,10 +25,15 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from cxrprep.text.chunk_tokenizer import cross_space_pairs, pair_regexes
+
 _LIST_LINE = re.compile(r"^[ \t]*(?:\d{1,2}[.)]|[-*\u2022])[ \t]+")
 _ITEM_START = frozenset("0123456789-*\u2022")
 _LIST_LINE_M = re.compile(_LIST_LINE.pattern, re.M)
 _BLANK = re.compile(r"\n[ \t]*\n")
+# a line break before what could start a list item or a blank line (a quick superset of both; a literal
+# first character makes it several times faster to scan for than _LIST_LINE_M or _BLANK)
+_MAYBE_CUT = re.compile(r"\n[ \t]*(?:\d|[-*\u2022\n])")
 _WS = re.compile(r"\s+")
 
 ABBREVIATIONS = (
@@ -77,6 +82,10 @@ WRAP_MIN = 60
 _CLOSERS = _TERMINAL | {'"', "'", ")"}
 
 
+#: the special cases cxrkit adds to spaCy's English tokenizer (one token each)
+EXTRA_SPECIAL_CASES = ABBREVIATIONS + ("No.", "no.")
+
+
 @lru_cache(maxsize=1)
 def get_nlp():
     """A blank English spaCy pipeline with radiology abbreviations as tokenizer special cases."""
@@ -116,16 +125,38 @@ def _import_spacy(block_torch: bool = False):
     return spacy
 
 
-def preload() -> None:
-    """Import spaCy and build the splitter's tables in this process, so that worker processes forked
-    afterwards share them instead of each loading them (about 1 s of CPU each). spaCy is imported as in
-    a worker: if torch is not loaded yet, thinc in this process will not use it (cxrkit never does)."""
+@lru_cache(maxsize=1)
+def _shared_rules() -> tuple:
+    """(ChunkTokenizer or None, cross-space pairs) for this process: from the rules file of
+    cxrprep.text.chunk_tokenizer when there is one (no spaCy import), else from spaCy, writing the file
+    for the next run. None as tokenizer: spaCy itself tokenizes chunks."""
+    from cxrprep.text import chunk_tokenizer
+
+    found = chunk_tokenizer.load(EXTRA_SPECIAL_CASES)
+    if found is not None:
+        return found
     _import_spacy(block_torch=True)
-    _LazyNLP().load()
+    nlp = get_nlp()
+    pairs = cross_space_pairs(nlp)
+    return chunk_tokenizer.build(nlp, EXTRA_SPECIAL_CASES, pairs), pairs
+
+
+def preload() -> None:
+    """Load the splitter's tables in this process, so that worker processes forked afterwards share them
+    instead of each loading them. With a tokenizer rules file (cxrprep.text.chunk_tokenizer) that is a
+    small JSON file; without one, spaCy is imported (as in a worker: if torch is not loaded yet, thinc in
+    this process will not use it; cxrkit never does) and the file is written."""
+    lazy = _LazyNLP()
+    lazy.load()
+    lazy.tokens("x.")  # compiles the tokenizer's regexes
 
 
 def blocks(section: str) -> list[str]:
     """Cut a section at blank lines and before list-item lines; join wrapped lines."""
+    if section.lstrip(" \t")[:1] not in _ITEM_START and not _MAYBE_CUT.search(section):
+        # most sections: no line that could start a list item and no blank line: one block
+        b = " ".join(section.split())
+        return [b] if b else []
     if not _LIST_LINE_M.search(section):  # no list item: one block per paragraph
         return [b for b in (" ".join(p.split()) for p in _BLANK.split(section)) if b]
     out: list[str] = []
@@ -149,13 +180,22 @@ def blocks(section: str) -> list[str]:
     return [b for b in (" ".join(x.split()) for x in out) if b]
 
 
+def _doc_spans(doc) -> list[tuple[int, int]]:
+    """(start, end) of each token of a spaCy ``Doc``."""
+    from spacy.attrs import IDX, LENGTH
+
+    return [(a, a + ln) for a, ln in doc.to_array([IDX, LENGTH]).tolist()]
+
+
 def _sentences_of_doc(doc) -> list[str]:
     """Apply the boundary rules to one tokenized block (a spaCy ``Doc``): the reference implementation,
     kept for tests; ``split_sections`` uses ``_sentences_of_block``, which gives the same result."""
-    from spacy.attrs import IDX, LENGTH
+    return _sentences_of_spans(doc.text, _doc_spans(doc))
 
-    text = doc.text
-    arr = doc.to_array([IDX, LENGTH]).tolist()
+
+def _sentences_of_spans(text: str, spans: list[tuple[int, int]]) -> list[str]:
+    """The boundary rules on a block given as its text and its tokens' (start, end)."""
+    arr = [(a, b - a) for a, b in spans]
     n = len(arr)
     tok = lambda i: text[arr[i][0] : arr[i][0] + arr[i][1]]  # noqa: E731
     starts = [0]
@@ -249,28 +289,43 @@ def _chunk_kind(chunk: str, t: tuple) -> int:
 
 
 class _LazyNLP:
-    """Tokens of chunks, cached per process; spaCy is imported on the first chunk not in the cache."""
+    """Tokens of chunks, cached per process. Chunks are tokenized by the pure-Python copy of spaCy's
+    tokenizer (cxrprep.text.chunk_tokenizer) when its rules file exists, else by spaCy; spaCy itself is
+    imported only for that, or for a block whose special cases could match across a space (rare)."""
 
     def __init__(self, nlp=None) -> None:
-        self.nlp = nlp
+        self.nlp = nlp  # given: spaCy tokenizes every chunk with it (tests, custom pipelines)
+        self.chunks = None  # ChunkTokenizer
         self.cross: re.Pattern | None = None
         self.quick: re.Pattern | None = None
         self.pairs: frozenset = frozenset()
 
     def load(self) -> None:
+        if self.quick is not None:
+            return
+        if self.nlp is not None:
+            pairs = cross_space_pairs(self.nlp)
+        else:
+            self.chunks, pairs = _shared_rules()
+            if self.chunks is None:
+                self.nlp = get_nlp()
+        self.quick, self.cross, self.pairs = pair_regexes(frozenset(pairs))
+
+    def block_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) of each token of a block (or chunk), as spaCy's tokenizer gives them; spaCy is
+        imported only without a rules file or for text with other whitespace than single spaces."""
+        self.load()
+        if self.chunks is not None and self.chunks.handles(text):
+            return self.chunks.spans(text)
         if self.nlp is None:
             self.nlp = get_nlp()
-        if self.cross is None:
-            self.quick, self.cross, self.pairs = _cross_space_pairs(self.nlp)
+        return _doc_spans(self.nlp.tokenizer(text))
 
     def tokens(self, chunk: str) -> tuple:
         t = _TOKEN_CACHE.get(chunk)
         if t is None:
             self.load()
-            from spacy.attrs import IDX, LENGTH
-
-            spans = [(a, a + ln) for a, ln in self.nlp.tokenizer(chunk).to_array([IDX, LENGTH]).tolist()]
-            t = _token_info(chunk, spans)
+            t = _token_info(chunk, self.block_spans(chunk))
             if len(_TOKEN_CACHE) >= _CACHE_MAX:
                 _TOKEN_CACHE.clear()
                 _SIMPLE_CACHE.clear()
@@ -293,52 +348,13 @@ class _LazyNLP:
         return False
 
 
-@lru_cache(maxsize=4)
-def _cross_space_pairs(nlp) -> tuple[re.Pattern, re.Pattern, frozenset]:
-    """(quick pre-check, regex of candidate 'x y' spots, set of (char before, char after) a space) over
-    every way of writing a multi-token special case with spaces between its tokens."""
-    from spacy.tokenizer import Tokenizer
-
-    t = nlp.tokenizer
-    bare = Tokenizer(
-        nlp.vocab,
-        rules={},
-        prefix_search=t.prefix_search,
-        suffix_search=t.suffix_search,
-        infix_finditer=t.infix_finditer,
-        token_match=t.token_match,
-        url_match=t.url_match,
-    )
-    pairs = set()
-    for rule in t.rules:
-        toks = [x.text for x in bare(rule)]
-        for k in range(1, len(toks)):
-            pairs.add((toks[k - 1][-1], toks[k][0]))
-    a_all = "".join(sorted({a for a, _ in pairs}))
-    b_all = "".join(sorted({b for _, b in pairs}))
-    cls = lambda chars: "[" + re.escape("".join(sorted(chars))) + "]"  # noqa: E731
-    body = f"{cls(a_all)} {cls(b_all)}"
-    # quick pre-check (a superset of the exact pairs, cheap to scan for): one branch per left character that
-    # is not a letter, each starting with that literal character, plus " x" for the characters that can
-    # follow a letter (the letters themselves would make the scan stop everywhere)
-    by_left: dict[str, set] = {}
-    for a, b in pairs:
-        by_left.setdefault(a, set()).add(b)
-    letters = {a for a in by_left if a.isalpha()}
-    branches = [f"{re.escape(a)} {cls(bs)}" for a, bs in sorted(by_left.items()) if a not in letters]
-    if letters:
-        branches.append(f" {cls(set().union(*(by_left[a] for a in letters)))}")
-    quick = re.compile("|".join(branches) or "(?!)")
-    return quick, re.compile(f"(?=({body}))"), frozenset(pairs)
-
-
 def _sentences_of_block(text: str, lazy: _LazyNLP, check: bool = True) -> list[str]:
     """Same result as ``_sentences_of_doc(nlp.tokenizer(text))`` for a block (single spaces, stripped).
     ``check=False``: the caller knows the block is not context dependent (see split_sections_and_text)."""
     if "." not in text and "?" not in text and "!" not in text:
         return [text] if text else []
     if check and lazy.context_dependent(text):
-        return _sentences_of_doc(lazy.nlp.tokenizer(text))
+        return _sentences_of_spans(text, lazy.block_spans(text))
     # common case: every chunk with a special character is "word." (a cut after it), "1." (a cut unless
     # it starts the sentence) or inert ("2.5"); the next chunk then starts the next sentence
     kind = _SIMPLE_CACHE.get
