@@ -67,6 +67,7 @@ Layout of a dataset folder (``SHARD_ROOT/NAME/``)::
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import pyarrow as pa
@@ -198,6 +199,12 @@ def hf_features(label_names: list[str]) -> dict:
 
 def file_schema(label_names: list[str] | tuple[str, ...] = ()) -> pa.Schema:
     """The schema of a dataset's data files: see the module docstring."""
+    return _file_schema(tuple(label_names))
+
+
+@lru_cache(maxsize=64)
+def _file_schema(label_names: tuple[str, ...]) -> pa.Schema:
+    """``file_schema``, built once per label-name list (the writer asks for it with every table)."""
     names = list(label_names)
     if len(set(names)) != len(names) or any(not n for n in names):
         raise ValueError(f"label names must be distinct and non-empty, got {names}")
@@ -296,7 +303,7 @@ def to_file_table(table: pa.Table, label_names: list[str]) -> pa.Table:
                 [child, pa.nulls(len(child), pa.string())], fields=list(HF_IMAGE), mask=child.is_null()
             )
         children.append(child)
-    file_images_type = _file_type("images", STUDY_SCHEMA.field("images").type, list(label_names))
+    file_images_type = _file_schema(tuple(label_names)).field("images").type
     values = pa.StructArray.from_arrays(children, fields=list(file_images_type.value_type))
     cols["images"] = pa.ListArray.from_arrays(img_offsets, values, type=file_images_type, mask=images.is_null())
     schema = file_schema(label_names)

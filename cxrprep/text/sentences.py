@@ -23,9 +23,9 @@ processes on small machines, so parallelism lives in cxrprep.parallel.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 from cxrprep.text.chunk_tokenizer import cross_space_pairs, pair_regexes
+from cxrprep.text.spacy_rules import ABBREVIATIONS, EXTRA_SPECIAL_CASES, get_nlp, shared_rules  # noqa: F401
 
 _LIST_LINE = re.compile(r"^[ \t]*(?:\d{1,2}[.)]|[-*\u2022])[ \t]+")
 _ITEM_START = frozenset("0123456789-*\u2022")
@@ -36,109 +36,11 @@ _BLANK = re.compile(r"\n[ \t]*\n")
 _MAYBE_CUT = re.compile(r"\n[ \t]*(?:\d|[-*\u2022\n])")
 _WS = re.compile(r"\s+")
 
-ABBREVIATIONS = (
-    "approx.",
-    "Approx.",
-    "appx.",
-    "Pt.",
-    "pt.",
-    "pts.",
-    "Pts.",
-    "Dr.",
-    "dr.",
-    "Drs.",
-    "vs.",
-    "Vs.",
-    "e.g.",
-    "i.e.",
-    "E.g.",
-    "I.e.",
-    "a.m.",
-    "p.m.",
-    "A.M.",
-    "P.M.",
-    "etc.",
-    "resp.",
-    "Fig.",
-    "fig.",
-    "Mr.",
-    "Mrs.",
-    "Ms.",
-    "St.",
-    "Jr.",
-    "incl.",
-    "max.",
-    "min.",
-    "esp.",
-    "cf.",
-    "ca.",
-    "Nos.",
-    "nos.",
-)
 _TERMINAL = {".", "?", "!"}
 #: a line at least this long that does not end a sentence was wrapped (MIMIC wraps at 79 columns), so the
 #: next line continues the same list item
 WRAP_MIN = 60
 _CLOSERS = _TERMINAL | {'"', "'", ")"}
-
-
-#: the special cases cxrkit adds to spaCy's English tokenizer (one token each)
-EXTRA_SPECIAL_CASES = ABBREVIATIONS + ("No.", "no.")
-
-
-@lru_cache(maxsize=1)
-def get_nlp():
-    """A blank English spaCy pipeline with radiology abbreviations as tokenizer special cases."""
-    spacy = _import_spacy()
-    from spacy.symbols import ORTH
-
-    nlp = spacy.blank("en")
-    for abbr in ABBREVIATIONS:
-        nlp.tokenizer.add_special_case(abbr, [{ORTH: abbr}])
-    for abbr in ("No.", "no."):  # "No. 2": keep whole; a sentence-final "no." is split by the rule below
-        nlp.tokenizer.add_special_case(abbr, [{ORTH: abbr}])
-    return nlp
-
-
-def _import_spacy(block_torch: bool = False):
-    """``import spacy``. In a worker process (or with ``block_torch``) that has not loaded torch, thinc's
-    optional probe for torch is answered "not installed": importing torch there took over half of spaCy's
-    import time and ~180 MB per worker, and the blank tokenizer never uses it. Other processes import
-    spaCy as usual."""
-    import multiprocessing
-    import sys
-
-    if "spacy" in sys.modules or "torch" in sys.modules:
-        import spacy
-
-        return spacy
-    if not block_torch and multiprocessing.parent_process() is None:
-        import spacy
-
-        return spacy
-    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
-    try:
-        import spacy
-    finally:
-        if sys.modules.get("torch", 0) is None:
-            del sys.modules["torch"]
-    return spacy
-
-
-@lru_cache(maxsize=1)
-def _shared_rules() -> tuple:
-    """(ChunkTokenizer or None, cross-space pairs) for this process: from the rules file of
-    cxrprep.text.chunk_tokenizer when there is one (no spaCy import), else from spaCy, writing the file
-    for the next run. None as tokenizer: spaCy itself tokenizes chunks."""
-    from cxrprep.text import chunk_tokenizer
-
-    found = chunk_tokenizer.load(EXTRA_SPECIAL_CASES)
-    if found is not None:
-        return found
-    _import_spacy(block_torch=True)
-    nlp = get_nlp()
-    pairs = cross_space_pairs(nlp)
-    return chunk_tokenizer.build(nlp, EXTRA_SPECIAL_CASES, pairs), pairs
 
 
 def preload() -> None:
@@ -242,6 +144,7 @@ _SPECIAL = re.compile(r"(?<![^ ])[^ .?!\"')]*+[.?!\"')][^ ]*")  # a whole chunk 
 _TOKEN_CACHE: dict[str, tuple] = {}
 _SIMPLE_CACHE: dict[str, bool] = {}
 _CLOSER_CHARS = ".?!\"')"
+_INNER_DOT = re.compile(r"\.(?=[^ ])")  # a full stop inside a chunk
 _CACHE_MAX = 500_000
 
 
@@ -297,7 +200,7 @@ class _LazyNLP:
         self.nlp = nlp  # given: spaCy tokenizes every chunk with it (tests, custom pipelines)
         self.chunks = None  # ChunkTokenizer
         self.cross: re.Pattern | None = None
-        self.quick: re.Pattern | None = None
+        self.quick = None  # chunk_tokenizer.AnyOf
         self.pairs: frozenset = frozenset()
 
     def load(self) -> None:
@@ -306,7 +209,7 @@ class _LazyNLP:
         if self.nlp is not None:
             pairs = cross_space_pairs(self.nlp)
         else:
-            self.chunks, pairs = _shared_rules()
+            self.chunks, pairs = shared_rules()
             if self.chunks is None:
                 self.nlp = get_nlp()
         self.quick, self.cross, self.pairs = pair_regexes(frozenset(pairs))
@@ -355,6 +258,10 @@ def _sentences_of_block(text: str, lazy: _LazyNLP, check: bool = True) -> list[s
         return [text] if text else []
     if check and lazy.context_dependent(text):
         return _sentences_of_spans(text, lazy.block_spans(text))
+    if "?" not in text and "!" not in text and '"' not in text and "'" not in text and ")" not in text:
+        out = _sentences_of_dots(text, lazy)
+        if out is not None:
+            return out
     # common case: every chunk with a special character is "word." (a cut after it), "1." (a cut unless
     # it starts the sentence) or inert ("2.5"); the next chunk then starts the next sentence
     kind = _SIMPLE_CACHE.get
@@ -380,6 +287,56 @@ def _sentences_of_block(text: str, lazy: _LazyNLP, check: bool = True) -> list[s
             return [text]
         return [text[a : b - 1] if b < len(text) else text[a:b] for a, b in zip(cuts, cuts[1:])]
     return _sentences_of_tokens(text, lazy)
+
+
+def _sentences_of_dots(text: str, lazy: _LazyNLP) -> list[str] | None:
+    """The loop of ``_sentences_of_block`` for the most common block (no ? ! " ' )), without scanning
+    it chunk by chunk: ``text.split(". ")`` gives the pieces between the chunks that end in a full stop,
+    the only ones that can end a sentence; a chunk with a full stop inside ("2.5") must be inert. None
+    when a chunk is not a plain cut, marker or inert chunk (the caller then scans the block)."""
+    pieces = text.split(". ")
+    kind = _SIMPLE_CACHE.get
+    if text.count(".") != len(pieces) - 1 + (text[-1] == "."):  # full stops inside chunks
+        for m in _INNER_DOT.finditer(text):
+            a = text.rfind(" ", 0, m.start()) + 1
+            e = text.find(" ", m.start())
+            e = len(text) if e < 0 else e
+            if text[e - 1] == ".":
+                continue  # ends in a full stop: one of the chunks below ("a.m.", "2.5.")
+            chunk = text[a:e]
+            k = kind(chunk)
+            if k is None:
+                lazy.tokens(chunk)
+                k = _SIMPLE_CACHE[chunk]
+            if k != _INERT:
+                return None
+    last = len(pieces) - 1
+    out = []
+    start = 0  # the current sentence's first piece
+    for i in range(last):
+        p = pieces[i]
+        sp = p.rfind(" ")
+        chunk = p[sp + 1 :] + "."
+        k = kind(chunk)
+        if k is None:
+            lazy.tokens(chunk)
+            k = _SIMPLE_CACHE[chunk]
+        if k == _CUT or (k == _MARKER and (i != start or sp >= 0)):  # a marker is kept with its item
+            out.append(". ".join(pieces[start : i + 1]) + ".")
+            start = i + 1
+        elif k != _INERT and k != _MARKER or chunk == ".":
+            return None
+    if text[-1] == ".":  # the block's last chunk: only one that is not simple changes the result
+        p = pieces[last]
+        chunk = p[p.rfind(" ") + 1 :]
+        if kind(chunk) is None:
+            lazy.tokens(chunk)
+        if _SIMPLE_CACHE[chunk] == _COMPLEX:
+            return None
+    if not out:
+        return [text]
+    out.append(". ".join(pieces[start:]))
+    return out
 
 
 def _sentences_of_tokens(text: str, lazy: _LazyNLP) -> list[str]:
@@ -450,19 +407,27 @@ def split_sections_and_text(sections: list[str | None], nlp=None) -> tuple[list[
     whitespace). The context check (``_LazyNLP.context_dependent``) runs once on that joined text; only
     when it could match there is each block checked on its own."""
     lazy = nlp if isinstance(nlp, _LazyNLP) else _LazyNLP(nlp)
+    if lazy.quick is None:
+        lazy.load()
+    quick = lazy.quick.search
     sents: list[list[str]] = []
     texts: list[str | None] = []
     for s in sections:
-        bl = blocks(s) if s else []
-        joined = " ".join(bl)
+        if s and s.lstrip(" \t")[:1] not in _ITEM_START and not _MAYBE_CUT.search(s):
+            joined = " ".join(s.split())  # one block (as blocks() would find), inlined: most sections
+            bl = [joined] if joined else []
+        else:
+            bl = blocks(s) if s else []
+            joined = " ".join(bl)
         if not bl:
             sents.append([])
             texts.append(None)
             continue
-        if lazy.quick is None:
-            lazy.load()
-        check = lazy.quick.search(joined) is not None
-        sents.append([x for b in bl for x in _sentences_of_block(b, lazy, check)])
+        check = quick(joined) is not None
+        if len(bl) == 1:
+            sents.append(_sentences_of_block(joined, lazy, check))
+        else:
+            sents.append([x for b in bl for x in _sentences_of_block(b, lazy, check)])
         texts.append(joined)
     return sents, texts
 
