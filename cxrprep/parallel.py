@@ -103,6 +103,9 @@ def _worker_init(parent: int, initializer: Callable | None, initargs: tuple) -> 
         initializer(*initargs)
 
 
+_STARTED = object()
+
+
 def ordered_map(
     fn: Callable[[T], R],
     items: Iterable[T],
@@ -110,12 +113,24 @@ def ordered_map(
     max_in_flight: int | None = None,
     initializer: Callable | None = None,
     initargs: tuple = (),
+    start_now: bool = False,
 ) -> Iterator[R]:
     """Map ``fn`` over ``items`` in ``workers`` processes, yielding results in input order.
 
     At most ``max_in_flight`` (default 4 x workers) tasks are submitted ahead of the consumer, so a slow
     writer never lets results pile up in memory. ``workers <= 1`` runs in this process (no pickling),
-    calling ``initializer`` once first. ``fn`` must be a module-level function (picklable)."""
+    calling ``initializer`` once first. ``fn`` must be a module-level function (picklable).
+
+    ``start_now``: start the workers and hand them their first items (two each) before returning
+    (otherwise that happens on the first ``next``), so the caller's own set-up (imports, opening the
+    output) runs while they work. Close the iterator (``.close()``) if it is not read to the end."""
+    gen = _ordered_map(fn, items, workers, max_in_flight, initializer, initargs, start_now and workers > 1)
+    if start_now and workers > 1 and next(gen, None) is not _STARTED:  # the pool is up, the first task sent
+        return iter(())  # there was no item
+    return gen
+
+
+def _ordered_map(fn, items, workers, max_in_flight, initializer, initargs, marker: bool) -> Iterator:
     if workers <= 1:
         if initializer is not None:
             initializer(*initargs)
@@ -135,8 +150,13 @@ def ordered_map(
         try:
             for item in it:
                 pending.append(ex.submit(fn, item))
+                if marker and len(pending) >= min(limit, 2 * workers):  # two tasks queued for each worker
+                    marker = False
+                    yield _STARTED
                 if len(pending) >= limit:
                     yield pending.popleft().result()
+            if marker:  # fewer items than the tasks queued before the caller goes on
+                yield _STARTED
             while pending:
                 yield pending.popleft().result()
         finally:

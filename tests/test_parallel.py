@@ -43,6 +43,26 @@ def test_ordered_map_keeps_order():
     assert list(ordered_map(abs, [-3, 2], workers=1)) == [3, 2]
 
 
+def test_ordered_map_start_now_submits_before_returning():
+    """start_now: the workers get their first items (two each) when ordered_map returns, before the caller
+    reads anything; results are the same, for no items, fewer items than that, and many."""
+    seen = []
+
+    def items(n):
+        for i in range(n):
+            seen.append(i)
+            yield -i
+
+    for n in (0, 1, 3, 9):
+        seen.clear()
+        it = ordered_map(abs, items(n), workers=2, start_now=True)
+        assert seen == list(range(min(n, 4)))  # taken (and sent) already
+        assert list(it) == list(range(n))
+    it = ordered_map(abs, items(9), workers=2, start_now=True)
+    it.close()  # the caller gives up (e.g. the output could not be opened): the pool stops
+    assert list(ordered_map(abs, items(3), workers=1, start_now=True)) == [0, 1, 2]
+
+
 @pytest.mark.slow  # subprocesses
 def test_workers_die_with_parent_after_kill_9(tmp_path):
     script = textwrap.dedent("""

@@ -50,8 +50,6 @@ def main() -> None:
     removed; a write that fails for every later input (disk full) exits 1 naming the cause."""
     import sys
 
-    from cxrprep.shards import ShardWriteError
-
     signals.install()
     try:
         app()
@@ -61,7 +59,12 @@ def main() -> None:
             err=True,
         )
         sys.exit(130)
-    except ShardWriteError as e:  # outside the click app: sys.exit, not typer.Exit
+    except Exception as e:
+        # a ShardWriteError outside the click app: sys.exit, not typer.Exit. Looked up only now: importing
+        # cxrprep.shards (and pyarrow) up front would delay every command's start by ~0.2 s
+        files = sys.modules.get("cxrprep.shards.files")
+        if files is None or not isinstance(e, files.ShardWriteError):
+            raise
         error_line(e)
         sys.exit(1)
 

@@ -37,17 +37,18 @@ import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from cxrprep.arrowprobe import skip_pandas_probe
 from cxrprep.datasets.bounds import check_at_least
 from cxrprep.datasets.mimic_inputs import not_empty
 from cxrprep.datasets.mimic_worker import DATASET, IMAGE_EXT, hash_split, init_worker, process_chunk
-from cxrprep.datasets.writing import command_writer
 from cxrprep.image.settings import ImageSettings
 from cxrprep.labels import CHEXPERT_LABELS
 from cxrprep.parallel import chunked, in_part, ordered_map
-from cxrprep.shards import ShardWriter
+
+if TYPE_CHECKING:
+    from cxrprep.shards import ShardWriter
 
 __all__ = ["DATASET", "IMAGE_EXT", "ReportsConfig", "hash_split", "load_tables", "run_reports"]
 _REPORT = re.compile(r"^s(\d+)\.txt$")
@@ -365,6 +366,7 @@ def _record_chunk(w: ShardWriter, entries: list, result: tuple, extra: dict) -> 
     for k, v in counts.items():
         extra[k] += v
     if table is not None:
+        table = table.table()  # the worker's ChunkColumns
         table = table.set_column(table.schema.get_field_index("source"), "source", pa.array(sources, pa.string()))
         w.write_table(table, sizes)
 
@@ -372,7 +374,6 @@ def _record_chunk(w: ShardWriter, entries: list, result: tuple, extra: dict) -> 
 def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, total: it) -> dict:
     """Run the whole command; returns the manifest. Raises ValueError for bad inputs before any work."""
     base, files, zpath = resolve_root(Path(root))
-    skip_pandas_probe()
     views, splits, labels, used = load_tables(base, cfg)
     if cfg.images and zpath is not None:
         raise ValueError(f"{zpath}: a reports zip has no images; add --no-images or give the MIMIC-CXR-JPG root")
@@ -382,23 +383,34 @@ def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, t
     conf = asdict(cfg)
     conf.update(root=str(root), inputs=used)
     extra = {"fallback": 0, "split_assigned": 0, "no_labels": 0}
-    with command_writer(out, DATASET, cfg, "reports", conf, part=cfg.part) as w:
-        pending: list[list[tuple[Study, bool]]] = []  # per chunk sent: (study, duplicate?) in input order
-        if cfg.workers > 1:
-            _warm_before_fork()
-        results = ordered_map(
-            process_chunk,
-            _chunks(studies, cfg, pending),
-            workers=cfg.workers,
-            initializer=init_worker,
-            initargs=(views if cfg.images else {}, splits, labels, str(zpath) if zpath else None, cfg.max_report_bytes),
-        )
-        bar = progress(results, None)
-        _total_later(bar, files, zpath, cfg.part, cfg.chunk_size)
-        for result in bar:
-            _record_chunk(w, pending.pop(0), result, extra)
-        for path, reason in skipped:  # folders or entries the listing could not follow: say so
-            w.counts.inputs_seen += 1
-            w.reject(os.path.relpath(path, base), None, stage="read", kind="failed", reason=reason)
-        w.counts.extra.update(extra)
+    pending: list[list[tuple[Study, bool]]] = []  # per chunk sent: (study, duplicate?) in input order
+    if cfg.workers > 1:
+        _warm_before_fork()
+    # the workers start on the first chunks now, while this process loads pyarrow and opens the output
+    # (the output folder's lock is taken before anything is written)
+    results = ordered_map(
+        process_chunk,
+        _chunks(studies, cfg, pending),
+        workers=cfg.workers,
+        initializer=init_worker,
+        initargs=(views if cfg.images else {}, splits, labels, str(zpath) if zpath else None, cfg.max_report_bytes),
+        start_now=True,
+    )
+    try:
+        from cxrprep.datasets.writing import command_writer
+
+        with command_writer(out, DATASET, cfg, "reports", conf, part=cfg.part) as w:
+            skip_pandas_probe()
+            bar = progress(results, None)
+            _total_later(bar, files, zpath, cfg.part, cfg.chunk_size)
+            for result in bar:
+                _record_chunk(w, pending.pop(0), result, extra)
+            for path, reason in skipped:  # folders or entries the listing could not follow: say so
+                w.counts.inputs_seen += 1
+                w.reject(os.path.relpath(path, base), None, stage="read", kind="failed", reason=reason)
+            w.counts.extra.update(extra)
+    finally:
+        close = getattr(results, "close", None)  # stops the workers when the output cannot be opened
+        if close is not None:
+            close()
     return w.manifest

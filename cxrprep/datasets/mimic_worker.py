@@ -17,7 +17,6 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxrprep.arrowprobe import skip_pandas_probe
 from cxrprep.text.sections import Report, normalize_ws, parse_report
 from cxrprep.text.sentences import _LazyNLP, split_sections_and_text
 
@@ -57,7 +56,6 @@ def init_worker(views: dict, splits: dict, labels: dict, zip_path: str | None, m
     """Pool initializer: this process's :class:`WorkerState`."""
     global _WORKER
     _WORKER = WorkerState(views, splits, labels, zip_path, max_bytes)
-    skip_pandas_probe()
 
 
 class Reject(Exception):
@@ -260,9 +258,11 @@ class ChunkColumns:
 
 
 def process_chunk(args):
-    """Pool task: a chunk of (study_id, subject_id, path, member, error, image_dir) -> (Arrow table of the
-    rows or None, row size estimates, events, counters). ``events`` has one entry per input, in order:
-    ("row", [(image path, reason) ...]) or ("reject", stage, kind, reason)."""
+    """Pool task: a chunk of (study_id, subject_id, path, member, error, image_dir) -> (the rows as
+    :class:`ChunkColumns` or None, row size estimates, events, counters). ``events`` has one entry per
+    input, in order: ("row", [(image path, reason) ...]) or ("reject", stage, kind, reason). The main
+    process builds the Arrow table (``ChunkColumns.table``): workers never import pyarrow, so they can
+    start before the main process has loaded it."""
     return run_chunk(_WORKER, *args)
 
 
@@ -284,4 +284,4 @@ def run_chunk(state: WorkerState, items, with_images: bool, settings):
         events.append(("row", failed))
     if not cols.col["study_id"]:
         return None, [], events, cols.extra
-    return cols.table(), cols.col["sizes"], events, cols.extra
+    return cols, cols.col["sizes"], events, cols.extra

@@ -144,6 +144,7 @@ _SPECIAL = re.compile(r"(?<![^ ])[^ .?!\"')]*+[.?!\"')][^ ]*")  # a whole chunk 
 _TOKEN_CACHE: dict[str, tuple] = {}
 _SIMPLE_CACHE: dict[str, bool] = {}
 _CLOSER_CHARS = ".?!\"')"
+_CUT_CHUNKS: set[str] = set()  # chunks of kind _CUT that end in a full stop (filled as they are met)
 _INNER_DOT = re.compile(r"\.(?=[^ ])")  # a full stop inside a chunk
 _CACHE_MAX = 500_000
 
@@ -232,6 +233,7 @@ class _LazyNLP:
             if len(_TOKEN_CACHE) >= _CACHE_MAX:
                 _TOKEN_CACHE.clear()
                 _SIMPLE_CACHE.clear()
+                _CUT_CHUNKS.clear()
             _TOKEN_CACHE[chunk] = t
             _SIMPLE_CACHE[chunk] = _chunk_kind(chunk, t)
         return t
@@ -289,14 +291,15 @@ def _sentences_of_block(text: str, lazy: _LazyNLP, check: bool = True) -> list[s
     return _sentences_of_tokens(text, lazy)
 
 
-def _sentences_of_dots(text: str, lazy: _LazyNLP) -> list[str] | None:
+def _sentences_of_dots(text: str, lazy: _LazyNLP) -> list[str] | None:  # long: one fast path
     """The loop of ``_sentences_of_block`` for the most common block (no ? ! " ' )), without scanning
-    it chunk by chunk: ``text.split(". ")`` gives the pieces between the chunks that end in a full stop,
-    the only ones that can end a sentence; a chunk with a full stop inside ("2.5") must be inert. None
-    when a chunk is not a plain cut, marker or inert chunk (the caller then scans the block)."""
-    pieces = text.split(". ")
+    it chunk by chunk: cutting after every ". " gives the pieces between the chunks that end in a full
+    stop, the only ones that can end a sentence; a chunk with a full stop inside ("2.5") must be inert.
+    None when a chunk is not a plain cut, marker or inert chunk (the caller then scans the block)."""
+    pieces = text.replace(". ", ".\n").split("\n")  # blocks hold no line break; each piece keeps its "."
     kind = _SIMPLE_CACHE.get
-    if text.count(".") != len(pieces) - 1 + (text[-1] == "."):  # full stops inside chunks
+    last = len(pieces) - 1
+    if text.count(".") != last + (text[-1] == "."):  # full stops inside chunks
         for m in _INNER_DOT.finditer(text):
             a = text.rfind(" ", 0, m.start()) + 1
             e = text.find(" ", m.start())
@@ -310,32 +313,36 @@ def _sentences_of_dots(text: str, lazy: _LazyNLP) -> list[str] | None:
                 k = _SIMPLE_CACHE[chunk]
             if k != _INERT:
                 return None
-    last = len(pieces) - 1
+    if text[-1] == ".":  # the block's last chunk: only one that is not simple changes the result
+        chunk = pieces[last][pieces[last].rfind(" ") + 1 :]
+        if kind(chunk) is None:
+            lazy.tokens(chunk)
+        if _SIMPLE_CACHE[chunk] == _COMPLEX:
+            return None
+    if not last:
+        return [text]
+    if _CUT_CHUNKS.issuperset([p[p.rfind(" ") + 1 :] for p in pieces[:last]]):  # every full stop ends one
+        return pieces
     out = []
     start = 0  # the current sentence's first piece
     for i in range(last):
         p = pieces[i]
         sp = p.rfind(" ")
-        chunk = p[sp + 1 :] + "."
+        chunk = p[sp + 1 :]
         k = kind(chunk)
         if k is None:
             lazy.tokens(chunk)
             k = _SIMPLE_CACHE[chunk]
+        if k == _CUT:
+            _CUT_CHUNKS.add(chunk)
         if k == _CUT or (k == _MARKER and (i != start or sp >= 0)):  # a marker is kept with its item
-            out.append(". ".join(pieces[start : i + 1]) + ".")
+            out.append(" ".join(pieces[start : i + 1]))
             start = i + 1
         elif k != _INERT and k != _MARKER or chunk == ".":
             return None
-    if text[-1] == ".":  # the block's last chunk: only one that is not simple changes the result
-        p = pieces[last]
-        chunk = p[p.rfind(" ") + 1 :]
-        if kind(chunk) is None:
-            lazy.tokens(chunk)
-        if _SIMPLE_CACHE[chunk] == _COMPLEX:
-            return None
     if not out:
         return [text]
-    out.append(". ".join(pieces[start:]))
+    out.append(" ".join(pieces[start:]))
     return out
 
 
