@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# cxrkit's cache folder (the spaCy tokenizer rules file, cxrprep.text.chunk_tokenizer): one per test session,
+# never the user's; subprocesses inherit it
+if "CXRKIT_CACHE_DIR" not in os.environ:
+    os.environ["CXRKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="cxrkit-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CXRKIT_CACHE_DIR"], True)
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = Path(__file__).parent.parent / "examples"

@@ -217,22 +217,25 @@ def _addendum_and_body(text: str) -> tuple[list[str], str]:
 
 def parse_report(text: str) -> Report:
     """Split a report into sections. Never raises on odd text; an empty report gives an empty Report."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     addendum, main = _addendum_and_body(text)
     rep = Report()
+    sections = rep.sections
     if any(s.strip() for s in addendum):
         body = "\n".join(addendum)
-        rep.sections.append(("addendum", body.strip("\n")))
+        sections.append(("addendum", body.strip("\n")))
     for name, body in _section_bodies(main):
         body = body.strip("\n")
-        if name == "preamble" and not body.strip():
+        if name == "findings" or name == "impression":  # the last non-empty one wins, as officially
+            if body and not body.isspace():
+                if name == "findings":
+                    rep.findings = body
+                else:
+                    rep.impression = body
+        elif name == "preamble" and (not body or body.isspace()):
             continue
-        rep.sections.append((name, body))
-    for name, body in rep.sections:  # the last non-empty one wins, as in the official parser
-        if name == "findings" and body.strip():
-            rep.findings = body
-        elif name == "impression" and body.strip():
-            rep.impression = body
+        sections.append((name, body))
     if rep.findings is None and rep.impression is None:
         paras = _paragraphs(main)
         if paras:

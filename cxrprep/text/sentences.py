@@ -416,11 +416,14 @@ def split_sections_and_text(sections: list[str | None], nlp=None) -> tuple[list[
     lazy = nlp if isinstance(nlp, _LazyNLP) else _LazyNLP(nlp)
     if lazy.quick is None:
         lazy.load()
-    quick = lazy.quick.search
+    quick = lazy.quick.patterns
     sents: list[list[str]] = []
     texts: list[str | None] = []
     for s in sections:
-        if s and s.lstrip(" \t")[:1] not in _ITEM_START and not _MAYBE_CUT.search(s):
+        first = s[0] if s else ""
+        if first == " " or first == "\t":
+            first = s.lstrip(" \t")[:1]
+        if first and first not in _ITEM_START and not _MAYBE_CUT.search(s):
             joined = " ".join(s.split())  # one block (as blocks() would find), inlined: most sections
             bl = [joined] if joined else []
         else:
@@ -430,7 +433,11 @@ def split_sections_and_text(sections: list[str | None], nlp=None) -> tuple[list[
             sents.append([])
             texts.append(None)
             continue
-        check = quick(joined) is not None
+        check = False
+        for q in quick:
+            if q.search(joined) is not None:
+                check = True
+                break
         if len(bl) == 1:
             sents.append(_sentences_of_block(joined, lazy, check))
         else:
