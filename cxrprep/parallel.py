@@ -21,6 +21,7 @@ import zlib
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -97,10 +98,36 @@ def _die_with_parent(parent: int) -> None:
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+#: generation-0 threshold of the cycle collector in worker processes and during ``fewer_collections``
+#: (Python's default is 700): the per-item work allocates many short-lived objects and few cycles; with the
+#: default, collections took about 5% of a ``cxrprep reports`` worker's time (bench/bench_reports.py)
+GC_THRESHOLD0 = 20_000
+
+
 def _worker_init(parent: int, initializer: Callable | None, initargs: tuple) -> None:
+    import gc
+
     _die_with_parent(parent)
+    gc.freeze()  # what the worker inherited is never scanned again (nor copied for the scan's refcounts)
+    gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
     if initializer is not None:
         initializer(*initargs)
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """In the main process of a long run: what exists now is left out of cycle collections (``gc.freeze``)
+    and generation-0 collections come ``GC_THRESHOLD0`` allocations apart; both are undone at the end."""
+    import gc
+
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD0, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 _STARTED = object()
@@ -150,7 +177,7 @@ def _ordered_map(fn, items, workers, max_in_flight, initializer, initargs, marke
         try:
             for item in it:
                 pending.append(ex.submit(fn, item))
-                if marker and len(pending) >= min(limit, 2 * workers):  # two tasks queued for each worker
+                if marker and len(pending) >= limit:  # the first max_in_flight tasks queued
                     marker = False
                     yield _STARTED
                 if len(pending) >= limit:

@@ -45,7 +45,7 @@ from cxrprep.datasets.mimic_inputs import not_empty
 from cxrprep.datasets.mimic_worker import DATASET, IMAGE_EXT, hash_split, init_worker, process_chunk
 from cxrprep.image.settings import ImageSettings
 from cxrprep.labels import CHEXPERT_LABELS
-from cxrprep.parallel import chunked, in_part, ordered_map
+from cxrprep.parallel import chunked, fewer_collections, in_part, ordered_map
 
 if TYPE_CHECKING:
     from cxrprep.shards import ShardWriter
@@ -399,7 +399,7 @@ def run_reports(root: Path, out: Path, cfg: ReportsConfig, progress=lambda it, t
     try:
         from cxrprep.datasets.writing import command_writer
 
-        with command_writer(out, DATASET, cfg, "reports", conf, part=cfg.part) as w:
+        with command_writer(out, DATASET, cfg, "reports", conf, part=cfg.part) as w, fewer_collections():
             skip_pandas_probe()
             bar = progress(results, None)
             _total_later(bar, files, zpath, cfg.part, cfg.chunk_size)
