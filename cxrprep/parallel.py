@@ -148,7 +148,7 @@ def ordered_map(
     writer never lets results pile up in memory. ``workers <= 1`` runs in this process (no pickling),
     calling ``initializer`` once first. ``fn`` must be a module-level function (picklable).
 
-    ``start_now``: start the workers and hand them their first items (two each) before returning
+    ``start_now``: start the workers and queue the first ``max_in_flight`` items before returning
     (otherwise that happens on the first ``next``), so the caller's own set-up (imports, opening the
     output) runs while they work. Close the iterator (``.close()``) if it is not read to the end."""
     gen = _ordered_map(fn, items, workers, max_in_flight, initializer, initargs, start_now and workers > 1)

@@ -44,8 +44,9 @@ def test_ordered_map_keeps_order():
 
 
 def test_ordered_map_start_now_submits_before_returning():
-    """start_now: the workers get their first items (two each) when ordered_map returns, before the caller
-    reads anything; results are the same, for no items, fewer items than that, and many."""
+    """start_now: the workers get their first items (max_in_flight, by default 4 per worker) when
+    ordered_map returns, before the caller reads anything; results are the same, for no items, fewer items
+    than that, and many."""
     seen = []
 
     def items(n):
@@ -53,10 +54,10 @@ def test_ordered_map_start_now_submits_before_returning():
             seen.append(i)
             yield -i
 
-    for n in (0, 1, 3, 9):
+    for n in (0, 1, 3, 20):
         seen.clear()
         it = ordered_map(abs, items(n), workers=2, start_now=True)
-        assert seen == list(range(min(n, 4)))  # taken (and sent) already
+        assert seen == list(range(min(n, 8)))  # taken (and sent) already
         assert list(it) == list(range(n))
     it = ordered_map(abs, items(9), workers=2, start_now=True)
     it.close()  # the caller gives up (e.g. the output could not be opened): the pool stops
