@@ -320,15 +320,25 @@ def _warm_before_fork() -> None:
     preload()
 
 
+def _id_key(study_id: str):
+    """How a study id is kept to find duplicates: an ASCII digit string without a leading zero as an int
+    (32 bytes instead of 57-65; the run keeps every id, 20 MB at 200,000 reports as strings), anything
+    else as it is ("0123" and "123" stay apart)."""
+    if study_id.isascii() and study_id.isdigit() and study_id[0] != "0":
+        return int(study_id)
+    return study_id
+
+
 def _chunks(studies: Iterator[Study], cfg: ReportsConfig, pending: list) -> Iterator[tuple]:
     """Pool tasks: chunks of (study_id, subject_id, path, member, error, image_dir) for the studies not
     seen before; each chunk's [(study, duplicate?)] in input order goes to ``pending``."""
-    seen: set[str] = set()
+    seen: set = set()
     for chunk in chunked(studies, cfg.chunk_size):
         entries, items = [], []
         for st in chunk:
-            dup = st.study_id in seen
-            seen.add(st.study_id)
+            key = _id_key(st.study_id)
+            dup = key in seen
+            seen.add(key)
             entries.append((st, dup))
             if not dup:
                 items.append(
