@@ -66,11 +66,12 @@ class Reject(Exception):
         self.args3 = (stage, kind, reason)
 
 
-def read_bounded(f, expected: int, limit: int) -> bytes:
+def read_bounded(f, expected: int, limit: int, data: bytes | None = None) -> bytes:
     """Read ``f`` to its end, but never more than ``limit`` + 1 bytes. ``read(limit + 1)`` allocates the
     whole limit (1 MiB) for every few-KB report (3x slower per file, measured); this reads what the size
     says, then on to the end in small steps (the file grew, a zip header lied, or a read came back short)."""
-    data = f.read(min(expected, limit) + 1)
+    if data is None:  # else: what the caller read already (its first read)
+        data = f.read(min(expected, limit) + 1)
     # exactly the expected size: the +1 byte was not there, the end. Else read on to the end: a short read
     # (network file systems) must not cut a report
     while len(data) != expected and len(data) <= limit:
@@ -108,7 +109,10 @@ def read_report(state: WorkerState, path: str | None, member: str | None) -> byt
     else:  # a bare descriptor: no file object per report (same system calls as an unbuffered open)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            data = read_bounded(_FdReader(fd), os.fstat(fd).st_size, limit)
+            size = os.fstat(fd).st_size
+            data = os.read(fd, min(size, limit) + 1)
+            if len(data) != size:  # a short read, or the file changed size: read_bounded reads on
+                data = read_bounded(_FdReader(fd), size, limit, data)
         finally:
             os.close(fd)
     if len(data) > limit:
