@@ -5,7 +5,7 @@ pandas to answer: about 0.3 s of CPU (measured with ``python -X importtime``) in
 that never sees a pandas object. :func:`skip_pandas_probe` answers that first probe "pandas is not
 installed" when pandas is not loaded yet. Later explicit pandas use still works in the same process:
 ``Table.to_pandas()`` imports pandas then, and ``pa.array(pandas.Series)`` converts as before (both
-checked in tests/test_reports_speed.py).
+checked in tests/test_startup.py).
 """
 
 from __future__ import annotations
