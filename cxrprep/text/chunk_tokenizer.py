@@ -89,15 +89,7 @@ def export_rules(nlp) -> dict | None:
     }
     if any(v is None for v in parts.values()) or type(t) is not Tokenizer:
         return None
-    bare = Tokenizer(
-        nlp.vocab,
-        rules={},
-        prefix_search=t.prefix_search,
-        suffix_search=t.suffix_search,
-        infix_finditer=t.infix_finditer,
-        token_match=t.token_match,
-        url_match=t.url_match,
-    )
+    bare = bare_tokenizer(nlp)
     rules = {k: [d[65] if 65 in d else d["ORTH"] for d in v] for k, v in t.rules.items()}  # 65: spacy.symbols.ORTH
     matcher = []  # the special cases spaCy's special-case matcher looks for after affix splitting
     for s in sorted(rules):
@@ -388,13 +380,13 @@ def build(nlp, extra: tuple[str, ...], pairs: list) -> ChunkTokenizer | None:
     return ct
 
 
-def cross_space_pairs(nlp) -> frozenset:
-    """(char before, char after) a space for every way of writing a multi-token special case of ``nlp``
-    with spaces between its tokens."""
+def bare_tokenizer(nlp):
+    """``nlp``'s tokenizer without its special cases (how spaCy tokenizes a special case's own string
+    for its special-case matcher)."""
     from spacy.tokenizer import Tokenizer
 
     t = nlp.tokenizer
-    bare = Tokenizer(
+    return Tokenizer(
         nlp.vocab,
         rules={},
         prefix_search=t.prefix_search,
@@ -403,6 +395,13 @@ def cross_space_pairs(nlp) -> frozenset:
         token_match=t.token_match,
         url_match=t.url_match,
     )
+
+
+def cross_space_pairs(nlp) -> frozenset:
+    """(char before, char after) a space for every way of writing a multi-token special case of ``nlp``
+    with spaces between its tokens."""
+    t = nlp.tokenizer
+    bare = bare_tokenizer(nlp)
     pairs = set()
     for rule in t.rules:
         toks = [x.text for x in bare(rule)]
