@@ -36,28 +36,51 @@ IMAGE_OPTIONS = (
 )
 
 
+def _block(name: str, options) -> typing.Callable:
+    """A decorator that gives a command the options ``options`` ((parameter name, type, option), in --help
+    order) in place of its parameter ``name``, and hands their values to it as that one dict: a block of
+    options declared once for every command that has it."""
+
+    def decorate(command):
+        sig = inspect.signature(command)
+        hints = typing.get_type_hints(command)
+        kept = [p.replace(annotation=hints[p.name]) for p in sig.parameters.values()]
+        at = [p.name for p in kept].index(name)
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        block = [inspect.Parameter(n, kind, default=o, annotation=t) for n, t, o in options]
+        params = kept[:at] + block + kept[at + 1 :]
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            values = {n: kwargs.pop(n) for n, _, _ in options}
+            return command(**{name: values}, **kwargs)
+
+        run.__signature__ = sig.replace(parameters=params)
+        run.__annotations__ = {p.name: p.annotation for p in params} | {"return": hints.get("return")}
+        return run
+
+    return decorate
+
+
 def image_options(command):
     """Give a command the image block (--size ... --max-image-pixels) in place of its ``image`` parameter
-    and hand the values to it as that one dict (for ``image_settings(**image)``): the block is declared
-    once, here, for every command that writes images."""
-    sig = inspect.signature(command)
-    hints = typing.get_type_hints(command)
-    kept = [p.replace(annotation=hints[p.name]) for p in sig.parameters.values()]
-    at = [p.name for p in kept].index("image")
-    block = [
-        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=o, annotation=t)
-        for n, t, o in IMAGE_OPTIONS
-    ]
-    params = kept[:at] + block + kept[at + 1 :]
+    and hand the values to it as that one dict (for ``image_settings(**image)``)."""
+    return _block("image", IMAGE_OPTIONS)(command)
 
-    @functools.wraps(command)
-    def run(**kwargs):
-        image = {name: kwargs.pop(name) for name, _, _ in IMAGE_OPTIONS}
-        return command(image=image, **kwargs)
 
-    run.__signature__ = sig.replace(parameters=params)
-    run.__annotations__ = {p.name: p.annotation for p in params} | {"return": hints.get("return")}
-    return run
+def run_block(part_unit: str, failed_unit: str) -> typing.Callable:
+    """Give a dataset command --workers, --overwrite, --part and --max-failed in place of its ``run``
+    parameter, handed to it as one dict (for ``dataset_config``); ``part_unit`` and ``failed_unit`` name
+    what --part splits and what --max-failed counts in --help."""
+    return _block(
+        "run",
+        (
+            ("workers", int, WORKERS),
+            ("overwrite", bool, OVERWRITE),
+            ("part", str, part_option(part_unit)),
+            ("max_failed", str, max_failed_option(failed_unit)),
+        ),
+    )
 
 
 # -- runs of the dataset commands ------------------------------------------------------------------------
@@ -180,12 +203,11 @@ def run_options(max_failed: str, part: str | None, workers: int) -> tuple[tuple,
         raise typer.BadParameter(str(e)) from e
 
 
-def dataset_config(
-    factory, image: dict, max_failed: str, part: str | None, workers: int, settings_field: str, **fields
-):
-    """The config of a dataset command that writes images: --max-failed, --part and --workers parsed (bad
-    values exit 2, in that order), then the image block (``image``, from ``image_options``) as
-    ``settings_field``, then ``factory(workers=..., part=..., **fields)``. -> (config, parsed --max-failed)."""
-    mf, part_t, nworkers = run_options(max_failed, part, workers)
+def dataset_config(factory, image: dict, run: dict, settings_field: str = "image_settings", **fields):
+    """The config of a dataset command that writes images: the run block (``run``, from ``run_block``)
+    parsed: --max-failed, --part and --workers (bad values exit 2, in that order) and --overwrite; then the
+    image block (``image``, from ``image_options``) as ``settings_field``; then ``factory(workers=...,
+    part=..., overwrite=..., **fields)``. -> (config, parsed --max-failed)."""
+    mf, part_t, nworkers = run_options(run["max_failed"], run["part"], run["workers"])
     fields[settings_field] = image_settings(**image)
-    return make_config(factory, workers=nworkers, part=part_t, **fields), mf
+    return make_config(factory, workers=nworkers, part=part_t, overwrite=run["overwrite"], **fields), mf

@@ -9,17 +9,12 @@ from pathlib import Path
 import typer
 
 from cxrprep.cli.edge import errors, fail, finish_dataset, path_str, progress
-from cxrprep.cli.options import (  # noqa: F401 (image_settings, run_options: also re-exported for old imports)
-    OVERWRITE,
-    WORKERS,
+from cxrprep.cli.options import (
     allow_outside_root_option,
     dataset_config,
     image_options,
     image_root_option,
-    image_settings,
-    max_failed_option,
-    part_option,
-    run_options,
+    run_block,
 )
 
 
@@ -43,6 +38,7 @@ def run_errors(target: Path):
 def register(app: typer.Typer) -> None:
     @app.command()
     @image_options
+    @run_block("subjects", "inputs")
     def images(
         # fmt: off
         src: Path = typer.Argument(
@@ -60,10 +56,7 @@ def register(app: typer.Typer) -> None:
         ),
         allow_outside_root: bool = allow_outside_root_option("CSV paths"),
         image: dict = None,  # the image block: see image_options
-        workers: int = WORKERS,
-        overwrite: bool = OVERWRITE,
-        part: str = part_option("subjects"),
-        max_failed: str = max_failed_option("inputs"),
+        run: dict = None,  # --workers --overwrite --part --max-failed: see run_block
         # fmt: on
     ) -> None:
         """Write DICOM/PNG/JPG files as one-image studies (evaluation sets such as RSNA Pneumonia, SIIM).
@@ -90,11 +83,8 @@ def register(app: typer.Typer) -> None:
         cfg, mf = dataset_config(
             ImagesConfig,
             image,
-            max_failed,
-            part,
-            workers,
+            run,
             "images",
-            overwrite=overwrite,
             dataset=dataset,
             image_root=path_str(image_root),
             allow_outside_root=allow_outside_root,

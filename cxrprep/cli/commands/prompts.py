@@ -8,15 +8,12 @@ import typer
 
 from cxrprep.cli.edge import errors, finish_dataset, path_str, progress
 from cxrprep.cli.options import (
-    OVERWRITE,
-    WORKERS,
     allow_outside_root_option,
     dataset_config,
     image_options,
     image_root_option,
-    max_failed_option,
-    part_option,
     prompts_option,
+    run_block,
 )
 
 _TEMPLATES = prompts_option("default", "Template file: a path, or a packaged name (default, eval)", "--templates")
@@ -35,6 +32,7 @@ _EXCLUDE_PATIENTS = typer.Option(
 
 
 @image_options
+@run_block("patients", "studies")
 def prompts(
     # fmt: off
     labels_csv: Path = typer.Argument(
@@ -62,10 +60,7 @@ def prompts(
     split_lists: Path = _SPLIT_LISTS,
     exclude_patients: Path = _EXCLUDE_PATIENTS,
     image: dict = None,  # the image block: see image_options
-    workers: int = WORKERS,
-    overwrite: bool = OVERWRITE,
-    part: str = part_option("patients"),
-    max_failed: str = max_failed_option("studies"),
+    run: dict = None,  # --workers --overwrite --part --max-failed: see run_block
     # fmt: on
 ) -> None:
     """Render K radiologist-style prompt reports per study from CheXpert or ChestX-ray14 labels.
@@ -78,11 +73,7 @@ def prompts(
     cfg, mf = dataset_config(
         PromptsConfig,
         image,
-        max_failed,
-        part,
-        workers,
-        "image_settings",
-        overwrite=overwrite,
+        run,
         templates=templates,  # a PromptFile: the name as given, resolved once
         dataset=dataset,
         images=images,

@@ -8,20 +8,18 @@ import typer
 
 from cxrprep.cli.edge import errors, finish_dataset, path_str, progress
 from cxrprep.cli.options import (
-    OVERWRITE,
-    WORKERS,
     dataset_config,
     deprecated,
     image_options,
-    max_failed_option,
-    part_option,
     renamed,
+    run_block,
 )
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     @image_options
+    @run_block("patients", "reports")
     def reports(
         # fmt: off
         root: Path = typer.Argument(
@@ -42,14 +40,11 @@ def register(app: typer.Typer) -> None:
             True, "--images/--no-images", help="Join the study's images (sNNNNNNNN/*.jpg|*.dcm)"
         ),
         image: dict = None,  # the image block: see image_options
-        workers: int = WORKERS,
-        overwrite: bool = OVERWRITE,
         chunk_size: int = typer.Option(1024, "--chunk-size", help="Reports per worker task"),
         max_report_bytes: int = typer.Option(
             1 << 20, "--max-report-bytes", help="A larger report file or zip member is a reject (never read whole)"
         ),
-        part: str = part_option("patients"),
-        max_failed: str = max_failed_option("reports"),
+        run: dict = None,  # --workers --overwrite --part --max-failed: see run_block
         # fmt: on
     ) -> None:
         """Parse MIMIC-CXR reports into findings/impression + sentences, join labels, split, views and
@@ -63,11 +58,7 @@ def register(app: typer.Typer) -> None:
         cfg, mf = dataset_config(
             ReportsConfig,
             image,
-            max_failed,
-            part,
-            workers,
-            "image_settings",
-            overwrite=overwrite,
+            run,
             metadata=path_str(metadata),
             split=path_str(split),
             chexpert=path_str(chexpert),
