@@ -1,23 +1,27 @@
-"""spaCy's English tokenizer on one space-free chunk, without importing spaCy.
+"""spaCy's English tokenizer on single-spaced text (a block of the sentence splitter), without importing
+spaCy.
 
 The sentence splitter (cxrprep.text.sentences) tokenizes only the chunks of text that hold ``. ? ! " ' )``
-(``effusion.``, ``1.``, ``p.m.)``). Importing spaCy to do that costs about 0.5 s of CPU per run (measured
-with ``python -X importtime``; a quarter of what the official MIMIC-CXR section parser needs for 40,000
-reports). This module runs spaCy's tokenizer algorithm (``spacy/tokenizer.pyx``: special cases,
-prefix/suffix splitting, infixes, URL match, then the special-case matcher inside the chunk) in pure Python
-on spaCy's own rules, which are exported once from the installed spaCy into a small JSON file:
+(``effusion.``, ``1.``, ``p.m.)``), and a whole block only where a special case could match across a
+space. Importing spaCy to do that costs about 0.5 s of CPU per run (measured with ``python -X
+importtime``; a quarter of what the official MIMIC-CXR section parser needs for 40,000 reports). This
+module runs spaCy's tokenizer algorithm (``spacy/tokenizer.pyx``: special cases, the prefix/suffix loop,
+infixes, URL match, then the special-case matcher over the token sequence, where a match across a space is
+never applied but still blocks an overlapping one) in pure Python on spaCy's own rules, which are exported
+once from the installed spaCy into a small JSON file:
 
 * the file lives in the cache folder (``$CXRKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/cxrkit``, else
   ``~/.cache/cxrkit``) under a name that holds the spaCy version and a hash of cxrkit's own special cases,
   so another spaCy version or abbreviation list gets its own file. It holds rules only, never text, so it
   pays off on any report, repeated or not;
 * it is written only after a self-check: this module and spaCy must tokenize every rule string, those
-  strings with punctuation around them, radiology chunks and 2,000 seeded random chunks identically.
-  A tokenizer this module cannot reproduce (a custom callable) gets no file, and cxrkit uses spaCy;
+  strings with punctuation around them, radiology chunks, 2,000 seeded random chunks and 2,000 blocks of
+  them identically (17,759 strings). A tokenizer this module cannot reproduce (a custom callable) gets no
+  file, and cxrkit uses spaCy;
 * a missing, unreadable or unwritable file only costs speed: spaCy is imported as before.
 
-``tests/test_chunk_tokenizer.py`` compares both on 20,000 more random chunks and every chunk of the test
-corpora.
+``tests/test_chunk_tokenizer.py`` compares both on 53,759 more strings (another seed), every chunk and
+block of the test corpora, and the cross-space cases.
 """
 
 from __future__ import annotations
