@@ -150,13 +150,14 @@ _DOT_VOCAB = [
     "No.", "no.", "a.m.", "a.m..", "p.m.", "e.g.", "i.e.,", "Dr.", "x.", "A.", "ABC.", "___.", "___", ".",
     "..", "vs.", "etc.", "pt.", "U.S.", "3:15", "R/O", "1.5cm", "No.1", "left-sided.", "(___", "cf.",
     "effusion.,", "A.B", "lungs.Heart", "x.y", "2.5x3.1", "a.m.,",
+    "(series", "34)", "34).", "word.)", "(___)", "2)", "(1.", "a)b", "x.)", ")", ").", "(1)", "1).", "(a.m.)",
 ]  # fmt: skip
 
 
 def test_full_stop_fast_path_matches_reference(tok, monkeypatch):
-    """Blocks of full-stop chunks only (what ``_sentences_of_dots`` takes: list markers, decimals,
-    abbreviations, "No.", a lone "."), through the pure-Python tokenizer with empty caches, give what
-    spaCy's full tokenizer and the rules give."""
+    """Blocks of full-stop and bracket chunks (what ``_sentences_of_dots`` takes: list markers, decimals,
+    abbreviations, "No.", a lone ".", "(series 2, image 34)."), through the pure-Python tokenizer with
+    empty caches, give what spaCy's full tokenizer and the rules give."""
     nlp, ct = tok
     monkeypatch.setattr(S, "_TOKEN_CACHE", {})
     monkeypatch.setattr(S, "_SIMPLE_CACHE", {})

@@ -145,7 +145,7 @@ _TOKEN_CACHE: dict[str, tuple] = {}
 _SIMPLE_CACHE: dict[str, bool] = {}
 _CLOSER_CHARS = ".?!\"')"
 _CUT_CHUNKS: set[str] = set()  # chunks of kind _CUT that end in a full stop (filled as they are met)
-_INNER_DOT = re.compile(r"\.(?=[^ ])")  # a full stop inside a chunk
+_INNER = re.compile(r"\.(?=[^ ])|\)")  # a full stop inside a chunk, or a closing bracket
 _CACHE_MAX = 500_000
 
 
@@ -177,17 +177,22 @@ _COMPLEX, _CUT, _INERT, _MARKER = 0, 1, 2, 3
 
 
 def _chunk_kind(chunk: str, t: tuple) -> int:
-    """How a chunk acts in the common case (see _sentences_of_block): _CUT: ends in one terminal token
-    whose previous token (same chunk) is not a short number, e.g. "effusion." "___." -> a sentence ends
-    right after it; _MARKER: a short number + terminal ("1.") -> ends a sentence unless it starts one;
-    _INERT: no token that can end a sentence or close one ("2.5", "approx."); _COMPLEX: anything else."""
-    if chunk[0] in _CLOSER_CHARS or any(cl for _, _, _, cl, _ in t[:-1]):
+    """How a chunk acts in the common case (see _sentences_of_block): _CUT: one terminal token, followed
+    in the chunk only by closing tokens, whose previous token (same chunk) is not a short number, e.g.
+    "effusion." "___." "34)." "word.)" -> a sentence ends right after the chunk; _MARKER: a short number
+    + terminal ("1.") -> ends a sentence unless it starts one; _INERT: no token that can end a sentence
+    ("2.5", "approx.", "34)": a closing token ends nothing unless it follows a sentence end, which no token
+    of this chunk is, and the chunk does not start with one); _COMPLEX: anything else, and every chunk
+    that starts with a closing character (it may close the previous chunk's sentence)."""
+    if chunk[0] in _CLOSER_CHARS:
         return _COMPLEX
-    if all(code in (_PLAIN, _OTHER) for _, _, code, _, _ in t):
-        return _INERT if not t[-1][3] else _COMPLEX
-    if len(t) < 2 or t[-1][2] != _TERM or any(code not in (_PLAIN, _OTHER) for _, _, code, _, _ in t[:-1]):
+    ends = [i for i, tok in enumerate(t) if tok[2] != _PLAIN and tok[2] != _OTHER]
+    if not ends:
+        return _INERT
+    i = ends[0]
+    if len(ends) > 1 or t[i][2] != _TERM or not all(tok[3] for tok in t[i + 1 :]):
         return _COMPLEX
-    if t[-2][4]:
+    if t[i - 1][4]:  # i >= 1: a chunk that starts with a terminal starts with a closing character
         return _MARKER if len(t) == 2 else _COMPLEX
     return _CUT
 
@@ -260,7 +265,7 @@ def _sentences_of_block(text: str, lazy: _LazyNLP, check: bool = True) -> list[s
         return [text] if text else []
     if check and lazy.context_dependent(text):
         return _sentences_of_spans(text, lazy.block_spans(text))
-    if "?" not in text and "!" not in text and '"' not in text and "'" not in text and ")" not in text:
+    if "?" not in text and "!" not in text and '"' not in text and "'" not in text:
         out = _sentences_of_dots(text, lazy)
         if out is not None:
             return out
@@ -292,20 +297,24 @@ def _sentences_of_block(text: str, lazy: _LazyNLP, check: bool = True) -> list[s
 
 
 def _sentences_of_dots(text: str, lazy: _LazyNLP) -> list[str] | None:  # long: one fast path
-    """The loop of ``_sentences_of_block`` for the most common block (no ? ! " ' )), without scanning
-    it chunk by chunk: cutting after every ". " gives the pieces between the chunks that end in a full
-    stop, the only ones that can end a sentence; a chunk with a full stop inside ("2.5") must be inert.
+    """The loop of ``_sentences_of_block`` for the most common block (no ? ! " '), without scanning it
+    chunk by chunk: cutting after every ". " gives the pieces between the chunks that end in a full stop,
+    the only ones that can end a sentence; a chunk with a full stop inside ("2.5") or a closing bracket
+    ("34)") that does not end in a full stop must be inert.
     None when a chunk is not a plain cut, marker or inert chunk (the caller then scans the block)."""
     pieces = text.replace(". ", ".\n").split("\n")  # blocks hold no line break; each piece keeps its "."
     kind = _SIMPLE_CACHE.get
     last = len(pieces) - 1
-    if text.count(".") != last + (text[-1] == "."):  # full stops inside chunks
-        for m in _INNER_DOT.finditer(text):
+    if ")" in text or text.count(".") != last + (text[-1] == "."):  # full stops inside chunks, brackets
+        end = 0
+        for m in _INNER.finditer(text):
+            if m.start() < end:
+                continue  # the same chunk again
             a = text.rfind(" ", 0, m.start()) + 1
             e = text.find(" ", m.start())
-            e = len(text) if e < 0 else e
+            e = end = len(text) if e < 0 else e
             if text[e - 1] == ".":
-                continue  # ends in a full stop: one of the chunks below ("a.m.", "2.5.")
+                continue  # ends in a full stop: one of the chunks below ("a.m.", "2.5.", "34).")
             chunk = text[a:e]
             k = kind(chunk)
             if k is None:
