@@ -82,6 +82,31 @@ def test_reports_output_unchanged_with_workers(tmp_path):
     assert _run("realistic_300", tmp_path, workers=2) == EXPECTED["realistic_300"]
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", "bb", "", "ccc"],
+        ["Pleural effusion.", None, "", None, "x"],
+        ["café", None, "  – 2 cm ", "\u00b5", "日本", ""],  # non-ASCII: byte offsets, not characters
+        [None, None],
+        [],
+    ],
+)
+def test_packed_strings_are_the_arrow_array_of_the_list(values):
+    """Workers send string columns as buffers (mimic_worker.pack_strings); the array built on them is the
+    one pyarrow builds from the list, nulls and non-ASCII text included."""
+    import pickle
+
+    import pyarrow as pa
+
+    from cxrprep.datasets.mimic_worker import pack_strings, strings
+
+    packed = pickle.loads(pickle.dumps(pack_strings(list(values))))
+    arr = strings(packed)
+    assert arr.equals(pa.array(values, pa.string())) and arr.null_count == values.count(None)
+    assert arr.to_pylist() == values
+
+
 if __name__ == "__main__":
     import tempfile
 

