@@ -43,6 +43,7 @@ from cxrprep.arrowprobe import skip_pandas_probe
 from cxrprep.datasets.bounds import check_at_least
 from cxrprep.datasets.mimic_inputs import not_empty
 from cxrprep.datasets.mimic_worker import DATASET, IMAGE_EXT, hash_split, init_worker, process_chunk
+from cxrprep.datasets.seen import SeenIds
 from cxrprep.image.settings import ImageSettings
 from cxrprep.labels import CHEXPERT_LABELS
 from cxrprep.parallel import chunked, fewer_collections, in_part, ordered_map
@@ -320,25 +321,13 @@ def _warm_before_fork() -> None:
     preload()
 
 
-def _id_key(study_id: str):
-    """How a study id is kept to find duplicates: an ASCII digit string without a leading zero as an int
-    (32 bytes instead of 57-65; the run keeps every id, 20 MB at 200,000 reports as strings), anything
-    else as it is ("0123" and "123" stay apart)."""
-    if study_id.isascii() and study_id.isdigit() and study_id[0] != "0":
-        return int(study_id)
-    return study_id
-
-
 def _chunks(studies: Iterator[Study], cfg: ReportsConfig, pending: list) -> Iterator[tuple]:
     """Pool tasks: chunks of (study_id, subject_id, path, member, error, image_dir) for the studies not
     seen before; each chunk's [(study, duplicate?)] in input order goes to ``pending``."""
-    seen: set = set()
+    seen = SeenIds()  # 8 bytes per id: the run keeps every one
     for chunk in chunked(studies, cfg.chunk_size):
         entries, items = [], []
-        for st in chunk:
-            key = _id_key(st.study_id)
-            dup = key in seen
-            seen.add(key)
+        for st, dup in zip(chunk, seen.seen_before([st.study_id for st in chunk])):
             entries.append((st, dup))
             if not dup:
                 items.append(

@@ -141,6 +141,13 @@ class Counts:
         return d
 
 
+#: pieces a split may hold before they are joined into one table. A small split (validate, test: 1% of the
+#: rows each) gets a few rows from every chunk, and each piece keeps a whole table's worth of buffers
+#: (about 100 arrays); joining them keeps the writer's memory flat however long the run (issue 25: the main
+#: process of `cxrprep reports` grew by about 175 bytes per report until the small splits filled a row group)
+_MAX_PIECES = 16
+
+
 @dataclass
 class _Split:
     """Write state of one split: the row buffer, the open file and the files closed so far."""
@@ -319,6 +326,8 @@ class ShardWriter:
                 i = j
                 if st.nbuf >= self.row_group_rows or st.buf_bytes >= self.row_group_bytes:
                     self._guarded(self._flush, sp)
+                elif len(st.pieces) >= _MAX_PIECES:
+                    st.pieces = [pa.concat_tables(st.pieces).combine_chunks()]
 
     def write_many(self, rows: Iterable[dict]) -> None:
         for r in rows:
