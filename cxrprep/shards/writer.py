@@ -60,6 +60,7 @@ from cxrprep.shards.files import (
     write_failure,
 )
 from cxrprep.shards.lock import DatasetLock
+from cxrprep.shards.rowsize import row_bytes, table_row_bytes
 
 # the manifest keys ShardWriter.close fills itself (in this order)
 WRITER_KEYS = ("schema_version", "dataset", "cxrkit_version", "command", "invocation", "part", "config")
@@ -76,48 +77,6 @@ def _version() -> str:
 def part_tag(part: tuple[int, int] | None) -> str:
     """'' for a whole run, '3of8' for --part 3/8."""
     return "" if part is None else f"{part[0]}of{part[1]}"
-
-
-def _row_bytes(row: dict) -> int:
-    """Cheap size estimate of a row (dominated by image bytes) used for row-group/part rotation."""
-    n = 256
-    for img in row.get("images") or ():
-        n += len(img.get("image") or b"") + len(img.get("image_clahe") or b"")
-    for key in ("findings", "impression"):
-        n += 2 * len(row.get(key) or "")
-    for p in row.get("prompts") or ():
-        n += len(p)
-    return n
-
-
-def table_row_bytes(table: pa.Table) -> list[int]:
-    """``_row_bytes`` of every row of a STUDY_SCHEMA table, computed column-wise."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    n = table.num_rows
-    out = np.full(n, 256, dtype=np.int64)
-    for key in ("findings", "impression"):
-        out += 2 * pc.fill_null(pc.utf8_length(table[key]), 0).to_numpy(zero_copy_only=False)
-
-    def per_row(lists, lengths) -> np.ndarray:
-        lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
-        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-        return np.bincount(parents, weights=lengths, minlength=n).astype(np.int64) if len(parents) else 0
-
-    prompts = table["prompts"]
-    if pc.sum(pc.list_value_length(prompts)).as_py():
-        flat = pc.list_flatten(prompts.combine_chunks())
-        out += per_row(prompts, pc.fill_null(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False))
-    images = table["images"]
-    if pc.sum(pc.list_value_length(images)).as_py():
-        flat = pc.list_flatten(images.combine_chunks())
-        size = sum(
-            pc.fill_null(pc.binary_length(pc.struct_field(flat, k)), 0).to_numpy(zero_copy_only=False)
-            for k in ("image", "image_clahe")
-        )
-        out += per_row(images, size)
-    return out.tolist()
 
 
 @dataclass
@@ -141,10 +100,8 @@ class Counts:
         return d
 
 
-#: pieces a split may hold before they are joined into one table. A small split (validate, test: 1% of the
-#: rows each) gets a few rows from every chunk, and each piece keeps a whole table's worth of buffers
-#: (about 100 arrays); joining them keeps the writer's memory flat however long the run (issue 25: the main
-#: process of `cxrprep reports` grew by about 175 bytes per report until the small splits filled a row group)
+#: pieces a split holds before they are joined: a small split gets a few rows from each table, and each piece
+#: keeps ~100 Arrow buffers (issue 25: memory grew ~60 bytes per report until validate filled a row group)
 _MAX_PIECES = 16
 
 
@@ -270,7 +227,7 @@ class ShardWriter:
         st = self._splits.get(split) or self._splits.setdefault(split, _Split())
         st.buf.append(row)
         st.nbuf += 1
-        st.buf_bytes += _row_bytes(row)
+        st.buf_bytes += row_bytes(row)
         self.counts.rows_written += 1
         self.counts.images_written += len(row.get("images") or ())
         if st.nbuf >= self.row_group_rows or st.buf_bytes >= self.row_group_bytes:
